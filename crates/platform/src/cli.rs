@@ -1,0 +1,103 @@
+//! The command line every service binary shares: `<service> [serve]` runs the
+//! service, `<service> migrate` applies its migrations and exits (for a
+//! Kubernetes Job before a rollout).
+
+use std::future::Future;
+use std::process::ExitCode;
+
+/// What the binary was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Migrate,
+}
+
+fn parse(service: &str, mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let command = match args.next().as_deref() {
+        None | Some("serve") => Command::Serve,
+        Some("migrate") => Command::Migrate,
+        Some("-h") | Some("--help") | Some("help") => {
+            return Err(format!(
+                "usage: {service} [serve|migrate]\n  serve    run the service (default)\n  migrate  apply database migrations and exit\nConfiguration comes from the environment or a .env file; see README.md."
+            ));
+        }
+        Some(other) => return Err(format!("unknown command {other:?}; try {service} --help")),
+    };
+    if let Some(extra) = args.next() {
+        return Err(format!(
+            "unexpected argument {extra:?}; try {service} --help"
+        ));
+    }
+    Ok(command)
+}
+
+/// Runs a service binary: loads `.env`, sets up telemetry, dispatches the
+/// command and turns any error into a message and exit code 1.
+pub fn main<F, Fut>(service: &'static str, run: F) -> ExitCode
+where
+    F: FnOnce(Command) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let command = match parse(service, std::env::args().skip(1)) {
+        Ok(command) => command,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = crate::config::load_dotenv() {
+        eprintln!("{service}: configuration error: {e}");
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{service}: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let telemetry = match crate::telemetry::init(service) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{service}: cannot set up telemetry: {e:#}");
+                return ExitCode::from(1);
+            }
+        };
+        crate::fault::announce();
+        let result = run(command).await;
+        drop(telemetry);
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{service} failed: {e:#}");
+                eprintln!("{service}: {e:#}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> impl Iterator<Item = String> {
+        list.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("x", args(&[])).unwrap(), Command::Serve);
+        assert_eq!(parse("x", args(&["serve"])).unwrap(), Command::Serve);
+        assert_eq!(parse("x", args(&["migrate"])).unwrap(), Command::Migrate);
+        assert!(parse("x", args(&["bogus"])).is_err());
+        assert!(parse("x", args(&["migrate", "extra"])).is_err());
+    }
+}

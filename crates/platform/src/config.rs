@@ -1,0 +1,468 @@
+//! Configuration from the environment or an optional `.env` file.
+//!
+//! Every setting has a name (the environment variable), a default that works on
+//! a developer machine where that is safe, and a parser; a missing or malformed
+//! value stops the service at start-up with a message naming the variable.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// A configuration error that names the offending variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required but not set{hint}")]
+    Missing { name: String, hint: String },
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub fn invalid(name: &str, value: &str, reason: impl fmt::Display) -> Self {
+        ConfigError::Invalid {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Loads `.env` from the working directory when present. A missing file is fine
+/// (the seed failed without one); a malformed one is an error.
+pub fn load_dotenv() -> Result<(), ConfigError> {
+    match dotenvy::dotenv() {
+        Ok(_) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(ConfigError::invalid(".env", "", e)),
+    }
+}
+
+/// Reads a variable; empty counts as unset.
+pub fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Reads and parses a variable, or returns `default` when unset.
+pub fn parse_or<T>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e| ConfigError::invalid(name, &raw, e)),
+    }
+}
+
+/// Reads a string variable, or `default` when unset.
+pub fn string_or(name: &str, default: &str) -> String {
+    var(name).unwrap_or_else(|| default.to_owned())
+}
+
+/// Reads a duration given in milliseconds.
+pub fn millis_or(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let ms: u64 = parse_or(name, default.as_millis() as u64)?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Reads a boolean (`true/false/1/0/yes/no`).
+pub fn bool_or(name: &str, default: bool) -> Result<bool, ConfigError> {
+    match var(name) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::invalid(name, &raw, "expected true or false")),
+        },
+    }
+}
+
+/// `APP_ENV`: development relaxes the rules for secrets; production (the
+/// default) requires every secret to be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+impl AppEnv {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match var("APP_ENV").as_deref().map(str::trim) {
+            None | Some("production") | Some("prod") => Ok(AppEnv::Production),
+            Some("development") | Some("dev") => Ok(AppEnv::Development),
+            Some(other) => Err(ConfigError::invalid(
+                "APP_ENV",
+                other,
+                "expected development or production",
+            )),
+        }
+    }
+
+    pub fn is_development(self) -> bool {
+        self == AppEnv::Development
+    }
+}
+
+/// A `host:port` address as the seed writes them (`:50051`, `inventory:50051`).
+/// The service named by it listens on the port (all interfaces when the host is
+/// empty); the others dial it (loopback when the host is empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAddr {
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+impl FromStr for ServiceAddr {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let raw = raw.trim();
+        let raw = raw
+            .strip_prefix("http://")
+            .or_else(|| raw.strip_prefix("https://"))
+            .unwrap_or(raw);
+        let (host, port) = raw
+            .rsplit_once(':')
+            .ok_or_else(|| "expected host:port, e.g. :50051 or inventory:50051".to_owned())?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("port {port:?} is not a number from 0 to 65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.contains(char::is_whitespace) || host.contains('/') {
+            return Err(format!("host {host:?} is not a valid host name"));
+        }
+        Ok(ServiceAddr {
+            host: (!host.is_empty()).then(|| host.to_owned()),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ServiceAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Some(h) if h.contains(':') => write!(f, "[{h}]:{}", self.port),
+            Some(h) => write!(f, "{h}:{}", self.port),
+            None => write!(f, ":{}", self.port),
+        }
+    }
+}
+
+impl ServiceAddr {
+    /// Reads `name`, defaulting to `:<default_port>`.
+    pub fn from_env(name: &str, default_port: u16) -> Result<Self, ConfigError> {
+        match var(name) {
+            None => Ok(ServiceAddr {
+                host: None,
+                port: default_port,
+            }),
+            Some(raw) => raw.parse().map_err(|e| ConfigError::invalid(name, &raw, e)),
+        }
+    }
+
+    /// Where to listen: all interfaces for an empty host, otherwise the host's
+    /// address (a name is resolved; one that does not resolve means all).
+    pub fn listen_addr(&self) -> SocketAddr {
+        let ip = match &self.host {
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Some(h) => match h.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                // A DNS name (the in-cluster service name) is where others dial;
+                // the process itself listens on every interface.
+                Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
+        };
+        SocketAddr::new(ip, self.port)
+    }
+
+    /// The `http://host:port` URI others dial (loopback for an empty host).
+    pub fn dial_uri(&self) -> String {
+        let host = match &self.host {
+            None => "127.0.0.1".to_owned(),
+            Some(h) if h == "0.0.0.0" => "127.0.0.1".to_owned(),
+            Some(h) if h.contains(':') => format!("[{h}]"),
+            Some(h) => h.clone(),
+        };
+        format!("http://{host}:{}", self.port)
+    }
+
+    /// The dial address resolved to a socket address (for TCP probes).
+    pub fn dial_socket_addr(&self) -> Option<SocketAddr> {
+        let uri = self.dial_uri();
+        let hostport = uri.trim_start_matches("http://");
+        hostport.to_socket_addrs().ok()?.next()
+    }
+}
+
+/// PostgreSQL connection settings (`DB_*`). Each service has its own database,
+/// `<SERVICE>_DB_NAME`, defaulting to `<DB_NAME>_<service>`.
+#[derive(Clone)]
+pub struct DbSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: SecretString,
+    pub database: String,
+    pub max_connections: u32,
+}
+
+impl fmt::Debug for DbSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DbSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &"[redacted]")
+            .field("database", &self.database)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+impl DbSettings {
+    /// Reads the `DB_*` variables for `service` (e.g. "inventory").
+    pub fn from_env(service: &str, app_env: AppEnv) -> Result<Self, ConfigError> {
+        let base = string_or("DB_NAME", "ecommerce");
+        let db_var = format!("{}_DB_NAME", service.to_ascii_uppercase());
+        let database = string_or(&db_var, &format!("{base}_{service}"));
+        validate_identifier(&db_var, &database)?;
+        let password = match var("DB_PASSWORD") {
+            Some(p) => p,
+            // Local PostgreSQL uses trust auth; a deployment must say.
+            None if app_env.is_development() => String::new(),
+            None => std::env::var("DB_PASSWORD").map_err(|_| ConfigError::Missing {
+                name: "DB_PASSWORD".into(),
+                hint: " (set it, or set it empty for trust authentication)".into(),
+            })?,
+        };
+        Ok(DbSettings {
+            host: string_or("DB_HOST", "127.0.0.1"),
+            port: parse_or("DB_PORT", 5432)?,
+            user: string_or("DB_USER", "postgres"),
+            password: SecretString::from(password),
+            database,
+            max_connections: parse_or("DB_MAX_CONNECTIONS", 10)?,
+        })
+    }
+
+    /// The connection URL of `database` on this server.
+    pub fn url_for(&self, database: &str) -> String {
+        let password = self.password.expose_secret();
+        let auth = if password.is_empty() {
+            percent_encode(&self.user)
+        } else {
+            format!(
+                "{}:{}",
+                percent_encode(&self.user),
+                percent_encode(password)
+            )
+        };
+        format!(
+            "postgres://{auth}@{}:{}/{}",
+            self.host,
+            self.port,
+            percent_encode(database)
+        )
+    }
+
+    pub fn url(&self) -> String {
+        self.url_for(&self.database)
+    }
+}
+
+/// Database names end up in SQL identifiers; keep them plain.
+fn validate_identifier(name: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            name,
+            value,
+            "use 1 to 63 letters, digits, '_' or '-'",
+        ))
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// NATS settings: the server, the order event stream and its subjects.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// `NATS_ADDR`, e.g. `nats://127.0.0.1:4222`.
+    pub addr: String,
+    /// `NATS_STREAM`: the JetStream stream of order events.
+    pub stream: String,
+    /// `NATS_SUBJECT_PREFIX`: events go to `<prefix>.created` and
+    /// `<prefix>.cancelled`.
+    pub subject_prefix: String,
+    /// `NATS_DLQ_STREAM`: the dead-letter stream, subject `<prefix>_dead.>`.
+    pub dead_letter_stream: String,
+}
+
+impl NatsSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let addr = string_or("NATS_ADDR", "nats://127.0.0.1:4222");
+        let stream = string_or("NATS_STREAM", "ORDER_EVENTS");
+        let subject_prefix = string_or("NATS_SUBJECT_PREFIX", "order");
+        let dead_letter_stream = string_or("NATS_DLQ_STREAM", &format!("{stream}_DLQ"));
+        for (name, value) in [
+            ("NATS_STREAM", &stream),
+            ("NATS_DLQ_STREAM", &dead_letter_stream),
+        ] {
+            if value.is_empty()
+                || !value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(ConfigError::invalid(
+                    name,
+                    value,
+                    "use letters, digits, '_' or '-'",
+                ));
+            }
+        }
+        if subject_prefix.is_empty()
+            || subject_prefix.starts_with('.')
+            || subject_prefix.ends_with('.')
+            || subject_prefix.contains("..")
+            || subject_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c == '*' || c == '>')
+        {
+            return Err(ConfigError::invalid(
+                "NATS_SUBJECT_PREFIX",
+                &subject_prefix,
+                "use dot-separated tokens without wildcards, e.g. order",
+            ));
+        }
+        Ok(NatsSettings {
+            addr,
+            stream,
+            subject_prefix,
+            dead_letter_stream,
+        })
+    }
+
+    pub fn created_subject(&self) -> String {
+        format!("{}.created", self.subject_prefix)
+    }
+
+    pub fn cancelled_subject(&self) -> String {
+        format!("{}.cancelled", self.subject_prefix)
+    }
+
+    /// The dead-letter subject for an event kind ("created", "cancelled", ...).
+    pub fn dead_letter_subject(&self, kind: &str) -> String {
+        format!("{}_dead.{kind}", self.subject_prefix)
+    }
+
+    pub fn dead_letter_subjects(&self) -> String {
+        format!("{}_dead.>", self.subject_prefix)
+    }
+}
+
+/// The seed's service addresses, with its ports.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub gateway: ServiceAddr,
+    pub inventory: ServiceAddr,
+    pub order: ServiceAddr,
+    pub user: ServiceAddr,
+    pub producer: ServiceAddr,
+    pub consumer: ServiceAddr,
+}
+
+impl Endpoints {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Endpoints {
+            gateway: ServiceAddr::from_env("API_GATEWAY_ADDR", 8080)?,
+            inventory: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
+            order: ServiceAddr::from_env("ORDER_ADDR", 50052)?,
+            user: ServiceAddr::from_env("USER_ADDR", 50053)?,
+            producer: ServiceAddr::from_env("PRODUCER_ADDR", 50054)?,
+            consumer: ServiceAddr::from_env("CONSUMER_ADDR", 50055)?,
+        })
+    }
+}
+
+/// Settings of every outgoing gRPC call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallSettings {
+    /// `GRPC_CONNECT_TIMEOUT_MS`
+    pub connect_timeout: Duration,
+    /// `GRPC_REQUEST_TIMEOUT_MS`: the deadline of every call.
+    pub request_timeout: Duration,
+}
+
+impl CallSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(CallSettings {
+            connect_timeout: millis_or("GRPC_CONNECT_TIMEOUT_MS", Duration::from_secs(2))?,
+            request_timeout: millis_or("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(5))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_addr_forms() {
+        let a: ServiceAddr = ":50051".parse().unwrap();
+        assert_eq!(a.host, None);
+        assert_eq!(a.listen_addr().to_string(), "0.0.0.0:50051");
+        assert_eq!(a.dial_uri(), "http://127.0.0.1:50051");
+
+        let b: ServiceAddr = "inventory:50051".parse().unwrap();
+        assert_eq!(b.dial_uri(), "http://inventory:50051");
+        assert_eq!(b.listen_addr().to_string(), "0.0.0.0:50051");
+
+        let c: ServiceAddr = "127.0.0.1:9".parse().unwrap();
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:9");
+
+        assert!("50051".parse::<ServiceAddr>().is_err());
+        assert!(":port".parse::<ServiceAddr>().is_err());
+        assert!(":70000".parse::<ServiceAddr>().is_err());
+    }
+
+    #[test]
+    fn db_url_encodes_credentials() {
+        let s = DbSettings {
+            host: "db".into(),
+            port: 5432,
+            user: "app".into(),
+            password: SecretString::from("p@ss word".to_owned()),
+            database: "shop".into(),
+            max_connections: 5,
+        };
+        assert_eq!(s.url(), "postgres://app:p%40ss%20word@db:5432/shop");
+        assert!(!format!("{s:?}").contains("p@ss"));
+    }
+}

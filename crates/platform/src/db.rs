@@ -1,0 +1,142 @@
+//! PostgreSQL: creating a service's database when it is missing, connecting
+//! with a bounded wait, and running migrations under an advisory lock so that
+//! replicas starting together cannot race.
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::DbSettings;
+
+fn options(url: String, max_connections: u32) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections)
+        .min_connections(0)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    options
+}
+
+/// Connects to the service's database, retrying for up to `DB_CONNECT_WAIT_MS`
+/// (default 30 s) while the server is not reachable yet.
+pub async fn connect(settings: &DbSettings) -> anyhow::Result<DatabaseConnection> {
+    connect_url(settings.url(), settings.max_connections).await
+}
+
+async fn connect_url(url: String, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let wait = crate::config::millis_or("DB_CONNECT_WAIT_MS", Duration::from_secs(30))?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Database::connect(options(url.clone(), max_connections)).await {
+            Ok(db) => return Ok(db),
+            Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(error = %e, "PostgreSQL not reachable yet, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot connect to PostgreSQL at {}: {e}",
+                    redact(&url)
+                ));
+            }
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Creates the service's database when it does not exist. A user without the
+/// right to create databases is fine as long as the database is there.
+pub async fn ensure_database(settings: &DbSettings) -> anyhow::Result<()> {
+    let admin = connect_url(settings.url_for("postgres"), 1).await?;
+    let exists = admin
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            [settings.database.clone().into()],
+        ))
+        .await?
+        .is_some();
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", settings.database.replace('"', ""));
+        match admin.execute_unprepared(&sql).await {
+            Ok(_) => tracing::info!(database = %settings.database, "created database"),
+            // Another replica created it first.
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "cannot create database {}: {e}",
+                    settings.database
+                ));
+            }
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Runs `M`'s pending migrations while holding a PostgreSQL advisory lock keyed
+/// by the database name, on a connection of its own.
+pub async fn migrate<M: MigratorTrait>(settings: &DbSettings) -> anyhow::Result<()> {
+    ensure_database(settings).await?;
+    let conn = connect_url(settings.url(), 1).await?;
+    let key = format!("migrations:{}", settings.database);
+    let lock = |sql: &'static str| {
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, [key.clone().into()])
+    };
+    conn.execute_raw(lock("SELECT pg_advisory_lock(hashtext($1))"))
+        .await?;
+    let result = M::up(&conn, None).await;
+    conn.execute_raw(lock("SELECT pg_advisory_unlock(hashtext($1))"))
+        .await?;
+    conn.close().await?;
+    result.map_err(|e| anyhow::anyhow!("migrations of {} failed: {e}", settings.database))?;
+    tracing::info!(database = %settings.database, "migrations applied");
+    Ok(())
+}
+
+/// Whether a database error is about reaching the database (retry later)
+/// rather than about the statement.
+pub fn is_connection_error(err: &DbErr) -> bool {
+    matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) || {
+        let text = err.to_string();
+        text.contains("connection")
+            || text.contains("pool timed out")
+            || text.contains("terminating")
+    }
+}
+
+/// Maps a database error that escaped the domain to a gRPC status: an outage
+/// is UNAVAILABLE (callers retry), anything else INTERNAL with no SQL leaked.
+pub fn status_from_db(err: &DbErr) -> tonic::Status {
+    if is_connection_error(err) {
+        tracing::warn!(error = %err, "database unavailable");
+        tonic::Status::unavailable("the database is unavailable, try again")
+    } else {
+        tracing::error!(error = %err, "database error");
+        tonic::Status::internal("internal error")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://***@h:5432/db"
+        );
+    }
+}

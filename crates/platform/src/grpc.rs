@@ -1,0 +1,221 @@
+//! gRPC plumbing shared by every service: the server (trace context taken from
+//! incoming metadata), lazily connected client channels with a deadline on
+//! every call (trace context injected), and error details on statuses.
+
+use std::future::Future;
+use std::time::Duration;
+
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codegen::http;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic::{Code, Status};
+
+use crate::config::{CallSettings, ServiceAddr};
+use proto::common::v1::{ErrorDetail, FieldViolation};
+
+/// A server builder whose requests each get a span, child of the caller's
+/// trace when the request carries a `traceparent`.
+pub fn server() -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .trace_fn(|request: &http::Request<()>| {
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = %request.uri().path(),
+                otel.kind = "server",
+                rpc.system = "grpc",
+            );
+            crate::telemetry::set_parent_from(&span, &HeaderExtractor(request.headers()));
+            span
+        })
+}
+
+/// Binds the address a service listens on.
+pub async fn bind(addr: &ServiceAddr) -> anyhow::Result<TcpListener> {
+    let listen = addr.listen_addr();
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))
+}
+
+/// Serves `routes` on `listener` until `shutdown` resolves, then drains
+/// in-flight calls. Plain HTTP/1.1 `GET /metrics` and `GET /healthz` are served
+/// on the same port.
+///
+/// Build `routes` with `tonic::service::Routes::new(health).add_service(svc)`.
+pub async fn serve(
+    routes: tonic::service::Routes,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut routes = routes;
+    let http = crate::metrics::http_routes();
+    let merged = std::mem::take(routes.axum_router_mut()).merge(http);
+    *routes.axum_router_mut() = merged;
+    server()
+        .accept_http1(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Puts the current trace context into every outgoing request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateTrace;
+
+impl Interceptor for PropagateTrace {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        crate::telemetry::inject_current(&mut MetadataInjector(request.metadata_mut()));
+        Ok(request)
+    }
+}
+
+/// The channel type every generated client is built on.
+pub type TracedChannel = InterceptedService<Channel, PropagateTrace>;
+
+/// A channel to `addr` that connects on first use (and reconnects by itself),
+/// with a connect timeout and a deadline on every call.
+pub fn channel(addr: &ServiceAddr, settings: CallSettings) -> anyhow::Result<TracedChannel> {
+    let endpoint = Endpoint::from_shared(addr.dial_uri())
+        .map_err(|e| anyhow::anyhow!("invalid address {addr}: {e}"))?
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.request_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(InterceptedService::new(
+        endpoint.connect_lazy(),
+        PropagateTrace,
+    ))
+}
+
+/// A status whose details carry a machine-readable reason and per-field
+/// messages (decoded at the edge into problem+json).
+pub fn status_with_detail(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    violations: Vec<FieldViolation>,
+) -> Status {
+    let detail = ErrorDetail {
+        reason: reason.to_owned(),
+        field_violations: violations,
+    };
+    Status::with_details(code, message, detail.encode_to_vec().into())
+}
+
+/// INVALID_ARGUMENT with one violation per bad field.
+pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
+    let message = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    status_with_detail(
+        Code::InvalidArgument,
+        message,
+        "INVALID_ARGUMENT",
+        violations,
+    )
+}
+
+/// Builds one field violation.
+pub fn violation(field: impl Into<String>, description: impl Into<String>) -> FieldViolation {
+    FieldViolation {
+        field: field.into(),
+        description: description.into(),
+    }
+}
+
+/// The details a service attached to `status`, if any.
+pub fn error_detail(status: &Status) -> Option<ErrorDetail> {
+    if status.details().is_empty() {
+        return None;
+    }
+    ErrorDetail::decode(status.details()).ok()
+}
+
+/// Whether a failed call may succeed when simply tried again later (the
+/// service is down, busy, or timed out). Everything else is a verdict about
+/// the request itself.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+    )
+}
+
+/// Parses a UUID field of a request, naming the field when it is not one.
+pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
+    uuid::Uuid::parse_str(value.trim())
+        .map_err(|_| invalid_argument(vec![violation(field, format!("{value:?} is not a UUID"))]))
+}
+
+/// Converts a timestamp for the wire.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_round_trip() {
+        let status = invalid_argument(vec![violation("price", "must be > 0")]);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "price: must be > 0");
+        let detail = error_detail(&status).unwrap();
+        assert_eq!(detail.reason, "INVALID_ARGUMENT");
+        assert_eq!(detail.field_violations[0].field, "price");
+    }
+
+    #[test]
+    fn transient_codes() {
+        assert!(is_transient(&Status::unavailable("down")));
+        assert!(is_transient(&Status::deadline_exceeded("slow")));
+        assert!(!is_transient(&Status::invalid_argument("bad")));
+        assert!(!is_transient(&Status::failed_precondition("state")));
+        assert!(!is_transient(&Status::not_found("gone")));
+    }
+}

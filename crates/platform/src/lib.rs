@@ -1,0 +1,14 @@
+//! Shared plumbing of the platform's services. Each service owns its domain;
+//! this crate holds only what every one of them needs in the same way.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod fault;
+pub mod grpc;
+pub mod metrics;
+pub mod nats;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::ConfigError;
