@@ -466,3 +466,93 @@ mod tests {
         assert!(!format!("{s:?}").contains("p@ss"));
     }
 }
+
+/// These read the process environment; nextest runs every test in a process
+/// of its own, so they cannot disturb each other.
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn set(name: &str, value: &str) {
+        // SAFETY: each test runs in its own process (nextest) and sets
+        // variables before any other thread reads them.
+        unsafe { std::env::set_var(name, value) }
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable() {
+        set("DB_PORT", "fifty");
+        let err = DbSettings::from_env("inventory", AppEnv::Development).unwrap_err();
+        assert!(err.to_string().contains("DB_PORT"), "{err}");
+
+        set("INVENTORY_ADDR", "nowhere");
+        let err = Endpoints::from_env().unwrap_err();
+        assert!(err.to_string().contains("INVENTORY_ADDR"), "{err}");
+    }
+
+    #[test]
+    fn production_needs_a_database_password() {
+        let err = DbSettings::from_env("order", AppEnv::Production).unwrap_err();
+        assert!(err.to_string().contains("DB_PASSWORD"), "{err}");
+        // Explicitly empty is a choice (trust authentication), not an omission.
+        set("DB_PASSWORD", "");
+        assert!(DbSettings::from_env("order", AppEnv::Production).is_ok());
+    }
+
+    #[test]
+    fn per_service_database_names() {
+        let s = DbSettings::from_env("order", AppEnv::Development).unwrap();
+        assert_eq!(s.database, "ecommerce_order");
+        set("DB_NAME", "shop");
+        assert_eq!(
+            DbSettings::from_env("user", AppEnv::Development)
+                .unwrap()
+                .database,
+            "shop_user"
+        );
+        set("USER_DB_NAME", "accounts");
+        assert_eq!(
+            DbSettings::from_env("user", AppEnv::Development)
+                .unwrap()
+                .database,
+            "accounts"
+        );
+        set("USER_DB_NAME", "drop table;");
+        assert!(DbSettings::from_env("user", AppEnv::Development).is_err());
+    }
+
+    #[test]
+    fn seed_defaults() {
+        let e = Endpoints::from_env().unwrap();
+        assert_eq!(e.gateway.port, 8080);
+        assert_eq!(e.inventory.port, 50051);
+        assert_eq!(e.order.port, 50052);
+        assert_eq!(e.user.port, 50053);
+        assert_eq!(e.producer.port, 50054);
+        assert_eq!(AppEnv::from_env().unwrap(), AppEnv::Production);
+        let nats = NatsSettings::from_env().unwrap();
+        assert_eq!(nats.addr, "nats://127.0.0.1:4222");
+        assert_eq!(nats.created_subject(), "order.created");
+        assert_eq!(nats.cancelled_subject(), "order.cancelled");
+    }
+
+    #[test]
+    fn subject_prefix_rejects_wildcards() {
+        set("NATS_SUBJECT_PREFIX", "order.*");
+        let err = NatsSettings::from_env().unwrap_err();
+        assert!(err.to_string().contains("NATS_SUBJECT_PREFIX"));
+    }
+
+    #[test]
+    fn app_env_values() {
+        set("APP_ENV", "development");
+        assert!(AppEnv::from_env().unwrap().is_development());
+        set("APP_ENV", "staging");
+        assert!(
+            AppEnv::from_env()
+                .unwrap_err()
+                .to_string()
+                .contains("APP_ENV")
+        );
+    }
+}

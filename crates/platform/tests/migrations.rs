@@ -1,0 +1,84 @@
+//! Migrations under the advisory lock: replicas starting at once do not race.
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_migration::prelude::*;
+use testkit::TestDb;
+
+struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateWidgets)]
+    }
+}
+
+#[derive(DeriveMigrationName)]
+struct CreateWidgets;
+
+#[async_trait::async_trait]
+impl MigrationTrait for CreateWidgets {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // Plain CREATE TABLE (no IF NOT EXISTS): a second runner that did not
+        // wait for the lock would fail here.
+        manager
+            .get_connection()
+            .execute_unprepared("CREATE TABLE widgets (id bigint PRIMARY KEY)")
+            .await?;
+        // Hold the lock long enough that the other runners must wait for it.
+        manager
+            .get_connection()
+            .execute_unprepared("SELECT pg_sleep(0.3)")
+            .await?;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn concurrent_migrations_run_once() {
+    let db = TestDb::create().await;
+    let settings = db.settings();
+    let runs = (0..4).map(|_| {
+        let settings = settings.clone();
+        tokio::spawn(async move { platform::db::migrate::<Migrator>(&settings).await })
+    });
+    for run in futures::future::join_all(runs).await {
+        run.unwrap().unwrap();
+    }
+    let conn = db.connect().await;
+    let applied = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM seaql_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn creates_a_missing_database() {
+    let db = TestDb::create().await;
+    let mut settings = db.settings();
+    // A database that does not exist yet, named after the test's own.
+    settings.database = format!("{}_new", db.name);
+    platform::db::migrate::<Migrator>(&settings).await.unwrap();
+    let conn = sea_orm::Database::connect(settings.url()).await.unwrap();
+    conn.execute_unprepared("SELECT 1 FROM widgets")
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let admin = sea_orm::Database::connect(db.server.url("postgres"))
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE \"{}\" WITH (FORCE)",
+            settings.database
+        ))
+        .await
+        .unwrap();
+}
