@@ -22,6 +22,11 @@ async fn every_service_is_healthy_serves_metrics_and_stops_cleanly_on_sigterm() 
         let (status, body) = http_get(&addr, "/metrics").await;
         assert_eq!(status, 200, "{service} /metrics");
         assert!(body.contains("# EOF"), "{service} /metrics is OpenMetrics text: {body}");
+        // The harness's own health checks were counted.
+        assert!(
+            body.contains(r#"ecommerce_grpc_server_calls_total{method="/grpc.health.v1.Health/Check",code="Ok"}"#),
+            "{service} counts gRPC calls: {body}"
+        );
     }
     let (status, _) = http_get(stack.addr("gateway"), "/healthz").await;
     assert_eq!(status, 200);

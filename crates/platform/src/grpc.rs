@@ -59,6 +59,7 @@ pub async fn serve(
     *routes.axum_router_mut() = merged;
     server()
         .accept_http1(true)
+        .layer(crate::grpc_metrics::MetricsLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;

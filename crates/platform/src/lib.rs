@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod fault;
 pub mod grpc;
+mod grpc_metrics;
 pub mod metrics;
 pub mod nats;
 pub mod shutdown;
