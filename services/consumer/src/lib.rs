@@ -1,0 +1,112 @@
+//! The Consumer: step 4 of the order flow.
+//!
+//! A durable JetStream pull consumer (shared by every replica) reads the order
+//! events. For `order.created` it asks Inventory to apply the order, then
+//! records the outcome with Order (CONFIRMED, or REJECTED with the reason); for
+//! `order.cancelled` it asks Inventory to return the stock. A message is
+//! acknowledged only after every step succeeded; exactly-once effects come
+//! from the receivers, which are idempotent per order id.
+//!
+//! Transient failures are retried forever with capped backoff; permanent ones,
+//! after a bounded number of attempts, go to the dead-letter stream (written
+//! and acknowledged there first), the order is rejected with the reason, and
+//! only then is the original terminated.
+
+pub mod application;
+pub mod config;
+pub mod domain;
+pub mod infrastructure;
+pub mod metrics;
+
+use std::future::Future;
+
+use platform::cli::Command;
+use platform::shutdown::CancellationToken;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+
+/// Entry point of the binary.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match command {
+        // The Consumer has no database; its "migration" declares the streams
+        // and the durable consumer.
+        Command::Migrate => {
+            let client = platform::nats::connect(&config.nats, "consumer").await?;
+            let js = async_nats::jetstream::new(client);
+            infrastructure::bind(&js, &config.nats, &config.consumer).await?;
+            Ok(())
+        }
+        Command::Serve => serve(config, platform::shutdown::signal()).await,
+    }
+}
+
+/// Serves health and metrics, and consumes order events until `shutdown`;
+/// then stops fetching, finishes the messages in hand and returns.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = platform::grpc::bind(&config.listen).await?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    // SERVING only once the durable consumer is bound.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let routes = tonic::service::Routes::new(health_service);
+    let metrics = metrics::Metrics::register();
+    tracing::info!(addr = %config.listen, "consumer listening (health and metrics)");
+
+    let stop = CancellationToken::new();
+    let server_stop = CancellationToken::new();
+    let server = async {
+        let result = platform::grpc::serve(routes, listener, server_stop.cancelled()).await;
+        // Without its health endpoint the process cannot be watched: stop.
+        stop.cancel();
+        result
+    };
+    let consuming = async {
+        let result = consume(&config, metrics, stop.clone(), health.clone()).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        server_stop.cancel();
+        result
+    };
+    let signalled = async {
+        tokio::select! {
+            () = shutdown => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    };
+    let (server_result, consume_result, ()) = tokio::join!(server, consuming, signalled);
+    consume_result?;
+    server_result?;
+    tracing::info!("consumer stopped");
+    Ok(())
+}
+
+async fn consume(
+    config: &Config,
+    metrics: metrics::Metrics,
+    stop: CancellationToken,
+    health: tonic_health::server::HealthReporter,
+) -> anyhow::Result<()> {
+    let client = tokio::select! {
+        client = platform::nats::connect(&config.nats, "consumer") => client?,
+        () = stop.cancelled() => return Ok(()),
+    };
+    let processor = application::Processor::new(
+        infrastructure::GrpcInventory::new(&config.inventory, config.calls)?,
+        infrastructure::GrpcOrders::new(&config.order, config.calls)?,
+        config.consumer.clone(),
+        metrics.clone(),
+    );
+    let consumer = infrastructure::EventConsumer::new(
+        client,
+        config.nats.clone(),
+        config.consumer.clone(),
+        processor,
+        metrics,
+    );
+    consumer.run(stop, health).await;
+    Ok(())
+}
