@@ -1,0 +1,23 @@
+use platform::config::{AppEnv, DbSettings, ServiceAddr};
+
+/// The Inventory service's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `INVENTORY_ADDR` (default `:50051`).
+    pub listen: ServiceAddr,
+    /// `APP_ENV` (default production).
+    pub app_env: AppEnv,
+    /// `DB_*`, database `INVENTORY_DB_NAME` (default `<DB_NAME>_inventory`).
+    pub db: DbSettings,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, platform::ConfigError> {
+        let app_env = AppEnv::from_env()?;
+        Ok(Config {
+            listen: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
+            app_env,
+            db: DbSettings::from_env("inventory", app_env)?,
+        })
+    }
+}

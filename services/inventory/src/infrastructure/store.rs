@@ -1,0 +1,315 @@
+//! Products and the order ledger in PostgreSQL.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::entities::{order_ledger, order_ledger_line, product};
+use crate::domain::{
+    self, ApplyOutcome, ApplyResult, LedgerState, NewProduct, PageRequest, Price, Product,
+    ProductChanges, ReleaseOutcome, ReleaseResult, StockRequest,
+};
+
+fn to_product(model: product::Model) -> Product {
+    Product {
+        id: model.id,
+        name: model.name,
+        category: model.category,
+        stock: model.stock,
+        price: Price::from_stored(model.price),
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+    }
+}
+
+fn ledger_state(entry: &order_ledger::Model) -> Result<LedgerState, DbErr> {
+    LedgerState::parse(&entry.outcome).ok_or_else(|| {
+        DbErr::Type(format!(
+            "order_ledger.outcome of {} is {:?}",
+            entry.order_id, entry.outcome
+        ))
+    })
+}
+
+fn replay(entry: &order_ledger::Model) -> Result<ApplyResult, DbErr> {
+    Ok(ApplyResult {
+        outcome: ledger_state(entry)?.apply_outcome(),
+        reason: entry.reason.clone(),
+        replayed: true,
+    })
+}
+
+/// A page of products and how many match in all.
+pub struct ProductPage {
+    pub products: Vec<Product>,
+    pub total: u64,
+}
+
+#[derive(Clone)]
+pub struct ProductStore {
+    db: DatabaseConnection,
+}
+
+impl ProductStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        ProductStore { db }
+    }
+
+    pub async fn insert(&self, new: NewProduct) -> Result<Product, DbErr> {
+        let now = Utc::now();
+        let model = product::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(new.name),
+            category: Set(new.category),
+            stock: Set(new.stock),
+            price: Set(new.price.amount()),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(to_product(model))
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Product>, DbErr> {
+        Ok(product::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(to_product))
+    }
+
+    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Product>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let models = product::Entity::find()
+            .filter(product::Column::Id.is_in(ids.iter().copied()))
+            .all(&self.db)
+            .await?;
+        Ok(models.into_iter().map(to_product).collect())
+    }
+
+    pub async fn list(
+        &self,
+        page: PageRequest,
+        category: Option<&str>,
+    ) -> Result<ProductPage, DbErr> {
+        let mut query = product::Entity::find();
+        if let Some(category) = category {
+            query = query.filter(
+                Expr::expr(Func::lower(Expr::col(product::Column::Category)))
+                    .eq(Func::lower(Expr::val(category))),
+            );
+        }
+        let total = query.clone().count(&self.db).await?;
+        let models = query
+            .order_by_asc(product::Column::CreatedAt)
+            .order_by_asc(product::Column::Id)
+            .offset(page.offset())
+            .limit(u64::from(page.size))
+            .all(&self.db)
+            .await?;
+        Ok(ProductPage {
+            products: models.into_iter().map(to_product).collect(),
+            total,
+        })
+    }
+
+    /// Sets the given columns in one UPDATE statement: no read-modify-write,
+    /// so concurrent updates of different fields all persist.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        changes: ProductChanges,
+    ) -> Result<Option<Product>, DbErr> {
+        if changes.is_empty() {
+            return self.get(id).await;
+        }
+        let mut update = product::Entity::update_many().filter(product::Column::Id.eq(id));
+        if let Some(name) = changes.name {
+            update = update.col_expr(product::Column::Name, Expr::val(name));
+        }
+        if let Some(category) = changes.category {
+            update = update.col_expr(product::Column::Category, Expr::val(category));
+        }
+        if let Some(stock) = changes.stock {
+            update = update.col_expr(product::Column::Stock, Expr::val(stock));
+        }
+        if let Some(price) = changes.price {
+            update = update.col_expr(product::Column::Price, Expr::val(price.amount()));
+        }
+        let models = update
+            .col_expr(product::Column::UpdatedAt, Expr::current_timestamp())
+            .exec_with_returning(&self.db)
+            .await?;
+        Ok(models.into_iter().next().map(to_product))
+    }
+
+    /// Whether a product was there to delete.
+    pub async fn delete(&self, id: Uuid) -> Result<bool, DbErr> {
+        let result = product::Entity::delete_by_id(id).exec(&self.db).await?;
+        Ok(result.rows_affected > 0)
+    }
+
+    /// Applies an order all or nothing in one transaction, once per order id.
+    ///
+    /// The product rows are locked in ascending id order (`FOR UPDATE`), so
+    /// concurrent orders over the same products queue instead of deadlocking.
+    /// The ledger row is written last with `ON CONFLICT DO NOTHING`: when a
+    /// concurrent call for the same order committed first, this one rolls back
+    /// everything it did and answers the recorded outcome.
+    pub async fn apply_order(&self, request: &StockRequest) -> Result<ApplyResult, DbErr> {
+        let txn = self.db.begin().await?;
+        if let Some(entry) = order_ledger::Entity::find_by_id(request.order_id)
+            .one(&txn)
+            .await?
+        {
+            txn.rollback().await?;
+            return replay(&entry);
+        }
+
+        let locked = product::Entity::find()
+            .filter(product::Column::Id.is_in(request.product_ids()))
+            .order_by_asc(product::Column::Id)
+            .lock_exclusive()
+            .all(&txn)
+            .await?;
+        let stock: BTreeMap<Uuid, i32> = locked.iter().map(|p| (p.id, p.stock)).collect();
+        let (outcome, reason) = domain::decide(&request.lines, &stock);
+
+        if outcome == ApplyOutcome::Applied {
+            for line in &request.lines {
+                product::Entity::update_many()
+                    .col_expr(
+                        product::Column::Stock,
+                        Expr::col(product::Column::Stock).sub(line.quantity),
+                    )
+                    .col_expr(product::Column::UpdatedAt, Expr::current_timestamp())
+                    .filter(product::Column::Id.eq(line.product_id))
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+
+        let recorded = txn
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO order_ledger (order_id, outcome, reason) VALUES ($1, $2, $3) \
+                 ON CONFLICT (order_id) DO NOTHING",
+                [
+                    request.order_id.into(),
+                    LedgerState::from(outcome).as_str().into(),
+                    reason.clone().into(),
+                ],
+            ))
+            .await?
+            .rows_affected();
+        if recorded == 0 {
+            txn.rollback().await?;
+            let entry = order_ledger::Entity::find_by_id(request.order_id)
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| {
+                    DbErr::RecordNotFound(format!(
+                        "order_ledger row of {} vanished after a conflict",
+                        request.order_id
+                    ))
+                })?;
+            return replay(&entry);
+        }
+
+        if outcome == ApplyOutcome::Applied {
+            order_ledger_line::Entity::insert_many(request.lines.iter().map(|line| {
+                order_ledger_line::ActiveModel {
+                    order_id: Set(request.order_id),
+                    product_id: Set(line.product_id),
+                    quantity: Set(line.quantity),
+                }
+            }))
+            .exec(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(ApplyResult {
+            outcome,
+            reason,
+            replayed: false,
+        })
+    }
+
+    /// Returns an applied order's stock, once. An order id the ledger does not
+    /// know is answered NOT_APPLIED and not recorded: orders are cancelled only
+    /// once confirmed, so a release always follows its apply.
+    pub async fn release_order(&self, order_id: Uuid) -> Result<ReleaseResult, DbErr> {
+        let txn = self.db.begin().await?;
+        let entry = order_ledger::Entity::find_by_id(order_id)
+            .lock_exclusive()
+            .one(&txn)
+            .await?;
+        let Some(entry) = entry else {
+            txn.rollback().await?;
+            return Ok(ReleaseResult {
+                outcome: ReleaseOutcome::NotApplied,
+                replayed: false,
+            });
+        };
+        match ledger_state(&entry)? {
+            LedgerState::Released => {
+                txn.rollback().await?;
+                return Ok(ReleaseResult {
+                    outcome: ReleaseOutcome::Released,
+                    replayed: true,
+                });
+            }
+            LedgerState::InsufficientStock | LedgerState::UnknownProduct => {
+                txn.rollback().await?;
+                return Ok(ReleaseResult {
+                    outcome: ReleaseOutcome::NotApplied,
+                    replayed: false,
+                });
+            }
+            LedgerState::Applied => {}
+        }
+
+        let lines = order_ledger_line::Entity::find()
+            .filter(order_ledger_line::Column::OrderId.eq(order_id))
+            .order_by_asc(order_ledger_line::Column::ProductId)
+            .all(&txn)
+            .await?;
+        // Ascending product order again: the row locks come in the same
+        // order as ApplyOrder's.
+        for line in &lines {
+            let updated = product::Entity::update_many()
+                .col_expr(
+                    product::Column::Stock,
+                    Expr::col(product::Column::Stock).add(line.quantity),
+                )
+                .col_expr(product::Column::UpdatedAt, Expr::current_timestamp())
+                .filter(product::Column::Id.eq(line.product_id))
+                .exec(&txn)
+                .await?;
+            if updated.rows_affected == 0 {
+                tracing::warn!(%order_id, product_id = %line.product_id,
+                    quantity = line.quantity, "product deleted since the order applied; its stock is not returned");
+            }
+        }
+        let mut released: order_ledger::ActiveModel = entry.into();
+        let now = Utc::now();
+        released.outcome = Set(LedgerState::Released.as_str().to_owned());
+        released.released_at = Set(Some(now));
+        released.updated_at = Set(now);
+        released.update(&txn).await?;
+        txn.commit().await?;
+        Ok(ReleaseResult {
+            outcome: ReleaseOutcome::Released,
+            replayed: false,
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! The Inventory service: the products of the shop and their stock.
+//!
+//! Stock changes for orders only through `ApplyOrder` / `ReleaseOrder`, which
+//! keep a per-order ledger so that a redelivered event never changes stock
+//! twice; an admin may still set a product's stock directly (a value, never a
+//! delta).
+
+pub mod application;
+pub mod config;
+pub mod domain;
+pub mod infrastructure;
+
+use std::future::Future;
+
+use platform::cli::Command;
+use proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+
+pub use config::Config;
+pub use infrastructure::migration::Migrator;
+
+/// Entry point of the binary.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match command {
+        Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
+        Command::Serve => serve(config, platform::shutdown::signal()).await,
+    }
+}
+
+/// Migrates the database, then serves gRPC until `shutdown`.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = platform::grpc::bind(&config.listen).await?;
+    platform::db::migrate::<Migrator>(&config.db).await?;
+    let db = platform::db::connect(&config.db).await?;
+    let inventory = application::Inventory::new(db);
+    let service = infrastructure::grpc::InventoryGrpc::new(inventory);
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<InventoryServiceServer<infrastructure::grpc::InventoryGrpc>>()
+        .await;
+    let routes =
+        tonic::service::Routes::new(health).add_service(InventoryServiceServer::new(service));
+    tracing::info!(addr = %config.listen, database = %config.db.database, "inventory listening");
+    platform::grpc::serve(routes, listener, shutdown).await?;
+    tracing::info!("inventory stopped");
+    Ok(())
+}

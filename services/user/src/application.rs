@@ -1,0 +1,184 @@
+//! The User use cases: register, authenticate, read a profile, and create
+//! the first admin. Each returns a typed error the gRPC adapter maps once.
+
+use sea_orm::{DatabaseConnection, DbErr};
+use uuid::Uuid;
+
+use crate::config::AdminSettings;
+use crate::domain::{Caller, Invalid, Registration, Role, UniqueField, User};
+use crate::infrastructure::password::{HashError, PasswordHasher};
+use crate::infrastructure::store::{InsertError, NewUser, UserStore};
+
+/// The one answer to a failed login, whatever failed.
+pub const INVALID_CREDENTIALS: &str = "invalid username or password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{}", describe_taken(.0))]
+    AlreadyExists(Vec<UniqueField>),
+    #[error("{INVALID_CREDENTIALS}")]
+    InvalidCredentials,
+    #[error("user {0} not found")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Hashing(#[from] HashError),
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+}
+
+fn describe_taken(fields: &[UniqueField]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{} is already taken", f.name()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<InsertError> for UserError {
+    fn from(error: InsertError) -> Self {
+        match error {
+            InsertError::Duplicate(field) => UserError::AlreadyExists(vec![field]),
+            InsertError::Database(e) => UserError::Database(e),
+        }
+    }
+}
+
+/// What the start-up admin bootstrap found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminBootstrap {
+    Created(User),
+    /// A user with that username exists; it was left exactly as it is.
+    AlreadyPresent(User),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(
+        "ADMIN_EMAIL {0:?} already belongs to another user; choose another ADMIN_EMAIL or ADMIN_USERNAME"
+    )]
+    EmailTaken(String),
+    #[error(transparent)]
+    Hashing(#[from] HashError),
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+}
+
+#[derive(Clone)]
+pub struct Users {
+    store: UserStore,
+    hasher: PasswordHasher,
+}
+
+impl Users {
+    pub fn new(db: DatabaseConnection, hasher: PasswordHasher) -> Self {
+        Users {
+            store: UserStore::new(db),
+            hasher,
+        }
+    }
+
+    /// Registers a customer: registration can never choose a role.
+    pub async fn register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<User, UserError> {
+        let registration = Registration::parse(username, email, password)?;
+        // Spares a bcrypt run and names both fields when both are taken; a
+        // racing registration is still caught by the unique indexes.
+        let taken = self
+            .store
+            .taken_fields(&registration.username, &registration.email)
+            .await?;
+        if !taken.is_empty() {
+            return Err(UserError::AlreadyExists(taken));
+        }
+        let password_hash = self.hasher.hash(registration.password.expose()).await?;
+        let user = self
+            .store
+            .insert(NewUser {
+                username: &registration.username,
+                email: &registration.email,
+                password_hash,
+                role: Role::Customer,
+            })
+            .await?;
+        tracing::info!(user_id = %user.id, "user registered");
+        Ok(user)
+    }
+
+    /// Checks a username (or email) and password. An unknown user and a
+    /// wrong password fail alike, after the same bcrypt work.
+    pub async fn authenticate(&self, login: &str, password: &str) -> Result<User, UserError> {
+        let login = login.trim();
+        let mut missing = Vec::new();
+        if login.is_empty() {
+            missing.push(("username", "is required"));
+        }
+        if password.is_empty() {
+            missing.push(("password", "is required"));
+        }
+        if !missing.is_empty() {
+            return Err(Invalid(
+                missing
+                    .into_iter()
+                    .map(|(f, d)| crate::domain::FieldError {
+                        field: f.into(),
+                        description: d.into(),
+                    })
+                    .collect(),
+            )
+            .into());
+        }
+        let account = self.store.find_account(login).await?;
+        let hash = account.as_ref().map(|a| &a.password_hash);
+        if self.hasher.verify(password, hash).await {
+            // verify() is true only for an existing account.
+            Ok(account.map(|a| a.user).ok_or(UserError::InvalidCredentials)?)
+        } else {
+            Err(UserError::InvalidCredentials)
+        }
+    }
+
+    /// A customer reads only their own profile; another user's is NOT_FOUND,
+    /// exactly like a missing one, so ids cannot be probed.
+    pub async fn get_user(&self, caller: Caller, user_id: Uuid) -> Result<User, UserError> {
+        if !caller.may_read(user_id) {
+            return Err(UserError::NotFound(user_id));
+        }
+        self.store
+            .find_by_id(user_id)
+            .await?
+            .ok_or(UserError::NotFound(user_id))
+    }
+
+    /// Creates the first admin when no user has its username; never changes
+    /// an existing user. Safe with several replicas starting at once.
+    pub async fn bootstrap_admin(
+        &self,
+        admin: &AdminSettings,
+    ) -> Result<AdminBootstrap, BootstrapError> {
+        if let Some(existing) = self.store.find_by_username(admin.username.as_str()).await? {
+            return Ok(AdminBootstrap::AlreadyPresent(existing));
+        }
+        let password_hash = self.hasher.hash(admin.password.expose()).await?;
+        let inserted = self
+            .store
+            .insert_if_absent(NewUser {
+                username: &admin.username,
+                email: &admin.email,
+                password_hash,
+                role: Role::Admin,
+            })
+            .await?;
+        match self.store.find_by_username(admin.username.as_str()).await? {
+            Some(user) if inserted => Ok(AdminBootstrap::Created(user)),
+            // Another replica created it meanwhile.
+            Some(user) => Ok(AdminBootstrap::AlreadyPresent(user)),
+            None => Err(BootstrapError::EmailTaken(admin.email.as_str().to_owned())),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Password hashing with bcrypt, off the async threads.
+//!
+//! bcrypt reads at most 72 bytes; a password may have 128 characters (up to
+//! 512 bytes). So the hashed secret is the hex SHA-256 of the password (64
+//! ASCII bytes): every character counts, and no NUL byte reaches bcrypt.
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(String);
+
+#[derive(Clone)]
+pub struct PasswordHasher {
+    cost: u32,
+    /// Verified against when the user does not exist, so that an unknown
+    /// user costs as much time as a wrong password.
+    dummy_hash: Arc<String>,
+}
+
+fn prehash(password: &str) -> String {
+    let digest = Sha256::digest(password.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+) -> Result<T, HashError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| HashError(e.to_string()))?
+        .map_err(|e| HashError(e.to_string()))
+}
+
+impl PasswordHasher {
+    /// `cost` is bcrypt's work factor (the caller enforces the minimum).
+    pub async fn new(cost: u32) -> Result<Self, HashError> {
+        let dummy = blocking(move || {
+            bcrypt::hash(prehash("no such user, no such password"), cost)
+        })
+        .await?;
+        Ok(PasswordHasher {
+            cost,
+            dummy_hash: Arc::new(dummy),
+        })
+    }
+
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    pub async fn hash(&self, password: &str) -> Result<SecretString, HashError> {
+        let secret = prehash(password);
+        let cost = self.cost;
+        let hash = blocking(move || bcrypt::hash(secret, cost)).await?;
+        Ok(SecretString::from(hash))
+    }
+
+    /// Whether `password` matches `hash`; with no hash (no such user) it
+    /// verifies against the dummy hash all the same and answers false.
+    pub async fn verify(&self, password: &str, hash: Option<&SecretString>) -> bool {
+        let secret = prehash(password);
+        let (target, known) = match hash {
+            Some(h) => (h.expose_secret().to_owned(), true),
+            None => (self.dummy_hash.as_str().to_owned(), false),
+        };
+        match blocking(move || bcrypt::verify(secret, &target)).await {
+            Ok(matches) => known && matches,
+            Err(e) => {
+                tracing::error!(error = %e, "password verification failed");
+                false
+            }
+        }
+    }
+}

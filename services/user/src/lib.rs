@@ -1,0 +1,68 @@
+//! The User service: registration, authentication and profiles.
+//!
+//! Roles are `customer` (every registration) and `admin` (only the first
+//! admin from `ADMIN_USERNAME` / `ADMIN_EMAIL` / `ADMIN_PASSWORD`, created at
+//! start-up when absent and never overwritten). Passwords are hashed with
+//! bcrypt (cost `BCRYPT_COST`, at least 12); the hash never leaves the
+//! service.
+
+pub mod application;
+pub mod config;
+pub mod domain;
+pub mod infrastructure;
+
+use std::future::Future;
+
+use platform::cli::Command;
+use proto::user::v1::user_service_server::UserServiceServer;
+
+pub use config::Config;
+pub use infrastructure::migration::Migrator;
+
+use application::{AdminBootstrap, Users};
+use infrastructure::password::PasswordHasher;
+
+/// Entry point of the binary.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match command {
+        Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
+        Command::Serve => serve(config, platform::shutdown::signal()).await,
+    }
+}
+
+/// Migrates, creates the first admin if configured and absent, then serves
+/// gRPC until `shutdown`.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listener = platform::grpc::bind(&config.listen).await?;
+    platform::db::migrate::<Migrator>(&config.db).await?;
+    let db = platform::db::connect(&config.db).await?;
+    let hasher = PasswordHasher::new(config.bcrypt_cost).await?;
+    let users = Users::new(db, hasher);
+
+    if let Some(admin) = &config.admin {
+        match users.bootstrap_admin(admin).await? {
+            AdminBootstrap::Created(user) => {
+                tracing::info!(user_id = %user.id, username = %user.username, "first admin created")
+            }
+            AdminBootstrap::AlreadyPresent(user) if user.role != domain::Role::Admin => {
+                tracing::warn!(user_id = %user.id, username = %user.username,
+                    "ADMIN_USERNAME belongs to an existing user who is not an admin; left unchanged")
+            }
+            AdminBootstrap::AlreadyPresent(user) => {
+                tracing::info!(user_id = %user.id, "admin already present; left unchanged")
+            }
+        }
+    }
+
+    let service = infrastructure::grpc::UserGrpc::new(users);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<UserServiceServer<infrastructure::grpc::UserGrpc>>()
+        .await;
+    let routes = tonic::service::Routes::new(health).add_service(UserServiceServer::new(service));
+    tracing::info!(addr = %config.listen, database = %config.db.database, "user listening");
+    platform::grpc::serve(routes, listener, shutdown).await?;
+    tracing::info!("user stopped");
+    Ok(())
+}
