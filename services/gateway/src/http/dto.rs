@@ -1,0 +1,510 @@
+//! The JSON shapes of the API (the seed's, plus what the new endpoints need)
+//! and their conversions from the services' messages. Every request body
+//! rejects unknown fields.
+
+use chrono::{DateTime, Utc};
+use proto::inventory::v1 as inventory;
+use proto::order::v1 as order;
+use proto::user::v1 as user;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::money::{Money, max_amount};
+use crate::auth::Role;
+use crate::problem::{FieldError, Problem};
+
+/// Longest name or category accepted.
+pub const MAX_TEXT_LEN: usize = 200;
+/// Most distinct items in one order.
+pub const MAX_ORDER_ITEMS: usize = 100;
+/// Most units of one item in one order.
+pub const MAX_ITEM_QUANTITY: u32 = 10_000;
+/// Largest page.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// Collects field errors and turns them into one 400.
+#[derive(Default)]
+pub struct Violations(Vec<FieldError>);
+
+impl Violations {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn into_result(self) -> Result<(), Problem> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::invalid_fields(self.0))
+        }
+    }
+
+    fn text(&mut self, field: &str, value: &str) {
+        if value.trim().is_empty() {
+            self.add(field, "must not be empty");
+        } else if value.chars().count() > MAX_TEXT_LEN {
+            self.add(field, format!("must be at most {MAX_TEXT_LEN} characters"));
+        }
+    }
+
+    fn price(&mut self, field: &str, price: Money) {
+        if price.0 <= Decimal::ZERO {
+            self.add(field, "must be greater than 0");
+        } else if price.0.normalize().scale() > 2 {
+            self.add(field, "must have at most two decimals");
+        } else if price.0 > max_amount() {
+            self.add(field, format!("must be at most {}", max_amount()));
+        }
+    }
+
+    fn stock(&mut self, field: &str, stock: i32) {
+        if stock < 0 {
+            self.add(field, "must be 0 or more");
+        }
+    }
+}
+
+fn timestamp(t: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let t = t?;
+    DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+}
+
+fn uuid_from_service(field: &str, value: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(value).map_err(|_| {
+        Problem::internal(format_args!(
+            "{field} {value:?} from a service is not a UUID"
+        ))
+    })
+}
+
+// ---------------------------------------------------------------- products
+
+/// A product, as the seed showed it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Product {
+    pub id: Uuid,
+    #[schema(example = "Laptop")]
+    pub name: String,
+    #[schema(example = "Electronics")]
+    pub category: String,
+    #[schema(example = 100)]
+    pub stock: i32,
+    /// Exact, with two decimals.
+    #[schema(value_type = f64, example = 999.99, multiple_of = 0.01)]
+    pub price: Money,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Product {
+    pub fn from_proto(p: inventory::Product) -> Result<Self, Problem> {
+        Ok(Product {
+            id: uuid_from_service("product id", &p.id)?,
+            price: Money::from_wire("price", &p.price).map_err(Problem::internal)?,
+            name: p.name,
+            category: p.category,
+            stock: p.stock,
+            created_at: timestamp(p.created_at),
+            updated_at: timestamp(p.updated_at),
+        })
+    }
+}
+
+/// `POST /products`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    #[schema(example = "Laptop")]
+    pub name: String,
+    #[schema(example = "Electronics")]
+    pub category: String,
+    #[schema(example = 100, minimum = 0)]
+    pub stock: i32,
+    /// A JSON number with at most two decimals, greater than 0.
+    #[schema(value_type = f64, example = 999.99, multiple_of = 0.01)]
+    pub price: Money,
+}
+
+impl CreateProduct {
+    pub fn validate(&self) -> Result<(), Problem> {
+        let mut v = Violations::default();
+        v.text("name", &self.name);
+        v.text("category", &self.category);
+        v.stock("stock", self.stock);
+        v.price("price", self.price);
+        v.into_result()
+    }
+}
+
+/// `PATCH /products/{id}`: sets the given fields (stock is set, not added).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    pub name: Option<String>,
+    pub category: Option<String>,
+    #[schema(minimum = 0)]
+    pub stock: Option<i32>,
+    #[schema(value_type = Option<f64>, example = 899.99, multiple_of = 0.01)]
+    pub price: Option<Money>,
+}
+
+impl UpdateProduct {
+    pub fn validate(&self) -> Result<(), Problem> {
+        let mut v = Violations::default();
+        if self.name.is_none()
+            && self.category.is_none()
+            && self.stock.is_none()
+            && self.price.is_none()
+        {
+            v.add("body", "set at least one of name, category, stock, price");
+        }
+        if let Some(name) = &self.name {
+            v.text("name", name);
+        }
+        if let Some(category) = &self.category {
+            v.text("category", category);
+        }
+        if let Some(stock) = self.stock {
+            v.stock("stock", stock);
+        }
+        if let Some(price) = self.price {
+            v.price("price", price);
+        }
+        v.into_result()
+    }
+}
+
+/// `GET /products` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ProductQuery {
+    /// 1-based page (default 1).
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Items per page (default 20, at most 100).
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u32>,
+    /// Only products of this exact category.
+    pub category: Option<String>,
+}
+
+/// Validates paging parameters shared by the list endpoints.
+pub fn validate_paging(page: Option<u32>, page_size: Option<u32>) -> Result<(), Problem> {
+    let mut v = Violations::default();
+    if page == Some(0) {
+        v.add("page", "must be 1 or more");
+    }
+    match page_size {
+        Some(0) => v.add("page_size", "must be 1 or more"),
+        Some(n) if n > MAX_PAGE_SIZE => {
+            v.add("page_size", format!("must be at most {MAX_PAGE_SIZE}"))
+        }
+        _ => {}
+    }
+    v.into_result()
+}
+
+impl ProductQuery {
+    pub fn validate(&self) -> Result<(), Problem> {
+        validate_paging(self.page, self.page_size)?;
+        let mut v = Violations::default();
+        if let Some(category) = &self.category {
+            v.text("category", category);
+        }
+        v.into_result()
+    }
+}
+
+/// A page of products.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductPage {
+    pub products: Vec<Product>,
+    pub page: u32,
+    pub page_size: u32,
+    /// All matching products.
+    pub total: u64,
+}
+
+// ------------------------------------------------------------------ orders
+
+/// Where an order stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+    Cancelled,
+    Shipped,
+    Delivered,
+}
+
+impl OrderStatus {
+    fn from_proto(status: i32) -> Result<Self, Problem> {
+        use order::OrderStatus as P;
+        Ok(match P::try_from(status) {
+            Ok(P::Pending) => OrderStatus::Pending,
+            Ok(P::Confirmed) => OrderStatus::Confirmed,
+            Ok(P::Rejected) => OrderStatus::Rejected,
+            Ok(P::Cancelled) => OrderStatus::Cancelled,
+            Ok(P::Shipped) => OrderStatus::Shipped,
+            Ok(P::Delivered) => OrderStatus::Delivered,
+            _ => {
+                return Err(Problem::internal(format_args!(
+                    "order status {status} from the order service"
+                )));
+            }
+        })
+    }
+}
+
+/// One line of an order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderItem {
+    pub product_id: Uuid,
+    #[schema(example = 2)]
+    pub quantity: u32,
+    /// The product's price when the order was placed.
+    #[schema(value_type = f64, example = 999.99, multiple_of = 0.01)]
+    pub unit_price: Money,
+}
+
+/// An order. `total` is computed by the Order service from current prices.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub status: OrderStatus,
+    #[schema(value_type = f64, example = 1999.98, multiple_of = 0.01)]
+    pub total: Money,
+    pub items: Vec<OrderItem>,
+    /// Why the order was rejected, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    pub fn from_proto(o: order::Order) -> Result<Self, Problem> {
+        let items = o
+            .items
+            .into_iter()
+            .map(|i| {
+                Ok(OrderItem {
+                    product_id: uuid_from_service("product id", &i.product_id)?,
+                    quantity: i.quantity,
+                    unit_price: Money::from_wire("unit_price", &i.unit_price)
+                        .map_err(Problem::internal)?,
+                })
+            })
+            .collect::<Result<Vec<_>, Problem>>()?;
+        Ok(Order {
+            id: uuid_from_service("order id", &o.id)?,
+            user_id: uuid_from_service("user id", &o.user_id)?,
+            status: OrderStatus::from_proto(o.status)?,
+            total: Money::from_wire("total", &o.total).map_err(Problem::internal)?,
+            items,
+            status_reason: (!o.status_reason.is_empty()).then_some(o.status_reason),
+            created_at: timestamp(o.created_at),
+            updated_at: timestamp(o.updated_at),
+        })
+    }
+}
+
+/// One line of `POST /orders`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItemInput {
+    pub product_id: Uuid,
+    #[schema(example = 2, minimum = 1, maximum = 10000)]
+    pub quantity: u32,
+}
+
+/// `POST /orders`: what to buy. Prices and the total come from Inventory.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    #[schema(min_items = 1, max_items = 100)]
+    pub items: Vec<OrderItemInput>,
+}
+
+impl CreateOrder {
+    pub fn validate(&self) -> Result<(), Problem> {
+        let mut v = Violations::default();
+        if self.items.is_empty() {
+            v.add("items", "must list at least one item");
+        }
+        if self.items.len() > MAX_ORDER_ITEMS {
+            v.add(
+                "items",
+                format!("must list at most {MAX_ORDER_ITEMS} items"),
+            );
+        }
+        for (i, item) in self.items.iter().enumerate() {
+            if item.quantity == 0 {
+                v.add(format!("items[{i}].quantity"), "must be at least 1");
+            } else if item.quantity > MAX_ITEM_QUANTITY {
+                v.add(
+                    format!("items[{i}].quantity"),
+                    format!("must be at most {MAX_ITEM_QUANTITY}"),
+                );
+            }
+            if self.items[..i]
+                .iter()
+                .any(|earlier| earlier.product_id == item.product_id)
+            {
+                v.add(
+                    format!("items[{i}].product_id"),
+                    "is listed twice; put the whole quantity in one item",
+                );
+            }
+        }
+        v.into_result()
+    }
+}
+
+/// Statuses an admin may set with `PATCH /orders/{id}` (fulfilment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FulfilmentStatus {
+    Shipped,
+    Delivered,
+}
+
+impl FulfilmentStatus {
+    pub fn to_proto(self) -> order::OrderStatus {
+        match self {
+            FulfilmentStatus::Shipped => order::OrderStatus::Shipped,
+            FulfilmentStatus::Delivered => order::OrderStatus::Delivered,
+        }
+    }
+}
+
+/// `PATCH /orders/{id}`
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrderStatus {
+    pub status: FulfilmentStatus,
+}
+
+/// `GET /orders` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OrderQuery {
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    #[param(minimum = 1, maximum = 100)]
+    pub page_size: Option<u32>,
+    /// Admins only: one user's orders. Customers always see their own.
+    pub user_id: Option<Uuid>,
+}
+
+/// A page of orders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    pub page: u32,
+    pub page_size: u32,
+    pub total: u64,
+}
+
+// ------------------------------------------------------------------- users
+
+/// A user's public profile.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    pub id: Uuid,
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    pub role: Role,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl User {
+    pub fn from_proto(u: user::User) -> Result<Self, Problem> {
+        Ok(User {
+            id: uuid_from_service("user id", &u.id)?,
+            role: Role::from_proto(u.role).ok_or_else(|| {
+                Problem::internal(format_args!("role {} from the user service", u.role))
+            })?,
+            username: u.username,
+            email: u.email,
+            created_at: timestamp(u.created_at),
+        })
+    }
+}
+
+/// `POST /users/register`. There is no role: every new user is a customer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterUser {
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = "alice@example.com")]
+    pub email: String,
+    #[schema(example = "correct horse battery staple", min_length = 8)]
+    pub password: String,
+}
+
+impl RegisterUser {
+    pub fn validate(&self) -> Result<(), Problem> {
+        let mut v = Violations::default();
+        v.text("username", &self.username);
+        v.text("email", &self.email);
+        if !self.email.contains('@') {
+            v.add("email", "must be an email address");
+        }
+        if self.password.chars().count() < 8 {
+            v.add("password", "must be at least 8 characters");
+        } else if self.password.len() > 72 {
+            // bcrypt ignores everything past 72 bytes.
+            v.add("password", "must be at most 72 bytes");
+        }
+        v.into_result()
+    }
+}
+
+/// `POST /users/login`: by username or email.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    #[schema(example = "alice")]
+    pub username: String,
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+impl Login {
+    pub fn validate(&self) -> Result<(), Problem> {
+        let mut v = Violations::default();
+        v.text("username", &self.username);
+        if self.password.is_empty() {
+            v.add("password", "must not be empty");
+        } else if self.password.len() > 1024 {
+            v.add("password", "is too long");
+        }
+        v.into_result()
+    }
+}
+
+/// A signed JWT for the `Authorization: Bearer` header.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    pub token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    #[schema(example = 3600)]
+    pub expires_in: u64,
+    pub user: User,
+}

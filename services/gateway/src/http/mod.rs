@@ -1,0 +1,383 @@
+//! The HTTP surface: the actix-web app, its routes, the OpenAPI document
+//! generated from them, and the extractor configuration that turns every
+//! malformed request into a 4xx problem.
+
+pub mod dto;
+pub mod money;
+pub mod observe;
+pub mod ops;
+pub mod orders;
+pub mod products;
+pub mod users;
+
+use std::future::{Ready, ready};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, FromRequest, HttpRequest, HttpResponse, Responder, ResponseError, web};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_actix_web::AppExt;
+
+pub use actix_web::web::Json;
+
+use crate::auth::JwtKeys;
+use crate::clients::Clients;
+use crate::limiter::RateLimiter;
+use crate::problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub clients: Clients,
+    pub login_limiter: RateLimiter,
+    pub order_limiter: RateLimiter,
+    pub trust_proxy_headers: bool,
+    /// How long `/readyz` waits for each service's health answer.
+    pub readiness_timeout: Duration,
+}
+
+/// The OpenAPI document, rendered once.
+pub struct OpenApiJson(pub String);
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "E-commerce API",
+        description = "The REST API of the e-commerce platform.\n\n\
+            Errors are `application/problem+json` (RFC 9457) with `type`, `title`, `status`, `detail` and `errors` \
+            (per-field messages). 400: the request is malformed or a value breaks a rule (including values the \
+            services reject as invalid); 401: no valid bearer token (`WWW-Authenticate: Bearer`); 403: not allowed \
+            for the caller's role; 404: not found, or not the caller's; 409: conflicts with the current state \
+            (duplicates, order status transitions, stock); 413: body over the size limit; 415: not JSON; \
+            422: an `Idempotency-Key` reused with a different body; 429: rate limited (`Retry-After`); \
+            503: a service is unavailable or too slow; 500: an unexpected failure (details only in the logs).\n\n\
+            Money is a JSON number with two decimals, read and kept exactly (never as a binary float).",
+        license(name = "Apache-2.0"),
+    ),
+    modifiers(&BearerSecurity),
+    tags(
+        (name = "products", description = "The catalogue: anyone reads, admins write"),
+        (name = "orders", description = "Orders: customers see only their own"),
+        (name = "users", description = "Registration, login and profiles"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerSecurity;
+
+impl utoipa::Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The `token` of `POST /users/login`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Registers every route. `/users/me` comes before `/users/{id}` so that
+/// "me" is not read as an id.
+fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(products::create_product)
+        .service(products::list_products)
+        .service(products::get_product)
+        .service(products::update_product)
+        .service(products::delete_product)
+        .service(orders::create_order)
+        .service(orders::list_orders)
+        .service(orders::get_order)
+        .service(orders::update_order_status)
+        .service(orders::cancel_order)
+        .service(users::register)
+        .service(users::login)
+        .service(users::me)
+        .service(users::get_user)
+        .service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(ops::openapi_json);
+}
+
+/// The OpenAPI document of exactly the routes [`app`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts()
+        .1
+}
+
+/// The application, as each worker builds it.
+pub fn app(
+    state: web::Data<AppState>,
+    keys: web::Data<JwtKeys>,
+    openapi: web::Data<OpenApiJson>,
+    max_body_bytes: usize,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .into_utoipa_app()
+        .app_data(state)
+        .app_data(keys)
+        .app_data(openapi)
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body_bytes)
+                .content_type_required(true)
+                .content_type(|mime| {
+                    mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json")
+                })
+                .error_handler(|e, _| json_error(e).into()),
+        )
+        .app_data(web::PathConfig::default().error_handler(|e, req| path_error(e, req).into()))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
+        .app_data(web::PayloadConfig::default().limit(max_body_bytes))
+        .configure(routes)
+        .default_service(web::to(no_such_route))
+        .into_app()
+        .wrap(from_fn(problem_for_every_error))
+        .wrap(from_fn(observe::observe))
+}
+
+async fn no_such_route(req: HttpRequest) -> HttpResponse {
+    Problem::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
+}
+
+/// The JSON body extractor's failures as problems.
+fn json_error(error: JsonPayloadError) -> Problem {
+    match error {
+        JsonPayloadError::OverflowKnownLength { length, limit } => too_large(Some(length), limit),
+        JsonPayloadError::Overflow { limit } => too_large(None, limit),
+        JsonPayloadError::ContentType => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported media type",
+            "the body must be JSON with `Content-Type: application/json`",
+        ),
+        JsonPayloadError::Deserialize(e) => deserialize_problem(&e),
+        JsonPayloadError::Payload(PayloadError::Overflow) => too_large(None, 0),
+        JsonPayloadError::Payload(e) => {
+            Problem::bad_request(format!("the body could not be read: {e}"))
+        }
+        other => Problem::bad_request(other.to_string()),
+    }
+}
+
+fn too_large(length: Option<usize>, limit: usize) -> Problem {
+    let detail = match (length, limit) {
+        (Some(length), limit) if limit > 0 => {
+            format!("the body has {length} bytes; at most {limit} are accepted")
+        }
+        (_, limit) if limit > 0 => format!("the body is larger than {limit} bytes"),
+        _ => "the body is too large".to_owned(),
+    };
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "Body too large",
+        detail,
+    )
+}
+
+/// serde_json's message, and the field when it names one
+/// (``unknown field `role` ``, ``missing field `price` ``).
+fn deserialize_problem(e: &serde_json::Error) -> Problem {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            Problem::bad_request(format!("the body is not valid JSON: {e}"))
+        }
+        Category::Data => {
+            let message = e.to_string();
+            let field = ["unknown field `", "missing field `", "duplicate field `"]
+                .iter()
+                .find_map(|prefix| {
+                    let rest = message.split_once(prefix)?.1;
+                    Some(rest.split_once('`')?.0.to_owned())
+                });
+            let problem =
+                Problem::bad_request(format!("the body does not match the schema: {message}"));
+            match field {
+                Some(field) => problem.with_field(field, message),
+                None => problem,
+            }
+        }
+    }
+}
+
+fn path_error(error: PathError, req: &HttpRequest) -> Problem {
+    let names: Vec<String> = req
+        .match_info()
+        .iter()
+        .map(|(name, value)| format!("{name} {value:?}"))
+        .collect();
+    let PathError::Deserialize(e) = error else {
+        return Problem::bad_request(error.to_string());
+    };
+    let mut problem = Problem::bad_request(format!(
+        "the path parameter {} is not valid: {e}",
+        names.join(", ")
+    ));
+    for (name, _) in req.match_info().iter() {
+        problem.errors.push(FieldError {
+            field: name.to_owned(),
+            message: "must be a UUID".to_owned(),
+        });
+    }
+    problem
+}
+
+fn query_error(error: QueryPayloadError) -> Problem {
+    let message = match &error {
+        QueryPayloadError::Deserialize(e) => e.to_string(),
+        other => other.to_string(),
+    };
+    let problem = Problem::bad_request(format!("the query string is not valid: {message}"));
+    match message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+    {
+        Some((field, _)) => problem.with_field(field, message.clone()),
+        None => problem,
+    }
+}
+
+/// A safety net: any error answer that is not yet a problem document (from
+/// actix itself, e.g. a payload it could not read) becomes one, so clients
+/// never see a plain-text error.
+async fn problem_for_every_error(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let response = match next.call(req).await {
+        Ok(response) => response.map_into_boxed_body(),
+        Err(error) => {
+            // Errors raised by middleware; rendered here so the body is ours.
+            let status = error.as_response_error().status_code();
+            return Err(generic_problem(status, &error.to_string()).into());
+        }
+    };
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    if status.as_u16() < 400 || is_problem {
+        return Ok(response);
+    }
+    let problem = generic_problem(status, "");
+    Ok(response.into_response(problem.error_response().map_into_boxed_body()))
+}
+
+fn generic_problem(status: StatusCode, detail: &str) -> Problem {
+    if status.is_server_error() {
+        return Problem::internal(detail);
+    }
+    let title = status.canonical_reason().unwrap_or("Client error");
+    let detail = if detail.is_empty() { title } else { detail };
+    Problem::new(status, "http-error", title, detail)
+}
+
+/// 201 Created with a `Location` and a JSON body.
+pub struct Created<T> {
+    location: String,
+    body: T,
+}
+
+impl<T> Created<T> {
+    pub fn at(location: String, body: T) -> Self {
+        Created { location, body }
+    }
+}
+
+impl<T: Serialize> Responder for Created<T> {
+    type Body = BoxBody;
+
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        match serde_json::to_string(&self.body) {
+            Ok(json) => HttpResponse::Created()
+                .insert_header((header::LOCATION, self.location))
+                .content_type(ContentType::json())
+                .body(json),
+            Err(e) => Problem::internal(e).error_response(),
+        }
+    }
+}
+
+/// The client's address: the peer, or the proxy's forwarded one when
+/// `TRUST_PROXY_HEADERS` says the gateway sits behind a proxy.
+fn client_ip(req: &HttpRequest, trust_proxy_headers: bool) -> IpAddr {
+    if trust_proxy_headers {
+        let info = req.connection_info();
+        if let Some(ip) = info.realip_remote_addr().and_then(parse_ip) {
+            return ip;
+        }
+    }
+    req.peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+}
+
+fn spend(req: &HttpRequest, pick: fn(&AppState) -> &RateLimiter) -> Result<(), Problem> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState registered as app data");
+    let ip = client_ip(req, state.trust_proxy_headers);
+    pick(state).check(ip).map_err(|wait| {
+        tracing::info!(%ip, path = req.path(), "rate limited");
+        Problem::rate_limited(wait)
+    })
+}
+
+/// One login attempt of this client's per-minute allowance (first argument
+/// of the handler, so it is spent even when the body is wrong).
+pub struct LoginQuota;
+
+impl FromRequest for LoginQuota {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(spend(req, |s| &s.login_limiter).map(|()| LoginQuota))
+    }
+}
+
+/// One order creation of this client's per-minute allowance.
+pub struct OrderQuota;
+
+impl FromRequest for OrderQuota {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(spend(req, |s| &s.order_limiter).map(|()| OrderQuota))
+    }
+}

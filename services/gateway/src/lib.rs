@@ -1,0 +1,92 @@
+//! The API gateway: the REST API over the gRPC services.
+//!
+//! - `http`: the actix-web app, handlers, DTOs and the OpenAPI document;
+//! - `auth`: JWTs and the verified caller;
+//! - `problem`: the one mapping of every failure to problem+json;
+//! - `clients`: the gRPC clients, each behind a `breaker`;
+//! - `limiter`: per-client rate limits on login and order creation.
+
+pub mod auth;
+pub mod breaker;
+pub mod clients;
+pub mod config;
+pub mod http;
+pub mod limiter;
+pub mod problem;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{HttpServer, web};
+use platform::cli::Command;
+
+pub use config::Config;
+
+use crate::auth::JwtKeys;
+use crate::clients::Clients;
+use crate::http::{AppState, OpenApiJson};
+use crate::limiter::RateLimiter;
+
+/// Entry point of the binary.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    match command {
+        Command::Migrate => {
+            tracing::info!("the gateway has no database: nothing to migrate");
+            Ok(())
+        }
+        Command::Serve => serve(config, platform::shutdown::signal()).await,
+    }
+}
+
+/// The shared state the app is built from.
+pub fn state(config: &Config) -> anyhow::Result<AppState> {
+    Ok(AppState {
+        clients: Clients::new(
+            &config.endpoints,
+            config.calls,
+            config.breaker_failures,
+            config.breaker_cooldown,
+        )?,
+        login_limiter: RateLimiter::per_minute(config.login_per_minute),
+        order_limiter: RateLimiter::per_minute(config.orders_per_minute),
+        trust_proxy_headers: config.trust_proxy_headers,
+        readiness_timeout: config.calls.request_timeout.min(Duration::from_secs(2)),
+    })
+}
+
+/// Serves the API until `shutdown`, then lets in-flight requests finish.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listen = config.listen.listen_addr();
+    let listener =
+        TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    http::observe::register_metrics();
+    let state = web::Data::new(state(&config)?);
+    let keys = web::Data::new(JwtKeys::new(&config.jwt));
+    let openapi = web::Data::new(OpenApiJson(http::openapi().to_json()?));
+    let max_body_bytes = config.max_body_bytes;
+
+    let mut server = HttpServer::new(move || {
+        http::app(state.clone(), keys.clone(), openapi.clone(), max_body_bytes)
+    })
+    .disable_signals()
+    .shutdown_timeout(10);
+    if config.workers > 0 {
+        server = server.workers(config.workers);
+    }
+    let server = server.listen(listener)?.run();
+    let handle = server.handle();
+    let mut server = Box::pin(server);
+    tracing::info!(addr = %config.listen, "gateway listening");
+    tokio::select! {
+        result = &mut server => result?,
+        () = shutdown => {
+            tracing::info!("draining in-flight requests");
+            handle.stop(true).await;
+            server.await?;
+        }
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}
