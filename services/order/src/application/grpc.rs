@@ -1,0 +1,281 @@
+//! The gRPC face of the Order service: checks and converts the wire
+//! requests, calls the use cases, converts the answers.
+
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use proto::common::v1 as common;
+use proto::order::v1 as pb;
+use proto::order::v1::order_service_server::OrderService;
+
+use super::error::OrderError;
+use super::orders::{ListRequest, NewOrderRequest, Orders};
+use crate::domain::order::{money, validate_idempotency_key, validate_lines};
+use crate::domain::{Caller, FieldViolation, Order, OrderStatus, Outcome, Role};
+
+/// ListOrders page size when none is asked for, and the largest allowed.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// A rejection reason is kept to this many characters.
+const MAX_REASON_CHARS: usize = 1000;
+
+pub struct OrderGrpc {
+    orders: Orders,
+}
+
+impl OrderGrpc {
+    pub fn new(orders: Orders) -> Self {
+        OrderGrpc { orders }
+    }
+}
+
+/// Collects every bad field of a request before answering.
+#[derive(Default)]
+struct Checks(Vec<FieldViolation>);
+
+impl Checks {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, message));
+    }
+
+    fn caller(&mut self, caller: Option<common::Caller>) -> Option<Caller> {
+        let Some(caller) = caller else {
+            self.add("caller", "is required");
+            return None;
+        };
+        let user_id = self.uuid("caller.user_id", &caller.user_id);
+        let role = match common::Role::try_from(caller.role) {
+            Ok(common::Role::Customer) => Some(Role::Customer),
+            Ok(common::Role::Admin) => Some(Role::Admin),
+            _ => {
+                self.add("caller.role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
+                None
+            }
+        };
+        Some(Caller {
+            user_id: user_id?,
+            role: role?,
+        })
+    }
+
+    fn uuid(&mut self, field: &str, raw: &str) -> Option<Uuid> {
+        match Uuid::parse_str(raw.trim()) {
+            Ok(id) => Some(id),
+            Err(_) if raw.trim().is_empty() => {
+                self.add(field, "is required");
+                None
+            }
+            Err(_) => {
+                self.add(field, format!("{raw:?} is not a UUID"));
+                None
+            }
+        }
+    }
+
+    /// The checked value, or INVALID_ARGUMENT naming every bad field.
+    fn finish<T>(self, value: impl FnOnce() -> Option<T>) -> Result<T, OrderError> {
+        if !self.0.is_empty() {
+            return Err(OrderError::Invalid(self.0));
+        }
+        value().ok_or_else(|| OrderError::invalid("request", "is incomplete"))
+    }
+}
+
+fn status_to_wire(status: OrderStatus) -> pb::OrderStatus {
+    match status {
+        OrderStatus::Pending => pb::OrderStatus::Pending,
+        OrderStatus::Confirmed => pb::OrderStatus::Confirmed,
+        OrderStatus::Rejected => pb::OrderStatus::Rejected,
+        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
+        OrderStatus::Shipped => pb::OrderStatus::Shipped,
+        OrderStatus::Delivered => pb::OrderStatus::Delivered,
+    }
+}
+
+fn status_from_wire(raw: i32) -> Option<OrderStatus> {
+    match pb::OrderStatus::try_from(raw).ok()? {
+        pb::OrderStatus::Unspecified => None,
+        pb::OrderStatus::Pending => Some(OrderStatus::Pending),
+        pb::OrderStatus::Confirmed => Some(OrderStatus::Confirmed),
+        pb::OrderStatus::Rejected => Some(OrderStatus::Rejected),
+        pb::OrderStatus::Cancelled => Some(OrderStatus::Cancelled),
+        pb::OrderStatus::Shipped => Some(OrderStatus::Shipped),
+        pb::OrderStatus::Delivered => Some(OrderStatus::Delivered),
+    }
+}
+
+fn to_wire(order: Order) -> pb::Order {
+    pb::Order {
+        id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        status: status_to_wire(order.status) as i32,
+        total: money(order.total).to_string(),
+        items: order
+            .lines
+            .iter()
+            .map(|line| pb::OrderItem {
+                product_id: line.product_id.to_string(),
+                quantity: line.quantity,
+                unit_price: money(line.unit_price).to_string(),
+            })
+            .collect(),
+        status_reason: order.status_reason.unwrap_or_default(),
+        created_at: Some(platform::grpc::timestamp(order.created_at)),
+        updated_at: Some(platform::grpc::timestamp(order.updated_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderGrpc {
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let request = request.into_inner();
+        let mut checks = Checks::default();
+        let caller = checks.caller(request.caller);
+        let lines = validate_lines(
+            request
+                .items
+                .iter()
+                .map(|item| (item.product_id.as_str(), item.quantity)),
+        )
+        .map_err(|violations| checks.0.extend(violations))
+        .ok();
+        let key = validate_idempotency_key(&request.idempotency_key)
+            .map_err(|violation| checks.0.push(violation))
+            .ok();
+        let request = checks.finish(|| {
+            Some(NewOrderRequest {
+                caller: caller?,
+                lines: lines?,
+                idempotency_key: key?,
+            })
+        })?;
+        let reply = self.orders.create(request).await?;
+        Ok(Response::new(pb::CreateOrderResponse {
+            order: Some(to_wire(reply.order)),
+            replayed: reply.replayed,
+        }))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let request = request.into_inner();
+        let mut checks = Checks::default();
+        let caller = checks.caller(request.caller);
+        let id = checks.uuid("order_id", &request.order_id);
+        let (caller, id) = checks.finish(|| Some((caller?, id?)))?;
+        let order = self.orders.get(caller, id).await?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(to_wire(order)),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let request = request.into_inner();
+        let mut checks = Checks::default();
+        let caller = checks.caller(request.caller);
+        let page = request.page.max(1);
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            size if size > MAX_PAGE_SIZE => {
+                checks.add(
+                    "page_size",
+                    format!("must be at most {MAX_PAGE_SIZE}, got {size}"),
+                );
+                size
+            }
+            size => size,
+        };
+        let user_id = match request.user_id.as_deref() {
+            None | Some("") => Some(None),
+            Some(raw) => checks.uuid("user_id", raw).map(Some),
+        };
+        let list = checks.finish(|| {
+            Some(ListRequest {
+                caller: caller?,
+                page: u64::from(page),
+                page_size: u64::from(page_size),
+                user_id: user_id?,
+            })
+        })?;
+        let result = self.orders.list(list).await?;
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: result.orders.into_iter().map(to_wire).collect(),
+            page,
+            page_size,
+            total: result.total,
+        }))
+    }
+
+    async fn update_order_status(
+        &self,
+        request: Request<pb::UpdateOrderStatusRequest>,
+    ) -> Result<Response<pb::UpdateOrderStatusResponse>, Status> {
+        let request = request.into_inner();
+        let mut checks = Checks::default();
+        let caller = checks.caller(request.caller);
+        let id = checks.uuid("order_id", &request.order_id);
+        let status = status_from_wire(request.status);
+        if status.is_none() {
+            checks.add(
+                "status",
+                format!("{} is not an order status", request.status),
+            );
+        }
+        let (caller, id, status) = checks.finish(|| Some((caller?, id?, status?)))?;
+        let order = self.orders.update_status(caller, id, status).await?;
+        Ok(Response::new(pb::UpdateOrderStatusResponse {
+            order: Some(to_wire(order)),
+        }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let request = request.into_inner();
+        let mut checks = Checks::default();
+        let caller = checks.caller(request.caller);
+        let id = checks.uuid("order_id", &request.order_id);
+        let (caller, id) = checks.finish(|| Some((caller?, id?)))?;
+        let order = self.orders.cancel(caller, id).await?;
+        Ok(Response::new(pb::CancelOrderResponse {
+            order: Some(to_wire(order)),
+        }))
+    }
+
+    async fn record_outcome(
+        &self,
+        request: Request<pb::RecordOutcomeRequest>,
+    ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
+        let request = request.into_inner();
+        let mut checks = Checks::default();
+        let id = checks.uuid("order_id", &request.order_id);
+        let outcome = match pb::OrderOutcome::try_from(request.outcome) {
+            Ok(pb::OrderOutcome::Confirmed) => Some(Outcome::Confirmed),
+            Ok(pb::OrderOutcome::Rejected) => Some(Outcome::Rejected),
+            _ => {
+                checks.add(
+                    "outcome",
+                    "must be ORDER_OUTCOME_CONFIRMED or ORDER_OUTCOME_REJECTED",
+                );
+                None
+            }
+        };
+        let (id, outcome) = checks.finish(|| Some((id?, outcome?)))?;
+        let reason = request.reason.trim();
+        let reason = (!reason.is_empty()).then(|| reason.chars().take(MAX_REASON_CHARS).collect());
+        let reply = self.orders.record_outcome(id, outcome, reason).await?;
+        Ok(Response::new(pb::RecordOutcomeResponse {
+            order: Some(to_wire(reply.order)),
+            replayed: reply.replayed,
+        }))
+    }
+}

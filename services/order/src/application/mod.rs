@@ -1,0 +1,10 @@
+//! The Order service's use cases, their gRPC face, and the outbox relay.
+
+pub mod error;
+pub mod grpc;
+pub mod orders;
+pub mod relay;
+
+pub use error::OrderError;
+pub use orders::Orders;
+pub use relay::{OutboxRelay, RelayWakeup};

@@ -1,0 +1,300 @@
+//! The use cases: create (priced from Inventory, stored with its outbox
+//! record), read with ownership, and the three ways an order's status moves.
+
+use chrono::{SubsecRound, Utc};
+use prost::Message;
+use uuid::Uuid;
+
+use proto::events::v1::{OrderCancelled, OrderCreated, OrderLine as EventLine};
+
+use super::error::OrderError;
+use super::relay::RelayWakeup;
+use crate::domain::order::{money, price, request_fingerprint};
+use crate::domain::status::{self, Change, Outcome};
+use crate::domain::{Caller, Order, OrderLine, OrderStatus};
+use crate::infrastructure::inventory::InventoryClient;
+use crate::infrastructure::outbox::{ORDER_CANCELLED, ORDER_CREATED, OutboxEvent};
+use crate::infrastructure::store::{InsertError, NewOrder, OrderStore, StatusDecision};
+
+/// Crash-test fault point: the order and its outbox record are committed,
+/// the reply and the relay's wake-up are not.
+pub const FAULT_AFTER_OUTBOX_COMMIT: &str = "order.after_outbox_commit";
+
+/// A validated CreateOrder request.
+pub struct NewOrderRequest {
+    pub caller: Caller,
+    pub lines: Vec<OrderLine>,
+    pub idempotency_key: Option<String>,
+}
+
+/// An order and whether an earlier request (or outcome) already made it so.
+pub struct Reply {
+    pub order: Order,
+    pub replayed: bool,
+}
+
+/// A validated page request.
+pub struct ListRequest {
+    pub caller: Caller,
+    pub page: u64,
+    pub page_size: u64,
+    pub user_id: Option<Uuid>,
+}
+
+pub struct Page {
+    pub orders: Vec<Order>,
+    pub total: u64,
+}
+
+#[derive(Clone)]
+pub struct Orders {
+    store: OrderStore,
+    inventory: InventoryClient,
+    relay: RelayWakeup,
+}
+
+impl Orders {
+    pub fn new(store: OrderStore, inventory: InventoryClient, relay: RelayWakeup) -> Self {
+        Orders {
+            store,
+            inventory,
+            relay,
+        }
+    }
+
+    pub async fn create(&self, request: NewOrderRequest) -> Result<Reply, OrderError> {
+        let NewOrderRequest {
+            caller,
+            lines,
+            idempotency_key,
+        } = request;
+        let idempotency = idempotency_key.map(|key| (key, request_fingerprint(&lines)));
+        // A retry is answered from the database, whatever the stock is now.
+        if let Some((key, fingerprint)) = &idempotency
+            && let Some(reply) = self.replay(caller.user_id, key, fingerprint).await?
+        {
+            return Ok(reply);
+        }
+
+        let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
+        let quotes = self.inventory.quotes(&ids).await?;
+        let priced = price(&lines, &quotes)?;
+        // PostgreSQL keeps microseconds; the event says what the row says.
+        let now = Utc::now().trunc_subsecs(6);
+        let order = Order {
+            id: Uuid::now_v7(),
+            user_id: caller.user_id,
+            status: OrderStatus::Pending,
+            total: priced.total,
+            status_reason: None,
+            lines: priced.lines,
+            created_at: now,
+            updated_at: now,
+        };
+        let event = OutboxEvent::new(
+            order.id,
+            ORDER_CREATED,
+            created_event(&order).encode_to_vec(),
+        );
+        let inserted = self
+            .store
+            .insert(NewOrder {
+                order: order.clone(),
+                idempotency: idempotency.clone(),
+                event,
+            })
+            .await;
+        match inserted {
+            Ok(()) => {}
+            // A concurrent request with the same key won the race.
+            Err(InsertError::DuplicateIdempotencyKey) => {
+                let (key, fingerprint) = idempotency.expect("only keyed orders collide");
+                return self
+                    .replay(caller.user_id, &key, &fingerprint)
+                    .await?
+                    .ok_or_else(|| {
+                        sea_orm::DbErr::RecordNotFound(format!(
+                            "the order holding idempotency key {key:?} disappeared"
+                        ))
+                        .into()
+                    });
+            }
+            Err(InsertError::Db(e)) => return Err(e.into()),
+        }
+        platform::fault::point(FAULT_AFTER_OUTBOX_COMMIT);
+        self.relay.wake();
+        tracing::info!(order_id = %order.id, total = %order.total, "order created");
+        Ok(Reply {
+            order,
+            replayed: false,
+        })
+    }
+
+    async fn replay(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<Reply>, OrderError> {
+        match self.store.find_by_idempotency_key(user_id, key).await? {
+            None => Ok(None),
+            Some((order, stored)) if stored == fingerprint => Ok(Some(Reply {
+                order,
+                replayed: true,
+            })),
+            Some(_) => Err(OrderError::IdempotencyKeyReused(key.to_owned())),
+        }
+    }
+
+    /// Another user's order is NOT_FOUND, so that ids cannot be probed.
+    pub async fn get(&self, caller: Caller, id: Uuid) -> Result<Order, OrderError> {
+        self.store
+            .find(id)
+            .await?
+            .filter(|order| caller.may_see(order))
+            .ok_or(OrderError::NotFound(id))
+    }
+
+    pub async fn list(&self, request: ListRequest) -> Result<Page, OrderError> {
+        let ListRequest {
+            caller,
+            page,
+            page_size,
+            user_id,
+        } = request;
+        let filter = if caller.is_admin() {
+            user_id
+        } else {
+            if user_id.is_some_and(|u| u != caller.user_id) {
+                return Err(OrderError::PermissionDenied(
+                    "a customer can list only their own orders",
+                ));
+            }
+            Some(caller.user_id)
+        };
+        let (orders, total) = self.store.list(filter, page, page_size).await?;
+        Ok(Page { orders, total })
+    }
+
+    /// The admin's fulfilment path: SHIPPED, then DELIVERED.
+    pub async fn update_status(
+        &self,
+        caller: Caller,
+        id: Uuid,
+        to: OrderStatus,
+    ) -> Result<Order, OrderError> {
+        if !caller.is_admin() {
+            return Err(OrderError::PermissionDenied(
+                "only an admin may change an order's status",
+            ));
+        }
+        let changed = self
+            .store
+            .change_status(id, |order| {
+                Ok::<_, OrderError>(match status::fulfil(order.status, to)? {
+                    Change::To(to) => StatusDecision::Set {
+                        to,
+                        reason: None,
+                        event: None,
+                    },
+                    Change::AlreadyDone => StatusDecision::Keep,
+                })
+            })
+            .await?
+            .ok_or(OrderError::NotFound(id))?;
+        Ok(changed.order)
+    }
+
+    /// CONFIRMED -> CANCELLED with an `order.cancelled` record, by the owner
+    /// or an admin. Cancelling a CANCELLED order again answers it unchanged.
+    pub async fn cancel(&self, caller: Caller, id: Uuid) -> Result<Order, OrderError> {
+        let changed = self
+            .store
+            .change_status(id, |order| {
+                if !caller.may_see(order) {
+                    return Err(OrderError::NotFound(id));
+                }
+                Ok(match status::cancel(order.status)? {
+                    Change::To(to) => StatusDecision::Set {
+                        to,
+                        reason: None,
+                        event: Some(OutboxEvent::new(
+                            order.id,
+                            ORDER_CANCELLED,
+                            cancelled_event(order).encode_to_vec(),
+                        )),
+                    },
+                    Change::AlreadyDone => StatusDecision::Keep,
+                })
+            })
+            .await?
+            .ok_or(OrderError::NotFound(id))?;
+        if !changed.replayed {
+            self.relay.wake();
+            tracing::info!(order_id = %id, "order cancelled");
+        }
+        Ok(changed.order)
+    }
+
+    /// The order flow's verdict, idempotent (see [`status::record_outcome`]).
+    pub async fn record_outcome(
+        &self,
+        id: Uuid,
+        outcome: Outcome,
+        reason: Option<String>,
+    ) -> Result<Reply, OrderError> {
+        let reason = match outcome {
+            Outcome::Confirmed => None,
+            Outcome::Rejected => {
+                Some(reason.unwrap_or_else(|| "rejected by the order flow".to_owned()))
+            }
+        };
+        let changed = self
+            .store
+            .change_status(id, |order| {
+                Ok::<_, OrderError>(match status::record_outcome(order.status, outcome)? {
+                    Change::To(to) => StatusDecision::Set {
+                        to,
+                        reason: reason.clone(),
+                        event: None,
+                    },
+                    Change::AlreadyDone => StatusDecision::Keep,
+                })
+            })
+            .await?
+            .ok_or(OrderError::NotFound(id))?;
+        if !changed.replayed {
+            tracing::info!(order_id = %id, status = %changed.order.status, "order outcome recorded");
+        }
+        Ok(Reply {
+            order: changed.order,
+            replayed: changed.replayed,
+        })
+    }
+}
+
+fn created_event(order: &Order) -> OrderCreated {
+    OrderCreated {
+        order_id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        items: order
+            .lines
+            .iter()
+            .map(|line| EventLine {
+                product_id: line.product_id.to_string(),
+                quantity: line.quantity,
+                unit_price: money(line.unit_price).to_string(),
+            })
+            .collect(),
+        total: money(order.total).to_string(),
+        created_at: Some(platform::grpc::timestamp(order.created_at)),
+    }
+}
+
+fn cancelled_event(order: &Order) -> OrderCancelled {
+    OrderCancelled {
+        order_id: order.id.to_string(),
+        user_id: order.user_id.to_string(),
+        cancelled_at: Some(platform::grpc::timestamp(Utc::now())),
+    }
+}

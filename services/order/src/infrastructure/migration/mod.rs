@@ -1,0 +1,15 @@
+//! The Order database's migrations, applied by `order migrate` and at
+//! start-up, under an advisory lock (see `platform::db::migrate`).
+
+use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_orders;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_orders::Migration)]
+    }
+}

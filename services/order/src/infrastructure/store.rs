@@ -1,0 +1,286 @@
+//! Orders in PostgreSQL. Every status change is a conditional UPDATE
+//! (`WHERE status = <the status the decision was made on>`), so two
+//! concurrent transitions cannot both win; an event announcing a change is
+//! written to the outbox in the same transaction.
+
+use std::collections::HashMap;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
+use uuid::Uuid;
+
+use super::entities::{order_items, orders};
+use super::outbox::{self, OutboxEvent};
+use crate::domain::{Order, OrderStatus, PricedLine};
+
+/// A new PENDING order with its lines and its `order.created` record.
+pub struct NewOrder {
+    pub order: Order,
+    /// The idempotency key and the request's fingerprint, when a key was given.
+    pub idempotency: Option<(String, String)>,
+    pub event: OutboxEvent,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("an order with this idempotency key exists already")]
+    DuplicateIdempotencyKey,
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// What a status change decided, given the order as it is.
+pub enum StatusDecision {
+    /// Leave the order as it is (the request is a replay).
+    Keep,
+    Set {
+        to: OrderStatus,
+        reason: Option<String>,
+        event: Option<OutboxEvent>,
+    },
+}
+
+/// The order after a status change, and whether it was a replay.
+pub struct StatusChanged {
+    pub order: Order,
+    pub replayed: bool,
+}
+
+/// How often a status change is re-decided after losing a race.
+const STATUS_CHANGE_ATTEMPTS: usize = 5;
+
+#[derive(Clone)]
+pub struct OrderStore {
+    db: DatabaseConnection,
+}
+
+impl OrderStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        OrderStore { db }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The order `user_id` created with `key`, with its request fingerprint.
+    pub async fn find_by_idempotency_key(
+        &self,
+        user_id: Uuid,
+        key: &str,
+    ) -> Result<Option<(Order, String)>, DbErr> {
+        let Some(model) = orders::Entity::find()
+            .filter(orders::Column::UserId.eq(user_id))
+            .filter(orders::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let fingerprint = model.request_fingerprint.clone().unwrap_or_default();
+        let items = items_of(&self.db, &[model.id]).await?;
+        Ok(Some((to_domain(model, &items)?, fingerprint)))
+    }
+
+    /// Stores the order, its lines and its outbox record in one transaction.
+    pub async fn insert(&self, new: NewOrder) -> Result<(), InsertError> {
+        let NewOrder {
+            order,
+            idempotency,
+            event,
+        } = new;
+        let (key, fingerprint) = idempotency.unzip();
+        let txn = self.db.begin().await?;
+        let inserted = orders::Entity::insert(orders::ActiveModel {
+            id: Set(order.id),
+            user_id: Set(order.user_id),
+            status: Set(order.status.as_str().to_owned()),
+            total: Set(order.total),
+            status_reason: Set(order.status_reason.clone()),
+            idempotency_key: Set(key),
+            request_fingerprint: Set(fingerprint),
+            created_at: Set(order.created_at),
+            updated_at: Set(order.updated_at),
+        })
+        .exec_without_returning(&txn)
+        .await;
+        if let Err(e) = inserted {
+            // Only the (user, key) index can collide: the id is fresh.
+            return Err(match e.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => InsertError::DuplicateIdempotencyKey,
+                _ => InsertError::Db(e),
+            });
+        }
+        let lines = order
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(index, line)| order_items::ActiveModel {
+                order_id: Set(order.id),
+                line_no: Set(index as i16),
+                product_id: Set(line.product_id),
+                quantity: Set(line.quantity as i32),
+                unit_price: Set(line.unit_price),
+            });
+        order_items::Entity::insert_many(lines)
+            .exec_without_returning(&txn)
+            .await?;
+        outbox::insert(&txn, event).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn find(&self, id: Uuid) -> Result<Option<Order>, DbErr> {
+        load(&self.db, id).await
+    }
+
+    /// One page of orders, newest first (of one user when `user_id` is
+    /// given), and how many there are in all.
+    pub async fn list(
+        &self,
+        user_id: Option<Uuid>,
+        page: u64,
+        page_size: u64,
+    ) -> Result<(Vec<Order>, u64), DbErr> {
+        let mut query = orders::Entity::find();
+        if let Some(user_id) = user_id {
+            query = query.filter(orders::Column::UserId.eq(user_id));
+        }
+        let total = query.clone().count(&self.db).await?;
+        let models = query
+            .order_by_desc(orders::Column::CreatedAt)
+            .order_by_desc(orders::Column::Id)
+            .offset((page - 1).saturating_mul(page_size))
+            .limit(page_size)
+            .all(&self.db)
+            .await?;
+        let ids: Vec<Uuid> = models.iter().map(|m| m.id).collect();
+        let items = items_of(&self.db, &ids).await?;
+        let orders = models
+            .into_iter()
+            .map(|m| to_domain(m, &items))
+            .collect::<Result<_, _>>()?;
+        Ok((orders, total))
+    }
+
+    /// Applies `decide` to the order as it is and writes its decision, with
+    /// its outbox record, in one transaction. When a concurrent change got
+    /// there first (the conditional UPDATE matched nothing), decides again on
+    /// the new status. `None` when there is no such order.
+    pub async fn change_status<E>(
+        &self,
+        id: Uuid,
+        decide: impl Fn(&Order) -> Result<StatusDecision, E>,
+    ) -> Result<Option<StatusChanged>, E>
+    where
+        E: From<DbErr>,
+    {
+        for _ in 0..STATUS_CHANGE_ATTEMPTS {
+            let txn = self.db.begin().await?;
+            let Some(order) = load(&txn, id).await? else {
+                return Ok(None);
+            };
+            let (to, reason, event) = match decide(&order)? {
+                StatusDecision::Keep => {
+                    txn.commit().await?;
+                    return Ok(Some(StatusChanged {
+                        order,
+                        replayed: true,
+                    }));
+                }
+                StatusDecision::Set { to, reason, event } => (to, reason, event),
+            };
+            let now = chrono::Utc::now();
+            let mut update = orders::Entity::update_many()
+                .col_expr(orders::Column::Status, Expr::value(to.as_str()))
+                .col_expr(orders::Column::UpdatedAt, Expr::value(now))
+                .filter(orders::Column::Id.eq(id))
+                .filter(orders::Column::Status.eq(order.status.as_str()));
+            if reason.is_some() {
+                update = update.col_expr(orders::Column::StatusReason, Expr::value(reason));
+            }
+            let updated = update.exec(&txn).await?.rows_affected;
+            if updated == 0 {
+                // Someone else moved the order meanwhile: decide again.
+                txn.rollback().await?;
+                continue;
+            }
+            if let Some(event) = event {
+                outbox::insert(&txn, event).await?;
+            }
+            let order = load(&txn, id).await?.ok_or_else(|| {
+                DbErr::RecordNotFound(format!("order {id} vanished inside its transaction"))
+            })?;
+            txn.commit().await?;
+            return Ok(Some(StatusChanged {
+                order,
+                replayed: false,
+            }));
+        }
+        Err(DbErr::Custom(format!(
+            "order {id} kept changing while its status was being changed"
+        ))
+        .into())
+    }
+}
+
+async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Order>, DbErr> {
+    let Some(model) = orders::Entity::find_by_id(id).one(conn).await? else {
+        return Ok(None);
+    };
+    let items = items_of(conn, &[id]).await?;
+    to_domain(model, &items).map(Some)
+}
+
+/// The lines of the given orders, by order, in their original order.
+async fn items_of<C: ConnectionTrait>(
+    conn: &C,
+    order_ids: &[Uuid],
+) -> Result<HashMap<Uuid, Vec<PricedLine>>, DbErr> {
+    let mut by_order: HashMap<Uuid, Vec<PricedLine>> = HashMap::new();
+    if order_ids.is_empty() {
+        return Ok(by_order);
+    }
+    let rows = order_items::Entity::find()
+        .filter(order_items::Column::OrderId.is_in(order_ids.iter().copied()))
+        .order_by_asc(order_items::Column::OrderId)
+        .order_by_asc(order_items::Column::LineNo)
+        .all(conn)
+        .await?;
+    for row in rows {
+        let quantity = u32::try_from(row.quantity).map_err(|_| {
+            DbErr::Custom(format!(
+                "order {} has a negative quantity {}",
+                row.order_id, row.quantity
+            ))
+        })?;
+        by_order.entry(row.order_id).or_default().push(PricedLine {
+            product_id: row.product_id,
+            quantity,
+            unit_price: row.unit_price,
+        });
+    }
+    Ok(by_order)
+}
+
+fn to_domain(model: orders::Model, items: &HashMap<Uuid, Vec<PricedLine>>) -> Result<Order, DbErr> {
+    let status = OrderStatus::parse(&model.status).ok_or_else(|| {
+        DbErr::Custom(format!(
+            "order {} has an unknown status {:?}",
+            model.id, model.status
+        ))
+    })?;
+    Ok(Order {
+        id: model.id,
+        user_id: model.user_id,
+        status,
+        total: model.total,
+        status_reason: model.status_reason,
+        lines: items.get(&model.id).cloned().unwrap_or_default(),
+        created_at: model.created_at,
+        updated_at: model.updated_at,
+    })
+}
