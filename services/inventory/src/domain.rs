@@ -142,7 +142,9 @@ fn bounded_text(raw: &str, max_chars: usize) -> Result<String, String> {
     }
     let chars = text.chars().count();
     if chars > max_chars {
-        return Err(format!("must be at most {max_chars} characters, got {chars}"));
+        return Err(format!(
+            "must be at most {max_chars} characters, got {chars}"
+        ));
     }
     if text.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
@@ -353,7 +355,9 @@ impl StockRequest {
                 if let Some(first) = seen.insert(id, i) {
                     check.0.push(FieldError::new(
                         format!("items[{i}].product_id"),
-                        format!("product {id} is already in items[{first}]; list each product once"),
+                        format!(
+                            "product {id} is already in items[{first}]; list each product once"
+                        ),
                     ));
                     continue;
                 }
@@ -515,8 +519,19 @@ mod tests {
         assert_eq!(sum, Decimal::from_str("0.30").unwrap());
         assert_eq!(Price::from_stored(sum).to_string(), "0.30");
         for bad in [
-            "", "0", "0.00", "-1", "1.234", "abc", "1e3", "1.", ".5", "+1", "1,5",
-            "10000000000", "NaN",
+            "",
+            "0",
+            "0.00",
+            "-1",
+            "1.234",
+            "abc",
+            "1e3",
+            "1.",
+            ".5",
+            "+1",
+            "1,5",
+            "10000000000",
+            "NaN",
         ] {
             assert!(Price::parse(bad).is_err(), "{bad:?} must be refused");
         }
@@ -549,8 +564,7 @@ mod tests {
         let a = Uuid::new_v4();
         let b = Uuid::new_v4();
         let order = Uuid::new_v4().to_string();
-        let req =
-            StockRequest::parse(&order, &[(a.to_string(), 1), (b.to_string(), 2)]).unwrap();
+        let req = StockRequest::parse(&order, &[(a.to_string(), 1), (b.to_string(), 2)]).unwrap();
         let mut sorted = vec![a, b];
         sorted.sort();
         assert_eq!(req.product_ids(), sorted);

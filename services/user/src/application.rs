@@ -137,7 +137,9 @@ impl Users {
         let hash = account.as_ref().map(|a| &a.password_hash);
         if self.hasher.verify(password, hash).await {
             // verify() is true only for an existing account.
-            Ok(account.map(|a| a.user).ok_or(UserError::InvalidCredentials)?)
+            Ok(account
+                .map(|a| a.user)
+                .ok_or(UserError::InvalidCredentials)?)
         } else {
             Err(UserError::InvalidCredentials)
         }

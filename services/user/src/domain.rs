@@ -263,8 +263,17 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         for bad in [
-            "", "plain", "a@b", "@b.com", "a@.com", "a@b..com", "a b@c.com", "a@b.com@c.com",
-            ".a@b.com", "a@-b.com", &long,
+            "",
+            "plain",
+            "a@b",
+            "@b.com",
+            "a@.com",
+            "a@b..com",
+            "a b@c.com",
+            "a@b.com@c.com",
+            ".a@b.com",
+            "a@-b.com",
+            &long,
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }

@@ -38,10 +38,8 @@ async fn blocking<T: Send + 'static>(
 impl PasswordHasher {
     /// `cost` is bcrypt's work factor (the caller enforces the minimum).
     pub async fn new(cost: u32) -> Result<Self, HashError> {
-        let dummy = blocking(move || {
-            bcrypt::hash(prehash("no such user, no such password"), cost)
-        })
-        .await?;
+        let dummy =
+            blocking(move || bcrypt::hash(prehash("no such user, no such password"), cost)).await?;
         Ok(PasswordHasher {
             cost,
             dummy_hash: Arc::new(dummy),

@@ -1,0 +1,7 @@
+//! Inventory against a real PostgreSQL, one database per test: the use cases
+//! in-process, and the real binary over gRPC.
+
+mod binary;
+mod helpers;
+mod orders;
+mod products;
