@@ -1,0 +1,302 @@
+//! CreateOrder: validation, pricing from Inventory, one transaction.
+
+use tonic::Code;
+
+use crate::support::*;
+use proto::order::v1 as pb;
+
+#[tokio::test]
+async fn each_bad_input_is_invalid_argument_naming_its_field() {
+    let h = Harness::start().await;
+    let product = h.inventory.add("1.00", 10);
+    let other = h.inventory.add("1.00", 10);
+    let me = customer();
+    let many: Vec<pb::OrderItemInput> = (0..101)
+        .map(|_| item(&uuid::Uuid::new_v4().to_string(), 1))
+        .collect();
+    let cases: Vec<(
+        &str,
+        Option<proto::common::v1::Caller>,
+        Vec<pb::OrderItemInput>,
+        String,
+        &str,
+    )> = vec![
+        (
+            "no caller",
+            None,
+            vec![item(&product, 1)],
+            String::new(),
+            "caller",
+        ),
+        (
+            "caller id not a UUID",
+            Some(proto::common::v1::Caller {
+                user_id: "bob".into(),
+                role: 1,
+            }),
+            vec![item(&product, 1)],
+            String::new(),
+            "caller.user_id",
+        ),
+        (
+            "no role",
+            Some(proto::common::v1::Caller {
+                user_id: me.user_id.clone(),
+                role: 0,
+            }),
+            vec![item(&product, 1)],
+            String::new(),
+            "caller.role",
+        ),
+        ("no items", Some(me.clone()), vec![], String::new(), "items"),
+        ("101 items", Some(me.clone()), many, String::new(), "items"),
+        (
+            "quantity 0",
+            Some(me.clone()),
+            vec![item(&product, 1), item(&other, 0)],
+            String::new(),
+            "items[1].quantity",
+        ),
+        (
+            "quantity 1001",
+            Some(me.clone()),
+            vec![item(&product, 1001)],
+            String::new(),
+            "items[0].quantity",
+        ),
+        (
+            "product id not a UUID",
+            Some(me.clone()),
+            vec![item("laptop", 1)],
+            String::new(),
+            "items[0].product_id",
+        ),
+        (
+            "empty product id",
+            Some(me.clone()),
+            vec![item(&product, 1), item("", 1)],
+            String::new(),
+            "items[1].product_id",
+        ),
+        (
+            "duplicate product",
+            Some(me.clone()),
+            vec![
+                item(&product, 1),
+                item(&other, 1),
+                item(&product, 2),
+                item(&other, 1),
+                item(&product, 3),
+            ],
+            String::new(),
+            "items[4].product_id",
+        ),
+        (
+            "idempotency key too long",
+            Some(me.clone()),
+            vec![item(&product, 1)],
+            "k".repeat(256),
+            "idempotency_key",
+        ),
+    ];
+    for (what, caller, items, key, field) in cases {
+        let err = h
+            .client
+            .clone()
+            .create_order(pb::CreateOrderRequest {
+                caller,
+                items,
+                idempotency_key: key,
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(
+            violated_fields(&err).iter().any(|f| f == field),
+            "{what}: expected a violation of {field}, got {:?} ({})",
+            violated_fields(&err),
+            err.message()
+        );
+        assert!(err.message().contains(field), "{what}: {}", err.message());
+    }
+    assert_eq!(h.inventory.calls(), 0, "bad input never reaches Inventory");
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn unknown_products_are_not_found_naming_them() {
+    let h = Harness::start().await;
+    let known = h.inventory.add("1.00", 10);
+    let ghost = uuid::Uuid::new_v4().to_string();
+    let err = h
+        .create(&customer(), vec![item(&known, 1), item(&ghost, 1)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(reason(&err), "PRODUCT_NOT_FOUND");
+    assert!(err.message().contains(&ghost), "{}", err.message());
+    assert!(!err.message().contains(&known), "{}", err.message());
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn visibly_insufficient_stock_is_refused_naming_the_products() {
+    let h = Harness::start().await;
+    let plenty = h.inventory.add("1.00", 10);
+    let scarce = h.inventory.add("1.00", 2);
+    let err = h
+        .create(&customer(), vec![item(&plenty, 10), item(&scarce, 3)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    assert!(err.message().contains(&scarce), "{}", err.message());
+    assert!(!err.message().contains(&plenty), "{}", err.message());
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
+
+    // Exactly the stock there is: accepted.
+    let ok = h.create(&customer(), vec![item(&scarce, 2)]).await.unwrap();
+    assert_eq!(ok.order.unwrap().status, pb::OrderStatus::Pending as i32);
+}
+
+#[tokio::test]
+async fn totals_are_exact_and_unit_prices_are_kept() {
+    let h = Harness::start().await;
+    let dime = h.inventory.add("0.10", 100);
+    let twenty = h.inventory.add("0.20", 100);
+    let laptop = h.inventory.add("999.99", 100);
+    let me = customer();
+
+    let small = h
+        .create(&me, vec![item(&dime, 1), item(&twenty, 1)])
+        .await
+        .unwrap()
+        .order
+        .unwrap();
+    assert_eq!(small.total, "0.30");
+    assert_eq!(h.inventory.calls(), 1, "one BatchGetProducts per order");
+
+    let big = h
+        .create(&me, vec![item(&laptop, 3)])
+        .await
+        .unwrap()
+        .order
+        .unwrap();
+    assert_eq!(big.total, "2999.97");
+    assert_eq!(big.items[0].unit_price, "999.99");
+    assert_eq!(big.status, pb::OrderStatus::Pending as i32);
+    assert_eq!(big.user_id, me.user_id);
+    assert_eq!(h.inventory.calls(), 2);
+
+    // Stored as NUMERIC(12,2), exactly.
+    let stored = h
+        .scalar(&format!(
+            "SELECT (total = 2999.97)::int::bigint FROM orders WHERE id = '{}'",
+            big.id
+        ))
+        .await;
+    assert_eq!(stored, 1);
+
+    // A later price change does not touch a placed order.
+    h.inventory.set_price(&laptop, "1200.00");
+    let again = h.get(&me, &big.id).await.unwrap();
+    assert_eq!(again.total, "2999.97");
+    assert_eq!(again.items[0].unit_price, "999.99");
+    assert_eq!(again.items[0].quantity, 3);
+}
+
+#[tokio::test]
+async fn order_items_and_outbox_record_are_written_together() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let a = h.inventory.add("2.50", 10);
+    let b = h.inventory.add("1.25", 10);
+    let me = customer();
+    let order = h
+        .create(&me, vec![item(&b, 2), item(&a, 1)])
+        .await
+        .unwrap()
+        .order
+        .unwrap();
+    assert_eq!(order.total, "5.00");
+    // Lines read back in the order they were given.
+    assert_eq!(order.items[0].product_id, b);
+    assert_eq!(order.items[1].product_id, a);
+    assert_eq!(h.scalar("SELECT count(*) FROM order_items").await, 2);
+    assert_eq!(
+        h.scalar(
+            "SELECT count(*) FROM outbox WHERE event_type = 'order.created' AND sent_at IS NULL"
+        )
+        .await,
+        1
+    );
+
+    // The stored event is the order, exactly.
+    use sea_orm::EntityTrait;
+    let records = order::infrastructure::entities::outbox::Entity::find()
+        .all(&h.conn)
+        .await
+        .unwrap();
+    let event = decode_created(&records[0].payload);
+    assert_eq!(event.order_id, order.id);
+    assert_eq!(event.user_id, me.user_id);
+    assert_eq!(event.total, "5.00");
+    assert_eq!(event.items.len(), 2);
+    assert_eq!(event.items[0].unit_price, "1.25");
+    assert_eq!(event.items[0].quantity, 2);
+    assert_eq!(
+        event.created_at.unwrap().seconds,
+        order.created_at.unwrap().seconds
+    );
+
+    // When the outbox write fails, nothing of the order remains.
+    h.conn
+        .execute_unprepared(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'outbox refused'; END $$;
+             CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+    let err = h.create(&me, vec![item(&a, 1)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(
+        !err.message().contains("outbox refused"),
+        "no SQL leaks: {}",
+        err.message()
+    );
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(h.scalar("SELECT count(*) FROM order_items").await, 2);
+    assert_eq!(h.scalar("SELECT count(*) FROM outbox").await, 1);
+
+    // And no outbox record can exist without its order.
+    let orphan = h
+        .conn
+        .execute_unprepared(&format!(
+            "INSERT INTO outbox (order_id, event_type, payload) VALUES ('{}', 'order.created', '')",
+            uuid::Uuid::new_v4()
+        ))
+        .await;
+    assert!(orphan.is_err());
+}
+
+#[tokio::test]
+async fn inventory_down_is_unavailable() {
+    let h = Harness::start_with(Options {
+        inventory_down: true,
+        ..Default::default()
+    })
+    .await;
+    let err = h
+        .create(
+            &customer(),
+            vec![item(&uuid::Uuid::new_v4().to_string(), 1)],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(reason(&err), "INVENTORY_UNAVAILABLE");
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
+}

@@ -1,0 +1,122 @@
+//! Idempotency keys: a retry returns the first order, a race creates one,
+//! another body with the same key is refused.
+
+use futures::future::join_all;
+use tonic::Code;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_returns_the_first_order() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let a = h.inventory.add("3.00", 10);
+    let b = h.inventory.add("4.00", 10);
+    let me = customer();
+
+    let first = h
+        .create_keyed(&me, vec![item(&a, 1), item(&b, 2)], "checkout-1")
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let first = first.order.unwrap();
+    // Lines in another order are the same request.
+    let retry = h
+        .create_keyed(&me, vec![item(&b, 2), item(&a, 1)], "checkout-1")
+        .await
+        .unwrap();
+    assert!(retry.replayed);
+    let retry = retry.order.unwrap();
+    assert_eq!(retry.id, first.id);
+    assert_eq!(retry.total, "11.00");
+    assert_eq!(
+        h.inventory.calls(),
+        1,
+        "a replay is answered without Inventory"
+    );
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(h.scalar("SELECT count(*) FROM outbox").await, 1);
+
+    // Same key, other items: refused with a reason the gateway maps to 422.
+    let err = h
+        .create_keyed(&me, vec![item(&a, 2), item(&b, 2)], "checkout-1")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "IDEMPOTENCY_KEY_REUSED");
+
+    // The key is the user's own: another user's same key is another order.
+    let other = h
+        .create_keyed(&customer(), vec![item(&a, 1), item(&b, 2)], "checkout-1")
+        .await
+        .unwrap();
+    assert!(!other.replayed);
+    assert_ne!(other.order.unwrap().id, first.id);
+
+    // A replay answers with the order as it is now.
+    h.outcome(&first.id, proto::order::v1::OrderOutcome::Confirmed, "")
+        .await
+        .unwrap();
+    let later = h
+        .create_keyed(&me, vec![item(&a, 1), item(&b, 2)], "checkout-1")
+        .await
+        .unwrap();
+    assert!(later.replayed);
+    assert_eq!(
+        later.order.unwrap().status,
+        proto::order::v1::OrderStatus::Confirmed as i32
+    );
+
+    // Without a key, every request is a new order.
+    h.create(&me, vec![item(&a, 1)]).await.unwrap();
+    h.create(&me, vec![item(&a, 1)]).await.unwrap();
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 4);
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_key_create_one_order() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let product = h.inventory.add("9.99", 1000);
+    let me = customer();
+    let replies =
+        join_all((0..12).map(|_| h.create_keyed(&me, vec![item(&product, 2)], "double-click")))
+            .await;
+    let replies: Vec<_> = replies
+        .into_iter()
+        .map(|r| r.expect("every request answered with the order"))
+        .collect();
+    let first_id = replies[0].order.as_ref().unwrap().id.clone();
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.order.as_ref().unwrap().id == first_id)
+    );
+    assert_eq!(replies.iter().filter(|r| !r.replayed).count(), 1);
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(h.scalar("SELECT count(*) FROM order_items").await, 1);
+    assert_eq!(h.scalar("SELECT count(*) FROM outbox").await, 1);
+
+    // Racing with different bodies: one order, the others refused.
+    let replies =
+        join_all((1..=6).map(|q| h.create_keyed(&me, vec![item(&product, q)], "race-2"))).await;
+    assert_eq!(
+        replies.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{replies:?}"
+    );
+    assert!(
+        replies
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| reason(e) == "IDEMPOTENCY_KEY_REUSED")
+    );
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 2);
+    assert_eq!(h.scalar("SELECT count(*) FROM outbox").await, 2);
+}

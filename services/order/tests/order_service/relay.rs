@@ -1,0 +1,165 @@
+//! The outbox relay inside one Order process: delivery, retries, shutdown.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::support::*;
+use proto::order::v1 as pb;
+
+async fn wait_all_sent(h: &Harness, expected: i64) {
+    testkit::eventually(
+        Duration::from_secs(20),
+        "every outbox record sent",
+        || async {
+            let sent = h
+                .scalar("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+                .await;
+            let all = h.scalar("SELECT count(*) FROM outbox").await;
+            (all == expected && sent == expected).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn relay_delivers_every_record_once_and_marks_it_sent() {
+    let h = Harness::start().await;
+    let me = customer();
+    let mut orders = Vec::new();
+    for _ in 0..30 {
+        orders.push(h.pending_order(&me).await);
+    }
+    for order in &orders[..3] {
+        h.outcome(&order.id, pb::OrderOutcome::Confirmed, "")
+            .await
+            .unwrap();
+        h.cancel(&me, &order.id).await.unwrap();
+    }
+    wait_all_sent(&h, 33).await;
+
+    let counts = h.producer.counts();
+    assert_eq!(counts.len(), 33);
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    for order in &orders {
+        assert_eq!(counts[&format!("{}.order.created", order.id)], 1);
+    }
+    for order in &orders[..3] {
+        assert_eq!(counts[&format!("{}.order.cancelled", order.id)], 1);
+    }
+    // What reached the Producer is the order as stored.
+    let call = h
+        .producer
+        .calls()
+        .into_iter()
+        .find(|c| c.order_id == orders[7].id)
+        .unwrap();
+    let event = call.created.unwrap();
+    assert_eq!(event.total, orders[7].total);
+    assert_eq!(event.user_id, me.user_id);
+    assert_eq!(event.items[0].product_id, orders[7].items[0].product_id);
+
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE attempts = 1 AND last_error IS NULL")
+            .await,
+        33
+    );
+    testkit::eventually(Duration::from_secs(5), "backlog gauge at zero", || async {
+        let metrics = platform::metrics::render();
+        metrics
+            .lines()
+            .any(|l| l == "ecommerce_order_outbox_backlog 0")
+            .then_some(())
+    })
+    .await;
+    let metrics = platform::metrics::render();
+    assert!(
+        metrics.contains("ecommerce_order_outbox_relayed_total 33"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ecommerce_order_outbox_relay_errors_total"));
+}
+
+#[tokio::test]
+async fn relay_retries_while_the_producer_is_down_and_delivers_once_it_is_up() {
+    let h = Harness::start_with(Options {
+        producer_up: false,
+        ..Default::default()
+    })
+    .await;
+    let me = customer();
+    for _ in 0..3 {
+        h.pending_order(&me).await;
+    }
+    // The relay keeps trying, and says why it failed.
+    testkit::eventually(Duration::from_secs(20), "failed attempts recorded", || async {
+        (h.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND attempts >= 2 AND last_error IS NOT NULL")
+            .await
+            >= 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+            .await,
+        0
+    );
+
+    h.start_producer().await;
+    wait_all_sent(&h, 3).await;
+    assert!(h.producer.counts().values().all(|n| *n == 1));
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE last_error IS NOT NULL")
+            .await,
+        0,
+        "a delivered record clears its last error"
+    );
+
+    // The stream refusing (the Producer answers UNAVAILABLE): same story.
+    h.producer.failing.store(true, Ordering::SeqCst);
+    let order = h.pending_order(&me).await;
+    testkit::eventually(Duration::from_secs(20), "the refusal recorded", || async {
+        (h.scalar(&format!(
+            "SELECT count(*) FROM outbox WHERE order_id = '{}' AND attempts >= 2 AND last_error LIKE '%fake stream is down%'",
+            order.id
+        ))
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    h.producer.failing.store(false, Ordering::SeqCst);
+    wait_all_sent(&h, 4).await;
+    assert_eq!(
+        h.producer.counts()[&format!("{}.order.created", order.id)],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_relay_sends_nothing() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    h.pending_order(&customer()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(h.producer.calls().is_empty());
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_server_and_the_relay() {
+    let h = Harness::start().await;
+    h.producer.delay_ms.store(200, Ordering::SeqCst);
+    for _ in 0..5 {
+        h.pending_order(&customer()).await;
+    }
+    let started = std::time::Instant::now();
+    h.shutdown().await.expect("a clean stop");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
