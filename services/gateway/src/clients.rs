@@ -25,12 +25,15 @@ pub struct Downstream<C> {
 }
 
 /// Whether a status says the service could not be reached in time (what the
-/// breaker counts); any other answer shows it is alive.
+/// breaker counts); any other answer, including an UNAVAILABLE that the
+/// service itself wrote (with details) about one of its own dependencies,
+/// shows it is alive.
 fn is_unreachable(status: &tonic::Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-    )
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => true,
+        Code::Unavailable => platform::grpc::error_detail(status).is_none(),
+        _ => false,
+    }
 }
 
 impl<C: Clone> Downstream<C> {

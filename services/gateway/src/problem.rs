@@ -215,12 +215,21 @@ impl Problem {
             Code::PermissionDenied => {
                 Problem::forbidden(non_empty(message, "this operation is not allowed"))
             }
-            Code::Unavailable => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service-unavailable",
-                "Service unavailable",
-                format!("the {service} service is unavailable; try again shortly"),
-            ),
+            Code::Unavailable => {
+                // A service that answers "<DEPENDENCY>_UNAVAILABLE" is up
+                // itself; name the one that is not.
+                let unavailable = reason
+                    .strip_suffix("_UNAVAILABLE")
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_else(|| service.to_owned());
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service-unavailable",
+                    "Service unavailable",
+                    format!("the {unavailable} service is unavailable; try again shortly"),
+                )
+            }
             // tonic reports its own client deadline as CANCELLED ("Timeout expired").
             Code::DeadlineExceeded | Code::Cancelled => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -386,6 +395,22 @@ mod tests {
             problem.detail
         );
         assert!(!problem.detail.contains("tcp"), "{}", problem.detail);
+    }
+
+    #[test]
+    fn unavailable_dependency_is_named() {
+        let status = status_with_detail(
+            Code::Unavailable,
+            "inventory unavailable: tcp connect error 10.0.0.1",
+            "INVENTORY_UNAVAILABLE",
+            vec![],
+        );
+        let problem = Problem::from_status("order", &status);
+        assert_eq!(problem.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            problem.detail,
+            "the inventory service is unavailable; try again shortly"
+        );
     }
 
     #[test]

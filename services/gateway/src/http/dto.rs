@@ -20,7 +20,7 @@ pub const MAX_TEXT_LEN: usize = 200;
 /// Most distinct items in one order.
 pub const MAX_ORDER_ITEMS: usize = 100;
 /// Most units of one item in one order.
-pub const MAX_ITEM_QUANTITY: u32 = 10_000;
+pub const MAX_ITEM_QUANTITY: u32 = 1_000;
 /// Largest page.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
@@ -323,7 +323,7 @@ impl Order {
 #[serde(deny_unknown_fields)]
 pub struct OrderItemInput {
     pub product_id: Uuid,
-    #[schema(example = 2, minimum = 1, maximum = 10000)]
+    #[schema(example = 2, minimum = 1, maximum = 1000)]
     pub quantity: u32,
 }
 
@@ -372,10 +372,24 @@ impl CreateOrder {
 
 /// Statuses an admin may set with `PATCH /orders/{id}` (fulfilment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE", try_from = "String")]
 pub enum FulfilmentStatus {
     Shipped,
     Delivered,
+}
+
+impl TryFrom<String> for FulfilmentStatus {
+    type Error = String;
+
+    fn try_from(status: String) -> Result<Self, String> {
+        match status.as_str() {
+            "SHIPPED" => Ok(FulfilmentStatus::Shipped),
+            "DELIVERED" => Ok(FulfilmentStatus::Delivered),
+            other => Err(format!(
+                "unknown variant `{other}`: status must be SHIPPED or DELIVERED (cancel with POST /orders/{{id}}/cancel)"
+            )),
+        }
+    }
 }
 
 impl FulfilmentStatus {

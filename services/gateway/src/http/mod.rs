@@ -16,17 +16,17 @@ use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::error::{JsonPayloadError, PathError, PayloadError, QueryPayloadError};
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, FromRequest, HttpRequest, HttpResponse, Responder, ResponseError, web};
+use actix_web::{
+    App, FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder, ResponseError, web,
+};
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_actix_web::AppExt;
-
-pub use actix_web::web::Json;
 
 use crate::auth::JwtKeys;
 use crate::clients::Clients;
@@ -142,15 +142,6 @@ pub fn app(
         .app_data(state)
         .app_data(keys)
         .app_data(openapi)
-        .app_data(
-            web::JsonConfig::default()
-                .limit(max_body_bytes)
-                .content_type_required(true)
-                .content_type(|mime| {
-                    mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json")
-                })
-                .error_handler(|e, _| json_error(e).into()),
-        )
         .app_data(web::PathConfig::default().error_handler(|e, req| path_error(e, req).into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .app_data(web::PayloadConfig::default().limit(max_body_bytes))
@@ -165,39 +156,12 @@ async fn no_such_route(req: HttpRequest) -> HttpResponse {
     Problem::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
 }
 
-/// The JSON body extractor's failures as problems.
-fn json_error(error: JsonPayloadError) -> Problem {
-    match error {
-        JsonPayloadError::OverflowKnownLength { length, limit } => too_large(Some(length), limit),
-        JsonPayloadError::Overflow { limit } => too_large(None, limit),
-        JsonPayloadError::ContentType => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "the body must be JSON with `Content-Type: application/json`",
-        ),
-        JsonPayloadError::Deserialize(e) => deserialize_problem(&e),
-        JsonPayloadError::Payload(PayloadError::Overflow) => too_large(None, 0),
-        JsonPayloadError::Payload(e) => {
-            Problem::bad_request(format!("the body could not be read: {e}"))
-        }
-        other => Problem::bad_request(other.to_string()),
-    }
-}
-
-fn too_large(length: Option<usize>, limit: usize) -> Problem {
-    let detail = match (length, limit) {
-        (Some(length), limit) if limit > 0 => {
-            format!("the body has {length} bytes; at most {limit} are accepted")
-        }
-        (_, limit) if limit > 0 => format!("the body is larger than {limit} bytes"),
-        _ => "the body is too large".to_owned(),
-    };
+fn too_large() -> Problem {
     Problem::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload-too-large",
         "Body too large",
-        detail,
+        "the body is larger than the accepted number of bytes (HTTP_MAX_BODY_BYTES)",
     )
 }
 
@@ -298,6 +262,78 @@ fn generic_problem(status: StatusCode, detail: &str) -> Problem {
     let title = status.canonical_reason().unwrap_or("Client error");
     let detail = if detail.is_empty() { title } else { detail };
     Problem::new(status, "http-error", title, detail)
+}
+
+/// A JSON request body: `Content-Type: application/json` (or `+json`), at
+/// most the configured size, a JSON object (serde would also take an array
+/// for a struct) of exactly the fields of `T`.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = Problem;
+    type Future = futures::future::LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = matches!(
+            req.mime_type(),
+            Ok(Some(mime)) if mime.subtype() == "json" || mime.suffix().is_some_and(|s| s == "json")
+        );
+        // Reads the body under `PayloadConfig`'s limit.
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(Problem::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "Unsupported media type",
+                    "the body must be JSON with `Content-Type: application/json`",
+                ));
+            }
+            let bytes = body.await.map_err(|e| {
+                if e.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_large()
+                } else {
+                    Problem::bad_request(format!("the body could not be read: {e}"))
+                }
+            })?;
+            match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'{') => {}
+                None => return Err(Problem::bad_request("the body is empty; a JSON object is expected")),
+                Some(_) => {
+                    // Still say what is wrong with malformed JSON.
+                    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+                        return Err(deserialize_problem(&e));
+                    }
+                    return Err(Problem::bad_request(
+                        "invalid type: the body must be a JSON object",
+                    ));
+                }
+            }
+            serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+                // serde_json reports some type mismatches (a number for an
+                // enum) as syntax errors; well-formed JSON is a schema problem.
+                if e.is_syntax() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+                    Problem::bad_request(format!("the body does not match the schema: {e}"))
+                } else {
+                    deserialize_problem(&e)
+                }
+            })
+        })
+    }
 }
 
 /// 201 Created with a `Location` and a JSON body.
