@@ -158,8 +158,8 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
     // A slow Producer keeps each relay's batch locked for a while.
     fixture.producer.delay_ms.store(5, Ordering::SeqCst);
     let batch = [("OUTBOX_BATCH_SIZE", "5")];
-    let (mut first, _, first_client) = fixture.spawn(&batch).await;
-    let (mut second, _, second_client) = fixture.spawn(&batch).await;
+    let (mut first, first_addr, first_client) = fixture.spawn(&batch).await;
+    let (mut second, second_addr, second_client) = fixture.spawn(&batch).await;
     let product = fixture.inventory.add("1.00", 10_000);
     let caller = customer();
     let mut orders = Vec::new();
@@ -203,6 +203,21 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
     );
     assert_eq!(fixture.producer.calls().len(), orders.len());
     assert!(first.is_running() && second.is_running(), "no crash");
+    // Both relays did part of the work.
+    let relayed = |metrics: String| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ecommerce_order_outbox_relayed_total "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let by_first = relayed(http_get(&first_addr, "/metrics").await);
+    let by_second = relayed(http_get(&second_addr, "/metrics").await);
+    assert_eq!(by_first + by_second, orders.len());
+    assert!(
+        by_first > 0 && by_second > 0,
+        "both relays worked: {by_first} + {by_second}"
+    );
 
     // The relay's call continues the trace of the request that wrote the record.
     let records = outbox::Entity::find()
@@ -336,4 +351,57 @@ async fn a_crash_right_after_the_outbox_commit_loses_nothing() {
         || async { (fixture.producer.calls().len() == 1).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_postgres_outage_is_unavailable_and_the_relay_resumes_after_it() {
+    let pg = testkit::PrivatePostgres::start();
+    let db = TestDb::create_on(pg.server()).await;
+    let inventory = Arc::new(FakeInventory::default());
+    let inventory_addr = serve_inventory(inventory.clone()).await;
+    let producer = Arc::new(FakeProducer::default());
+    let producer_addr = reserve_addr();
+    serve_producer_at(producer.clone(), producer_addr).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = binary_env(&db, &addr, &inventory_addr, &producer_addr.to_string());
+    env.push(("GRPC_REQUEST_TIMEOUT_MS".into(), "10000".into()));
+    let mut process = spawn_order(env, &addr).await;
+    let client = client_for(&addr);
+    let product = inventory.add("7.00", 100);
+    let caller = customer();
+
+    let before = create(&client, &caller, &product).await.unwrap();
+    testkit::eventually(Duration::from_secs(10), "first event relayed", || async {
+        (producer.calls().len() == 1).then_some(())
+    })
+    .await;
+
+    pg.stop(false);
+    let err = create(&client, &caller, &product).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(process.is_running(), "a database outage is not a crash");
+
+    pg.start_again();
+    let after = testkit::eventually(Duration::from_secs(30), "orders accepted again", || {
+        let client = client.clone();
+        let caller = caller.clone();
+        let product = product.clone();
+        async move { create(&client, &caller, &product).await.ok() }
+    })
+    .await;
+    testkit::eventually(Duration::from_secs(30), "the new event relayed", || async {
+        let counts = producer.counts();
+        counts
+            .contains_key(&format!("{}.order.created", after.id))
+            .then_some(())
+    })
+    .await;
+    let counts = producer.counts();
+    assert_eq!(counts[&format!("{}.order.created", before.id)], 1);
+    assert_eq!(counts[&format!("{}.order.created", after.id)], 1);
+    assert_eq!(counts.len(), 2, "the refused order left nothing behind");
+    let status = process.terminate(Duration::from_secs(15)).await;
+    assert!(status.success());
+    drop(db);
 }

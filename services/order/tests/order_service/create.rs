@@ -14,100 +14,93 @@ async fn each_bad_input_is_invalid_argument_naming_its_field() {
     let many: Vec<pb::OrderItemInput> = (0..101)
         .map(|_| item(&uuid::Uuid::new_v4().to_string(), 1))
         .collect();
-    let cases: Vec<(
-        &str,
-        Option<proto::common::v1::Caller>,
-        Vec<pb::OrderItemInput>,
-        String,
-        &str,
-    )> = vec![
+    let request = |caller, items, key: &str| pb::CreateOrderRequest {
+        caller,
+        items,
+        idempotency_key: key.to_owned(),
+    };
+    let cases: Vec<(&str, pb::CreateOrderRequest, &str)> = vec![
         (
             "no caller",
-            None,
-            vec![item(&product, 1)],
-            String::new(),
+            request(None, vec![item(&product, 1)], ""),
             "caller",
         ),
         (
             "caller id not a UUID",
-            Some(proto::common::v1::Caller {
-                user_id: "bob".into(),
-                role: 1,
-            }),
-            vec![item(&product, 1)],
-            String::new(),
+            request(
+                Some(proto::common::v1::Caller {
+                    user_id: "bob".into(),
+                    role: 1,
+                }),
+                vec![item(&product, 1)],
+                "",
+            ),
             "caller.user_id",
         ),
         (
             "no role",
-            Some(proto::common::v1::Caller {
-                user_id: me.user_id.clone(),
-                role: 0,
-            }),
-            vec![item(&product, 1)],
-            String::new(),
+            request(
+                Some(proto::common::v1::Caller {
+                    user_id: me.user_id.clone(),
+                    role: 0,
+                }),
+                vec![item(&product, 1)],
+                "",
+            ),
             "caller.role",
         ),
-        ("no items", Some(me.clone()), vec![], String::new(), "items"),
-        ("101 items", Some(me.clone()), many, String::new(), "items"),
+        ("no items", request(Some(me.clone()), vec![], ""), "items"),
+        ("101 items", request(Some(me.clone()), many, ""), "items"),
         (
             "quantity 0",
-            Some(me.clone()),
-            vec![item(&product, 1), item(&other, 0)],
-            String::new(),
+            request(
+                Some(me.clone()),
+                vec![item(&product, 1), item(&other, 0)],
+                "",
+            ),
             "items[1].quantity",
         ),
         (
             "quantity 1001",
-            Some(me.clone()),
-            vec![item(&product, 1001)],
-            String::new(),
+            request(Some(me.clone()), vec![item(&product, 1001)], ""),
             "items[0].quantity",
         ),
         (
             "product id not a UUID",
-            Some(me.clone()),
-            vec![item("laptop", 1)],
-            String::new(),
+            request(Some(me.clone()), vec![item("laptop", 1)], ""),
             "items[0].product_id",
         ),
         (
             "empty product id",
-            Some(me.clone()),
-            vec![item(&product, 1), item("", 1)],
-            String::new(),
+            request(Some(me.clone()), vec![item(&product, 1), item("", 1)], ""),
             "items[1].product_id",
         ),
         (
             "duplicate product",
-            Some(me.clone()),
-            vec![
-                item(&product, 1),
-                item(&other, 1),
-                item(&product, 2),
-                item(&other, 1),
-                item(&product, 3),
-            ],
-            String::new(),
+            request(
+                Some(me.clone()),
+                vec![
+                    item(&product, 1),
+                    item(&other, 1),
+                    item(&product, 2),
+                    item(&other, 1),
+                    item(&product, 3),
+                ],
+                "",
+            ),
             "items[4].product_id",
         ),
         (
             "idempotency key too long",
-            Some(me.clone()),
-            vec![item(&product, 1)],
-            "k".repeat(256),
+            request(Some(me.clone()), vec![item(&product, 1)], &"k".repeat(256)),
             "idempotency_key",
         ),
     ];
-    for (what, caller, items, key, field) in cases {
+    for (what, request, field) in cases {
         let err = h
             .client
             .clone()
-            .create_order(pb::CreateOrderRequest {
-                caller,
-                items,
-                idempotency_key: key,
-            })
+            .create_order(request)
             .await
             .expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
