@@ -61,12 +61,39 @@ impl From<OrderError> for Status {
                     .map(|v| violation(&v.field, &v.message))
                     .collect(),
             ),
-            OrderError::Pricing(PricingError::UnknownProducts(_)) => {
-                plain(Code::NotFound, reason::PRODUCT_NOT_FOUND)
-            }
-            OrderError::Pricing(PricingError::InsufficientStock(_)) => {
-                plain(Code::FailedPrecondition, reason::INSUFFICIENT_STOCK)
-            }
+            OrderError::Pricing(PricingError::UnknownProducts(unknown)) => status_with_detail(
+                Code::NotFound,
+                &message,
+                reason::PRODUCT_NOT_FOUND,
+                unknown
+                    .iter()
+                    .map(|(index, id)| {
+                        violation(
+                            format!("items[{index}].product_id"),
+                            format!("product {id} does not exist"),
+                        )
+                    })
+                    .collect(),
+            ),
+            OrderError::Pricing(PricingError::InsufficientStock(shortages)) => status_with_detail(
+                Code::FailedPrecondition,
+                &message,
+                reason::INSUFFICIENT_STOCK,
+                shortages
+                    .iter()
+                    .map(|s| {
+                        violation(
+                            format!("items[{}].quantity", s.index),
+                            format!(
+                                "product {} has {} in stock, {} requested",
+                                s.product_id,
+                                s.available.max(0),
+                                s.requested
+                            ),
+                        )
+                    })
+                    .collect(),
+            ),
             OrderError::Pricing(PricingError::TotalTooLarge(_)) => status_with_detail(
                 Code::InvalidArgument,
                 &message,

@@ -200,6 +200,8 @@ pub struct PricedOrder {
 /// A product without enough stock for its line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shortage {
+    /// The line's position in the request.
+    pub index: usize,
     pub product_id: Uuid,
     pub requested: u32,
     pub available: i64,
@@ -207,17 +209,18 @@ pub struct Shortage {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
+    /// The products Inventory does not know, with their lines' positions.
     #[error("unknown products: {}", join(.0))]
-    UnknownProducts(Vec<Uuid>),
+    UnknownProducts(Vec<(usize, Uuid)>),
     #[error("not enough stock: {}", .0.iter().map(|s| format!("product {} has {} left, {} requested", s.product_id, s.available.max(0), s.requested)).collect::<Vec<_>>().join("; "))]
     InsufficientStock(Vec<Shortage>),
     #[error("the order total {0} exceeds the largest amount an order may have, {max}", max = max_amount())]
     TotalTooLarge(Decimal),
 }
 
-fn join(ids: &[Uuid]) -> String {
+fn join(ids: &[(usize, Uuid)]) -> String {
     ids.iter()
-        .map(Uuid::to_string)
+        .map(|(_, id)| id.to_string())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -229,19 +232,22 @@ pub fn price(
     lines: &[OrderLine],
     quotes: &HashMap<Uuid, ProductQuote>,
 ) -> Result<PricedOrder, PricingError> {
-    let unknown: Vec<Uuid> = lines
+    let unknown: Vec<(usize, Uuid)> = lines
         .iter()
         .map(|l| l.product_id)
-        .filter(|id| !quotes.contains_key(id))
+        .enumerate()
+        .filter(|(_, id)| !quotes.contains_key(id))
         .collect();
     if !unknown.is_empty() {
         return Err(PricingError::UnknownProducts(unknown));
     }
     let shortages: Vec<Shortage> = lines
         .iter()
-        .filter_map(|l| {
+        .enumerate()
+        .filter_map(|(index, l)| {
             let quote = &quotes[&l.product_id];
             (quote.stock < i64::from(l.quantity)).then_some(Shortage {
+                index,
                 product_id: l.product_id,
                 requested: l.quantity,
                 available: quote.stock,
@@ -373,12 +379,13 @@ mod tests {
         ];
         assert_eq!(
             price(&lines, &quotes(&[(a, "1", 1), (c, "1", 1)])),
-            Err(PricingError::UnknownProducts(vec![b]))
+            Err(PricingError::UnknownProducts(vec![(1, b)]))
         );
         let err = price(&lines, &quotes(&[(a, "1", 1), (b, "1", 9)])).unwrap_err();
         assert_eq!(
             err,
             PricingError::InsufficientStock(vec![Shortage {
+                index: 0,
                 product_id: a,
                 requested: 2,
                 available: 1

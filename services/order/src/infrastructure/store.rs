@@ -153,7 +153,7 @@ impl OrderStore {
         let models = query
             .order_by_desc(orders::Column::CreatedAt)
             .order_by_desc(orders::Column::Id)
-            .offset((page - 1).saturating_mul(page_size))
+            .offset(page.saturating_sub(1).saturating_mul(page_size))
             .limit(page_size)
             .all(&self.db)
             .await?;

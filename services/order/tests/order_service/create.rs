@@ -127,6 +127,7 @@ async fn unknown_products_are_not_found_naming_them() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
     assert_eq!(reason(&err), "PRODUCT_NOT_FOUND");
+    assert_eq!(violated_fields(&err), vec!["items[1].product_id"]);
     assert!(err.message().contains(&ghost), "{}", err.message());
     assert!(!err.message().contains(&known), "{}", err.message());
     assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
@@ -143,6 +144,7 @@ async fn visibly_insufficient_stock_is_refused_naming_the_products() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    assert_eq!(violated_fields(&err), vec!["items[1].quantity"]);
     assert!(err.message().contains(&scarce), "{}", err.message());
     assert!(!err.message().contains(&plenty), "{}", err.message());
     assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
