@@ -9,8 +9,11 @@
 //! - [`PrivateNats`], [`PrivatePostgres`]: servers of a test's own, on free
 //!   ports, that the test may stop, kill and restart.
 //! - [`Stack`]: all six services wired together for end-to-end tests.
+//! - [`flow`]: clients, order-database reads and settle checks for tests of
+//!   the order flow on a [`Stack`].
 
 mod db;
+pub mod flow;
 mod nats;
 mod process;
 mod servers;

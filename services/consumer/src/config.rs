@@ -1,7 +1,9 @@
 use std::time::Duration;
 
 use platform::ConfigError;
-use platform::config::{CallSettings, NatsSettings, ServiceAddr, millis_or, parse_or, string_or};
+use platform::config::{
+    AppEnv, CallSettings, NatsSettings, ServiceAddr, millis_or, parse_or, string_or,
+};
 
 /// The Consumer's settings.
 #[derive(Debug, Clone)]
@@ -12,6 +14,9 @@ pub struct Config {
     pub inventory: ServiceAddr,
     /// `ORDER_ADDR` (default `:50052`).
     pub order: ServiceAddr,
+    /// `APP_ENV`: the Consumer holds no secret, but refuses a value it does
+    /// not know like every service.
+    pub app_env: AppEnv,
     pub nats: NatsSettings,
     pub calls: CallSettings,
     pub consumer: ConsumerSettings,
@@ -50,8 +55,10 @@ pub struct ConsumerSettings {
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let app_env = AppEnv::from_env()?;
         let calls = CallSettings::from_env()?;
         Ok(Config {
+            app_env,
             listen: ServiceAddr::from_env("CONSUMER_ADDR", 50055)?,
             inventory: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
             order: ServiceAddr::from_env("ORDER_ADDR", 50052)?,
