@@ -230,3 +230,52 @@ async fn a_malformed_setting_stops_start_up_naming_the_variable() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_database_outage_is_unavailable_and_passes() {
+    let pg = testkit::PrivatePostgres::start();
+    let db = TestDb::create_on(pg.server()).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut process = ServiceProcess::spawn("inventory", env(&db, &addr));
+    process
+        .wait_grpc_healthy(&addr, Duration::from_secs(60))
+        .await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap();
+    let mut client = InventoryServiceClient::new(channel);
+    let product = client
+        .create_product(pb::CreateProductRequest {
+            name: "Lamp".into(),
+            category: "Home".into(),
+            stock: 3,
+            price: "19.90".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let get = || pb::GetProductRequest {
+        id: product.id.clone(),
+    };
+
+    pg.stop(true);
+    let down = client.get_product(get()).await.unwrap_err();
+    assert_eq!(down.code(), Code::Unavailable, "{down:?}");
+    assert!(down.message().contains("database"), "{down:?}");
+
+    pg.start_again();
+    let read = testkit::eventually(Duration::from_secs(60), "a read after the restart", || {
+        let mut client = client.clone();
+        let request = get();
+        async move { client.get_product(request).await.ok() }
+    })
+    .await;
+    assert_eq!(read.into_inner().product.unwrap().price, "19.90");
+    let exit = process.terminate(Duration::from_secs(15)).await;
+    assert!(exit.success(), "{exit}\n{}", process.log());
+}
