@@ -312,7 +312,11 @@ pub async fn wait_settled(stack: &Stack, db: &OrderDb, timeout: Duration) -> Flo
 /// REJECTED (or moved on from CONFIRMED), and per product, initial stock =
 /// current stock + quantities held by orders. `initial` is (product id,
 /// initial stock).
-pub async fn assert_stock_conserved(shop: &Shop, settled: &FlowSnapshot, initial: &[(String, i32)]) {
+pub async fn assert_stock_conserved(
+    shop: &Shop,
+    settled: &FlowSnapshot,
+    initial: &[(String, i32)],
+) {
     for order in &settled.orders {
         assert!(
             matches!(
@@ -327,7 +331,10 @@ pub async fn assert_stock_conserved(shop: &Shop, settled: &FlowSnapshot, initial
     let taken = settled.stock_taken();
     for (product, initial_stock) in initial {
         let current = shop.stock(product).await;
-        assert!(current >= 0, "stock of {product} went below zero: {current}");
+        assert!(
+            current >= 0,
+            "stock of {product} went below zero: {current}"
+        );
         let held = taken
             .get(&Uuid::parse_str(product).expect("product id"))
             .copied()
