@@ -1560,6 +1560,26 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
         );
     }
 
+    // A caller's trace continues in the gateway (and its logs).
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = api
+        .send(
+            Method::GET,
+            "/healthz",
+            None,
+            &[("traceparent", &format!("00-{trace_id}-00f067aa0ba902b7-01"))],
+            Body::None,
+        )
+        .await
+        .expect(200, "traced healthz");
+    assert_eq!(traced.header("x-trace-id"), Some(trace_id));
+    let log = stack.processes["gateway"].log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(trace_id) && l.contains("/healthz")),
+        "the request is logged with its trace id:\n{log}"
+    );
+
     // Operations endpoints of a gateway whose services are all missing.
     api.get("/healthz", None).await.expect(200, "healthz");
     let problem = api

@@ -312,7 +312,11 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
             })?;
             match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
                 Some(b'{') => {}
-                None => return Err(Problem::bad_request("the body is empty; a JSON object is expected")),
+                None => {
+                    return Err(Problem::bad_request(
+                        "the body is empty; a JSON object is expected",
+                    ));
+                }
                 Some(_) => {
                     // Still say what is wrong with malformed JSON.
                     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
@@ -326,7 +330,8 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
             serde_json::from_slice(&bytes).map(Json).map_err(|e| {
                 // serde_json reports some type mismatches (a number for an
                 // enum) as syntax errors; well-formed JSON is a schema problem.
-                if e.is_syntax() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() {
+                if e.is_syntax() && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+                {
                     Problem::bad_request(format!("the body does not match the schema: {e}"))
                 } else {
                     deserialize_problem(&e)

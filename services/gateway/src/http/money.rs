@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 /// The largest amount NUMERIC(12,2) holds.
 pub fn max_amount() -> Decimal {
-    Decimal::new(9_999_999_999_99, 2)
+    Decimal::new(999_999_999_999, 2)
 }
 
 /// An exact amount of money.

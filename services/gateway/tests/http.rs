@@ -1,0 +1,281 @@
+//! The gateway's HTTP edge in-process, with every downstream service
+//! unreachable: what is decided at the edge (auth, validation, problem
+//! documents, rate limits, the circuit breaker) needs no service at all.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::{test, web};
+use gateway::auth::{JwtKeys, JwtSettings, Role};
+use gateway::http::{OpenApiJson, app, openapi};
+use platform::config::{CallSettings, Endpoints, ServiceAddr};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A port nothing listens on: connections are refused at once.
+fn closed_port() -> ServiceAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    ServiceAddr {
+        host: Some("127.0.0.1".into()),
+        port,
+    }
+}
+
+fn config(login_per_minute: u32) -> gateway::Config {
+    gateway::Config {
+        listen: closed_port(),
+        endpoints: Endpoints {
+            gateway: closed_port(),
+            inventory: closed_port(),
+            order: closed_port(),
+            user: closed_port(),
+            producer: closed_port(),
+            consumer: closed_port(),
+        },
+        calls: CallSettings {
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(1),
+        },
+        jwt: JwtSettings {
+            secret: b"in-process-test-secret-0123456789abcdef".to_vec(),
+            issuer: "test".into(),
+            ttl: Duration::from_secs(60),
+        },
+        login_per_minute,
+        orders_per_minute: 0,
+        trust_proxy_headers: false,
+        breaker_failures: 2,
+        breaker_cooldown: Duration::from_secs(60),
+        max_body_bytes: 4096,
+        workers: 1,
+    }
+}
+
+macro_rules! service {
+    ($config:expr) => {{
+        let config = $config;
+        let state = web::Data::new(gateway::state(&config).unwrap());
+        let keys = web::Data::new(JwtKeys::new(&config.jwt));
+        let document = web::Data::new(OpenApiJson(openapi().to_json().unwrap()));
+        let token = |role| keys.issue(Uuid::new_v4(), role).unwrap();
+        let (admin, customer) = (token(Role::Admin), token(Role::Customer));
+        let service =
+            test::init_service(app(state, keys.clone(), document, config.max_body_bytes)).await;
+        (service, admin, customer)
+    }};
+}
+
+/// Checks the problem document of an error answer and returns it.
+async fn problem<B: actix_web::body::MessageBody>(
+    response: actix_web::dev::ServiceResponse<B>,
+    status: u16,
+) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers().get(CONTENT_TYPE).unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = test::read_body_json(response).await;
+    assert_eq!(body["status"], status, "{body}");
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["detail"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(body["errors"].is_array(), "{body}");
+    body
+}
+
+fn bearer(token: &str) -> (&'static str, String) {
+    ("Authorization", format!("Bearer {token}"))
+}
+
+#[actix_web::test]
+async fn decisions_at_the_edge_need_no_service() {
+    let (service, admin, customer) = service!(config(0));
+
+    let response = test::call_service(
+        &service,
+        test::TestRequest::get().uri("/nowhere").to_request(),
+    )
+    .await;
+    problem(response, 404).await;
+
+    let request = test::TestRequest::post()
+        .uri("/products")
+        .set_json(json!({}))
+        .to_request();
+    let response = test::call_service(&service, request).await;
+    assert!(
+        response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    problem(response, 401).await;
+
+    let laptop = json!({"name":"Laptop","category":"Electronics","stock":100,"price":999.99});
+    let request = test::TestRequest::post()
+        .uri("/products")
+        .insert_header(bearer(&customer))
+        .set_json(laptop.clone())
+        .to_request();
+    problem(test::call_service(&service, request).await, 403).await;
+
+    let cases: Vec<(&str, Option<&str>, String, u16, &str)> = vec![
+        (
+            "array",
+            Some("application/json"),
+            "[]".into(),
+            400,
+            "JSON object",
+        ),
+        (
+            "positional array",
+            Some("application/json"),
+            r#"["Laptop","Electronics",100,999.99]"#.into(),
+            400,
+            "JSON object",
+        ),
+        (
+            "syntax",
+            Some("application/json"),
+            "{".into(),
+            400,
+            "not valid JSON",
+        ),
+        ("empty", Some("application/json"), "".into(), 400, "empty"),
+        (
+            "text",
+            Some("text/plain"),
+            laptop.to_string(),
+            415,
+            "Content-Type",
+        ),
+        ("no type", None, laptop.to_string(), 415, "Content-Type"),
+        (
+            "too big",
+            Some("application/json"),
+            format!(r#"{{"name":"{}"}}"#, "x".repeat(5000)),
+            413,
+            "HTTP_MAX_BODY_BYTES",
+        ),
+        (
+            "unknown field",
+            Some("application/json"),
+            r#"{"name":"A","category":"B","stock":1,"price":1,"id":"x"}"#.into(),
+            400,
+            "unknown field `id`",
+        ),
+    ];
+    for (what, content_type, body, status, needle) in cases {
+        let mut request = test::TestRequest::post()
+            .uri("/products")
+            .insert_header(bearer(&admin));
+        if let Some(content_type) = content_type {
+            request = request.insert_header((CONTENT_TYPE, content_type));
+        }
+        let response = test::call_service(&service, request.set_payload(body).to_request()).await;
+        let body = problem(response, status).await;
+        assert!(body.to_string().contains(needle), "{what}: {body}");
+    }
+
+    let request = test::TestRequest::get()
+        .uri("/products/not-a-uuid")
+        .to_request();
+    let body = problem(test::call_service(&service, request).await, 400).await;
+    assert_eq!(body["errors"][0]["field"], "id", "{body}");
+
+    // Another user's profile is refused at the edge (the user service is
+    // unreachable, so a call would have been a 503).
+    let request = test::TestRequest::get()
+        .uri(&format!("/users/{}", Uuid::new_v4()))
+        .insert_header(bearer(&customer))
+        .to_request();
+    problem(test::call_service(&service, request).await, 404).await;
+
+    let request = test::TestRequest::get().uri("/openapi.json").to_request();
+    let document: Value = test::call_and_read_body_json(&service, request).await;
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+}
+
+#[actix_web::test]
+async fn an_unreachable_service_is_503_then_the_breaker_answers_at_once() {
+    let (service, _, _) = service!(config(0));
+    for _ in 0..2 {
+        let request = test::TestRequest::get().uri("/products").to_request();
+        let body = problem(test::call_service(&service, request).await, 503).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("inventory service is unavailable"),
+            "{body}"
+        );
+    }
+    // Two consecutive failures opened it (CIRCUIT_BREAKER_FAILURES=2).
+    let request = test::TestRequest::get().uri("/products").to_request();
+    let response = test::call_service(&service, request).await;
+    let retry_after: u64 = response
+        .headers()
+        .get(RETRY_AFTER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body = problem(response, 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("keeps failing"),
+        "{body}"
+    );
+
+    // Each service has its own breaker.
+    let request = test::TestRequest::post()
+        .uri("/users/login")
+        .set_json(json!({"username":"a","password":"b"}))
+        .to_request();
+    let response = test::call_service(&service, request).await;
+    assert!(response.headers().get(RETRY_AFTER).is_none());
+    let body = problem(response, 503).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("user service"),
+        "{body}"
+    );
+
+    let request = test::TestRequest::get().uri("/readyz").to_request();
+    let body = problem(test::call_service(&service, request).await, 503).await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 3, "{body}");
+}
+
+#[actix_web::test]
+async fn login_is_rate_limited_per_client() {
+    let (service, _, _) = service!(config(2));
+    let login = |ip: &str| {
+        test::TestRequest::post()
+            .uri("/users/login")
+            .peer_addr(format!("{ip}:40000").parse().unwrap())
+            .set_json(json!({"username":"a","password":"b"}))
+            .to_request()
+    };
+    for _ in 0..2 {
+        let response = test::call_service(&service, login("10.1.1.1")).await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let response = test::call_service(&service, login("10.1.1.1")).await;
+    assert!(response.headers().get(RETRY_AFTER).is_some());
+    problem(response, 429).await;
+    // Another client still gets through.
+    let response = test::call_service(&service, login("10.2.2.2")).await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
