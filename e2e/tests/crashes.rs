@@ -68,10 +68,10 @@ impl Catalogue {
     /// third order wants a scarce item.
     fn lines(&self, n: usize) -> Vec<(String, u32)> {
         let mut lines = vec![(self.plenty_a.clone(), 1 + (n % 3) as u32)];
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             lines.push((self.plenty_b.clone(), 1));
         }
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             lines.push((self.scarce.clone(), 1));
         }
         lines

@@ -139,6 +139,13 @@ async fn concurrent_orders_never_oversell() {
     let shop = Shop::new(&stack).await;
     let db = OrderDb::connect(&stack).await;
     let product = shop.create_product("last items", 15, "5.00").await;
+    // A second Consumer replica on the same durable: they share the work.
+    let second_addr = format!("127.0.0.1:{}", free_port());
+    let mut env = stack.env_of("consumer").to_vec();
+    env.retain(|(k, _)| k != "CONSUMER_ADDR");
+    env.push(("CONSUMER_ADDR".into(), second_addr.clone()));
+    let mut second = ServiceProcess::spawn("consumer", env);
+    second.wait_grpc_healthy(&second_addr, WAIT).await;
 
     let mut placing = JoinSet::new();
     for _ in 0..40 {
@@ -177,6 +184,18 @@ async fn concurrent_orders_never_oversell() {
     }
     assert_eq!(shop.stock(&product).await, 0);
     assert_stock_conserved(&shop, &settled, &[(product, 15)]).await;
+    // Every accepted order's event was handled by one of the replicas.
+    let processed = "ecommerce_consumer_events_processed_total{event=\"order.created\"";
+    let by_first = service_metric(&stack, "consumer", processed).await;
+    let text = testkit::flow::http_get(&second_addr, "/metrics")
+        .await
+        .unwrap();
+    let by_second = metric_value(&text, processed);
+    assert!(
+        by_first + by_second >= accepted.len() as f64,
+        "{by_first} + {by_second} handled, {} accepted",
+        accepted.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
