@@ -148,14 +148,14 @@ impl Inventory {
         self.apply_outcomes
             .get_or_create(&vec![("outcome", outcome), ("replayed", replayed)])
             .inc();
-        tracing::info!(order_id = %request.order_id, outcome, replayed = result.replayed, "order applied");
+        tracing::info!(order_id = %request.order_id, outcome, replayed = result.replayed, "ApplyOrder answered");
         Ok(result)
     }
 
     pub async fn release_order(&self, order_id: &str) -> Result<ReleaseResult, InventoryError> {
         let order_id = domain::parse_uuid("order_id", order_id)?;
         let result = self.store.release_order(order_id).await?;
-        tracing::info!(%order_id, outcome = ?result.outcome, replayed = result.replayed, "order released");
+        tracing::info!(%order_id, outcome = ?result.outcome, replayed = result.replayed, "ReleaseOrder answered");
         Ok(result)
     }
 }

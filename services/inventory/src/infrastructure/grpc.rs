@@ -56,6 +56,7 @@ pub fn to_proto(product: Product) -> pb::Product {
 
 #[tonic::async_trait]
 impl InventoryService for InventoryGrpc {
+    #[tracing::instrument(skip_all)]
     async fn create_product(
         &self,
         request: Request<pb::CreateProductRequest>,
@@ -72,6 +73,7 @@ impl InventoryService for InventoryGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_product(
         &self,
         request: Request<pb::GetProductRequest>,
@@ -86,6 +88,7 @@ impl InventoryService for InventoryGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn batch_get_products(
         &self,
         request: Request<pb::BatchGetProductsRequest>,
@@ -101,6 +104,7 @@ impl InventoryService for InventoryGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn list_products(
         &self,
         request: Request<pb::ListProductsRequest>,
@@ -119,6 +123,7 @@ impl InventoryService for InventoryGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn update_product(
         &self,
         request: Request<pb::UpdateProductRequest>,
@@ -140,6 +145,7 @@ impl InventoryService for InventoryGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn delete_product(
         &self,
         request: Request<pb::DeleteProductRequest>,
@@ -151,6 +157,7 @@ impl InventoryService for InventoryGrpc {
         Ok(Response::new(pb::DeleteProductResponse {}))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn apply_order(
         &self,
         request: Request<pb::ApplyOrderRequest>,
@@ -178,6 +185,7 @@ impl InventoryService for InventoryGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn release_order(
         &self,
         request: Request<pb::ReleaseOrderRequest>,

@@ -279,3 +279,67 @@ async fn a_database_outage_is_unavailable_and_passes() {
     let exit = process.terminate(Duration::from_secs(15)).await;
     assert!(exit.success(), "{exit}\n{}", process.log());
 }
+
+#[tokio::test]
+async fn a_crash_right_after_the_apply_commit_is_replayed_not_reapplied() {
+    let db = TestDb::create().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut vars = env(&db, &addr);
+    vars.push(("FAULT_POINTS".into(), "inventory.after_apply_commit".into()));
+    let mut process = ServiceProcess::spawn("inventory", vars);
+    process
+        .wait_grpc_healthy(&addr, Duration::from_secs(60))
+        .await;
+    let connect = || async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .unwrap();
+        InventoryServiceClient::new(channel)
+    };
+    let mut client = connect().await;
+    let product = client
+        .create_product(pb::CreateProductRequest {
+            name: "Chair".into(),
+            category: "Home".into(),
+            stock: 10,
+            price: "49.00".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap();
+    let apply = pb::ApplyOrderRequest {
+        order_id: uuid::Uuid::new_v4().to_string(),
+        items: vec![pb::OrderLine {
+            product_id: product.id.clone(),
+            quantity: 4,
+        }],
+    };
+    let crashed = client.apply_order(apply.clone()).await;
+    assert!(crashed.is_err(), "the process aborts before answering");
+    let exit = process.wait_exit(Duration::from_secs(15)).await;
+    assert!(!exit.success(), "aborted at the fault point: {exit}");
+    assert!(process.log().contains("inventory.after_apply_commit"));
+
+    process.restart_with(&[("FAULT_POINTS", None)]);
+    process
+        .wait_grpc_healthy(&addr, Duration::from_secs(60))
+        .await;
+    let mut client = connect().await;
+    let retried = client.apply_order(apply).await.unwrap().into_inner();
+    assert_eq!(retried.outcome(), pb::ApplyOutcome::Applied);
+    assert!(retried.replayed, "the commit survived the crash");
+    let stock = client
+        .get_product(pb::GetProductRequest { id: product.id })
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap()
+        .stock;
+    assert_eq!(stock, 6, "taken once");
+}

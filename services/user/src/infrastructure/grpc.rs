@@ -91,6 +91,7 @@ fn caller_from_proto(caller: Option<proto::common::v1::Caller>) -> Result<Caller
 
 #[tonic::async_trait]
 impl UserService for UserGrpc {
+    #[tracing::instrument(skip_all)]
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,
@@ -106,6 +107,7 @@ impl UserService for UserGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn authenticate(
         &self,
         request: Request<pb::AuthenticateRequest>,
@@ -121,6 +123,7 @@ impl UserService for UserGrpc {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
     async fn get_user(
         &self,
         request: Request<pb::GetUserRequest>,
