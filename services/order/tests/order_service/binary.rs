@@ -15,7 +15,7 @@ use testkit::{ServiceProcess, TestDb, free_port};
 /// A database and the fakes, shared by the processes of one test.
 struct Fixture {
     db: TestDb,
-    conn: Option<DatabaseConnection>,
+    conn: DatabaseConnection,
     inventory: Arc<FakeInventory>,
     inventory_addr: String,
     producer: Arc<FakeProducer>,
@@ -29,9 +29,11 @@ impl Fixture {
         let producer = Arc::new(FakeProducer::default());
         let producer_addr = reserve_addr();
         serve_producer_at(producer.clone(), producer_addr).await;
+        let db = TestDb::create().await;
+        let conn = db.connect().await;
         Fixture {
-            db: TestDb::create().await,
-            conn: None,
+            db,
+            conn,
             inventory,
             inventory_addr,
             producer,
@@ -53,15 +55,8 @@ impl Fixture {
         (process, addr, client)
     }
 
-    async fn conn(&mut self) -> &DatabaseConnection {
-        if self.conn.is_none() {
-            self.conn = Some(self.db.connect().await);
-        }
-        self.conn.as_ref().unwrap()
-    }
-
-    async fn scalar(&mut self, sql: &str) -> i64 {
-        scalar(self.conn().await, sql).await
+    async fn scalar(&self, sql: &str) -> i64 {
+        scalar(&self.conn, sql).await
     }
 }
 
@@ -92,7 +87,7 @@ async fn http_get(addr: &str, path: &str) -> String {
 
 #[tokio::test]
 async fn migrate_then_serve_with_health_and_metrics_and_exit_0_on_sigterm() {
-    let mut fixture = Fixture::new().await;
+    let fixture = Fixture::new().await;
     let addr = format!("127.0.0.1:{}", free_port());
     let mut migrate = ServiceProcess::spawn_with_args("order", &["migrate"], fixture.env(&addr));
     let status = migrate.wait_exit(Duration::from_secs(60)).await;
@@ -154,7 +149,7 @@ async fn a_bad_setting_stops_the_start_naming_the_variable() {
 
 #[tokio::test]
 async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
-    let mut fixture = Fixture::new().await;
+    let fixture = Fixture::new().await;
     // A slow Producer keeps each relay's batch locked for a while.
     fixture.producer.delay_ms.store(5, Ordering::SeqCst);
     let batch = [("OUTBOX_BATCH_SIZE", "5")];
@@ -176,22 +171,12 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
         }
     }
     let expected = orders.len() as i64;
-    testkit::eventually(Duration::from_secs(60), "every record sent", || {
-        let conn = fixture.conn.clone();
-        let db = &fixture.db;
-        async move {
-            let conn = match conn {
-                Some(c) => c,
-                None => db.connect().await,
-            };
-            (scalar(
-                &conn,
-                "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL",
-            )
+    testkit::eventually(Duration::from_secs(60), "every record sent", || async {
+        (fixture
+            .scalar("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
             .await
-                == expected)
-                .then_some(())
-        }
+            == expected)
+            .then_some(())
     })
     .await;
     let counts = fixture.producer.counts();
@@ -220,10 +205,7 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
     );
 
     // The relay's call continues the trace of the request that wrote the record.
-    let records = outbox::Entity::find()
-        .all(fixture.conn().await)
-        .await
-        .unwrap();
+    let records = outbox::Entity::find().all(&fixture.conn).await.unwrap();
     let record = &records[0];
     let stored = record.trace_context["traceparent"]
         .as_str()
@@ -252,7 +234,7 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
 
 #[tokio::test]
 async fn a_crash_after_publish_publishes_again_after_restart_then_marks_sent() {
-    let mut fixture = Fixture::new().await;
+    let fixture = Fixture::new().await;
     let (mut process, addr, client) = fixture
         .spawn(&[("FAULT_POINTS", "order.relay.after_publish")])
         .await;
@@ -264,8 +246,7 @@ async fn a_crash_after_publish_publishes_again_after_restart_then_marks_sent() {
     assert!(process.log().contains("order.relay.after_publish"));
 
     let order_id = fixture
-        .conn()
-        .await
+        .conn
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
             "SELECT id::text FROM orders".to_owned(),
@@ -293,19 +274,17 @@ async fn a_crash_after_publish_publishes_again_after_restart_then_marks_sent() {
     process
         .wait_grpc_healthy(&addr, Duration::from_secs(60))
         .await;
-    testkit::eventually(Duration::from_secs(20), "the record marked sent", || {
-        let db = &fixture.db;
-        async move {
-            let conn = db.connect().await;
-            let sent = scalar(
-                &conn,
-                "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL",
-            )
-            .await;
-            let _ = conn.close().await;
-            (sent == 1).then_some(())
-        }
-    })
+    testkit::eventually(
+        Duration::from_secs(20),
+        "the record marked sent",
+        || async {
+            (fixture
+                .scalar("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL")
+                .await
+                == 1)
+                .then_some(())
+        },
+    )
     .await;
     assert_eq!(
         fixture.producer.counts()[&key],
@@ -318,7 +297,7 @@ async fn a_crash_after_publish_publishes_again_after_restart_then_marks_sent() {
 
 #[tokio::test]
 async fn a_crash_right_after_the_outbox_commit_loses_nothing() {
-    let mut fixture = Fixture::new().await;
+    let fixture = Fixture::new().await;
     let (mut process, addr, client) = fixture
         .spawn(&[("FAULT_POINTS", "order.after_outbox_commit")])
         .await;

@@ -136,6 +136,31 @@ async fn relay_retries_while_the_producer_is_down_and_delivers_once_it_is_up() {
 }
 
 #[tokio::test]
+async fn a_producer_slower_than_the_deadline_is_retried_until_it_answers() {
+    let h = Harness::start_with(Options {
+        request_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    h.producer.delay_ms.store(1000, Ordering::SeqCst);
+    h.pending_order(&customer()).await;
+    testkit::eventually(Duration::from_secs(20), "timeouts recorded", || async {
+        (h.scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL AND attempts >= 2 AND last_error IS NOT NULL")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    h.producer.delay_ms.store(0, Ordering::SeqCst);
+    wait_all_sent(&h, 1).await;
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE last_error IS NULL")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_disabled_relay_sends_nothing() {
     let h = Harness::start_with(Options {
         relay: false,

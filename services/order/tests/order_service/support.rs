@@ -299,6 +299,8 @@ pub struct Options {
     pub producer_up: bool,
     /// Point Inventory at a closed port.
     pub inventory_down: bool,
+    /// The deadline of the service's outgoing calls.
+    pub request_timeout: Duration,
 }
 
 impl Default for Options {
@@ -307,6 +309,7 @@ impl Default for Options {
             relay: true,
             producer_up: true,
             inventory_down: false,
+            request_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -370,7 +373,7 @@ impl Harness {
             db: db.settings(),
             calls: CallSettings {
                 connect_timeout: Duration::from_millis(500),
-                request_timeout: Duration::from_secs(3),
+                request_timeout: options.request_timeout,
             },
             relay: relay_settings(options.relay),
         };
