@@ -135,13 +135,10 @@ impl Users {
         }
         let account = self.store.find_account(login).await?;
         let hash = account.as_ref().map(|a| &a.password_hash);
-        if self.hasher.verify(password, hash).await {
-            // verify() is true only for an existing account.
-            Ok(account
-                .map(|a| a.user)
-                .ok_or(UserError::InvalidCredentials)?)
-        } else {
-            Err(UserError::InvalidCredentials)
+        let verified = self.hasher.verify(password, hash).await;
+        match account {
+            Some(account) if verified => Ok(account.user),
+            _ => Err(UserError::InvalidCredentials),
         }
     }
 

@@ -14,7 +14,7 @@ pub struct App {
 /// Connections of the pool the concurrency tests open before they start:
 /// without them, calls queue for the one warm connection while new ones are
 /// still being opened, and nothing really runs at the same time.
-pub const POOL_SIZE: u32 = 20;
+pub const POOL_SIZE: u32 = 12;
 
 pub async fn app() -> App {
     let db = TestDb::create().await;
