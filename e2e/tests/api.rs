@@ -1444,7 +1444,7 @@ fn check_refs(doc: &Value, node: &Value, broken: &mut Vec<String>) {
 
 #[tokio::test]
 async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
-    let stack = Stack::start(StackOptions::only(&["gateway"])).await;
+    let mut stack = Stack::start(StackOptions::only(&["gateway"])).await;
     let api = Api::new(&stack);
     let answer = api
         .get("/openapi.json", None)
@@ -1603,4 +1603,11 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
         metrics.contains("ecommerce_gateway_http_request_duration_seconds_bucket"),
         "{metrics}"
     );
+
+    // SIGTERM: in-flight requests drain and the process exits 0.
+    let exit = stack
+        .process("gateway")
+        .terminate(Duration::from_secs(15))
+        .await;
+    assert!(exit.success(), "gateway exit on SIGTERM: {exit}");
 }

@@ -87,8 +87,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         result = &mut server => result?,
         () = shutdown => {
             tracing::info!("draining in-flight requests");
-            handle.stop(true).await;
-            server.await?;
+            // The server future handles the stop command: poll both.
+            let ((), result) = tokio::join!(handle.stop(true), &mut server);
+            result?;
         }
     }
     tracing::info!("gateway stopped");
