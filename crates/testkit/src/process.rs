@@ -226,15 +226,13 @@ impl ServiceProcess {
                 .await
             {
                 let mut client = HealthClient::new(channel);
-                if let Ok(response) = client
+                let response = client
                     .check(HealthCheckRequest {
                         service: String::new(),
                     })
-                    .await
-                {
-                    if response.into_inner().status == ServingStatus::Serving as i32 {
-                        return;
-                    }
+                    .await;
+                if response.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                    return;
                 }
             }
             if tokio::time::Instant::now() >= deadline {
