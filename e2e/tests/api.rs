@@ -669,6 +669,47 @@ async fn authorization_rules() {
     .await
     .expect(409, "back to shipped")
     .problem("back to shipped");
+
+    // An Idempotency-Key is scoped to its user: the same key from another
+    // user with another body is a new order, not a 422 nor bob's order.
+    let shared_key = [("Idempotency-Key", "same-key-for-everyone")];
+    let bobs_keyed = api
+        .send(
+            Method::POST,
+            "/orders",
+            Some(&bob),
+            &shared_key,
+            Body::Json(json!({"items": [{"product_id": product_id, "quantity": 1}]})),
+        )
+        .await
+        .expect(201, "bob's keyed order")
+        .json();
+    let alices_keyed = api
+        .send(
+            Method::POST,
+            "/orders",
+            Some(&alice),
+            &shared_key,
+            Body::Json(json!({"items": [{"product_id": product_id, "quantity": 2}]})),
+        )
+        .await
+        .expect(201, "alice's order with bob's key")
+        .json();
+    assert_ne!(alices_keyed["id"], bobs_keyed["id"]);
+    assert_eq!(alices_keyed["user_id"], alice_id.to_string());
+    for (token, order) in [(&bob, &bobs_keyed), (&alice, &alices_keyed)] {
+        let id = order["id"].as_str().unwrap();
+        api.wait_order_status(token, id, "CONFIRMED").await;
+        api.send(
+            Method::POST,
+            &format!("/orders/{id}/cancel"),
+            Some(token),
+            &[],
+            Body::None,
+        )
+        .await
+        .expect(200, "cancel keyed order");
+    }
 }
 
 #[tokio::test]
@@ -700,18 +741,19 @@ async fn bad_requests_get_a_4xx_problem_that_says_what_was_wrong() {
     let huge_name = "x".repeat(70 * 1024);
     let long_key = "k".repeat(300);
 
-    // (what, method, path, who, extra headers, body, status, a text the
-    // detail or a field must contain)
-    let table: Vec<(
-        &str,
+    /// (what, method, path, who, extra headers, body, status, a text the
+    /// detail or a field must contain)
+    type Case<'a> = (
+        &'a str,
         Method,
         String,
         Who,
-        Vec<(&str, &str)>,
+        Vec<(&'a str, &'a str)>,
         Body,
         u16,
-        &str,
-    )> = vec![
+        &'a str,
+    );
+    let table: Vec<Case> = vec![
         (
             "malformed JSON",
             Method::POST,
