@@ -544,6 +544,13 @@ async fn applies_then_records_then_acks_once() {
         }]
     );
     let info = harness.consumer_info().await;
+    assert_eq!(info.config.durable_name.as_deref(), Some("order-events"));
+    assert_eq!(
+        info.config.ack_policy,
+        jetstream::consumer::AckPolicy::Explicit
+    );
+    assert_eq!(info.config.max_ack_pending, 256);
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30));
     assert_eq!(info.num_ack_pending, 0);
     assert_eq!(
         info.num_redelivered, 0,
@@ -913,4 +920,36 @@ async fn a_malformed_setting_stops_start_up_naming_it() {
         "{}",
         process.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_gauge_counts_messages_not_yet_delivered() {
+    let harness = Harness::new().await;
+    let consumer = harness
+        .start_consumer(&[("CONSUMER_CONCURRENCY", "1")])
+        .await;
+    // One message in hand (Order holds its answer), two waiting behind it.
+    harness.orders.hold();
+    let orders: Vec<String> = (0..3).map(|_| new_id()).collect();
+    for order in &orders {
+        harness
+            .publish_created(order, &format!("{order}.order.created"))
+            .await;
+    }
+    eventually(WAIT, "the lag to show two waiting", || async {
+        let text = consumer.metrics().await;
+        (metric(&text, "ecommerce_consumer_pending ") == 2.0
+            && metric(&text, "ecommerce_consumer_ack_pending ") == 1.0)
+            .then_some(())
+    })
+    .await;
+    harness.orders.release();
+    eventually(WAIT, "the lag to drain", || async {
+        let text = consumer.metrics().await;
+        (harness.unacknowledged().await == 0
+            && metric(&text, "ecommerce_consumer_pending ") == 0.0
+            && metric(&text, "ecommerce_consumer_ack_pending ") == 0.0)
+            .then_some(())
+    })
+    .await;
 }
