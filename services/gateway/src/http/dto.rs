@@ -15,8 +15,10 @@ use super::money::{Money, max_amount};
 use crate::auth::Role;
 use crate::problem::{FieldError, Problem};
 
-/// Longest name or category accepted.
+/// Longest product name, username or email accepted.
 pub const MAX_TEXT_LEN: usize = 200;
+/// Longest category accepted (the inventory's column).
+pub const MAX_CATEGORY_LEN: usize = 100;
 /// Most distinct items in one order.
 pub const MAX_ORDER_ITEMS: usize = 100;
 /// Most units of one item in one order.
@@ -45,10 +47,14 @@ impl Violations {
     }
 
     fn text(&mut self, field: &str, value: &str) {
+        self.text_up_to(field, value, MAX_TEXT_LEN);
+    }
+
+    fn text_up_to(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
             self.add(field, "must not be empty");
-        } else if value.chars().count() > MAX_TEXT_LEN {
-            self.add(field, format!("must be at most {MAX_TEXT_LEN} characters"));
+        } else if value.chars().count() > max {
+            self.add(field, format!("must be at most {max} characters"));
         }
     }
 
@@ -119,9 +125,9 @@ impl Product {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    #[schema(example = "Laptop")]
+    #[schema(example = "Laptop", max_length = 200)]
     pub name: String,
-    #[schema(example = "Electronics")]
+    #[schema(example = "Electronics", max_length = 100)]
     pub category: String,
     #[schema(example = 100, minimum = 0)]
     pub stock: i32,
@@ -134,7 +140,7 @@ impl CreateProduct {
     pub fn validate(&self) -> Result<(), Problem> {
         let mut v = Violations::default();
         v.text("name", &self.name);
-        v.text("category", &self.category);
+        v.text_up_to("category", &self.category, MAX_CATEGORY_LEN);
         v.stock("stock", self.stock);
         v.price("price", self.price);
         v.into_result()
@@ -167,7 +173,7 @@ impl UpdateProduct {
             v.text("name", name);
         }
         if let Some(category) = &self.category {
-            v.text("category", category);
+            v.text_up_to("category", category, MAX_CATEGORY_LEN);
         }
         if let Some(stock) = self.stock {
             v.stock("stock", stock);
@@ -215,7 +221,7 @@ impl ProductQuery {
         validate_paging(self.page, self.page_size)?;
         let mut v = Violations::default();
         if let Some(category) = &self.category {
-            v.text("category", category);
+            v.text_up_to("category", category, MAX_CATEGORY_LEN);
         }
         v.into_result()
     }
