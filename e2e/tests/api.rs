@@ -1255,6 +1255,16 @@ async fn bad_requests_get_a_4xx_problem_that_says_what_was_wrong() {
             "id",
         ),
         (
+            "a method the path does not serve",
+            Method::PUT,
+            format!("/products/{pid}"),
+            Admin,
+            vec![],
+            Body::Json(laptop()),
+            405,
+            "use DELETE, GET, PATCH",
+        ),
+        (
             "no such route",
             Method::GET,
             "/nowhere".into(),

@@ -156,3 +156,30 @@ impl Clients {
         ]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platform::grpc::status_with_detail;
+
+    #[test]
+    fn only_silence_and_refusal_count_as_unreachable() {
+        assert!(is_unreachable(&tonic::Status::unavailable(
+            "tcp connect error"
+        )));
+        assert!(is_unreachable(&tonic::Status::deadline_exceeded("slow")));
+        // tonic's own client timeout.
+        assert!(is_unreachable(&tonic::Status::cancelled("Timeout expired")));
+        // The service answered: it is up, whatever it said.
+        assert!(!is_unreachable(&tonic::Status::not_found("no order")));
+        assert!(!is_unreachable(&tonic::Status::internal("bug")));
+        // UNAVAILABLE written by the service about its own dependency.
+        let dependency_down = status_with_detail(
+            Code::Unavailable,
+            "inventory unavailable",
+            "INVENTORY_UNAVAILABLE",
+            vec![],
+        );
+        assert!(!is_unreachable(&dependency_down));
+    }
+}

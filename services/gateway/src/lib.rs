@@ -29,7 +29,7 @@ pub use config::Config;
 
 use crate::auth::JwtKeys;
 use crate::clients::Clients;
-use crate::http::{AppState, OpenApiJson};
+use crate::http::{ApiDocument, AppState};
 use crate::limiter::RateLimiter;
 
 /// Entry point of the binary.
@@ -68,11 +68,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     http::observe::register_metrics();
     let state = web::Data::new(state(&config)?);
     let keys = web::Data::new(JwtKeys::new(&config.jwt));
-    let openapi = web::Data::new(OpenApiJson(http::openapi().to_json()?));
+    let document = web::Data::new(ApiDocument::new(&http::openapi())?);
     let max_body_bytes = config.max_body_bytes;
 
     let mut server = HttpServer::new(move || {
-        http::app(state.clone(), keys.clone(), openapi.clone(), max_body_bytes)
+        http::app(
+            state.clone(),
+            keys.clone(),
+            document.clone(),
+            max_body_bytes,
+        )
     })
     .disable_signals()
     .shutdown_timeout(10);

@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{test, web};
 use gateway::auth::{JwtKeys, JwtSettings, Role};
-use gateway::http::{OpenApiJson, app, openapi};
+use gateway::http::{ApiDocument, app, openapi};
 use platform::config::{CallSettings, Endpoints, ServiceAddr};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -59,7 +59,7 @@ macro_rules! service {
         let config = $config;
         let state = web::Data::new(gateway::state(&config).unwrap());
         let keys = web::Data::new(JwtKeys::new(&config.jwt));
-        let document = web::Data::new(OpenApiJson(openapi().to_json().unwrap()));
+        let document = web::Data::new(ApiDocument::new(&openapi()).unwrap());
         let token = |role| keys.issue(Uuid::new_v4(), role).unwrap();
         let (admin, customer) = (token(Role::Admin), token(Role::Customer));
         let service =
@@ -106,6 +106,18 @@ async fn decisions_at_the_edge_need_no_service() {
     )
     .await;
     problem(response, 404).await;
+
+    // A known path with a method it does not serve.
+    let request = test::TestRequest::put()
+        .uri(&format!("/products/{}", Uuid::new_v4()))
+        .to_request();
+    let response = test::call_service(&service, request).await;
+    let allow = response
+        .headers()
+        .get(actix_web::http::header::ALLOW)
+        .unwrap();
+    assert_eq!(allow.to_str().unwrap(), "DELETE, GET, PATCH");
+    problem(response, 405).await;
 
     let request = test::TestRequest::post()
         .uri("/products")

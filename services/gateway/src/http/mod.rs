@@ -43,8 +43,47 @@ pub struct AppState {
     pub readiness_timeout: Duration,
 }
 
-/// The OpenAPI document, rendered once.
-pub struct OpenApiJson(pub String);
+/// The OpenAPI document, rendered once, and the routes it lists (to tell a
+/// wrong method, 405, from a wrong path, 404).
+pub struct ApiDocument {
+    pub json: String,
+    routes: Vec<(actix_web::dev::ResourceDef, Vec<String>)>,
+}
+
+impl ApiDocument {
+    pub fn new(document: &utoipa::openapi::OpenApi) -> anyhow::Result<Self> {
+        let json = document.to_json()?;
+        let value: serde_json::Value = serde_json::from_str(&json)?;
+        let routes = value["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(path, item)| {
+                        let methods = item
+                            .as_object()
+                            .map(|ops| ops.keys().map(|m| m.to_ascii_uppercase()).collect())
+                            .unwrap_or_default();
+                        (actix_web::dev::ResourceDef::new(path.as_str()), methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ApiDocument { json, routes })
+    }
+
+    /// The methods served on `path`, if it is a route at all.
+    fn methods_of(&self, path: &str) -> Option<Vec<&str>> {
+        let methods: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|(def, _)| def.is_match(path))
+            .flat_map(|(_, methods)| methods.iter().map(String::as_str))
+            .filter(|m| ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(m))
+            .collect();
+        (!methods.is_empty()).then_some(methods)
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -126,7 +165,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(
     state: web::Data<AppState>,
     keys: web::Data<JwtKeys>,
-    openapi: web::Data<OpenApiJson>,
+    document: web::Data<ApiDocument>,
     max_body_bytes: usize,
 ) -> App<
     impl ServiceFactory<
@@ -141,7 +180,7 @@ pub fn app(
         .into_utoipa_app()
         .app_data(state)
         .app_data(keys)
-        .app_data(openapi)
+        .app_data(document)
         .app_data(web::PathConfig::default().error_handler(|e, req| path_error(e, req).into()))
         .app_data(web::QueryConfig::default().error_handler(|e, _| query_error(e).into()))
         .app_data(web::PayloadConfig::default().limit(max_body_bytes))
@@ -152,8 +191,27 @@ pub fn app(
         .wrap(from_fn(observe::observe))
 }
 
-async fn no_such_route(req: HttpRequest) -> HttpResponse {
-    Problem::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
+async fn no_such_route(req: HttpRequest, document: web::Data<ApiDocument>) -> HttpResponse {
+    let Some(methods) = document.methods_of(req.path()) else {
+        return Problem::not_found(format!("no route for {} {}", req.method(), req.path()))
+            .error_response();
+    };
+    let allow = methods.join(", ");
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!(
+            "{} is not served on {}; use {allow}",
+            req.method(),
+            req.path()
+        ),
+    )
+    .error_response();
+    if let Ok(value) = header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, value);
+    }
+    response
 }
 
 fn too_large() -> Problem {

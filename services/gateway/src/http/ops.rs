@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, get, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{AppState, OpenApiJson};
+use super::{ApiDocument, AppState};
 use crate::problem::{FieldError, Problem};
 
 /// `{"status": "ok"}` and friends.
@@ -86,8 +86,8 @@ pub async fn metrics() -> HttpResponse {
     responses((status = 200, description = "This OpenAPI document", body = Object))
 )]
 #[get("/openapi.json")]
-pub async fn openapi_json(document: web::Data<OpenApiJson>) -> HttpResponse {
+pub async fn openapi_json(document: web::Data<ApiDocument>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(document.0.clone())
+        .body(document.json.clone())
 }
