@@ -93,7 +93,7 @@ impl ApiDocument {
             Errors are `application/problem+json` (RFC 9457) with `type`, `title`, `status`, `detail` and `errors` \
             (per-field messages). 400: the request is malformed or a value breaks a rule (including values the \
             services reject as invalid); 401: no valid bearer token (`WWW-Authenticate: Bearer`); 403: not allowed \
-            for the caller's role; 404: not found, or not the caller's; 409: conflicts with the current state \
+            for the caller's role; 404: not found, or not the caller's; 405: a method the path does not serve (see `Allow`); 409: conflicts with the current state \
             (duplicates, order status transitions, stock); 413: body over the size limit; 415: not JSON; \
             422: an `Idempotency-Key` reused with a different body; 429: rate limited (`Retry-After`); \
             503: a service is unavailable or too slow; 500: an unexpected failure (details only in the logs).\n\n\
