@@ -18,7 +18,7 @@ use testkit::flow::{
     OrderDb, Shop, admin, assert_stock_conserved, customer, metric_value, service_metric,
     wait_settled,
 };
-use testkit::{ServiceProcess, Stack, StackOptions, TestNats, eventually, free_port};
+use testkit::{Stack, StackOptions, TestNats, eventually};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -140,12 +140,7 @@ async fn concurrent_orders_never_oversell() {
     let db = OrderDb::connect(&stack).await;
     let product = shop.create_product("last items", 15, "5.00").await;
     // A second Consumer replica on the same durable: they share the work.
-    let second_addr = format!("127.0.0.1:{}", free_port());
-    let mut env = stack.env_of("consumer").to_vec();
-    env.retain(|(k, _)| k != "CONSUMER_ADDR");
-    env.push(("CONSUMER_ADDR".into(), second_addr.clone()));
-    let mut second = ServiceProcess::spawn("consumer", env);
-    second.wait_grpc_healthy(&second_addr, WAIT).await;
+    let (_second, second_addr) = stack.start_replica("consumer", WAIT).await;
 
     let mut placing = JoinSet::new();
     for _ in 0..40 {
@@ -408,12 +403,7 @@ async fn two_relays_hand_each_record_to_the_producer_once() {
     let stack = Stack::start(options(&FLOW)).await;
     let db = OrderDb::connect(&stack).await;
     // A second Order replica on the same database, with its own relay.
-    let second_addr = format!("127.0.0.1:{}", free_port());
-    let mut env = stack.env_of("order").to_vec();
-    env.retain(|(k, _)| k != "ORDER_ADDR");
-    env.push(("ORDER_ADDR".into(), second_addr.clone()));
-    let mut second = ServiceProcess::spawn("order", env);
-    second.wait_grpc_healthy(&second_addr, WAIT).await;
+    let (_second, second_addr) = stack.start_replica("order", WAIT).await;
 
     let first_shop = Shop::new(&stack).await;
     let mut second_shop = first_shop.clone();

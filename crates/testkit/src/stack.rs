@@ -240,4 +240,22 @@ impl Stack {
     pub fn env_of(&self, service: &str) -> &[(String, String)] {
         &self.env[service]
     }
+
+    /// Starts another replica of a gRPC `service` (same databases, stream and
+    /// settings, its own port) and waits until it is healthy. Returns the
+    /// process, killed when dropped, and its `host:port`.
+    pub async fn start_replica(
+        &self,
+        service: &'static str,
+        timeout: Duration,
+    ) -> (ServiceProcess, String) {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let var = addr_var(service);
+        let mut env = self.env[service].clone();
+        env.retain(|(k, _)| k != var);
+        env.push((var.to_owned(), addr.clone()));
+        let mut process = ServiceProcess::spawn(service, env);
+        process.wait_grpc_healthy(&addr, timeout).await;
+        (process, addr)
+    }
 }
