@@ -953,3 +953,61 @@ async fn the_lag_gauge_counts_messages_not_yet_delivered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_is_written_before_the_original_is_terminated() {
+    let harness = Harness::new().await;
+    let consumer = harness.start_consumer(&[]).await;
+    let js = harness.js().await;
+    let settings = harness.nats.settings();
+
+    // A full dead-letter stream (discard-new) refuses the dead letter.
+    let full = jetstream::stream::Config {
+        max_messages: 1,
+        ..platform::nats::dead_letter_stream_config(&settings)
+    };
+    js.update_stream(full).await.unwrap();
+    js.publish(settings.dead_letter_subject("created"), "filler".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let poisoned = new_id();
+    harness
+        .publish_raw(
+            "created",
+            &format!("{poisoned}.order.created"),
+            b"\xffnot protobuf".to_vec(),
+        )
+        .await;
+    eventually(WAIT, "the dead letter to be refused", || async {
+        consumer
+            .process
+            .log()
+            .contains("cannot write to the dead-letter stream yet")
+            .then_some(())
+    })
+    .await;
+    // Neither terminated nor rejected while the dead letter is not written.
+    assert_eq!(harness.unacknowledged().await, 1);
+    assert_eq!(harness.orders.received(&poisoned), 0);
+
+    js.update_stream(platform::nats::dead_letter_stream_config(&settings))
+        .await
+        .unwrap();
+    eventually(
+        WAIT,
+        "the dead letter, the rejection, the termination",
+        || async {
+            (harness.unacknowledged().await == 0 && harness.orders.recorded(&poisoned).len() == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(harness.dead_letters().await.len(), 2, "filler and poison");
+    assert_eq!(
+        harness.orders.recorded(&poisoned)[0].outcome,
+        OrderOutcome::Rejected
+    );
+}
