@@ -1011,3 +1011,31 @@ async fn the_dead_letter_is_written_before_the_original_is_terminated() {
         OrderOutcome::Rejected
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_again_when_the_stream_and_durable_are_gone() {
+    let harness = Harness::new().await;
+    let consumer = harness.start_consumer(&[]).await;
+    let js = harness.js().await;
+    // An operator (or a server that lost its store) removes everything.
+    js.delete_stream(&harness.nats.stream).await.unwrap();
+    js.delete_stream(&harness.nats.dead_letter_stream)
+        .await
+        .unwrap();
+
+    eventually(WAIT, "the stream to be declared again", || async {
+        let js = harness.js().await;
+        let mut stream = js.get_stream(&harness.nats.stream).await.ok()?;
+        stream.consumer_info("order-events").await.ok()
+    })
+    .await;
+    let order = new_id();
+    harness
+        .publish_created(&order, &format!("{order}.order.created"))
+        .await;
+    eventually(WAIT, "the order to be handled", || async {
+        (harness.orders.recorded(&order).len() == 1).then_some(())
+    })
+    .await;
+    assert!(consumer.process.log().contains("binding again"));
+}
