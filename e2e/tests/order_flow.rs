@@ -582,3 +582,42 @@ async fn while_inventory_is_down_events_are_retried_not_dead_lettered() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_event_for_a_rejected_order_gives_its_stock_back() {
+    let mut stack = Stack::start(options(&FLOW)).await;
+    let shop = Shop::new(&stack).await;
+    let db = OrderDb::connect(&stack).await;
+    let product = shop.create_product("clock", 10, "12.00").await;
+    let frank = customer();
+
+    // A corrupt copy under another message id gets the order REJECTED
+    // before its real event is relayed (the Producer is down meanwhile).
+    stack.kill("producer");
+    let order = shop.place_order(&frank, &[(&product, 4)]).await.unwrap();
+    publish_event(
+        &stack.nats,
+        "created",
+        &format!("{}.order.created.corrupt", order.id),
+        b"\xffcorrupt".to_vec(),
+    )
+    .await;
+    shop.wait_status(&frank, &order.id, OrderStatus::Rejected, WAIT)
+        .await;
+
+    // The real event now applies in Inventory, but Order refuses to confirm
+    // a REJECTED order: the Consumer gives the stock back and dead-letters it.
+    stack.restart("producer", WAIT).await;
+    let settled = wait_settled(&stack, &db, WAIT).await;
+    assert_eq!(settled.order(&order.id).unwrap().status, "REJECTED");
+    assert_eq!(shop.stock(&product).await, 10);
+    assert_stock_conserved(&shop, &settled, &[(product, 10)]).await;
+    let dead = dead_letters(&stack.nats).await;
+    assert_eq!(dead.len(), 2, "the corrupt copy and the refused event");
+    assert!(dead.iter().any(|m| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get("Dead-Letter-Reason"))
+            .is_some_and(|r| r.as_str().contains("the stock it took was returned"))
+    }));
+}
