@@ -21,7 +21,10 @@ async fn every_service_is_healthy_serves_metrics_and_stops_cleanly_on_sigterm() 
         let addr = stack.addr(service).to_owned();
         let (status, body) = http_get(&addr, "/metrics").await;
         assert_eq!(status, 200, "{service} /metrics");
-        assert!(body.contains("# EOF"), "{service} /metrics is OpenMetrics text: {body}");
+        assert!(
+            body.contains("# EOF"),
+            "{service} /metrics is OpenMetrics text: {body}"
+        );
         // The harness's own health checks were counted.
         assert!(
             body.contains(r#"ecommerce_grpc_server_calls_total{method="/grpc.health.v1.Health/Check",code="Ok"}"#),
@@ -32,7 +35,14 @@ async fn every_service_is_healthy_serves_metrics_and_stops_cleanly_on_sigterm() 
     assert_eq!(status, 200);
 
     // The gateway first, so that nothing calls a service that is gone.
-    for service in ["gateway", "consumer", "order", "producer", "inventory", "user"] {
+    for service in [
+        "gateway",
+        "consumer",
+        "order",
+        "producer",
+        "inventory",
+        "user",
+    ] {
         let exit = stack
             .process(service)
             .terminate(Duration::from_secs(15))
@@ -50,11 +60,19 @@ async fn migrate_command_applies_migrations_and_exits() {
         let mut process =
             ServiceProcess::spawn_with_args(service, &["migrate"], stack.env_of(service).to_vec());
         let exit = process.wait_exit(Duration::from_secs(60)).await;
-        assert!(exit.success(), "{service} migrate: {exit}\n{}", process.log());
+        assert!(
+            exit.success(),
+            "{service} migrate: {exit}\n{}",
+            process.log()
+        );
         // Running it again is a no-op, not an error.
         process.restart();
         let exit = process.wait_exit(Duration::from_secs(60)).await;
-        assert!(exit.success(), "{service} migrate twice: {exit}\n{}", process.log());
+        assert!(
+            exit.success(),
+            "{service} migrate twice: {exit}\n{}",
+            process.log()
+        );
     }
 }
 
@@ -105,5 +123,9 @@ async fn production_refuses_to_start_without_secrets() {
     );
     let exit = inventory.wait_exit(Duration::from_secs(30)).await;
     assert!(!exit.success());
-    assert!(inventory.log().contains("DB_PASSWORD"), "{}", inventory.log());
+    assert!(
+        inventory.log().contains("DB_PASSWORD"),
+        "{}",
+        inventory.log()
+    );
 }
