@@ -1025,7 +1025,7 @@ async fn binds_again_when_the_stream_and_durable_are_gone() {
 
     eventually(WAIT, "the stream to be declared again", || async {
         let js = harness.js().await;
-        let mut stream = js.get_stream(&harness.nats.stream).await.ok()?;
+        let stream = js.get_stream(&harness.nats.stream).await.ok()?;
         stream.consumer_info("order-events").await.ok()
     })
     .await;
