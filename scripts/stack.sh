@@ -29,6 +29,13 @@ GATEWAY_HOST="${GATEWAY_ADDR%:*}"
 [ -z "$GATEWAY_HOST" ] || [ "$GATEWAY_HOST" = "0.0.0.0" ] && GATEWAY_HOST=127.0.0.1
 GATEWAY_URL="http://$GATEWAY_HOST:$GATEWAY_PORT"
 
+# host:port to dial for a seed-style address (empty host: loopback).
+dial_addr() {
+  local host="${1%:*}" port="${1##*:}"
+  [ -z "$host" ] || [ "$host" = "0.0.0.0" ] && host=127.0.0.1
+  echo "$host:$port"
+}
+
 is_running() { [ -f "$RUN_DIR/$1.pid" ] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
 
 down() {
@@ -84,7 +91,13 @@ start_all() {
 
 wait_ready() {
   for _ in $(seq 1 600); do
-    if curl -fsS "$GATEWAY_URL/readyz" >/dev/null 2>&1; then return 0; fi
+    # The gateway checks the services it calls; the Producer and the Consumer
+    # answer HTTP /healthz on their own ports.
+    if curl -fsS "$GATEWAY_URL/readyz" >/dev/null 2>&1 &&
+      curl -fsS "http://$(dial_addr "${PRODUCER_ADDR:-:50054}")/healthz" >/dev/null 2>&1 &&
+      curl -fsS "http://$(dial_addr "${CONSUMER_ADDR:-:50055}")/healthz" >/dev/null 2>&1; then
+      return 0
+    fi
     for svc in "${SERVICES[@]}"; do
       if ! is_running "$svc"; then
         log "$svc exited during start-up:"; tail -20 "$RUN_DIR/$svc.log" >&2
