@@ -313,10 +313,21 @@ async fn kill_9_of_every_service_in_the_middle_of_a_burst() {
         // The burst is under way: more orders arrived since the last kill.
         let before = db.snapshot().await.expect("order database").orders.len();
         wait_orders(&db, before + 3, "orders to keep arriving").await;
+        // Hold the Consumer for a moment so that the kill is sure to find
+        // orders still in flight, whatever the machine's speed.
+        stack.process("consumer").freeze();
+        eventually(WAIT, "an order in flight", || async {
+            db.snapshot().await.ok().filter(|s| s.pending() >= 1)
+        })
+        .await;
         stack.kill(service);
         assert!(!stack.process(service).is_running(), "{service} was killed");
         let at_kill = db.snapshot().await.expect("order database");
         assert!(at_kill.settled() >= 2, "{service}: {at_kill:?}");
+        assert!(at_kill.pending() >= 1, "{service}: {at_kill:?}");
+        if service != "consumer" {
+            stack.process("consumer").thaw();
+        }
         stack.restart(service, WAIT).await;
     }
     let before = db.snapshot().await.expect("order database").orders.len();
@@ -363,7 +374,7 @@ async fn nats_restarts_in_the_middle_of_the_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarts_in_the_middle_of_a_burst() {
     let pg = PrivatePostgres::start();
-    let stack = Stack::start(StackOptions {
+    let mut stack = Stack::start(StackOptions {
         pg: pg.server(),
         ..options(&FLOW)
     })
@@ -375,8 +386,16 @@ async fn postgres_restarts_in_the_middle_of_a_burst() {
 
     let driver = Driver::start(&shop, &catalogue, 3);
     wait_orders(&db, 2 + 5, "the burst to start").await;
+    // Hold the Consumer so that the crash is sure to find orders in flight.
+    stack.process("consumer").freeze();
+    let at_crash = eventually(WAIT, "an order in flight", || async {
+        db.snapshot().await.ok().filter(|s| s.pending() >= 1)
+    })
+    .await;
+    assert!(at_crash.settled() >= 2, "{at_crash:?}");
     // A crash of the server (no checkpoint), then a start on the same data.
     pg.restart();
+    stack.process("consumer").thaw();
     let after_restart = eventually(WAIT, "the order database again", || async {
         db.snapshot().await.ok()
     })
