@@ -48,13 +48,40 @@ pub async fn bind(addr: &ServiceAddr) -> anyhow::Result<TcpListener> {
 /// on the same port.
 ///
 /// Build `routes` with `tonic::service::Routes::new(health).add_service(svc)`.
+/// Services with dependencies use [`serve_ready`].
 pub async fn serve(
     routes: tonic::service::Routes,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_routes(routes, crate::metrics::http_routes(), listener, shutdown).await
+}
+
+/// Like [`serve`], with `GET /readyz` from `readiness` (whose reporter must
+/// be the one of the health service in `routes`). When `shutdown` resolves
+/// the service turns NOT_SERVING before it drains.
+pub async fn serve_ready(
+    routes: tonic::service::Routes,
+    listener: TcpListener,
+    readiness: &crate::readiness::Readiness,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let http = crate::metrics::http_routes().merge(readiness.http_routes());
+    let readiness = readiness.clone();
+    let shutdown = async move {
+        shutdown.await;
+        readiness.shutting_down().await;
+    };
+    serve_routes(routes, http, listener, shutdown).await
+}
+
+async fn serve_routes(
+    routes: tonic::service::Routes,
+    http: axum::Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut routes = routes;
-    let http = crate::metrics::http_routes();
     let merged = std::mem::take(routes.axum_router_mut()).merge(http);
     *routes.axum_router_mut() = merged;
     server()

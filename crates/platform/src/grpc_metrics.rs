@@ -1,5 +1,6 @@
-//! Request metrics of every gRPC server: calls by method and status code, and
-//! their latency, recorded by a tower layer that `grpc::serve` installs.
+//! Request metrics of every gRPC server: calls by method and status code,
+//! failed calls (any code but OK), and their latency, recorded by a tower
+//! layer that `grpc::serve` installs.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ type Method = Vec<(&'static str, String)>;
 
 struct GrpcMetrics {
     calls: Family<MethodStatus, Counter>,
+    errors: Family<MethodStatus, Counter>,
     latency: Family<Method, Histogram>,
 }
 
@@ -24,6 +26,7 @@ fn metrics() -> &'static GrpcMetrics {
     static METRICS: OnceLock<GrpcMetrics> = OnceLock::new();
     METRICS.get_or_init(|| {
         let calls = Family::<MethodStatus, Counter>::default();
+        let errors = Family::<MethodStatus, Counter>::default();
         let latency = Family::<Method, Histogram>::new_with_constructor(|| {
             // 1 ms .. ~16 s
             Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -34,11 +37,20 @@ fn metrics() -> &'static GrpcMetrics {
             calls.clone(),
         );
         crate::metrics::register(
+            "grpc_server_errors",
+            "gRPC calls answered with a status other than OK, by method and status code",
+            errors.clone(),
+        );
+        crate::metrics::register(
             "grpc_server_call_duration_seconds",
             "Time to the response headers of gRPC calls, by method",
             latency.clone(),
         );
-        GrpcMetrics { calls, latency }
+        GrpcMetrics {
+            calls,
+            errors,
+            latency,
+        }
     })
 }
 
@@ -96,12 +108,11 @@ where
                     Err(_) => tonic::Code::Unknown,
                 };
                 let m = metrics();
-                m.calls
-                    .get_or_create(&vec![
-                        ("method", method.clone()),
-                        ("code", format!("{code:?}")),
-                    ])
-                    .inc();
+                let labels = vec![("method", method.clone()), ("code", format!("{code:?}"))];
+                if code != tonic::Code::Ok {
+                    m.errors.get_or_create(&labels).inc();
+                }
+                m.calls.get_or_create(&labels).inc();
                 m.latency
                     .get_or_create(&vec![("method", method)])
                     .observe(started.elapsed().as_secs_f64());

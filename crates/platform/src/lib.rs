@@ -9,6 +9,7 @@ pub mod grpc;
 mod grpc_metrics;
 pub mod metrics;
 pub mod nats;
+pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -23,7 +23,7 @@ pub use db::{PgServer, TestDb};
 pub use nats::TestNats;
 pub use process::{ServiceProcess, bin_path, free_port};
 pub use servers::{PrivateNats, PrivatePostgres};
-pub use stack::{Stack, StackOptions};
+pub use stack::{ADMIN_EMAIL, ADMIN_PASSWORD, ADMIN_USERNAME, Stack, StackOptions};
 
 /// A short unique name for test resources, e.g. `t3f9a1c2b`.
 pub fn unique_name(prefix: &str) -> String {

@@ -7,11 +7,10 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, consumer::pull};
 use futures::StreamExt;
+use platform::readiness::ReadyFlag;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tonic::Status;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -205,8 +204,8 @@ impl EventConsumer {
 
     /// Reads until `stop`, then finishes the messages in hand. Binds again,
     /// with capped backoff, whenever NATS fails (e.g. after a server restart).
-    /// Reports SERVING on `health` once bound.
-    pub async fn run(&self, stop: CancellationToken, health: HealthReporter) {
+    /// Sets `bound` while the durable consumer is bound and being read.
+    pub async fn run(&self, stop: CancellationToken, bound: ReadyFlag) {
         let shared = &self.shared;
         let slots = Arc::new(Semaphore::new(shared.settings.concurrency));
         let mut tasks = JoinSet::new();
@@ -219,7 +218,7 @@ impl EventConsumer {
                         tracing::info!("bound the durable consumer again");
                     }
                     failures = 0;
-                    health.set_service_status("", ServingStatus::Serving).await;
+                    bound.set(true);
                     tracing::info!(
                         durable = %shared.settings.durable_name,
                         stream = %shared.nats.stream,
@@ -228,6 +227,7 @@ impl EventConsumer {
                     match self.pull(&consumer, &slots, &mut tasks, &stop).await {
                         Ok(()) => break,
                         Err(error) => {
+                            bound.set(false);
                             failures += 1;
                             tracing::warn!(%error, "reading order events failed, binding again");
                         }

@@ -21,8 +21,8 @@ pub mod metrics;
 use std::future::Future;
 
 use platform::cli::Command;
+use platform::readiness::{Readiness, ReadyFlag};
 use platform::shutdown::CancellationToken;
-use tonic_health::ServingStatus;
 
 pub use config::Config;
 
@@ -46,11 +46,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// then stops fetching, finishes the messages in hand and returns.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listener = platform::grpc::bind(&config.listen).await?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    // SERVING only once the durable consumer is bound.
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    // SERVING only once connected to NATS with the durable consumer bound.
+    let readiness = Readiness::new(reporter, &[]).await;
+    let bound = readiness.add_flag("durable", false, "the durable consumer is not bound");
+    let checks = CancellationToken::new();
+    let _checker = checks.clone().drop_guard();
+    readiness.start(checks).await?;
     let routes = tonic::service::Routes::new(health_service);
     let metrics = metrics::Metrics::register();
     tracing::info!(addr = %config.listen, "consumer listening (health and metrics)");
@@ -58,16 +60,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
     let server = async {
-        let result = platform::grpc::serve(routes, listener, server_stop.cancelled()).await;
+        let result =
+            platform::grpc::serve_ready(routes, listener, &readiness, server_stop.cancelled())
+                .await;
         // Without its health endpoint the process cannot be watched: stop.
         stop.cancel();
         result
     };
     let consuming = async {
-        let result = consume(&config, metrics, stop.clone(), health.clone()).await;
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        let result = consume(&config, metrics, stop.clone(), &readiness, bound.clone()).await;
+        readiness.shutting_down().await;
         server_stop.cancel();
         result
     };
@@ -88,12 +90,14 @@ async fn consume(
     config: &Config,
     metrics: metrics::Metrics,
     stop: CancellationToken,
-    health: tonic_health::server::HealthReporter,
+    readiness: &Readiness,
+    bound: ReadyFlag,
 ) -> anyhow::Result<()> {
     let client = tokio::select! {
         client = platform::nats::connect(&config.nats, "consumer") => client?,
         () = stop.cancelled() => return Ok(()),
     };
+    readiness.add_nats(client.clone());
     let processor = application::Processor::new(
         infrastructure::GrpcInventory::new(&config.inventory, config.calls)?,
         infrastructure::GrpcOrders::new(&config.order, config.calls)?,
@@ -107,6 +111,6 @@ async fn consume(
         processor,
         metrics,
     );
-    consumer.run(stop, health).await;
+    consumer.run(stop, bound).await;
     Ok(())
 }

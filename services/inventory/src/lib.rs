@@ -13,7 +13,12 @@ pub mod infrastructure;
 use std::future::Future;
 
 use platform::cli::Command;
+use platform::readiness::Readiness;
+use platform::shutdown::CancellationToken;
 use proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use tonic::server::NamedService;
+
+type InventoryServer = InventoryServiceServer<infrastructure::grpc::InventoryGrpc>;
 
 pub use config::Config;
 pub use infrastructure::migration::Migrator;
@@ -32,17 +37,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = platform::grpc::bind(&config.listen).await?;
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
-    let inventory = application::Inventory::new(db);
+    let inventory = application::Inventory::new(db.clone());
     let service = infrastructure::grpc::InventoryGrpc::new(inventory);
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<InventoryServiceServer<infrastructure::grpc::InventoryGrpc>>()
-        .await;
-    let routes =
-        tonic::service::Routes::new(health).add_service(InventoryServiceServer::new(service));
+    let readiness = Readiness::new(reporter, &[InventoryServer::NAME]).await;
+    readiness.add_database(db);
+    let checks = CancellationToken::new();
+    let _checker = checks.clone().drop_guard();
+    readiness.start(checks).await?;
+    let routes = tonic::service::Routes::new(health).add_service(InventoryServer::new(service));
     tracing::info!(addr = %config.listen, database = %config.db.database, "inventory listening");
-    platform::grpc::serve(routes, listener, shutdown).await?;
+    platform::grpc::serve_ready(routes, listener, &readiness, shutdown).await?;
     tracing::info!("inventory stopped");
     Ok(())
 }

@@ -13,8 +13,10 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 use platform::cli::Command;
+use platform::readiness::Readiness;
 use platform::shutdown::CancellationToken;
 use proto::order::v1::order_service_server::OrderServiceServer;
+use tonic::server::NamedService;
 
 use application::grpc::OrderGrpc;
 use application::{OutboxRelay, RelayWakeup};
@@ -65,15 +67,15 @@ pub async fn serve_on(
 
     let orders = application::Orders::new(OrderStore::new(db.clone()), inventory, wakeup);
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<OrderServiceServer<OrderGrpc>>()
-        .await;
+    let readiness = Readiness::new(reporter, &[OrderServiceServer::<OrderGrpc>::NAME]).await;
+    readiness.add_database(db.clone());
+    let checker = readiness.start(stop.clone()).await?;
     let routes = tonic::service::Routes::new(health)
         .add_service(OrderServiceServer::new(OrderGrpc::new(orders)));
     tracing::info!(addr = %config.listen, "order listening");
 
     let server_stop = stop.clone();
-    let served = platform::grpc::serve(routes, listener, async move {
+    let served = platform::grpc::serve_ready(routes, listener, &readiness, async move {
         tokio::select! {
             _ = shutdown => {}
             _ = server_stop.cancelled() => {}
@@ -81,6 +83,7 @@ pub async fn serve_on(
     })
     .await;
     stop.cancel();
+    let _ = checker.await;
     if let Some(relay) = relay
         && let Err(e) = relay.await
     {

@@ -12,7 +12,12 @@ pub mod infrastructure;
 use std::future::Future;
 
 use platform::cli::Command;
+use platform::readiness::Readiness;
+use platform::shutdown::CancellationToken;
 use proto::producer::v1::producer_service_server::ProducerServiceServer;
+use tonic::server::NamedService;
+
+type ProducerServer = ProducerServiceServer<application::ProducerGrpc>;
 
 pub use config::Config;
 
@@ -35,17 +40,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = platform::grpc::bind(&config.listen).await?;
     let client = platform::nats::connect(&config.nats, "producer").await?;
     infrastructure::ensure_streams(&client, &config.nats).await?;
-    let publisher = infrastructure::JetStreamPublisher::new(client, config.nats.clone());
+    let publisher = infrastructure::JetStreamPublisher::new(client.clone(), config.nats.clone());
     let service = application::ProducerGrpc::new(publisher);
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<ProducerServiceServer<application::ProducerGrpc>>()
-        .await;
-    let routes =
-        tonic::service::Routes::new(health).add_service(ProducerServiceServer::new(service));
+    let readiness = Readiness::new(reporter, &[ProducerServer::NAME]).await;
+    readiness.add_nats(client);
+    let checks = CancellationToken::new();
+    let _checker = checks.clone().drop_guard();
+    readiness.start(checks).await?;
+    let routes = tonic::service::Routes::new(health).add_service(ProducerServer::new(service));
     tracing::info!(addr = %config.listen, "producer listening");
-    platform::grpc::serve(routes, listener, shutdown).await?;
+    platform::grpc::serve_ready(routes, listener, &readiness, shutdown).await?;
     tracing::info!("producer stopped");
     Ok(())
 }

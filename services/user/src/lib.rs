@@ -14,7 +14,12 @@ pub mod infrastructure;
 use std::future::Future;
 
 use platform::cli::Command;
+use platform::readiness::Readiness;
+use platform::shutdown::CancellationToken;
 use proto::user::v1::user_service_server::UserServiceServer;
+use tonic::server::NamedService;
+
+type UserServer = UserServiceServer<infrastructure::grpc::UserGrpc>;
 
 pub use config::Config;
 pub use infrastructure::migration::Migrator;
@@ -38,7 +43,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost).await?;
-    let users = Users::new(db, hasher);
+    let users = Users::new(db.clone(), hasher);
 
     if let Some(admin) = &config.admin {
         match users.bootstrap_admin(admin).await? {
@@ -57,12 +62,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
 
     let service = infrastructure::grpc::UserGrpc::new(users);
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<UserServiceServer<infrastructure::grpc::UserGrpc>>()
-        .await;
-    let routes = tonic::service::Routes::new(health).add_service(UserServiceServer::new(service));
+    let readiness = Readiness::new(reporter, &[UserServer::NAME]).await;
+    readiness.add_database(db);
+    let checks = CancellationToken::new();
+    let _checker = checks.clone().drop_guard();
+    readiness.start(checks).await?;
+    let routes = tonic::service::Routes::new(health).add_service(UserServer::new(service));
     tracing::info!(addr = %config.listen, database = %config.db.database, "user listening");
-    platform::grpc::serve(routes, listener, shutdown).await?;
+    platform::grpc::serve_ready(routes, listener, &readiness, shutdown).await?;
     tracing::info!("user stopped");
     Ok(())
 }
