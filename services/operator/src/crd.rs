@@ -1,0 +1,262 @@
+//! The `EcommerceStack` custom resource: what a user asks for (spec) and what
+//! the operator reports (status). The CRD in `k8s/crd.yaml` is generated from
+//! these types by the `crdgen` binary.
+
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use kube::core::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::services::Service;
+
+/// API group of the custom resource.
+pub const GROUP: &str = "ecommerce.example.com";
+/// API version of the custom resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// One running copy of the e-commerce platform: the six services, their
+/// shared settings and the secrets they read.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "ecommerce.example.com",
+    version = "v1alpha1",
+    kind = "EcommerceStack",
+    plural = "ecommercestacks",
+    shortname = "ecs",
+    category = "ecommerce",
+    namespaced,
+    status = "EcommerceStackStatus",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        description = "requested image tag",
+        json_path = ".spec.version"
+    ),
+    printcolumn(
+        name = "Rolled Out",
+        type_ = "string",
+        description = "version running on every service",
+        json_path = ".status.version"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        description = "Ready condition",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Services",
+        type_ = "string",
+        description = "ready services / all services",
+        json_path = ".status.readyServices"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EcommerceStackSpec {
+    /// Image tag of every service (`<registry>/<prefix>/<service>:<version>`).
+    /// Changing it rolls all Deployments.
+    #[schemars(length(min = 1, max = 128))]
+    pub version: String,
+    /// Registry host and path, e.g. `ghcr.io/acme`. Empty: images without a
+    /// registry (`ecommerce/gateway:<version>`), as a local cluster loads them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registry: Option<String>,
+    /// Repository path between the registry and the service name.
+    #[serde(default = "default_image_prefix")]
+    pub image_prefix: String,
+    /// Pull policy of every container; Kubernetes' default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// `production` (secrets required) or `development`.
+    #[serde(default)]
+    pub app_env: AppEnv,
+    pub database: DatabaseSpec,
+    pub nats: NatsSpec,
+    /// Secret key holding the gateway's HS256 key (at least 32 bytes).
+    pub jwt_secret_ref: SecretKeyRef,
+    /// The first admin, created by the user service if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminSpec>,
+    /// Per-service replicas, resources and extra environment.
+    #[serde(default)]
+    pub services: ServicesSpec,
+}
+
+fn default_image_prefix() -> String {
+    "ecommerce".to_owned()
+}
+
+/// The services' `APP_ENV`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppEnv {
+    #[default]
+    Production,
+    Development,
+}
+
+impl AppEnv {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppEnv::Production => "production",
+            AppEnv::Development => "development",
+        }
+    }
+}
+
+/// A key of a Secret in the stack's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// PostgreSQL shared by inventory, order and user (one database each).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    #[schemars(length(min = 1))]
+    pub host: String,
+    #[serde(default = "default_db_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    #[schemars(length(min = 1))]
+    pub user: String,
+    /// Base of the per-service database names (`<name>_user`, ...).
+    #[serde(default = "default_db_name")]
+    pub name: String,
+    pub password_secret_ref: SecretKeyRef,
+}
+
+fn default_db_port() -> i32 {
+    5432
+}
+
+fn default_db_name() -> String {
+    "ecommerce".to_owned()
+}
+
+/// NATS JetStream used by producer and consumer.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NatsSpec {
+    /// e.g. `nats://nats:4222`
+    #[schemars(length(min = 1))]
+    pub url: String,
+    #[serde(default = "default_nats_stream")]
+    pub stream: String,
+    #[serde(default = "default_subject_prefix")]
+    pub subject_prefix: String,
+}
+
+fn default_nats_stream() -> String {
+    "ORDER_EVENTS".to_owned()
+}
+
+fn default_subject_prefix() -> String {
+    "order".to_owned()
+}
+
+/// The first admin account.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSpec {
+    #[schemars(length(min = 3, max = 32))]
+    pub username: String,
+    #[schemars(length(min = 3, max = 254))]
+    pub email: String,
+    pub password_secret_ref: SecretKeyRef,
+}
+
+/// Settings of each of the six services.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ServicesSpec {
+    #[serde(default)]
+    pub gateway: ServiceSpec,
+    #[serde(default)]
+    pub inventory: ServiceSpec,
+    #[serde(default)]
+    pub order: ServiceSpec,
+    #[serde(default)]
+    pub user: ServiceSpec,
+    #[serde(default)]
+    pub producer: ServiceSpec,
+    #[serde(default)]
+    pub consumer: ServiceSpec,
+}
+
+impl ServicesSpec {
+    pub fn get(&self, service: Service) -> &ServiceSpec {
+        match service {
+            Service::Gateway => &self.gateway,
+            Service::Inventory => &self.inventory,
+            Service::Order => &self.order,
+            Service::User => &self.user,
+            Service::Producer => &self.producer,
+            Service::Consumer => &self.consumer,
+        }
+    }
+}
+
+/// One service's Deployment settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ServiceSpec {
+    /// Pods of this service; 1 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra variables; one with the name of an operator-set variable replaces it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+/// What the operator last saw of the stack.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EcommerceStackStatus {
+    /// The `metadata.generation` these conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The version every service runs (all replicas updated and available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `<ready>/<all>` services, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_services: Option<String>,
+    /// Each service's Deployment, in a fixed order.
+    #[serde(default)]
+    pub services: Vec<ServiceStatus>,
+}
+
+/// Readiness of one service's Deployment.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceStatus {
+    pub name: String,
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+    pub updated_replicas: i32,
+    /// Every desired replica runs the current template and is ready.
+    pub ready: bool,
+}
+
+/// The CRD as YAML, exactly as `crdgen` prints it and `k8s/crd.yaml` holds it.
+pub fn crd_yaml() -> String {
+    let crd = EcommerceStack::crd();
+    serde_yaml::to_string(&crd).expect("a CRD always serializes to YAML")
+}

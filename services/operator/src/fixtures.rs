@@ -1,0 +1,353 @@
+//! Test helpers: stacks in the states the reconciler meets, and an API server
+//! stand-in (`tower_test::mock`) that expects the reconciler's calls in order
+//! and answers them as the real one would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::{Client, Resource, ResourceExt};
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tower_test::mock::{self, Handle, SendResponse};
+
+use crate::controller::{Context, FINALIZER};
+use crate::crd::{
+    AdminSpec, AppEnv, DatabaseSpec, EcommerceStack, EcommerceStackSpec, EcommerceStackStatus,
+    NatsSpec, SecretKeyRef, ServicesSpec,
+};
+use crate::metrics::Metrics;
+use crate::resources::FIELD_MANAGER;
+use crate::services::Service;
+
+pub const NAMESPACE: &str = "testns";
+pub const NAME: &str = "shop";
+const STACKS_PATH: &str = "/apis/ecommerce.example.com/v1alpha1/namespaces/testns/ecommercestacks";
+
+pub fn test_spec() -> EcommerceStackSpec {
+    EcommerceStackSpec {
+        version: "1.2.0".into(),
+        image_registry: Some("registry.example.com".into()),
+        image_prefix: "ecommerce".into(),
+        image_pull_policy: None,
+        app_env: AppEnv::Production,
+        database: DatabaseSpec {
+            host: "postgres.db".into(),
+            port: 5432,
+            user: "shop".into(),
+            name: "ecommerce".into(),
+            password_secret_ref: SecretKeyRef {
+                name: "shop-db".into(),
+                key: "password".into(),
+            },
+        },
+        nats: NatsSpec {
+            url: "nats://nats.messaging:4222".into(),
+            stream: "ORDER_EVENTS".into(),
+            subject_prefix: "order".into(),
+        },
+        jwt_secret_ref: SecretKeyRef {
+            name: "shop-jwt".into(),
+            key: "secret".into(),
+        },
+        admin: Some(AdminSpec {
+            username: "admin".into(),
+            email: "admin@example.com".into(),
+            password_secret_ref: SecretKeyRef {
+                name: "shop-admin".into(),
+                key: "password".into(),
+            },
+        }),
+        services: ServicesSpec::default(),
+    }
+}
+
+impl EcommerceStack {
+    /// A stack as first created: generation 1, no finalizer, no status.
+    pub fn test() -> Self {
+        let mut stack = EcommerceStack::new(NAME, test_spec());
+        let meta = stack.meta_mut();
+        meta.namespace = Some(NAMESPACE.into());
+        meta.uid = Some("7f9c1a52-0d4e-4a43-9a57-0d1f5a3c2b10".into());
+        meta.generation = Some(1);
+        meta.resource_version = Some("100".into());
+        stack
+    }
+
+    pub fn finalized(mut self) -> Self {
+        self.finalizers_mut().push(FINALIZER.to_owned());
+        self
+    }
+
+    pub fn deleting(mut self) -> Self {
+        self.meta_mut().deletion_timestamp = Some(Time(Timestamp::now()));
+        self
+    }
+
+    pub fn with_generation(mut self, generation: i64) -> Self {
+        self.meta_mut().generation = Some(generation);
+        self
+    }
+
+    pub fn with_status(mut self, status: EcommerceStackStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+}
+
+/// How the mock Deployment controller answers: every replica of the current
+/// template ready, or a rollout that has not started.
+pub fn rolled_out(deployment: &Deployment) -> DeploymentStatus {
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(replicas),
+        updated_replicas: Some(replicas),
+        ready_replicas: Some(replicas),
+        available_replicas: Some(replicas),
+        ..DeploymentStatus::default()
+    }
+}
+
+pub fn not_rolled_out(deployment: &Deployment) -> DeploymentStatus {
+    let replicas = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    DeploymentStatus {
+        observed_generation: Some(1),
+        replicas: Some(replicas),
+        updated_replicas: Some(0),
+        ready_replicas: Some(replicas),
+        available_replicas: Some(replicas),
+        ..DeploymentStatus::default()
+    }
+}
+
+/// Bodies the reconciler applied, by object name.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub config_map: Value,
+    pub services: Vec<Value>,
+    pub deployments: Vec<Value>,
+}
+
+pub struct ApiServerVerifier(Handle<Request<Body>, Response<Body>>);
+
+pub type Responder = SendResponse<Response<Body>>;
+
+fn query_pairs(request: &Request<Body>) -> Vec<(String, String)> {
+    request
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (p.to_owned(), String::new()),
+        })
+        .collect()
+}
+
+pub fn respond_json(send: Responder, body: &impl serde::Serialize) {
+    send.send_response(
+        Response::builder()
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
+}
+
+pub fn respond_error(send: Responder, code: u16, reason: &str) {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "message": format!("mock API server: {reason}"), "reason": reason, "code": code,
+    });
+    send.send_response(
+        Response::builder()
+            .status(StatusCode::from_u16(code).unwrap())
+            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+            .unwrap(),
+    );
+}
+
+impl ApiServerVerifier {
+    /// The next request: it must have this method and path; returns its JSON
+    /// body (Null when empty) and the means to answer.
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+    ) -> (Value, Responder, Vec<(String, String)>) {
+        let (request, send) = self
+            .0
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("expected {method} {path}, but the client hung up"));
+        assert_eq!(
+            request.method(),
+            method,
+            "method of the call to {}",
+            request.uri()
+        );
+        assert_eq!(request.uri().path(), path, "path of the {method} call");
+        let query = query_pairs(&request);
+        let bytes = request.into_body().collect_bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("request body is JSON")
+        };
+        (body, send, query)
+    }
+
+    /// A server-side apply: PATCH with our field manager, forced.
+    pub async fn expect_apply(&mut self, path: &str) -> (Value, Responder) {
+        let (body, send, query) = self.expect(Method::PATCH, path).await;
+        assert!(
+            query.contains(&("fieldManager".into(), FIELD_MANAGER.into())),
+            "{path}: field manager in {query:?}"
+        );
+        assert!(
+            query.contains(&("force".into(), "true".into())),
+            "{path}: forced in {query:?}"
+        );
+        (body, send)
+    }
+
+    pub async fn handle_finalizer_creation(&mut self, stack: &EcommerceStack) {
+        let (patch, send, _) = self
+            .expect(Method::PATCH, &format!("{STACKS_PATH}/{NAME}"))
+            .await;
+        let adds_finalizer = patch.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                op["op"] == "add"
+                    && op["path"] == "/metadata/finalizers"
+                    && op["value"] == json!([FINALIZER])
+            })
+        });
+        assert!(adds_finalizer, "JSON patch adding the finalizer: {patch}");
+        respond_json(send, &stack.clone().finalized());
+    }
+
+    pub async fn handle_finalizer_removal(&mut self, stack: &EcommerceStack) {
+        let (patch, send, _) = self
+            .expect(Method::PATCH, &format!("{STACKS_PATH}/{NAME}"))
+            .await;
+        let ops = patch.as_array().expect("a JSON patch");
+        assert!(
+            ops.iter()
+                .any(|op| op["op"] == "remove" && op["path"] == "/metadata/finalizers/0"),
+            "JSON patch removing the finalizer: {patch}"
+        );
+        let mut removed = stack.clone();
+        removed.finalizers_mut().clear();
+        respond_json(send, &removed);
+    }
+
+    /// The ConfigMap, then each service's Service and Deployment; Deployments
+    /// are answered with `deployment_status`.
+    pub async fn handle_apply_children(
+        &mut self,
+        deployment_status: fn(&Deployment) -> DeploymentStatus,
+    ) -> Applied {
+        let mut applied = Applied::default();
+        let (config_map, send) = self
+            .expect_apply(&format!(
+                "/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}-config"
+            ))
+            .await;
+        respond_json(send, &config_map);
+        applied.config_map = config_map;
+        for service in Service::ALL {
+            let child = format!("{NAME}-{}", service.name());
+            let (kube_service, send) = self
+                .expect_apply(&format!("/api/v1/namespaces/{NAMESPACE}/services/{child}"))
+                .await;
+            respond_json(send, &kube_service);
+            applied.services.push(kube_service);
+
+            let (body, send) = self
+                .expect_apply(&format!(
+                    "/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{child}"
+                ))
+                .await;
+            let mut deployment: Deployment =
+                serde_json::from_value(body.clone()).expect("a Deployment");
+            deployment.metadata.generation = Some(1);
+            deployment.status = Some(deployment_status(&deployment));
+            respond_json(send, &deployment);
+            applied.deployments.push(body);
+        }
+        applied
+    }
+
+    /// An event created through the events.k8s.io API; returns it.
+    pub async fn handle_event(&mut self, reason: &str) -> Value {
+        let (event, send, _) = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events"),
+            )
+            .await;
+        assert_eq!(event["reason"], reason, "event: {event}");
+        assert_eq!(event["regarding"]["name"], NAME);
+        respond_json(send, &event);
+        event
+    }
+
+    /// The status written by server-side apply; returns it.
+    pub async fn handle_status_patch(&mut self, stack: &EcommerceStack) -> EcommerceStackStatus {
+        let (body, send) = self
+            .expect_apply(&format!("{STACKS_PATH}/{NAME}/status"))
+            .await;
+        assert_eq!(body["apiVersion"], "ecommerce.example.com/v1alpha1");
+        assert_eq!(body["kind"], "EcommerceStack");
+        let status: EcommerceStackStatus =
+            serde_json::from_value(body["status"].clone()).expect("a valid status");
+        respond_json(send, &stack.clone().with_status(status.clone()));
+        status
+    }
+
+    /// Fails the test if the client makes any further call.
+    pub async fn expect_no_more_calls(mut self) {
+        let next = tokio::time::timeout(Duration::from_millis(100), self.0.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected call {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+impl Context {
+    /// A context whose client talks to the returned verifier.
+    pub fn test() -> (Arc<Context>, ApiServerVerifier) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, NAMESPACE);
+        let metrics = Metrics::register(&mut Registry::default());
+        (Context::new(client, metrics), ApiServerVerifier(handle))
+    }
+}
+
+/// A mock client and its verifier, for APIs other than the reconciler's.
+pub fn mock_client() -> (Client, ApiServerVerifier) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, NAMESPACE), ApiServerVerifier(handle))
+}
+
+/// Waits for the verifier's scenario, failing on a hang or a failed assertion.
+pub async fn timeout_after_1s<T>(handle: JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(1), handle)
+        .await
+        .expect("the API scenario did not finish in time")
+        .expect("the API scenario failed")
+}

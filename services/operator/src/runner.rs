@@ -1,0 +1,269 @@
+//! The operator process: settings, the metrics endpoint, leader election,
+//! the controller, and shutdown on SIGTERM.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::controller::{self, Context};
+use crate::crd::EcommerceStack;
+use crate::leader::LeaseLock;
+use crate::metrics::{self, Health, Metrics};
+
+/// The operator's settings, from the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Watch stacks in this namespace only; all namespaces when unset.
+    pub watch_namespace: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// `None` when `LEADER_ELECTION=false` (a single replica).
+    pub leader_election: Option<LeaderElection>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_interval: Duration,
+}
+
+impl Settings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// Reads settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let metrics_addr = lookup("METRICS_ADDR")
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
+            .parse()
+            .context("METRICS_ADDR must be host:port, e.g. 0.0.0.0:8080")?;
+        let leader_election = match lookup("LEADER_ELECTION").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => bail!("LEADER_ELECTION must be true or false, not {other:?}"),
+        };
+        let seconds = |name: &str, default: u64| -> anyhow::Result<Duration> {
+            match lookup(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(raw) => raw
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs)
+                    .with_context(|| {
+                        format!("{name} must be a positive number of seconds, not {raw:?}")
+                    }),
+            }
+        };
+        let leader_election = if leader_election {
+            let lease_duration = seconds("LEASE_DURATION_SECONDS", 15)?;
+            let renew_interval = seconds("LEASE_RENEW_SECONDS", 5)?;
+            if renew_interval >= lease_duration {
+                bail!("LEASE_RENEW_SECONDS must be less than LEASE_DURATION_SECONDS");
+            }
+            Some(LeaderElection {
+                namespace: lookup("POD_NAMESPACE")
+                    .context("POD_NAMESPACE must be set (the Lease lives there) unless LEADER_ELECTION=false")?,
+                lease_name: lookup("LEASE_NAME").unwrap_or_else(|| "ecommerce-operator-leader".to_owned()),
+                identity: lookup("POD_NAME")
+                    .or_else(|| lookup("HOSTNAME"))
+                    .context("POD_NAME (or HOSTNAME) must be set: it names this replica in the Lease")?,
+                lease_duration,
+                renew_interval,
+            })
+        } else {
+            None
+        };
+        Ok(Settings {
+            watch_namespace: lookup("WATCH_NAMESPACE"),
+            metrics_addr,
+            leader_election,
+        })
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs until `stop` completes (then exits cleanly, giving the Lease up) or
+/// leadership is lost (an error: the process restarts as a follower).
+pub async fn run(
+    settings: Settings,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let health = Health::new(registry);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            stop.await;
+            info!("shutting down");
+            shutdown.cancel();
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("binding METRICS_ADDR {}", settings.metrics_addr))?;
+    let server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let app = metrics::router(health.clone());
+        async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    });
+
+    Api::<EcommerceStack>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .context(
+            "the EcommerceStack CRD is not served; install it: kubectl apply -f k8s/crd.yaml",
+        )?;
+    health.set_ready();
+
+    let ctx = Context::new(client.clone(), metrics.clone());
+    let namespace = settings.watch_namespace.clone();
+    let result = match settings.leader_election {
+        None => {
+            controller::run(ctx, namespace.as_deref(), stopped(shutdown.clone())).await;
+            Ok(())
+        }
+        Some(election) => {
+            let lock = Arc::new(LeaseLock::new(
+                Api::<Lease>::namespaced(client, &election.namespace),
+                &election.lease_name,
+                &election.identity,
+                election.lease_duration,
+            ));
+            lead(
+                lock,
+                &election,
+                ctx,
+                namespace.as_deref(),
+                &shutdown,
+                &metrics,
+            )
+            .await
+        }
+    };
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+fn stopped(token: CancellationToken) -> impl Future<Output = ()> + Send + Sync + 'static {
+    async move { token.cancelled().await }
+}
+
+/// Waits to become leader, runs the controller while renewing the Lease.
+async fn lead(
+    lock: Arc<LeaseLock>,
+    election: &LeaderElection,
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    shutdown: &CancellationToken,
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    info!(identity = lock.identity(), lease = %election.lease_name, "waiting to lead");
+    loop {
+        match lock.try_acquire_or_renew(Timestamp::now()).await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(error) => warn!(%error, "could not read or write the Lease"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(election.renew_interval) => {}
+        }
+    }
+    info!(identity = lock.identity(), "leading");
+    metrics.leader.set(1);
+
+    let controller_stop = shutdown.child_token();
+    let keeper = tokio::spawn(keep_leading(
+        lock.clone(),
+        election.renew_interval,
+        election
+            .lease_duration
+            .saturating_sub(election.renew_interval),
+        controller_stop.clone(),
+    ));
+    controller::run(ctx, namespace, stopped(controller_stop.clone())).await;
+    controller_stop.cancel();
+    metrics.leader.set(0);
+    let lost = keeper.await.unwrap_or(true);
+    if lost {
+        bail!("lost the leader Lease; restarting as a follower");
+    }
+    if let Err(error) = lock.release().await {
+        warn!(%error, "could not release the Lease; it expires by itself");
+    }
+    Ok(())
+}
+
+/// Renews the Lease every `renew_interval`. Returns true (and stops the
+/// controller) when another replica took it or no renewal succeeded within
+/// `renew_deadline`; false when stopped.
+pub async fn keep_leading(
+    lock: Arc<LeaseLock>,
+    renew_interval: Duration,
+    renew_deadline: Duration,
+    stop: CancellationToken,
+) -> bool {
+    let mut last_renewal = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(renew_interval) => {}
+        }
+        match lock.try_acquire_or_renew(Timestamp::now()).await {
+            Ok(true) => last_renewal = Instant::now(),
+            Ok(false) => {
+                warn!("another replica holds the Lease");
+                stop.cancel();
+                return true;
+            }
+            Err(error) => {
+                warn!(%error, "could not renew the Lease");
+                if last_renewal.elapsed() >= renew_deadline {
+                    stop.cancel();
+                    return true;
+                }
+            }
+        }
+    }
+}

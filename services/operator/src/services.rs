@@ -1,0 +1,148 @@
+//! The six services of the platform: their ports and which settings each reads
+//! (from the services' READMEs).
+
+/// One of the platform's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    Gateway,
+    Inventory,
+    Order,
+    User,
+    Producer,
+    Consumer,
+}
+
+/// A secret a service reads, and which reference of the spec supplies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSetting {
+    DbPassword,
+    JwtSecret,
+    AdminPassword,
+}
+
+impl SecretSetting {
+    pub fn env_name(self) -> &'static str {
+        match self {
+            SecretSetting::DbPassword => "DB_PASSWORD",
+            SecretSetting::JwtSecret => "JWT_SECRET",
+            SecretSetting::AdminPassword => "ADMIN_PASSWORD",
+        }
+    }
+}
+
+const DB: [&str; 4] = ["DB_HOST", "DB_PORT", "DB_USER", "DB_NAME"];
+const NATS: [&str; 3] = ["NATS_ADDR", "NATS_STREAM", "NATS_SUBJECT_PREFIX"];
+const COMMON: [&str; 2] = ["APP_ENV", "LOG_FORMAT"];
+
+impl Service {
+    /// In the order they are applied and reported.
+    pub const ALL: [Service; 6] = [
+        Service::Gateway,
+        Service::Inventory,
+        Service::Order,
+        Service::User,
+        Service::Producer,
+        Service::Consumer,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Gateway => "gateway",
+            Service::Inventory => "inventory",
+            Service::Order => "order",
+            Service::User => "user",
+            Service::Producer => "producer",
+            Service::Consumer => "consumer",
+        }
+    }
+
+    /// The port it listens on: gRPC (or HTTP for the gateway), with
+    /// `/healthz`, `/readyz` and `/metrics` on the same port.
+    pub fn port(self) -> i32 {
+        match self {
+            Service::Gateway => 8080,
+            Service::Inventory => 50051,
+            Service::Order => 50052,
+            Service::User => 50053,
+            Service::Producer => 50054,
+            Service::Consumer => 50055,
+        }
+    }
+
+    /// Name of the container and Service port.
+    pub fn port_name(self) -> &'static str {
+        match self {
+            Service::Gateway => "http",
+            _ => "grpc",
+        }
+    }
+
+    /// The variable holding this service's `host:port`: it listens on the
+    /// port, the others dial the host.
+    pub fn addr_env(self) -> &'static str {
+        match self {
+            Service::Gateway => "API_GATEWAY_ADDR",
+            Service::Inventory => "INVENTORY_ADDR",
+            Service::Order => "ORDER_ADDR",
+            Service::User => "USER_ADDR",
+            Service::Producer => "PRODUCER_ADDR",
+            Service::Consumer => "CONSUMER_ADDR",
+        }
+    }
+
+    /// Services it calls.
+    pub fn dials(self) -> &'static [Service] {
+        match self {
+            Service::Gateway => &[Service::Inventory, Service::Order, Service::User],
+            Service::Order => &[Service::Inventory, Service::Producer],
+            Service::Consumer => &[Service::Inventory, Service::Order],
+            Service::Inventory | Service::User | Service::Producer => &[],
+        }
+    }
+
+    /// Keys of the shared ConfigMap it reads, in the order they are set.
+    pub fn config_keys(self) -> Vec<&'static str> {
+        let mut keys: Vec<&'static str> = COMMON.to_vec();
+        keys.push(self.addr_env());
+        keys.extend(self.dials().iter().map(|s| s.addr_env()));
+        match self {
+            Service::Inventory | Service::Order | Service::User => keys.extend(DB),
+            Service::Producer | Service::Consumer => keys.extend(NATS),
+            Service::Gateway => {}
+        }
+        keys
+    }
+
+    /// Secrets it reads (each from a Secret key named in the spec).
+    pub fn secrets(self) -> &'static [SecretSetting] {
+        match self {
+            Service::Gateway => &[SecretSetting::JwtSecret],
+            Service::Inventory | Service::Order => &[SecretSetting::DbPassword],
+            Service::User => &[SecretSetting::DbPassword, SecretSetting::AdminPassword],
+            Service::Producer | Service::Consumer => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_reads_its_own_address_and_those_it_dials() {
+        assert_eq!(
+            Service::Gateway.config_keys(),
+            [
+                "APP_ENV",
+                "LOG_FORMAT",
+                "API_GATEWAY_ADDR",
+                "INVENTORY_ADDR",
+                "ORDER_ADDR",
+                "USER_ADDR"
+            ]
+        );
+        assert!(Service::Order.config_keys().contains(&"PRODUCER_ADDR"));
+        assert!(Service::Consumer.config_keys().contains(&"NATS_STREAM"));
+        assert!(!Service::Gateway.config_keys().contains(&"DB_HOST"));
+    }
+}

@@ -1,0 +1,218 @@
+//! The stack's status, computed from the Deployments the API server returned
+//! after the apply: per-service readiness, the `Ready`, `Progressing` and
+//! `Degraded` conditions and the version rolled out.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::crd::{EcommerceStack, EcommerceStackStatus, ServiceStatus};
+use crate::services::Service;
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Readiness of one service from its Deployment as the API server sees it.
+pub fn service_status(service: Service, deployment: &Deployment) -> ServiceStatus {
+    let desired = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let ready_replicas = status.ready_replicas.unwrap_or(0);
+    let updated_replicas = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    // The Deployment controller has seen the current template...
+    let observed = match (deployment.metadata.generation, status.observed_generation) {
+        (Some(generation), Some(observed)) => observed >= generation,
+        (None, _) => true,
+        (Some(_), None) => false,
+    };
+    // ...and every pod runs it, ready, with no old pod left.
+    let ready = observed
+        && updated_replicas >= desired
+        && ready_replicas >= desired
+        && available >= desired
+        && total <= updated_replicas;
+    ServiceStatus {
+        name: service.name().to_owned(),
+        desired_replicas: desired,
+        ready_replicas,
+        updated_replicas,
+        ready,
+    }
+}
+
+/// Why a Deployment cannot make progress, if it says so.
+fn deployment_failure(deployment: &Deployment) -> Option<String> {
+    let conditions = deployment.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find_map(|c| {
+        let failed = (c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+            || (c.type_ == "ReplicaFailure" && c.status == "True");
+        failed.then(|| {
+            format!(
+                "{}: {}",
+                deployment.name_any(),
+                c.message.clone().unwrap_or_else(|| c.type_.clone())
+            )
+        })
+    })
+}
+
+/// Sets a condition, keeping its transition time when its status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = if status { "True" } else { "False" }.to_owned();
+    let last_transition_time = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    let condition = Condition {
+        type_: type_.to_owned(),
+        status,
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// The status after a successful apply of `deployments` (in `Service::ALL` order).
+pub fn applied_status(
+    stack: &EcommerceStack,
+    deployments: &[(Service, Deployment)],
+    now: Timestamp,
+) -> EcommerceStackStatus {
+    let previous = stack.status.clone().unwrap_or_default();
+    let generation = stack.metadata.generation;
+    let services: Vec<ServiceStatus> = deployments
+        .iter()
+        .map(|(service, deployment)| service_status(*service, deployment))
+        .collect();
+    let not_ready: Vec<&str> = services
+        .iter()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    let failures: Vec<String> = deployments
+        .iter()
+        .filter_map(|(_, d)| deployment_failure(d))
+        .collect();
+    let all_ready = not_ready.is_empty();
+    let ready_count = services.len() - not_ready.len();
+
+    let mut conditions = previous.conditions.clone();
+    let version = &stack.spec.version;
+    if all_ready {
+        set_condition(
+            &mut conditions,
+            READY,
+            true,
+            "AllServicesReady",
+            format!("all {} services run version {version}", services.len()),
+            generation,
+            now,
+        );
+        set_condition(
+            &mut conditions,
+            PROGRESSING,
+            false,
+            "RolloutComplete",
+            format!("version {version} is rolled out"),
+            generation,
+            now,
+        );
+    } else {
+        set_condition(
+            &mut conditions,
+            READY,
+            false,
+            "ServicesNotReady",
+            format!("not ready: {}", not_ready.join(", ")),
+            generation,
+            now,
+        );
+        set_condition(
+            &mut conditions,
+            PROGRESSING,
+            true,
+            "RollingOut",
+            format!("rolling out version {version} to {}", not_ready.join(", ")),
+            generation,
+            now,
+        );
+    }
+    if failures.is_empty() {
+        set_condition(
+            &mut conditions,
+            DEGRADED,
+            false,
+            "Reconciled",
+            "every object is applied".to_owned(),
+            generation,
+            now,
+        );
+    } else {
+        set_condition(
+            &mut conditions,
+            DEGRADED,
+            true,
+            "DeploymentFailing",
+            failures.join("; "),
+            generation,
+            now,
+        );
+    }
+
+    EcommerceStackStatus {
+        observed_generation: generation,
+        conditions,
+        version: if all_ready {
+            Some(version.clone())
+        } else {
+            previous.version
+        },
+        ready_services: Some(format!("{ready_count}/{}", services.len())),
+        services,
+    }
+}
+
+/// The status after a failed apply: the last readiness seen, `Degraded`
+/// with the error. `observedGeneration` stays where it was, because this
+/// generation was not applied.
+pub fn failed_status(stack: &EcommerceStack, error: &str, now: Timestamp) -> EcommerceStackStatus {
+    let mut status = stack.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        DEGRADED,
+        true,
+        "ReconcileFailed",
+        error.to_owned(),
+        stack.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// The condition of a type, if set.
+pub fn condition<'a>(status: &'a EcommerceStackStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
