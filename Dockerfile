@@ -1,0 +1,126 @@
+# syntax=docker/dockerfile:1.7
+#
+# One Dockerfile for the six services. The builder compiles all six binaries
+# once; each service has a small final stage of its own:
+#
+#   docker build --target gateway -t ecommerce/gateway:dev .
+#
+# targets: gateway inventory order user producer consumer
+# (scripts/check-packaging.py checks this file: every target, its port,
+# its binary, the non-root user, the entrypoint.)
+#
+# Runtime: distroless cc (glibc, CA certificates, no shell, no package
+# manager) as uid 10001, plus one static busybox binary at
+# /usr/local/bin/busybox, used only by health checks
+# (`busybox wget -q -O /dev/null http://127.0.0.1:<port>/readyz`), since the
+# services have no probe mode of their own. About 25 MB + the binary.
+
+ARG RUST_VERSION=1.94
+ARG DEBIAN_RELEASE=bookworm
+
+# --- planner: the workspace's manifests with stub sources --------------------
+# Copies every Cargo.toml, the lock file and empty stand-ins for every target
+# (src/main.rs, src/lib.rs, src/bin/*.rs, build.rs) into /recipe. /recipe
+# changes only when a manifest or the set of targets changes, so the
+# dependency layer below stays cached across source edits. New workspace
+# members are picked up without editing this file.
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS planner
+WORKDIR /src
+COPY . .
+RUN set -eu; \
+    mkdir -p /recipe; \
+    cp Cargo.toml Cargo.lock /recipe/; \
+    find . -name Cargo.toml -not -path './Cargo.toml' -not -path './target/*' | while read -r manifest; do \
+      dir=$(dirname "$manifest"); \
+      mkdir -p "/recipe/$dir"; \
+      cp "$manifest" "/recipe/$dir/"; \
+      for stub in src/main.rs build.rs; do \
+        if [ -f "$dir/$stub" ]; then mkdir -p "/recipe/$dir/$(dirname "$stub")"; echo 'fn main() {}' > "/recipe/$dir/$stub"; fi; \
+      done; \
+      if [ -f "$dir/src/lib.rs" ]; then mkdir -p "/recipe/$dir/src"; : > "/recipe/$dir/src/lib.rs"; fi; \
+      if [ -d "$dir/src/bin" ]; then \
+        find "$dir/src/bin" -name '*.rs' | while read -r bin; do \
+          mkdir -p "/recipe/$(dirname "$bin")"; echo 'fn main() {}' > "/recipe/$bin"; \
+        done; \
+      fi; \
+    done
+
+# --- builder: dependencies first, then the sources ---------------------------
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+WORKDIR /src
+ENV CARGO_TERM_COLOR=never \
+    CARGO_INCREMENTAL=0
+# The six services; -p keeps the build (and its feature resolution) the same
+# in both steps below and leaves other workspace members (tests, tools) out.
+ARG PACKAGES="-p gateway -p inventory -p order -p user -p producer -p consumer"
+COPY --from=planner /recipe/ ./
+# Dependency layer: every third-party crate, compiled against the stubs.
+RUN cargo build --release --locked ${PACKAGES}
+# The real sources. COPY keeps the files' own modification times, which can be
+# older than the stubs', so touch them for cargo to rebuild the workspace
+# crates (only those: the dependencies stay cached).
+COPY proto ./proto
+COPY crates ./crates
+COPY services ./services
+COPY e2e ./e2e
+RUN set -eu; \
+    find crates services e2e proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
+    cargo build --release --locked ${PACKAGES}; \
+    mkdir -p /out; \
+    for s in gateway inventory order user producer consumer; do \
+      cp "target/release/$s" "/out/$s"; \
+    done
+
+# --- runtime base --------------------------------------------------------------
+# A static busybox for the health-check probe only (the musl build is static).
+FROM busybox:1.37.0-musl AS busybox
+
+FROM gcr.io/distroless/cc-debian12 AS runtime
+COPY --from=busybox /bin/busybox /usr/local/bin/busybox
+ENV APP_ENV=production \
+    LOG_FORMAT=json
+WORKDIR /app
+USER 10001:10001
+
+# --- one final stage per service ---------------------------------------------
+FROM runtime AS gateway
+COPY --from=builder /out/gateway /usr/local/bin/gateway
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["/usr/local/bin/gateway"]
+
+FROM runtime AS inventory
+COPY --from=builder /out/inventory /usr/local/bin/inventory
+EXPOSE 50051
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50051/healthz"]
+ENTRYPOINT ["/usr/local/bin/inventory"]
+
+FROM runtime AS order
+COPY --from=builder /out/order /usr/local/bin/order
+EXPOSE 50052
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50052/healthz"]
+ENTRYPOINT ["/usr/local/bin/order"]
+
+FROM runtime AS user
+COPY --from=builder /out/user /usr/local/bin/user
+EXPOSE 50053
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50053/healthz"]
+ENTRYPOINT ["/usr/local/bin/user"]
+
+FROM runtime AS producer
+COPY --from=builder /out/producer /usr/local/bin/producer
+EXPOSE 50054
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50054/healthz"]
+ENTRYPOINT ["/usr/local/bin/producer"]
+
+FROM runtime AS consumer
+COPY --from=builder /out/consumer /usr/local/bin/consumer
+EXPOSE 50055
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
+ENTRYPOINT ["/usr/local/bin/consumer"]

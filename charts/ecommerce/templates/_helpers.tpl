@@ -1,0 +1,249 @@
+{{/* The six services, in start-up order. */}}
+{{- define "ecommerce.serviceNames" -}}
+inventory order user producer consumer gateway
+{{- end }}
+
+{{/* Services with a database of their own. */}}
+{{- define "ecommerce.dbServices" -}}
+inventory order user
+{{- end }}
+
+{{/*
+Who calls whom (gRPC): the NetworkPolicy of each internal service admits
+only these callers.
+*/}}
+{{- define "ecommerce.callers" -}}
+inventory: [gateway, order, consumer]
+order: [gateway, consumer]
+user: [gateway]
+producer: [order]
+consumer: []
+{{- end }}
+
+{{- define "ecommerce.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ecommerce.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "ecommerce.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels; call with (dict "root" $ "component" "gateway"). */}}
+{{- define "ecommerce.labels" -}}
+helm.sh/chart: {{ include "ecommerce.chart" .root }}
+{{ include "ecommerce.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: ecommerce
+{{- end }}
+
+{{- define "ecommerce.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ecommerce.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* A component's object name: <fullname>-<component>, at most 63 characters. */}}
+{{- define "ecommerce.componentName" -}}
+{{- printf "%s-%s" (include "ecommerce.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ecommerce.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ecommerce.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The image of a service: (dict "root" $ "component" "gateway"). */}}
+{{- define "ecommerce.image" -}}
+{{- $img := .root.Values.image }}
+{{- $tag := default .root.Chart.AppVersion $img.tag }}
+{{- if $img.registry }}
+{{- printf "%s/%s/%s:%s" $img.registry $img.repository .component $tag }}
+{{- else }}
+{{- printf "%s/%s:%s" $img.repository .component $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret the services read DB_PASSWORD, JWT_SECRET and ADMIN_PASSWORD from. */}}
+{{- define "ecommerce.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- printf "%s-secrets" (include "ecommerce.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuses settings that cannot work. Included by every service's Deployment, so
+a bad combination fails the render.
+*/}}
+{{- define "ecommerce.validate" -}}
+{{- $v := .Values }}
+{{- if eq $v.appEnv "production" }}
+{{- if not $v.secrets.existingSecret }}
+{{- fail "appEnv is production: set secrets.existingSecret to a Secret holding DB_PASSWORD and JWT_SECRET (and ADMIN_PASSWORD with admin.username); production secrets never come from values" }}
+{{- end }}
+{{- if $v.secrets.create }}
+{{- fail "secrets.create is for development only: with appEnv production use secrets.existingSecret" }}
+{{- end }}
+{{- else }}
+{{- if and (not $v.secrets.existingSecret) (not $v.secrets.create) }}
+{{- fail "set secrets.existingSecret, or secrets.create with secrets.values (development)" }}
+{{- end }}
+{{- if and $v.secrets.create (not $v.secrets.existingSecret) }}
+{{- if lt (len $v.secrets.values.jwtSecret) 32 }}
+{{- fail "secrets.values.jwtSecret must be at least 32 bytes" }}
+{{- end }}
+{{- if and $v.postgresql.enabled (not $v.secrets.values.dbPassword) }}
+{{- fail "postgresql.enabled needs secrets.values.dbPassword (the in-cluster PostgreSQL's password)" }}
+{{- end }}
+{{- if and $v.admin.username (not $v.secrets.values.adminPassword) }}
+{{- fail "admin.username needs secrets.values.adminPassword" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (not $v.postgresql.enabled) (not $v.externalDatabase.host) }}
+{{- fail "set externalDatabase.host, or postgresql.enabled=true (development)" }}
+{{- end }}
+{{- if and (not $v.nats.enabled) (not $v.externalNats.url) }}
+{{- fail "set externalNats.url (nats://host:4222), or nats.enabled=true (development)" }}
+{{- end }}
+{{- if or (and $v.admin.username (not $v.admin.email)) (and $v.admin.email (not $v.admin.username)) }}
+{{- fail "admin.username and admin.email go together (with the secret's ADMIN_PASSWORD)" }}
+{{- end }}
+{{- end }}
+
+{{/* Where a service is dialled in the cluster: <host>:<port>. */}}
+{{- define "ecommerce.dialAddr" -}}
+{{- printf "%s:%v" (include "ecommerce.componentName" (dict "root" .root "component" .component)) (index .root.Values.services .component).port }}
+{{- end }}
+
+{{/*
+The non-secret environment of one service, as a YAML map (names as in the
+services' READMEs). (dict "root" $ "component" "order")
+*/}}
+{{- define "ecommerce.config" -}}
+{{- $root := .root }}
+{{- $v := $root.Values }}
+{{- $name := .component }}
+{{- $svc := index $v.services $name }}
+{{- $env := dict "APP_ENV" $v.appEnv "LOG_FORMAT" $v.logging.format }}
+{{- if $v.logging.level }}
+{{- $_ := set $env "RUST_LOG" $v.logging.level }}
+{{- end }}
+{{- if $v.tracing.otlpEndpoint }}
+{{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $v.tracing.otlpEndpoint }}
+{{- $_ := set $env "OTEL_SERVICE_NAME" $name }}
+{{- end }}
+{{- $listen := printf ":%v" $svc.port }}
+{{- if eq $name "gateway" }}
+{{- $_ := set $env "API_GATEWAY_ADDR" $listen }}
+{{- else }}
+{{- $_ := set $env (printf "%s_ADDR" (upper $name)) $listen }}
+{{- end }}
+{{- $calls := dict "gateway" (list "inventory" "order" "user") "order" (list "inventory" "producer") "consumer" (list "inventory" "order") }}
+{{- range (get $calls $name | default (list)) }}
+{{- $_ := set $env (printf "%s_ADDR" (upper .)) (include "ecommerce.dialAddr" (dict "root" $root "component" .)) }}
+{{- end }}
+{{- if has $name (list "gateway" "order" "consumer") }}
+{{- $_ := set $env "GRPC_CONNECT_TIMEOUT_MS" (toString $v.grpc.connectTimeoutMs) }}
+{{- $_ := set $env "GRPC_REQUEST_TIMEOUT_MS" (toString $v.grpc.requestTimeoutMs) }}
+{{- end }}
+{{- if has $name (splitList " " (include "ecommerce.dbServices" $root)) }}
+{{- if $v.postgresql.enabled }}
+{{- $_ := set $env "DB_HOST" (include "ecommerce.componentName" (dict "root" $root "component" "postgresql")) }}
+{{- $_ := set $env "DB_PORT" "5432" }}
+{{- $_ := set $env "DB_USER" "postgres" }}
+{{- else }}
+{{- $_ := set $env "DB_HOST" $v.externalDatabase.host }}
+{{- $_ := set $env "DB_PORT" (toString $v.externalDatabase.port) }}
+{{- $_ := set $env "DB_USER" $v.externalDatabase.user }}
+{{- end }}
+{{- $_ := set $env "DB_NAME" $v.externalDatabase.database }}
+{{- $_ := set $env "DB_MAX_CONNECTIONS" (toString $v.externalDatabase.maxConnections) }}
+{{- end }}
+{{- if has $name (list "producer" "consumer") }}
+{{- if $v.nats.enabled }}
+{{- $_ := set $env "NATS_ADDR" (printf "nats://%s:4222" (include "ecommerce.componentName" (dict "root" $root "component" "nats"))) }}
+{{- else }}
+{{- $_ := set $env "NATS_ADDR" $v.externalNats.url }}
+{{- end }}
+{{- $_ := set $env "NATS_STREAM" $v.events.stream }}
+{{- $_ := set $env "NATS_SUBJECT_PREFIX" $v.events.subjectPrefix }}
+{{- if $v.events.deadLetterStream }}
+{{- $_ := set $env "NATS_DLQ_STREAM" $v.events.deadLetterStream }}
+{{- end }}
+{{- end }}
+{{- if and (eq $name "user") $v.admin.username }}
+{{- $_ := set $env "ADMIN_USERNAME" $v.admin.username }}
+{{- $_ := set $env "ADMIN_EMAIL" $v.admin.email }}
+{{- end }}
+{{- range $k, $val := $svc.env }}
+{{- $_ := set $env $k (toString $val) }}
+{{- end }}
+{{- toYaml $env }}
+{{- end }}
+
+{{/* The secret environment of one service (secretKeyRef entries). */}}
+{{- define "ecommerce.secretEnv" -}}
+{{- $v := .root.Values }}
+{{- $secret := include "ecommerce.secretName" .root }}
+{{- if has .component (splitList " " (include "ecommerce.dbServices" .root)) }}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.dbPassword }}
+{{- end }}
+{{- if eq .component "gateway" }}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.jwtSecret }}
+{{- end }}
+{{- if and (eq .component "user") $v.admin.username }}
+- name: ADMIN_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.adminPassword }}
+{{- end }}
+{{- end }}
+
+{{/* Pod and container security settings, probes and the /tmp volume. */}}
+{{- define "ecommerce.podSecurityContext" -}}
+{{- toYaml (default .root.Values.podSecurityContext .svc.podSecurityContext) }}
+{{- end }}
+
+{{- define "ecommerce.containerSecurityContext" -}}
+{{- toYaml (default .root.Values.securityContext .svc.securityContext) }}
+{{- end }}
+
+{{/*
+A service's autoscaling settings: the global ones with the service's own on
+top (key by key, so that `enabled: false` overrides a global true).
+*/}}
+{{- define "ecommerce.autoscaling" -}}
+{{- $auto := deepCopy .root.Values.autoscaling }}
+{{- range $k, $val := (.svc.autoscaling | default dict) }}
+{{- $_ := set $auto $k $val }}
+{{- end }}
+{{- toYaml $auto }}
+{{- end }}

@@ -1,0 +1,896 @@
+#!/usr/bin/env python3
+"""Offline checks of the packaging: Helm charts, k8s/ manifests,
+docker-compose.yml, the Dockerfile and the Tiltfile.
+
+Run through scripts/check-packaging.sh (it creates the .venv with the pinned
+tools). Nothing here needs Docker or a cluster: charts are rendered and linted
+with Helm as a library (helm-python-sdk), every rendered object is validated
+against the Kubernetes 1.37 OpenAPI schemas in strict mode (the library behind
+`kubernetes-validate --strict`; unlike the CLI, an unknown kind is an error
+here), custom resources against their CRD's openAPIV3Schema, and the rest is
+parsed and checked with assertions.
+
+Prints one line per check and closes with `packaging: N passed, N failed`;
+exits 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import glob
+import os
+import re
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import helm_python as helm
+import jsonschema
+import yaml
+from kubernetes_validate import utils as kv
+
+ROOT = Path(__file__).resolve().parent.parent
+KUBE_VERSION = "1.37.0"
+
+# The settled conventions (README.md, the services' READMEs).
+PORTS = {
+    "gateway": 8080,
+    "inventory": 50051,
+    "order": 50052,
+    "user": 50053,
+    "producer": 50054,
+    "consumer": 50055,
+}
+SERVICES = list(PORTS)
+LISTEN_VAR = {s: ("API_GATEWAY_ADDR" if s == "gateway" else f"{s.upper()}_ADDR") for s in SERVICES}
+DB_SERVICES = {"inventory", "order", "user"}
+NATS_SERVICES = {"producer", "consumer"}
+# gRPC calls: who dials whom.
+CALLS = {
+    "gateway": {"inventory", "order", "user"},
+    "order": {"inventory", "producer"},
+    "consumer": {"inventory", "order"},
+}
+CALLERS = {s: {c for c, callees in CALLS.items() if s in callees} for s in SERVICES}
+SECRET_VARS = {"DB_PASSWORD", "JWT_SECRET", "ADMIN_PASSWORD"}
+UID = 10001
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet"}
+
+
+# --------------------------------------------------------------------------
+# a tiny runner
+
+class Runner:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: list[tuple[str, str]] = []
+
+    def check(self, name: str, fn, *args, **kwargs):
+        try:
+            result = fn(*args, **kwargs)
+        except AssertionError as e:
+            self.failed.append((name, str(e) or "assertion failed"))
+            print(f"FAIL {name}: {e}")
+            return None
+        except Exception as e:  # noqa: BLE001 - a crash of a check is a failure
+            detail = f"{type(e).__name__}: {e}"
+            self.failed.append((name, detail))
+            print(f"FAIL {name}: {detail}")
+            if os.environ.get("PACKAGING_DEBUG"):
+                traceback.print_exc()
+            return None
+        self.passed += 1
+        print(f"ok   {name}")
+        return result
+
+
+def fail(msg: str) -> None:
+    raise AssertionError(msg)
+
+
+# --------------------------------------------------------------------------
+# what the services read
+
+def known_env_names() -> set[str]:
+    """Every variable name the services can read: quoted literals in their
+    configuration code, and the names their READMEs document."""
+    names: set[str] = set()
+    sources = glob.glob(str(ROOT / "crates/platform/src/**/*.rs"), recursive=True)
+    for s in SERVICES:
+        sources += glob.glob(str(ROOT / f"services/{s}/src/**/*.rs"), recursive=True)
+    for path in sources:
+        text = Path(path).read_text()
+        names |= set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', text))
+        # `format!("{}_DB_NAME", service)`: the per-service database names
+        if re.search(r'format!\("\{\}_DB_NAME"', text):
+            names |= {f"{s.upper()}_DB_NAME" for s in DB_SERVICES}
+    readmes = [ROOT / "README.md"] + [Path(p) for p in glob.glob(str(ROOT / "services/*/README.md"))]
+    for path in readmes:
+        names |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", path.read_text()))
+    return names
+
+
+def env_name_known(name: str, known: set[str]) -> bool:
+    # OTEL_* are the OpenTelemetry SDK's own (README: "other `OTEL_*`").
+    return name in known or name.startswith("OTEL_")
+
+
+# --------------------------------------------------------------------------
+# Kubernetes objects
+
+def load_docs(text: str, origin: str) -> list[dict]:
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d]
+    except yaml.YAMLError as e:
+        fail(f"{origin}: not YAML: {e}")
+    for d in docs:
+        if not isinstance(d, dict) or not {"apiVersion", "kind", "metadata"} <= d.keys():
+            fail(f"{origin}: a document without apiVersion/kind/metadata: {str(d)[:120]}")
+        if not d["metadata"].get("name"):
+            fail(f"{origin}: a {d['kind']} without metadata.name")
+    return docs
+
+
+class CrdIndex:
+    """Custom resource schemas, from the CRDs found in k8s/ and charts' crds/."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[tuple[str, str, str], dict] = {}
+
+    def add(self, crd: dict) -> None:
+        spec = crd["spec"]
+        for version in spec.get("versions", []):
+            schema = (version.get("schema") or {}).get("openAPIV3Schema")
+            if not schema:
+                fail(f"CRD {crd['metadata']['name']} version {version.get('name')} has no openAPIV3Schema")
+            key = (spec["group"], version["name"], spec["names"]["kind"])
+            self.schemas[key] = schema
+
+    def lookup(self, doc: dict):
+        api = doc["apiVersion"]
+        if "/" not in api:
+            return None
+        group, version = api.split("/", 1)
+        return self.schemas.get((group, version, doc["kind"]))
+
+
+def validate_object(doc: dict, origin: str, crds: CrdIndex) -> None:
+    schema = crds.lookup(doc)
+    if schema is not None:
+        # Kubernetes itself fills in apiVersion/kind/metadata.
+        validator = jsonschema.Draft7Validator(schema)
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+        if errors:
+            e = errors[0]
+            fail(f"{origin}: {doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}")
+        return
+    try:
+        kv.validate(doc, KUBE_VERSION, strict=True)
+    except kv.ValidationError as e:
+        path = ".".join(str(p) for p in e.path)
+        fail(f"{origin}: {doc['kind']}/{doc['metadata']['name']} is invalid for Kubernetes {KUBE_VERSION} (strict): {path}: {e.message}")
+    except kv.SchemaNotFoundError:
+        fail(f"{origin}: no schema for {doc['apiVersion']} {doc['kind']} (neither Kubernetes {KUBE_VERSION} nor a known CRD)")
+
+
+def pod_spec(doc: dict) -> dict:
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return doc["spec"]["template"]["spec"]
+
+
+def pod_labels(doc: dict) -> dict:
+    return doc["spec"]["template"]["metadata"].get("labels") or {}
+
+
+def selector_matches(selector: dict, labels: dict) -> bool:
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        val = labels.get(expr["key"])
+        op = expr["operator"]
+        if op == "In" and val not in expr["values"]:
+            return False
+        if op == "NotIn" and val in expr["values"]:
+            return False
+        if op == "Exists" and expr["key"] not in labels:
+            return False
+        if op == "DoesNotExist" and expr["key"] in labels:
+            return False
+    return True
+
+
+def check_workload_invariants(docs: list[dict], origin: str) -> None:
+    """Every container: resources, a hardened securityContext; long-running
+    ones: liveness and readiness probes; selectors that match."""
+    seen = set()
+    workloads = [d for d in docs if d["kind"] in WORKLOAD_KINDS]
+    for d in docs:
+        key = (d["kind"], d["metadata"]["name"])
+        if key in seen:
+            fail(f"{origin}: two objects {key}")
+        seen.add(key)
+    for d in workloads:
+        name = f"{d['kind']}/{d['metadata']['name']}"
+        spec = pod_spec(d)
+        psc = spec.get("securityContext") or {}
+        if d["kind"] != "Job":
+            sel = d["spec"].get("selector") or {}
+            if not sel.get("matchLabels") or not selector_matches(sel, pod_labels(d)):
+                fail(f"{origin}: {name}: selector {sel} does not match its pod labels {pod_labels(d)}")
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            cname = f"{name} container {c['name']}"
+            res = c.get("resources") or {}
+            if not res.get("requests") or not res.get("limits"):
+                fail(f"{origin}: {cname}: resources need requests and limits")
+            if "memory" not in res["limits"]:
+                fail(f"{origin}: {cname}: no memory limit")
+            sc = c.get("securityContext")
+            if not sc:
+                fail(f"{origin}: {cname}: no securityContext")
+            if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+                fail(f"{origin}: {cname}: runAsNonRoot is not set")
+            if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+                fail(f"{origin}: {cname}: runs as uid 0")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                fail(f"{origin}: {cname}: readOnlyRootFilesystem is not true")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                fail(f"{origin}: {cname}: allowPrivilegeEscalation is not false")
+            if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+                fail(f"{origin}: {cname}: capabilities do not drop ALL")
+            seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+            if seccomp not in ("RuntimeDefault", "Localhost"):
+                fail(f"{origin}: {cname}: seccompProfile is {seccomp!r}, not RuntimeDefault")
+            if d["kind"] in LONG_RUNNING and c in spec["containers"]:
+                for probe in ("livenessProbe", "readinessProbe"):
+                    if not c.get(probe):
+                        fail(f"{origin}: {cname}: no {probe}")
+    # Services, PDBs, HPAs and NetworkPolicies point at something real.
+    pods = [pod_labels(d) for d in workloads if d["kind"] != "Job"]
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    for d in docs:
+        name = f"{d['kind']}/{d['metadata']['name']}"
+        if d["kind"] == "Service" and d["spec"].get("selector"):
+            if not any(selector_matches({"matchLabels": d["spec"]["selector"]}, p) for p in pods):
+                fail(f"{origin}: {name} selects no pod of the chart")
+        if d["kind"] in ("PodDisruptionBudget", "NetworkPolicy"):
+            sel = d["spec"].get("selector") or d["spec"].get("podSelector") or {}
+            if not any(selector_matches(sel, p) for p in pods):
+                fail(f"{origin}: {name} selects no pod of the chart")
+        if d["kind"] == "HorizontalPodAutoscaler":
+            target = d["spec"]["scaleTargetRef"]
+            if target["kind"] != "Deployment" or target["name"] not in deployments:
+                fail(f"{origin}: {name} scales {target}, which the chart does not render")
+
+
+def render(chart: helm.Chart, values: dict | None, **kw) -> dict[str, str]:
+    opts = {"name": "ci", "namespace": "ci", "is_install": True}
+    opts.update(kw)
+    return chart.render(copy.deepcopy(values) if values is not None else None, **opts)
+
+
+def rendered_docs(manifests: dict[str, str]) -> list[dict]:
+    docs = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt") or not text.strip():
+            continue
+        docs += load_docs(text, path)
+    return docs
+
+
+# --------------------------------------------------------------------------
+# the stack chart's own conventions
+
+def container_env(c: dict, configmaps: dict[str, dict]) -> tuple[dict, dict]:
+    """(plain values, valueFrom sources) of a container: its env and envFrom."""
+    plain: dict[str, str] = {}
+    refs: dict[str, dict] = {}
+    for src in c.get("envFrom") or []:
+        cm = (src.get("configMapRef") or {}).get("name")
+        if cm is None:
+            fail(f"container {c['name']}: envFrom other than a ConfigMap: {src}")
+        if cm not in configmaps:
+            fail(f"container {c['name']}: envFrom ConfigMap {cm} is not rendered")
+        plain.update(configmaps[cm].get("data") or {})
+    for e in c.get("env") or []:
+        if "valueFrom" in e:
+            refs[e["name"]] = e["valueFrom"]
+            plain.pop(e["name"], None)
+        else:
+            plain[e["name"]] = e.get("value", "")
+    return plain, refs
+
+
+def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: str) -> None:
+    merged = values
+    by_kind: dict[str, dict[str, dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    configmaps = by_kind.get("ConfigMap", {})
+    services = by_kind.get("Service", {})
+    deployments = {d["metadata"]["labels"]["app.kubernetes.io/component"]: d
+                   for d in by_kind.get("Deployment", {}).values()}
+    if set(deployments) != set(SERVICES):
+        fail(f"{origin}: Deployments for {sorted(deployments)}, expected {SERVICES}")
+    secret_name = merged["secrets"]["existingSecret"] or None
+    service_ports = {}
+    for name, svc in services.items():
+        service_ports[name] = {p["port"] for p in svc["spec"]["ports"]}
+    for s, d in deployments.items():
+        where = f"{origin}: Deployment/{d['metadata']['name']}"
+        spec = pod_spec(d)
+        if len(spec["containers"]) != 1:
+            fail(f"{where}: expected one container")
+        c = spec["containers"][0]
+        if not re.fullmatch(rf"(.+/)?ecommerce/{s}:[^:/]+", c["image"]):
+            fail(f"{where}: image {c['image']} is not <registry/>ecommerce/{s}:<tag>")
+        if c.get("command"):
+            fail(f"{where}: overrides the image's ENTRYPOINT")
+        ports = [p["containerPort"] for p in c["ports"]]
+        if ports != [PORTS[s]]:
+            fail(f"{where}: container ports {ports}, expected [{PORTS[s]}]")
+        for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+            get = (c.get(probe) or {}).get("httpGet") or {}
+            if get.get("path") != path or get.get("port") not in (PORTS[s], "http", "grpc"):
+                fail(f"{where}: {probe} is not GET {path} on port {PORTS[s]}: {get}")
+        psc = spec.get("securityContext") or {}
+        if c["securityContext"].get("runAsUser", psc.get("runAsUser")) != UID:
+            fail(f"{where}: does not run as uid {UID}")
+        if spec.get("automountServiceAccountToken") is not False:
+            fail(f"{where}: mounts a service account token it does not need")
+        plain, refs = container_env(c, configmaps)
+        for name in list(plain) + list(refs):
+            if not env_name_known(name, known):
+                fail(f"{where}: sets {name}, which no service reads (not in their sources or READMEs)")
+        for name in SECRET_VARS & set(plain):
+            fail(f"{where}: {name} is a plain value (ConfigMap or env value); it must come from a Secret")
+        if plain.get("APP_ENV") != merged["appEnv"]:
+            fail(f"{where}: APP_ENV={plain.get('APP_ENV')!r}, values say {merged['appEnv']!r}")
+        if plain.get(LISTEN_VAR[s]) != f":{PORTS[s]}":
+            fail(f"{where}: {LISTEN_VAR[s]}={plain.get(LISTEN_VAR[s])!r}, expected ':{PORTS[s]}'")
+        for callee in CALLS.get(s, ()):
+            addr = plain.get(LISTEN_VAR[callee], "")
+            host, _, port = addr.rpartition(":")
+            if host not in services or int(port or 0) not in service_ports[host] or int(port) != PORTS[callee]:
+                fail(f"{where}: {LISTEN_VAR[callee]}={addr!r} is not a rendered Service on port {PORTS[callee]}")
+            comp = services[host]["spec"]["selector"].get("app.kubernetes.io/component")
+            if comp != callee:
+                fail(f"{where}: {LISTEN_VAR[callee]} points at the Service of {comp}")
+        needs = set()
+        if s in DB_SERVICES:
+            needs |= {"DB_PASSWORD"}
+            for v in ("DB_HOST", "DB_PORT", "DB_USER", "DB_NAME"):
+                if not plain.get(v):
+                    fail(f"{where}: {v} is not set")
+        if s == "gateway":
+            needs |= {"JWT_SECRET"}
+        if s == "user" and merged["admin"]["username"]:
+            needs |= {"ADMIN_PASSWORD"}
+            if not plain.get("ADMIN_USERNAME") or not plain.get("ADMIN_EMAIL"):
+                fail(f"{where}: admin.username is set but ADMIN_USERNAME/ADMIN_EMAIL are not")
+        if s in NATS_SERVICES and not plain.get("NATS_ADDR", "").startswith("nats://"):
+            fail(f"{where}: NATS_ADDR={plain.get('NATS_ADDR')!r}")
+        for v in needs:
+            ref = (refs.get(v) or {}).get("secretKeyRef")
+            if not ref:
+                fail(f"{where}: {v} does not come from a Secret")
+            if secret_name and ref["name"] != secret_name:
+                fail(f"{where}: {v} comes from Secret {ref['name']}, not secrets.existingSecret {secret_name}")
+            if ref.get("optional"):
+                fail(f"{where}: {v} is optional")
+        for v, src in refs.items():
+            if v not in needs or "secretKeyRef" not in src:
+                fail(f"{where}: {v} comes from {src}, but the service reads no such secret")
+    # production: nothing secret in the release itself
+    if merged["appEnv"] == "production":
+        if by_kind.get("Secret"):
+            fail(f"{origin}: production renders a Secret: {sorted(by_kind['Secret'])}")
+    # NetworkPolicies admit exactly the callers (plus the metrics scrapers).
+    if merged["networkPolicy"]["enabled"]:
+        policies = {d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component"): d
+                    for d in by_kind.get("NetworkPolicy", {}).values()}
+        for s in SERVICES:
+            pol = policies.get(s)
+            if pol is None:
+                fail(f"{origin}: no NetworkPolicy for {s}")
+            if pol["spec"].get("policyTypes") != ["Ingress"]:
+                fail(f"{origin}: NetworkPolicy {s}: policyTypes {pol['spec'].get('policyTypes')}")
+            admitted = set()
+            for rule in pol["spec"].get("ingress") or []:
+                ports = {p["port"] for p in rule.get("ports") or []}
+                if ports != {PORTS[s]}:
+                    fail(f"{origin}: NetworkPolicy {s}: a rule for ports {ports}, expected {{{PORTS[s]}}}")
+                for peer in rule.get("from") or []:
+                    comp = ((peer.get("podSelector") or {}).get("matchLabels") or {}).get("app.kubernetes.io/component")
+                    if comp and "namespaceSelector" not in peer:
+                        admitted.add(comp)
+                if s != "gateway" and not rule.get("from"):
+                    fail(f"{origin}: NetworkPolicy {s} admits everyone")
+            if s != "gateway" and admitted != CALLERS[s]:
+                fail(f"{origin}: NetworkPolicy {s} admits {sorted(admitted)}, its callers are {sorted(CALLERS[s])}")
+            if merged["networkPolicy"]["metricsFrom"]:
+                if not any(r.get("from") == merged["networkPolicy"]["metricsFrom"] for r in pol["spec"]["ingress"]):
+                    fail(f"{origin}: NetworkPolicy {s} does not admit the metrics scrapers")
+    hpas = by_kind.get("HorizontalPodAutoscaler", {})
+    for s, d in deployments.items():
+        auto = dict(merged["autoscaling"])
+        auto.update(merged["services"][s].get("autoscaling") or {})
+        has_hpa = d["metadata"]["name"] in hpas
+        if bool(auto.get("enabled")) != has_hpa:
+            fail(f"{origin}: {s}: autoscaling.enabled={auto.get('enabled')} but HPA rendered={has_hpa}")
+        if has_hpa and "replicas" in d["spec"]:
+            fail(f"{origin}: {s}: both an HPA and a fixed replicas count")
+    if merged["podDisruptionBudget"]["enabled"] and len(by_kind.get("PodDisruptionBudget", {})) != len(SERVICES):
+        fail(f"{origin}: podDisruptionBudget.enabled but {len(by_kind.get('PodDisruptionBudget', {}))} PDBs")
+    for dep, kind in (("postgresql", "StatefulSet"), ("nats", "StatefulSet")):
+        rendered = any(dep == d["metadata"]["labels"].get("app.kubernetes.io/component")
+                       for d in by_kind.get(kind, {}).values())
+        if rendered != bool(merged[dep]["enabled"]):
+            fail(f"{origin}: {dep}.enabled={merged[dep]['enabled']} but its StatefulSet rendered={rendered}")
+    for job in by_kind.get("Job", {}).values():
+        c = pod_spec(job)["containers"][0]
+        if c.get("args") != ["migrate"] or c.get("command"):
+            fail(f"{origin}: Job {job['metadata']['name']} does not run `<service> migrate`")
+        hooks = (job["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
+        if set(hooks.split(",")) != {"pre-install", "pre-upgrade"}:
+            fail(f"{origin}: Job {job['metadata']['name']}: hook {hooks!r}")
+        plain, refs = container_env(c, configmaps)
+        if "DB_PASSWORD" not in refs or not plain.get("DB_HOST"):
+            fail(f"{origin}: Job {job['metadata']['name']} lacks the database settings")
+        for name in list(plain) + list(refs):
+            if not env_name_known(name, known):
+                fail(f"{origin}: Job {job['metadata']['name']} sets {name}, which no service reads")
+
+
+def must_fail_render(chart: helm.Chart, values: dict | None, needle: str) -> None:
+    try:
+        render(chart, values)
+    except (helm.HelmRenderError, helm.HelmValuesError) as e:
+        if needle not in str(e):
+            fail(f"rendering failed, but not with {needle!r}: {e}")
+        return
+    fail(f"rendering succeeded; expected a failure mentioning {needle!r}")
+
+
+# --------------------------------------------------------------------------
+# docker-compose.yml
+
+def check_compose(known: set[str]) -> None:
+    path = ROOT / "docker-compose.yml"
+    doc = yaml.safe_load(path.read_text())
+    svcs = doc.get("services") or {}
+    for s in SERVICES + ["postgres", "nats"]:
+        if s not in svcs:
+            fail(f"docker-compose.yml: no service {s}")
+    pg, nats = svcs["postgres"], svcs["nats"]
+    if not str(pg.get("image", "")).startswith("postgres:15"):
+        fail(f"postgres image {pg.get('image')}, expected postgres:15")
+    if not str(nats.get("image", "")).startswith("nats:2.9"):
+        fail(f"nats image {nats.get('image')}, expected nats:2.9")
+    ncmd = nats.get("command")
+    ncmd = shlex.split(ncmd) if isinstance(ncmd, str) else (ncmd or [])
+    if "-js" not in ncmd and "--jetstream" not in ncmd:
+        fail("nats runs without -js")
+    if not nats.get("volumes"):
+        fail("nats has no volume for its JetStream store")
+    for s in ("postgres", "nats"):
+        if not (svcs[s].get("healthcheck") or {}).get("test"):
+            fail(f"{s} has no healthcheck")
+    volumes = set((doc.get("volumes") or {}).keys())
+    for s, svc in svcs.items():
+        for v in svc.get("volumes") or []:
+            src = v.split(":", 1)[0] if isinstance(v, str) else v.get("source")
+            if src and not src.startswith((".", "/")) and src not in volumes:
+                fail(f"{s}: volume {src} is not declared")
+    for s in SERVICES:
+        svc = svcs[s]
+        where = f"docker-compose.yml {s}"
+        build = svc.get("build") or {}
+        if not isinstance(build, dict) or build.get("target") != s:
+            fail(f"{where}: build.target is {build.get('target') if isinstance(build, dict) else build!r}, expected {s}")
+        if build.get("context", ".") not in (".", "./"):
+            fail(f"{where}: build context {build.get('context')}")
+        if build.get("dockerfile", "Dockerfile") != "Dockerfile":
+            fail(f"{where}: dockerfile {build.get('dockerfile')}")
+        if not re.fullmatch(rf"ecommerce/{s}:[^:/]+", str(svc.get("image", ""))):
+            fail(f"{where}: image {svc.get('image')!r}, expected ecommerce/{s}:<tag>")
+        hc = (svc.get("healthcheck") or {}).get("test")
+        if not hc:
+            fail(f"{where}: no healthcheck")
+        hc_text = " ".join(hc) if isinstance(hc, list) else hc
+        if f"127.0.0.1:{PORTS[s]}/" not in hc_text and f"localhost:{PORTS[s]}/" not in hc_text:
+            fail(f"{where}: the healthcheck does not probe its own port {PORTS[s]}: {hc_text}")
+        if isinstance(hc, list) and hc[0] == "CMD" and not hc[1].startswith("/usr/local/bin/busybox"):
+            fail(f"{where}: the healthcheck runs {hc[1]}, but the image has only /usr/local/bin/busybox for probes")
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(e.split("=", 1) for e in env)
+        env = {k: str(v) for k, v in env.items()}
+        for name in env:
+            if not env_name_known(name, known):
+                fail(f"{where}: sets {name}, which no service reads")
+        if env.get("APP_ENV") != "development":
+            fail(f"{where}: APP_ENV={env.get('APP_ENV')!r}, compose is development only")
+        if env.get(LISTEN_VAR[s]) != f":{PORTS[s]}":
+            fail(f"{where}: {LISTEN_VAR[s]}={env.get(LISTEN_VAR[s])!r}")
+        for callee in CALLS.get(s, ()):
+            if env.get(LISTEN_VAR[callee]) != f"{callee}:{PORTS[callee]}":
+                fail(f"{where}: {LISTEN_VAR[callee]}={env.get(LISTEN_VAR[callee])!r}, expected {callee}:{PORTS[callee]}")
+        deps = svc.get("depends_on") or {}
+        if isinstance(deps, list):
+            fail(f"{where}: depends_on without conditions")
+        wanted = set(CALLS.get(s, ())) - ({"producer"} if s == "order" else set())
+        if s in DB_SERVICES:
+            wanted.add("postgres")
+            if env.get("DB_HOST") != "postgres" or not env.get("DB_PASSWORD"):
+                fail(f"{where}: DB_HOST/DB_PASSWORD are not the compose postgres")
+            if env["DB_PASSWORD"] != (pg.get("environment") or {}).get("POSTGRES_PASSWORD"):
+                fail(f"{where}: DB_PASSWORD differs from postgres's POSTGRES_PASSWORD")
+        if s in NATS_SERVICES:
+            wanted.add("nats")
+            if env.get("NATS_ADDR") != "nats://nats:4222":
+                fail(f"{where}: NATS_ADDR={env.get('NATS_ADDR')!r}")
+        if s == "gateway":
+            if len(env.get("JWT_SECRET", "")) < 32:
+                fail(f"{where}: JWT_SECRET shorter than 32 bytes")
+            if not any(str(p).split(":")[-2:] == ["8080", "8080"] or str(p) == "8080:8080" for p in svc.get("ports") or []):
+                fail(f"{where}: 8080 is not published")
+        missing = wanted - set(deps)
+        if missing:
+            fail(f"{where}: depends_on lacks {sorted(missing)}")
+        for dep, cond in deps.items():
+            if dep not in svcs:
+                fail(f"{where}: depends on unknown {dep}")
+            if (cond or {}).get("condition") != "service_healthy":
+                fail(f"{where}: depends_on {dep} is not service_healthy")
+            if not (svcs[dep].get("healthcheck") or {}).get("test"):
+                fail(f"{where}: depends on {dep}, which has no healthcheck")
+        if s != "gateway" and svc.get("ports"):
+            fail(f"{where}: publishes ports; only the gateway is published")
+        if svc.get("user") not in (None, f"{UID}:{UID}", str(UID)):
+            fail(f"{where}: runs as {svc.get('user')}")
+    for s, svc in svcs.items():
+        env = svc.get("environment") or {}
+        for name in SECRET_VARS | {"POSTGRES_PASSWORD"}:
+            val = str((env if isinstance(env, dict) else {}).get(name, ""))
+            if val and "dev" not in val.lower():
+                fail(f"docker-compose.yml {s}: {name} does not say it is dev-only: {val!r}")
+
+
+# --------------------------------------------------------------------------
+# Dockerfile
+
+def dockerfile_stages(text: str) -> dict[str, dict]:
+    text = re.sub(r"\\\n", " ", text)
+    stages: dict[str, dict] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "FROM":
+            m = re.match(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", rest, re.I)
+            base, name = m.group(1), (m.group(2) or f"#{len(stages)}").lower()
+            current = stages[name] = {"base": base.lower(), "lines": []}
+        elif current is not None:
+            current["lines"].append((word, rest.strip()))
+    return stages
+
+
+def stage_chain(stages: dict, name: str) -> list[dict]:
+    chain = []
+    while name in stages and len(chain) < 20:
+        chain.append(stages[name])
+        name = stages[name]["base"]
+    return chain
+
+
+def check_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = dockerfile_stages(text)
+    builder = stages.get("builder")
+    if builder is None:
+        fail("Dockerfile: no builder stage")
+    runs = [rest for w, rest in builder["lines"] if w == "RUN"]
+    builds = [r for r in runs if "cargo build --release --locked" in r]
+    if len(builds) != 2:
+        fail(f"Dockerfile: the builder should run `cargo build --release --locked` twice (dependencies, then sources); found {len(builds)}")
+    words = [w for w, _ in builder["lines"]]
+    first_build = next(i for i, (w, r) in enumerate(builder["lines"]) if w == "RUN" and "cargo build" in r)
+    copies_before = [r for w, r in builder["lines"][:first_build] if w == "COPY"]
+    if any(re.search(r"(^|\s)(\.|crates|services)(\s|$)", c) and "--from" not in c for c in copies_before):
+        fail("Dockerfile: the sources are copied before the dependency layer is built")
+    if "COPY" not in words[first_build:]:
+        fail("Dockerfile: the sources are never copied after the dependency layer")
+    pkgs = " ".join(r for w, r in builder["lines"] if w == "ARG" and r.startswith("PACKAGES"))
+    for s in SERVICES:
+        if f"-p {s}" not in pkgs:
+            fail(f"Dockerfile: the builder does not build {s}")
+    for s in SERVICES:
+        st = stages.get(s)
+        if st is None:
+            fail(f"Dockerfile: no target {s}")
+        chain = stage_chain(stages, s)
+        lines = [l for c in chain for l in c["lines"]]
+        users = [r for c in reversed(chain) for w, r in c["lines"] if w == "USER"]
+        if not users or users[-1].split(":")[0] != str(UID):
+            fail(f"Dockerfile {s}: USER is {users[-1] if users else 'root (none)'}, expected {UID}")
+        entry = [r for w, r in st["lines"] if w == "ENTRYPOINT"]
+        if entry != [f'["/usr/local/bin/{s}"]']:
+            fail(f"Dockerfile {s}: ENTRYPOINT {entry}, expected [\"/usr/local/bin/{s}\"]")
+        if [r for w, r in st["lines"] if w == "CMD"]:
+            fail(f"Dockerfile {s}: a CMD would be passed as arguments")
+        exposes = [r for w, r in st["lines"] if w == "EXPOSE"]
+        if exposes != [str(PORTS[s])]:
+            fail(f"Dockerfile {s}: EXPOSE {exposes}, expected {PORTS[s]}")
+        copies = [r for w, r in st["lines"] if w == "COPY"]
+        if not any(r.startswith("--from=builder") and r.endswith(f"/usr/local/bin/{s}") and f"/{s} " in r for r in copies):
+            fail(f"Dockerfile {s}: the binary is not copied from the builder to /usr/local/bin/{s}")
+        base = chain[-1]["base"]
+        if not re.match(r"(gcr\.io/distroless/cc|debian:.*slim)", base):
+            fail(f"Dockerfile {s}: runtime base {base} is neither distroless cc nor debian-slim")
+        if any(w == "RUN" for w, _ in lines):
+            fail(f"Dockerfile {s}: its runtime stages RUN commands (the base has no shell)")
+        hc = [r for w, r in st["lines"] if w == "HEALTHCHECK"]
+        if not hc or f"127.0.0.1:{PORTS[s]}/healthz" not in hc[0]:
+            fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {PORTS[s]}")
+        if "/usr/local/bin/busybox" in hc[0] and not any("/usr/local/bin/busybox" in r for c in chain for w, r in c["lines"] if w == "COPY"):
+            fail(f"Dockerfile {s}: HEALTHCHECK uses busybox, which the image lacks")
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    for entry in ("target/", ".git", ".run", ".venv"):
+        if entry not in ignore and entry.rstrip("/") not in ignore:
+            fail(f".dockerignore lacks {entry}")
+
+
+# --------------------------------------------------------------------------
+# Tiltfile: executed with stand-ins for Tilt's functions
+
+def check_tiltfile(chart_docs_cache: dict) -> None:
+    path = ROOT / "Tiltfile"
+    source = path.read_text()
+    tree = ast.parse(source, filename="Tiltfile")  # Starlark is a Python subset
+    del tree
+    calls: dict[str, list] = {"docker_build": [], "k8s_resource": [], "k8s_yaml": [], "helm": []}
+
+    def docker_build(ref, context, **kw):
+        calls["docker_build"].append((ref, context, kw))
+
+    def helm_fn(chart, name="", namespace="", values=None, set=None, **kw):  # noqa: A002
+        values = [values] if isinstance(values, str) else (values or [])
+        merged: dict = {}
+        for v in values:
+            p = ROOT / v
+            if not p.is_file():
+                fail(f"Tiltfile: helm values {v} does not exist")
+            merged = deep_merge(merged, yaml.safe_load(p.read_text()) or {})
+        for s in set or []:
+            key, _, val = s.partition("=")
+            cur = merged
+            parts = key.split(".")
+            for k in parts[:-1]:
+                cur = cur.setdefault(k, {})
+            cur[parts[-1]] = val
+        chart_dir = ROOT / chart
+        manifests = helm.Chart.load(str(chart_dir)).render(merged, name=name or "tilt", namespace=namespace or "default", is_install=True)
+        docs = rendered_docs(manifests)
+        calls["helm"].append((chart, docs))
+        return docs
+
+    def k8s_yaml(docs, **kw):
+        calls["k8s_yaml"].append(docs)
+
+    def k8s_resource(workload="", **kw):
+        calls["k8s_resource"].append((workload, kw))
+
+    class _Config:
+        def define_string_list(self, *a, **k):
+            pass
+
+        def define_string(self, *a, **k):
+            pass
+
+        def define_bool(self, *a, **k):
+            pass
+
+        def parse(self):
+            return {}
+
+    env = {
+        "docker_build": docker_build,
+        "helm": helm_fn,
+        "k8s_yaml": k8s_yaml,
+        "k8s_resource": k8s_resource,
+        "allow_k8s_contexts": lambda *a, **k: None,
+        "update_settings": lambda *a, **k: None,
+        "watch_file": lambda *a, **k: None,
+        "local_resource": lambda *a, **k: None,
+        "port_forward": lambda local, remote=None, **k: (local, remote),
+        "link": lambda *a, **k: a,
+        "config": _Config(),
+        "os": os,
+        "fail": lambda msg: fail(f"Tiltfile fail(): {msg}"),
+    }
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        exec(compile(source, "Tiltfile", "exec"), env)  # noqa: S102 - our own file, with stand-ins
+    finally:
+        os.chdir(cwd)
+    built = {ref: (ctx, kw) for ref, ctx, kw in calls["docker_build"]}
+    for s in SERVICES:
+        ref = f"ecommerce/{s}"
+        if ref not in built:
+            fail(f"Tiltfile: no docker_build of {ref}")
+        ctx, kw = built[ref]
+        if kw.get("target") != s or ctx not in (".", "./") or kw.get("dockerfile", "Dockerfile") != "Dockerfile":
+            fail(f"Tiltfile: docker_build {ref} is not the Dockerfile's target {s}: {ctx} {kw}")
+    if not calls["helm"] or not calls["k8s_yaml"]:
+        fail("Tiltfile: no k8s_yaml(helm(...))")
+    docs = [d for batch in calls["k8s_yaml"] for d in (batch if isinstance(batch, list) else [])]
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    images = {c["image"].rsplit(":", 1)[0] for d in workloads.values() for c in pod_spec(d)["containers"]}
+    for s in SERVICES:
+        if f"ecommerce/{s}" not in images:
+            fail(f"Tiltfile: the chart's values render no image ecommerce/{s}, so Tilt would not inject its build")
+    resources = {}
+    for workload, kw in calls["k8s_resource"]:
+        if workload not in workloads:
+            fail(f"Tiltfile: k8s_resource {workload!r} is not a rendered workload ({sorted(workloads)})")
+        resources[kw.get("new_name") or workload] = (workload, kw)
+    for name, (_, kw) in resources.items():
+        for dep in kw.get("resource_deps") or []:
+            if dep not in resources:
+                fail(f"Tiltfile: {name} depends on unknown resource {dep}")
+    for s in SERVICES:
+        if not any(workloads[w]["metadata"]["labels"].get("app.kubernetes.io/component") == s for w, _ in resources.values()):
+            fail(f"Tiltfile: no k8s_resource for {s}")
+    gateway = [kw for w, kw in resources.values() if workloads[w]["metadata"]["labels"].get("app.kubernetes.io/component") == "gateway"]
+    if not gateway or not gateway[0].get("port_forwards"):
+        fail("Tiltfile: the gateway has no port-forward")
+    chart_docs_cache["tilt"] = docs
+
+
+def deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------
+
+def charts() -> list[Path]:
+    return sorted(Path(p).parent for p in glob.glob(str(ROOT / "charts/*/Chart.yaml")))
+
+
+def main() -> int:
+    started = time.monotonic()
+    helm.disable_logging()
+    r = Runner()
+    known = r.check("service settings found in sources and READMEs", known_env_names) or set()
+    if known and not {"DB_PASSWORD", "JWT_SECRET", "INVENTORY_ADDR", "NATS_ADDR"} <= known:
+        r.check("service settings include the basics", fail, "the settings scan found too little")
+
+    crds = CrdIndex()
+    # CRDs first: k8s/ and every chart's crds/ folder.
+    k8s_files = sorted(glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True))
+    crd_files = k8s_files + sorted(glob.glob(str(ROOT / "charts/*/crds/**/*.yaml"), recursive=True))
+    k8s_docs: dict[str, list[dict]] = {}
+
+    def load_crds():
+        for f in crd_files:
+            docs = load_docs(Path(f).read_text(), os.path.relpath(f, ROOT))
+            k8s_docs[f] = docs
+            for d in docs:
+                if d["kind"] == "CustomResourceDefinition":
+                    validate_object(d, os.path.relpath(f, ROOT), crds)
+                    crds.add(d)
+    if crd_files:
+        r.check(f"CRDs parse and validate ({len(crd_files)} files under k8s/ and charts/*/crds/)", load_crds)
+    for f in k8s_files:
+        rel = os.path.relpath(f, ROOT)
+
+        def validate_file(f=f, rel=rel):
+            for d in k8s_docs.get(f) or load_docs(Path(f).read_text(), rel):
+                validate_object(d, rel, crds)
+        r.check(f"{rel} validates (Kubernetes {KUBE_VERSION} strict / CRD schema)", validate_file)
+
+    for chart_dir in charts():
+        cname = chart_dir.name
+        chart = r.check(f"chart {cname} loads", helm.Chart.load, str(chart_dir))
+        if chart is None:
+            continue
+        value_files = sorted(glob.glob(str(chart_dir / "ci/*.yaml")))
+        if not value_files and cname != "ecommerce":
+            value_files = [None]
+        if cname == "ecommerce" and len(value_files) < 4:
+            r.check(f"chart {cname} has ci/ values files", fail, f"only {value_files}")
+        for vf in value_files:
+            label = f"{cname} with {os.path.relpath(vf, chart_dir) if vf else 'its defaults'}"
+            values = yaml.safe_load(Path(vf).read_text()) if vf else None
+
+            def lint(values=values):
+                report = helm.lint(str(chart_dir), copy.deepcopy(values), strict=True, namespace="ci", kube_version=f"v{KUBE_VERSION}")
+                problems = [m for m in report.get("messages", []) if m.get("severity", 0) >= 2] + report.get("errors", [])
+                if problems:
+                    fail(f"helm lint --strict: {problems}")
+            r.check(f"helm lint --strict: {label}", lint)
+
+            def render_and_validate(values=values):
+                docs = rendered_docs(render(chart, values))
+                if not docs:
+                    fail("renders nothing")
+                for d in docs:
+                    validate_object(d, label, crds)
+                check_workload_invariants(docs, label)
+                return docs
+            docs = r.check(f"render + validate ({len(SERVICES) if cname == 'ecommerce' else 'all'} services' invariants): {label}", render_and_validate)
+            if docs and cname == "ecommerce":
+                merged = chart.merge_values(copy.deepcopy(values))
+                r.check(f"stack conventions (ports, probes, env names, secrets, NetworkPolicies): {label}",
+                        check_stack_chart, docs, merged, known, label)
+            if vf:
+                r.check(f"upgrade render: {label}", lambda values=values: rendered_docs(render(chart, values, is_install=False, is_upgrade=True, revision=2)))
+        if cname == "ecommerce":
+            ci = {Path(v).stem: yaml.safe_load(Path(v).read_text()) for v in value_files}
+            prod = ci.get("production-values") or {}
+            no_secret = copy.deepcopy(prod)
+            no_secret.setdefault("secrets", {})["existingSecret"] = ""
+            r.check("production values without secrets.existingSecret fail to render",
+                    must_fail_render, chart, no_secret, "secrets.existingSecret")
+            r.check("the chart's defaults alone fail to render (no secret in production)",
+                    must_fail_render, chart, None, "secrets.existingSecret")
+            with_created = copy.deepcopy(prod)
+            with_created["secrets"].update({"create": True, "values": {"dbPassword": "x", "jwtSecret": "y" * 40, "adminPassword": "z"}})
+            r.check("production refuses secrets.create (secrets in values)",
+                    must_fail_render, chart, with_created, "development only")
+            short = copy.deepcopy(ci.get("dev-values") or {})
+            short.setdefault("secrets", {}).setdefault("values", {})["jwtSecret"] = "too-short"
+            r.check("development refuses a JWT secret under 32 bytes", must_fail_render, chart, short, "32 bytes")
+            no_db = copy.deepcopy(ci.get("defaults-values") or {})
+            no_db.pop("externalDatabase", None)
+            r.check("no database configured fails to render", must_fail_render, chart, no_db, "externalDatabase.host")
+            typo = copy.deepcopy(ci.get("defaults-values") or {})
+            typo["replicas"] = 3
+            r.check("values.schema.json rejects unknown keys", must_fail_render, chart, typo, "replicas")
+            bad_env = copy.deepcopy(ci.get("defaults-values") or {})
+            bad_env["appEnv"] = "staging"
+            r.check("values.schema.json rejects an unknown appEnv", must_fail_render, chart, bad_env, "appEnv")
+
+            def notes():
+                text = render(chart, ci.get("defaults-values"))["ecommerce/templates/NOTES.txt"]
+                for s in SERVICES:
+                    if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
+                        fail(f"NOTES.txt does not list {s}")
+            r.check("NOTES.txt renders and lists every service", notes)
+
+    r.check("docker-compose.yml: services, build targets, healthchecks, env names, dependencies", check_compose, known)
+    r.check("Dockerfile: builder, a target per service, non-root, entrypoint, ports", check_dockerfile)
+    if (ROOT / "Tiltfile").exists():
+        r.check("Tiltfile: docker_build per target, helm() renders, resources and port-forwards", check_tiltfile, {})
+    else:
+        r.check("Tiltfile exists", fail, "no Tiltfile")
+
+    elapsed = time.monotonic() - started
+    print(f"checked in {elapsed:.1f} s")
+    if r.failed:
+        print("failed:")
+        for name, detail in r.failed:
+            print(f"  {name}: {detail}")
+    print(f"packaging: {r.passed} passed, {len(r.failed)} failed")
+    return 1 if r.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
