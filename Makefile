@@ -3,13 +3,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help deps build run up down test test-unit smoke fmt fmt-check lint clean-run
+.PHONY: help deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test
 
 help:
 	@echo "make run     start PostgreSQL, NATS and all six services (foreground, Ctrl-C stops)"
 	@echo "make up      the same in the background; returns when the gateway is ready"
 	@echo "make down    stop what 'make up' started"
 	@echo "make test    build everything and run every test"
+	@echo "make packaging-test  offline checks of Dockerfile, compose, Helm charts, k8s/, Tiltfile"
 	@echo "make fmt | fmt-check | lint"
 
 deps:
@@ -37,6 +38,12 @@ test: deps
 	  echo "cargo-nextest not found; falling back to cargo test"; \
 	  $(CARGO) test --workspace; \
 	fi
+	@$(MAKE) --no-print-directory packaging-test
+
+# Offline checks of the Dockerfile, docker-compose.yml, the Helm charts, k8s/
+# and the Tiltfile (creates .venv/ with pinned tools on first use).
+packaging-test:
+	@bash scripts/check-packaging.sh
 
 # `make up`, a ready gateway, `make down`, and no service process left.
 smoke: deps build
