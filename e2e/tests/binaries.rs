@@ -1,10 +1,17 @@
 //! Every service binary: starts without a `.env` file, serves the standard
-//! gRPC health service (the gateway: HTTP health), answers `/metrics`, exits
-//! cleanly on SIGTERM, and refuses a malformed setting naming the variable.
+//! gRPC health service (the gateway: HTTP health), answers `/metrics`,
+//! `/healthz` and `/readyz` (readiness following its PostgreSQL or NATS),
+//! exits cleanly on SIGTERM, and refuses a malformed setting naming the
+//! variable.
 
 use std::time::Duration;
 
-use testkit::{ServiceProcess, Stack, StackOptions, free_port};
+use serde_json::Value;
+use testkit::{
+    PrivateNats, PrivatePostgres, ServiceProcess, Stack, StackOptions, eventually, free_port,
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const GRPC_SERVICES: [&str; 5] = ["user", "inventory", "producer", "order", "consumer"];
 
@@ -33,6 +40,15 @@ async fn every_service_is_healthy_serves_metrics_and_stops_cleanly_on_sigterm() 
     }
     let (status, _) = http_get(stack.addr("gateway"), "/healthz").await;
     assert_eq!(status, 200);
+    for service in GRPC_SERVICES {
+        let addr = stack.addr(service).to_owned();
+        let (status, body) = http_get(&addr, "/healthz").await;
+        assert_eq!(status, 200, "{service} /healthz: {body}");
+        let (status, body) = http_get(&addr, "/readyz").await;
+        assert_eq!(status, 200, "{service} /readyz: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["status"], "ready", "{service}: {body}");
+    }
 
     // The gateway first, so that nothing calls a service that is gone.
     for service in [
@@ -128,4 +144,106 @@ async fn production_refuses_to_start_without_secrets() {
         "{}",
         inventory.log()
     );
+}
+
+/// The standard gRPC health status of `addr`'s whole server (`""`).
+async fn grpc_health(addr: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+/// Waits until `service`'s `/readyz` answers `expected`, its gRPC health
+/// agrees, and (when not ready) the body names `failing`; returns the body.
+async fn wait_readiness(stack: &Stack, service: &str, expected: u16, failing: &str) -> Value {
+    let addr = stack.addr(service).to_owned();
+    let what = format!("{service} /readyz {expected} naming {failing:?}");
+    eventually(Duration::from_secs(30), &what, || async {
+        let (status, body) = http_get(&addr, "/readyz").await;
+        let body: Value = serde_json::from_str(&body).ok()?;
+        let named = body["not_ready"]
+            .as_array()
+            .is_some_and(|names| names.iter().any(|n| n == failing));
+        let grpc = grpc_health(&addr).await?;
+        let agrees = if expected == 200 {
+            body["status"] == "ready" && grpc == ServingStatus::Serving
+        } else {
+            body["status"] == "not ready" && named && grpc == ServingStatus::NotServing
+        };
+        (status == expected && agrees).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn readiness_follows_postgresql_and_nats_while_liveness_stays_up() {
+    let pg = PrivatePostgres::start();
+    let mut nats = PrivateNats::start();
+    let mut options = StackOptions::only(&GRPC_SERVICES).with_env("READINESS_INTERVAL_MS", "200");
+    options.pg = pg.server();
+    options.nats_url = Some(nats.url());
+    let stack = Stack::start(options).await;
+    for service in GRPC_SERVICES {
+        let body = wait_readiness(&stack, service, 200, "").await;
+        let expected: &[&str] = match service {
+            "producer" => &["nats"],
+            "consumer" => &["durable", "nats"],
+            _ => &["database"],
+        };
+        for check in expected {
+            assert_eq!(body["checks"][check], "ok", "{service}: {body}");
+        }
+    }
+
+    // PostgreSQL stops: the three database services are not ready, and say
+    // why; the Producer and the Consumer do not need it; all stay alive.
+    pg.stop(false);
+    for service in ["user", "inventory", "order"] {
+        let body = wait_readiness(&stack, service, 503, "database").await;
+        assert!(
+            body["checks"]["database"]
+                .as_str()
+                .is_some_and(|why| why != "ok"),
+            "{service}: {body}"
+        );
+        let (_, metrics) = http_get(stack.addr(service), "/metrics").await;
+        assert!(
+            metrics.contains(r#"ecommerce_readiness_check{check="database"} 0"#),
+            "{service} exports the failed check:\n{metrics}"
+        );
+    }
+    for service in GRPC_SERVICES {
+        let (status, _) = http_get(stack.addr(service), "/healthz").await;
+        assert_eq!(status, 200, "{service} /healthz is liveness only");
+    }
+    for service in ["producer", "consumer"] {
+        wait_readiness(&stack, service, 200, "").await;
+    }
+    pg.start_again();
+    for service in ["user", "inventory", "order"] {
+        wait_readiness(&stack, service, 200, "").await;
+    }
+
+    // NATS goes away: the Producer and the Consumer are not ready.
+    nats.kill();
+    for service in ["producer", "consumer"] {
+        wait_readiness(&stack, service, 503, "nats").await;
+    }
+    for service in ["user", "inventory", "order"] {
+        wait_readiness(&stack, service, 200, "").await;
+    }
+    nats.start_again();
+    for service in ["producer", "consumer"] {
+        wait_readiness(&stack, service, 200, "").await;
+    }
 }
