@@ -159,11 +159,31 @@ class CrdIndex:
         return self.schemas.get((group, version, doc["kind"]))
 
 
+def strict_schema(schema, top: bool = False):
+    """A CRD's structural schema as the API server applies it with strict
+    field validation (kubectl's default): unknown fields are errors unless
+    x-kubernetes-preserve-unknown-fields says otherwise."""
+    if isinstance(schema, list):
+        return [strict_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict_schema(v) if k not in ("properties", "enum", "default", "example") else v
+           for k, v in schema.items()}
+    if "properties" in schema:
+        out["properties"] = {k: strict_schema(v) for k, v in schema["properties"].items()}
+        if top:
+            for k in ("apiVersion", "kind"):
+                out["properties"].setdefault(k, {"type": "string"})
+            out["properties"].setdefault("metadata", {"type": "object"})
+        if "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    return out
+
+
 def validate_object(doc: dict, origin: str, crds: CrdIndex) -> None:
     schema = crds.lookup(doc)
     if schema is not None:
-        # Kubernetes itself fills in apiVersion/kind/metadata.
-        validator = jsonschema.Draft7Validator(schema)
+        validator = jsonschema.Draft7Validator(strict_schema(schema, top=True))
         errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
         if errors:
             e = errors[0]
@@ -387,6 +407,10 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
         for v, src in refs.items():
             if v not in needs or "secretKeyRef" not in src:
                 fail(f"{where}: {v} comes from {src}, but the service reads no such secret")
+    for cm in configmaps.values():
+        leaked = SECRET_VARS & set(cm.get("data") or {})
+        if leaked:
+            fail(f"{origin}: ConfigMap/{cm['metadata']['name']} holds {sorted(leaked)}; secrets come from a Secret")
     # production: nothing secret in the release itself
     if merged["appEnv"] == "production":
         if by_kind.get("Secret"):
