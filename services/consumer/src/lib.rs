@@ -78,6 +78,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             () = shutdown => stop.cancel(),
             () = stop.cancelled() => {}
         }
+        // NOT_SERVING while the messages in hand are finished.
+        readiness.shutting_down().await;
     };
     let (server_result, consume_result, ()) = tokio::join!(server, consuming, signalled);
     consume_result?;
