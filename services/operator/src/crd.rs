@@ -29,35 +29,12 @@ pub const VERSION: &str = "v1alpha1";
     namespaced,
     status = "EcommerceStackStatus",
     derive = "PartialEq",
-    printcolumn(
-        name = "Version",
-        type_ = "string",
-        description = "requested image tag",
-        json_path = ".spec.version"
-    ),
-    printcolumn(
-        name = "Rolled Out",
-        type_ = "string",
-        description = "version running on every service",
-        json_path = ".status.version"
-    ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        description = "Ready condition",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Services",
-        type_ = "string",
-        description = "ready services / all services",
-        json_path = ".status.readyServices"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    // Raw JSON: repeated `printcolumn(type_ = ..)` trips clippy's duplicated_attributes.
+    printcolumn = r#"{"name":"Version","type":"string","description":"requested image tag","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Rolled Out","type":"string","description":"version running on every service","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Ready condition","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Services","type":"string","description":"ready services / all services","jsonPath":".status.readyServices"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EcommerceStackSpec {

@@ -161,3 +161,191 @@ impl LeaseLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::Method;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use kube::Api;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{Decision, LeaseLock, decide};
+    use crate::fixtures::{NAMESPACE, mock_client, respond_error, respond_json, timeout_after_1s};
+
+    const LEASE_PATH: &str =
+        "/apis/coordination.k8s.io/v1/namespaces/testns/leases/operator-leader";
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn lease(holder: &str, renewed: Timestamp, transitions: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("operator-leader".into()),
+                namespace: Some(NAMESPACE.into()),
+                resource_version: Some("42".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(15),
+                acquire_time: Some(MicroTime(renewed)),
+                renew_time: Some(MicroTime(renewed)),
+                lease_transitions: Some(transitions),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    fn lock(client: kube::Client) -> LeaseLock {
+        LeaseLock::new(
+            Api::namespaced(client, NAMESPACE),
+            "operator-leader",
+            "replica-a",
+            Duration::from_secs(15),
+        )
+    }
+
+    #[test]
+    fn decisions_follow_the_holder_and_the_renew_time() {
+        let fresh = now() - SignedDuration::from_secs(5);
+        let stale = now() - SignedDuration::from_secs(16);
+        assert_eq!(decide(None, "replica-a", now()), Decision::Create);
+        assert_eq!(
+            decide(Some(&lease("replica-a", stale, 0)), "replica-a", now()),
+            Decision::Renew
+        );
+        assert_eq!(
+            decide(Some(&lease("replica-b", fresh, 0)), "replica-a", now()),
+            Decision::Follow {
+                holder: "replica-b".into()
+            }
+        );
+        assert_eq!(
+            decide(Some(&lease("replica-b", stale, 0)), "replica-a", now()),
+            Decision::TakeOver
+        );
+        assert_eq!(
+            decide(Some(&lease("", fresh, 0)), "replica-a", now()),
+            Decision::TakeOver
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_replica_creates_the_lease_and_leads() {
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+            respond_error(send, 404, "NotFound");
+            let (created, send, _) = server
+                .expect(
+                    Method::POST,
+                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases",
+                )
+                .await;
+            respond_json(send, &created);
+            created
+        });
+        assert!(lock(client).try_acquire_or_renew(now()).await.unwrap());
+        let created = timeout_after_1s(scenario).await;
+        assert_eq!(created["metadata"]["name"], "operator-leader");
+        assert_eq!(created["spec"]["holderIdentity"], "replica-a");
+        assert_eq!(created["spec"]["leaseDurationSeconds"], 15);
+    }
+
+    #[tokio::test]
+    async fn a_lease_renewed_in_time_by_another_replica_is_left_alone() {
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+            respond_json(
+                send,
+                &lease("replica-b", now() - SignedDuration::from_secs(3), 4),
+            );
+            server.expect_no_more_calls().await;
+        });
+        assert!(!lock(client).try_acquire_or_renew(now()).await.unwrap());
+        timeout_after_1s(scenario).await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_the_version_read() {
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+            respond_json(
+                send,
+                &lease("replica-b", now() - SignedDuration::from_secs(60), 4),
+            );
+            let (replaced, send, _) = server.expect(Method::PUT, LEASE_PATH).await;
+            respond_json(send, &replaced);
+            replaced
+        });
+        assert!(lock(client).try_acquire_or_renew(now()).await.unwrap());
+        let replaced = timeout_after_1s(scenario).await;
+        assert_eq!(replaced["metadata"]["resourceVersion"], "42");
+        assert_eq!(replaced["spec"]["holderIdentity"], "replica-a");
+        assert_eq!(replaced["spec"]["leaseTransitions"], 5);
+    }
+
+    #[tokio::test]
+    async fn losing_the_race_for_an_expired_lease_is_not_leading() {
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+            respond_json(
+                send,
+                &lease("replica-b", now() - SignedDuration::from_secs(60), 4),
+            );
+            let (_, send, _) = server.expect(Method::PUT, LEASE_PATH).await;
+            respond_error(send, 409, "Conflict");
+        });
+        assert!(!lock(client).try_acquire_or_renew(now()).await.unwrap());
+        timeout_after_1s(scenario).await;
+    }
+
+    #[tokio::test]
+    async fn release_frees_the_lease_held_by_this_replica() {
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+            respond_json(send, &lease("replica-a", now(), 1));
+            let (released, send, _) = server.expect(Method::PUT, LEASE_PATH).await;
+            respond_json(send, &released);
+            released
+        });
+        lock(client).release().await.unwrap();
+        let released = timeout_after_1s(scenario).await;
+        assert!(
+            released["spec"].get("holderIdentity").is_none(),
+            "{released}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_leader_stops_its_controller_when_another_replica_took_the_lease() {
+        let (client, mut server) = mock_client();
+        let stop = CancellationToken::new();
+        let keeper = tokio::spawn(crate::runner::keep_leading(
+            Arc::new(lock(client)),
+            Duration::from_millis(10),
+            Duration::from_secs(10),
+            stop.clone(),
+        ));
+        // One renewal succeeds, then the Lease belongs to another replica.
+        let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+        respond_json(send, &lease("replica-a", Timestamp::now(), 1));
+        let (renewed, send, _) = server.expect(Method::PUT, LEASE_PATH).await;
+        respond_json(send, &renewed);
+        let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+        respond_json(send, &lease("replica-b", Timestamp::now(), 2));
+        assert!(timeout_after_1s(keeper).await, "leadership lost");
+        assert!(stop.is_cancelled(), "the controller is told to stop");
+    }
+}

@@ -24,8 +24,8 @@ pub const FIELD_MANAGER: &str = "ecommerce-operator";
 /// Pod template annotation: a hash of the settings a service reads from the
 /// ConfigMap, so a change of them rolls that service's pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "ecommerce.example.com/config-hash";
-/// Non-root user the pods run as (the images' user must not need root).
-const RUN_AS_USER: i64 = 65532;
+/// The images' non-root user (uid 10001, see the Dockerfile).
+const RUN_AS_USER: i64 = 10001;
 
 /// Everything one stack consists of, in the order it is applied.
 #[derive(Debug, Clone)]
@@ -354,5 +354,459 @@ fn deployment(
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    use super::*;
+    use crate::crd::AppEnv;
+
+    fn stack() -> EcommerceStack {
+        EcommerceStack::test()
+    }
+
+    fn objects(state: &DesiredState, service: Service) -> &ServiceObjects {
+        state
+            .services
+            .iter()
+            .find(|o| o.service == service)
+            .unwrap()
+    }
+
+    fn env<'a>(deployment: &'a Deployment, name: &str) -> Option<&'a EnvVar> {
+        container(deployment)
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+    }
+
+    fn container(deployment: &Deployment) -> &Container {
+        &deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    fn config_hash_of(deployment: &Deployment) -> String {
+        deployment
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    }
+
+    #[test]
+    fn every_service_gets_a_service_and_deployment_named_after_the_stack() {
+        let state = desired_state(&stack()).unwrap();
+        let names: Vec<String> = state
+            .services
+            .iter()
+            .map(|o| o.deployment.name_any())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "shop-gateway",
+                "shop-inventory",
+                "shop-order",
+                "shop-user",
+                "shop-producer",
+                "shop-consumer"
+            ]
+        );
+        assert_eq!(state.config_map.name_any(), "shop-config");
+        for o in &state.services {
+            assert_eq!(o.kube_service.name_any(), o.deployment.name_any());
+            assert_eq!(o.deployment.namespace().as_deref(), Some("testns"));
+        }
+    }
+
+    #[test]
+    fn selectors_match_pod_labels_and_the_service_selects_the_same_pods() {
+        let state = desired_state(&stack()).unwrap();
+        for o in &state.services {
+            let spec = o.deployment.spec.as_ref().unwrap();
+            let selector = spec.selector.match_labels.as_ref().unwrap();
+            let pod_labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .labels
+                .as_ref()
+                .unwrap();
+            for (key, value) in selector {
+                assert_eq!(
+                    pod_labels.get(key),
+                    Some(value),
+                    "{key} on {}",
+                    o.service.name()
+                );
+            }
+            assert_eq!(
+                o.kube_service.spec.as_ref().unwrap().selector.as_ref(),
+                Some(selector)
+            );
+            // The version label is on pods, never in the immutable selector.
+            assert!(!selector.contains_key("app.kubernetes.io/version"));
+            assert_eq!(pod_labels["app.kubernetes.io/version"], "1.2.0");
+        }
+        let gateway = objects(&state, Service::Gateway);
+        assert_eq!(
+            gateway
+                .deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .selector
+                .match_labels
+                .as_ref()
+                .unwrap()["app.kubernetes.io/name"],
+            "gateway"
+        );
+    }
+
+    #[test]
+    fn everything_is_owned_by_the_stack_as_controller() {
+        let state = desired_state(&stack()).unwrap();
+        let mut metas = vec![&state.config_map.metadata];
+        for o in &state.services {
+            metas.push(&o.deployment.metadata);
+            metas.push(&o.kube_service.metadata);
+        }
+        for meta in metas {
+            let owners = meta.owner_references.as_ref().unwrap();
+            assert_eq!(owners.len(), 1);
+            assert_eq!(owners[0].kind, "EcommerceStack");
+            assert_eq!(owners[0].api_version, "ecommerce.example.com/v1alpha1");
+            assert_eq!(owners[0].name, "shop");
+            assert_eq!(owners[0].uid, "7f9c1a52-0d4e-4a43-9a57-0d1f5a3c2b10");
+            assert_eq!(owners[0].controller, Some(true));
+        }
+    }
+
+    #[test]
+    fn a_stack_without_uid_cannot_own_anything() {
+        let mut stack = stack();
+        stack.metadata.uid = None;
+        assert!(matches!(
+            desired_state(&stack),
+            Err(Error::MissingObjectKey(_))
+        ));
+    }
+
+    #[test]
+    fn images_carry_registry_prefix_service_and_version() {
+        let mut stack = stack();
+        assert_eq!(
+            image(&stack, Service::Order),
+            "registry.example.com/ecommerce/order:1.2.0"
+        );
+        stack.spec.image_registry = None;
+        assert_eq!(image(&stack, Service::Order), "ecommerce/order:1.2.0");
+        stack.spec.image_registry = Some("ghcr.io/acme/".into());
+        stack.spec.version = "2.0.0".into();
+        let state = desired_state(&stack).unwrap();
+        let images: Vec<String> = state
+            .services
+            .iter()
+            .map(|o| container(&o.deployment).image.clone().unwrap())
+            .collect();
+        assert_eq!(images[0], "ghcr.io/acme/ecommerce/gateway:2.0.0");
+        assert!(images.iter().all(|i| i.ends_with(":2.0.0")), "{images:?}");
+    }
+
+    #[test]
+    fn the_config_map_has_in_cluster_addresses_and_the_shared_settings() {
+        let mut stack = stack();
+        stack.spec.app_env = AppEnv::Development;
+        let state = desired_state(&stack).unwrap();
+        let data = state.config_map.data.as_ref().unwrap();
+        assert_eq!(data["API_GATEWAY_ADDR"], "shop-gateway:8080");
+        assert_eq!(data["INVENTORY_ADDR"], "shop-inventory:50051");
+        assert_eq!(data["ORDER_ADDR"], "shop-order:50052");
+        assert_eq!(data["USER_ADDR"], "shop-user:50053");
+        assert_eq!(data["PRODUCER_ADDR"], "shop-producer:50054");
+        assert_eq!(data["CONSUMER_ADDR"], "shop-consumer:50055");
+        assert_eq!(data["DB_HOST"], "postgres.db");
+        assert_eq!(data["DB_PORT"], "5432");
+        assert_eq!(data["NATS_ADDR"], "nats://nats.messaging:4222");
+        assert_eq!(data["APP_ENV"], "development");
+        assert!(
+            data.keys()
+                .all(|k| !k.contains("PASSWORD") && !k.contains("SECRET"))
+        );
+    }
+
+    #[test]
+    fn env_reads_the_config_map_and_secrets_by_reference() {
+        let state = desired_state(&stack()).unwrap();
+        let gateway = &objects(&state, Service::Gateway).deployment;
+        let jwt = env(gateway, "JWT_SECRET")
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap();
+        let secret = jwt.secret_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("shop-jwt", "secret")
+        );
+        assert!(
+            env(gateway, "DB_PASSWORD").is_none(),
+            "the gateway has no database"
+        );
+        let order_addr = env(gateway, "ORDER_ADDR")
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap();
+        let key = order_addr.config_map_key_ref.as_ref().unwrap();
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("shop-config", "ORDER_ADDR")
+        );
+
+        let user = &objects(&state, Service::User).deployment;
+        let db = env(user, "DB_PASSWORD")
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!((db.name.as_str(), db.key.as_str()), ("shop-db", "password"));
+        let admin = env(user, "ADMIN_PASSWORD")
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(admin.name, "shop-admin");
+        assert_eq!(
+            env(user, "ADMIN_USERNAME").unwrap().value.as_deref(),
+            Some("admin")
+        );
+        assert!(env(user, "JWT_SECRET").is_none());
+        assert!(
+            env(
+                &objects(&state, Service::Inventory).deployment,
+                "ADMIN_PASSWORD"
+            )
+            .is_none()
+        );
+
+        let producer = &objects(&state, Service::Producer).deployment;
+        assert!(env(producer, "NATS_STREAM").is_some());
+        assert!(env(producer, "DB_PASSWORD").is_none());
+        // No secret value is ever written into a Deployment.
+        for o in &state.services {
+            for e in container(&o.deployment).env.as_ref().unwrap() {
+                if e.name.contains("PASSWORD") || e.name.contains("SECRET") {
+                    assert!(e.value.is_none(), "{} on {}", e.name, o.service.name());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_admin_means_no_admin_variables() {
+        let mut stack = stack();
+        stack.spec.admin = None;
+        let state = desired_state(&stack).unwrap();
+        let user = &objects(&state, Service::User).deployment;
+        assert!(env(user, "ADMIN_USERNAME").is_none());
+        assert!(env(user, "ADMIN_PASSWORD").is_none());
+    }
+
+    #[test]
+    fn extra_env_replaces_same_named_variables_and_adds_others() {
+        let mut stack = stack();
+        stack.spec.services.consumer.env = vec![
+            EnvVar {
+                name: "APP_ENV".into(),
+                value: Some("development".into()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "RUST_LOG".into(),
+                value: Some("debug".into()),
+                ..EnvVar::default()
+            },
+        ];
+        let state = desired_state(&stack).unwrap();
+        let consumer = &objects(&state, Service::Consumer).deployment;
+        let all = container(consumer).env.as_ref().unwrap();
+        assert_eq!(all.iter().filter(|e| e.name == "APP_ENV").count(), 1);
+        assert_eq!(
+            env(consumer, "APP_ENV").unwrap().value.as_deref(),
+            Some("development")
+        );
+        assert_eq!(
+            env(consumer, "RUST_LOG").unwrap().value.as_deref(),
+            Some("debug")
+        );
+        assert!(env(&objects(&state, Service::Gateway).deployment, "RUST_LOG").is_none());
+    }
+
+    #[test]
+    fn probes_and_ports_use_each_services_own_port() {
+        let state = desired_state(&stack()).unwrap();
+        let expected = [
+            (Service::Gateway, 8080),
+            (Service::Inventory, 50051),
+            (Service::Order, 50052),
+            (Service::User, 50053),
+            (Service::Producer, 50054),
+            (Service::Consumer, 50055),
+        ];
+        for (service, port) in expected {
+            let o = objects(&state, service);
+            let c = container(&o.deployment);
+            assert_eq!(c.ports.as_ref().unwrap()[0].container_port, port);
+            let live = c
+                .liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                (live.path.as_deref(), &live.port),
+                (Some("/healthz"), &IntOrString::Int(port))
+            );
+            let ready = c
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                (ready.path.as_deref(), &ready.port),
+                (Some("/readyz"), &IntOrString::Int(port))
+            );
+            let service_port = &o
+                .kube_service
+                .spec
+                .as_ref()
+                .unwrap()
+                .ports
+                .as_ref()
+                .unwrap()[0];
+            assert_eq!(service_port.port, port);
+        }
+    }
+
+    #[test]
+    fn containers_run_locked_down() {
+        let state = desired_state(&stack()).unwrap();
+        for o in &state.services {
+            let sc = container(&o.deployment).security_context.as_ref().unwrap();
+            assert_eq!(sc.run_as_non_root, Some(true));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_owned()][..])
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_and_resources_come_from_the_service_spec() {
+        let mut stack = stack();
+        stack.spec.services.gateway.replicas = Some(3);
+        stack.spec.services.order.resources = Some(ResourceRequirements {
+            limits: Some([("memory".to_owned(), Quantity("256Mi".into()))].into()),
+            ..ResourceRequirements::default()
+        });
+        let state = desired_state(&stack).unwrap();
+        let replicas = |s| {
+            objects(&state, s)
+                .deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .replicas
+        };
+        assert_eq!(replicas(Service::Gateway), Some(3));
+        assert_eq!(replicas(Service::Inventory), Some(1));
+        let limits = container(&objects(&state, Service::Order).deployment)
+            .resources
+            .as_ref()
+            .unwrap()
+            .limits
+            .clone()
+            .unwrap();
+        assert_eq!(limits["memory"], Quantity("256Mi".into()));
+        assert!(
+            container(&objects(&state, Service::User).deployment)
+                .resources
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_config_change_rolls_only_the_services_that_read_it() {
+        let before = desired_state(&stack()).unwrap();
+        let mut changed = stack();
+        changed.spec.nats.stream = "OTHER_EVENTS".into();
+        let after = desired_state(&changed).unwrap();
+        for service in Service::ALL {
+            let old = config_hash_of(&objects(&before, service).deployment);
+            let new = config_hash_of(&objects(&after, service).deployment);
+            let reads_nats = matches!(service, Service::Producer | Service::Consumer);
+            assert_eq!(old != new, reads_nats, "{}", service.name());
+        }
+        // Stable: the same spec gives the same hash.
+        assert_eq!(
+            config_hash_of(&objects(&before, Service::Order).deployment),
+            config_hash_of(&objects(&desired_state(&stack()).unwrap(), Service::Order).deployment)
+        );
+    }
+
+    #[test]
+    fn a_version_change_changes_only_images_and_version_labels() {
+        let before = desired_state(&stack()).unwrap();
+        let mut upgraded = stack();
+        upgraded.spec.version = "1.3.0".into();
+        let after = desired_state(&upgraded).unwrap();
+        for service in Service::ALL {
+            let (b, a) = (
+                &objects(&before, service).deployment,
+                &objects(&after, service).deployment,
+            );
+            assert_eq!(
+                container(a).image.as_deref().unwrap().rsplit(':').next(),
+                Some("1.3.0")
+            );
+            assert_eq!(config_hash_of(a), config_hash_of(b));
+            assert_eq!(
+                a.spec.as_ref().unwrap().selector,
+                b.spec.as_ref().unwrap().selector
+            );
+        }
     }
 }

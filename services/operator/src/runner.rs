@@ -159,7 +159,12 @@ pub async fn run(
     let namespace = settings.watch_namespace.clone();
     let result = match settings.leader_election {
         None => {
-            controller::run(ctx, namespace.as_deref(), stopped(shutdown.clone())).await;
+            controller::run(
+                ctx,
+                namespace.as_deref(),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await;
             Ok(())
         }
         Some(election) => {
@@ -183,10 +188,6 @@ pub async fn run(
     shutdown.cancel();
     let _ = server.await;
     result
-}
-
-fn stopped(token: CancellationToken) -> impl Future<Output = ()> + Send + Sync + 'static {
-    async move { token.cancelled().await }
 }
 
 /// Waits to become leader, runs the controller while renewing the Lease.
@@ -222,7 +223,7 @@ async fn lead(
             .saturating_sub(election.renew_interval),
         controller_stop.clone(),
     ));
-    controller::run(ctx, namespace, stopped(controller_stop.clone())).await;
+    controller::run(ctx, namespace, controller_stop.clone().cancelled_owned()).await;
     controller_stop.cancel();
     metrics.leader.set(0);
     let lost = keeper.await.unwrap_or(true);
