@@ -74,8 +74,12 @@ class Runner:
         try:
             result = fn(*args, **kwargs)
         except AssertionError as e:
-            self.failed.append((name, str(e) or "assertion failed"))
-            print(f"FAIL {name}: {e}")
+            detail = str(e) or "assertion failed"
+            label = name.rsplit(": ", 1)[-1]
+            if detail.startswith(label + ": "):
+                detail = detail[len(label) + 2:]
+            self.failed.append((name, detail))
+            print(f"FAIL {name}: {detail}")
             return None
         except Exception as e:  # noqa: BLE001 - a crash of a check is a failure
             detail = f"{type(e).__name__}: {e}"
@@ -464,6 +468,16 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
         hooks = (job["metadata"].get("annotations") or {}).get("helm.sh/hook", "")
         if set(hooks.split(",")) != {"pre-install", "pre-upgrade"}:
             fail(f"{origin}: Job {job['metadata']['name']}: hook {hooks!r}")
+        # A pre-install hook runs before the release's own objects exist.
+        jspec = pod_spec(job)
+        if jspec.get("serviceAccountName") in by_kind.get("ServiceAccount", {}):
+            fail(f"{origin}: Job {job['metadata']['name']} uses the release's ServiceAccount, which a pre-install hook precedes")
+        if any("configMapRef" in src for src in c.get("envFrom") or []):
+            fail(f"{origin}: Job {job['metadata']['name']} reads the release's ConfigMap, which a pre-install hook precedes")
+        for e in c.get("env") or []:
+            ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+            if ref and ref["name"] in by_kind.get("Secret", {}):
+                fail(f"{origin}: Job {job['metadata']['name']} reads the release's Secret {ref['name']}, which a pre-install hook precedes")
         plain, refs = container_env(c, configmaps)
         if "DB_PASSWORD" not in refs or not plain.get("DB_HOST"):
             fail(f"{origin}: Job {job['metadata']['name']} lacks the database settings")
@@ -859,7 +873,7 @@ def main() -> int:
                     validate_object(d, label, crds)
                 check_workload_invariants(docs, label)
                 return docs
-            docs = r.check(f"render + validate ({len(SERVICES) if cname == 'ecommerce' else 'all'} services' invariants): {label}", render_and_validate)
+            docs = r.check(f"render + validate + workload invariants: {label}", render_and_validate)
             if docs and cname == "ecommerce":
                 merged = chart.merge_values(copy.deepcopy(values))
                 r.check(f"stack conventions (ports, probes, env names, secrets, NetworkPolicies): {label}",
