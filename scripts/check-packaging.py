@@ -21,7 +21,11 @@ import copy
 import glob
 import os
 import re
+import json
 import shlex
+import shutil
+import subprocess
+import tempfile
 import sys
 import time
 import traceback
@@ -688,6 +692,69 @@ def check_dockerfile() -> None:
             fail(f".dockerignore lacks {entry}")
 
 
+def workspace_targets(manifest_dir: Path) -> dict[str, set]:
+    out = subprocess.run(
+        ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+        cwd=manifest_dir, capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"cargo metadata in {manifest_dir}: {out.stderr.strip()[-600:]}")
+    meta = json.loads(out.stdout)
+    root = Path(meta["workspace_root"])
+    targets = {}
+    for pkg in meta["packages"]:
+        targets[pkg["name"]] = {
+            (kind, t["name"], os.path.relpath(t["src_path"], root))
+            for t in pkg["targets"] for kind in t["kind"] if kind in ("bin", "lib", "custom-build")
+        }
+    return targets
+
+
+def check_dockerfile_recipe() -> None:
+    """Runs the Dockerfile's planner step on a copy of the build context and
+    has cargo load the result: the stubbed workspace must have every package
+    and every lib/bin/build-script target of the real one, and the builder
+    must copy every workspace member's sources."""
+    text = (ROOT / "Dockerfile").read_text()
+    stage = re.search(r"FROM \S+ AS planner\n(.*?)\nFROM ", text, re.S)
+    if not stage:
+        fail("Dockerfile: no planner stage")
+    runs = re.findall(r"^RUN (.*?)(?=\n(?:[A-Z]+ |#|$)|\Z)", stage.group(1), re.S | re.M)
+    if len(runs) != 1:
+        fail(f"Dockerfile: expected one RUN in the planner stage, found {len(runs)}")
+    script = runs[0].replace("\\\n", " ")
+    ignore = [line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    with tempfile.TemporaryDirectory(prefix="packaging-") as tmp:
+        ctx, recipe = Path(tmp) / "context", Path(tmp) / "recipe"
+        shutil.copytree(ROOT, ctx, symlinks=True,
+                        ignore=shutil.ignore_patterns(*[i.replace("**/", "") for i in ignore]))
+        out = subprocess.run(["sh", "-c", script.replace("/recipe", str(recipe))], cwd=ctx,
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            fail(f"the planner step fails: {out.stderr.strip()[-600:]}")
+        real = workspace_targets(ROOT)
+        stub = workspace_targets(recipe)
+        if set(real) != set(stub):
+            fail(f"the recipe's workspace has packages {sorted(stub)}, the real one {sorted(real)}")
+        for pkg, targets in real.items():
+            if targets != stub[pkg]:
+                fail(f"package {pkg}: the recipe has targets {sorted(stub[pkg] - targets)} / lacks {sorted(targets - stub[pkg])}")
+            for kind, name, path in stub[pkg]:
+                if not (recipe / path).is_file():
+                    fail(f"package {pkg}: the recipe has no stub for {kind} {name} ({path})")
+    builder = dockerfile_stages(text)["builder"]
+    copied = {r.split()[0].strip("./") for w, r in builder["lines"] if w == "COPY" and "--from" not in r}
+    members = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+                             cwd=ROOT, capture_output=True, text=True, check=True)
+    meta = json.loads(members.stdout)
+    for pkg in meta["packages"]:
+        rel = os.path.relpath(Path(pkg["manifest_path"]).parent, meta["workspace_root"])
+        if rel.split("/")[0] not in copied:
+            fail(f"Dockerfile: the builder does not copy {rel} (workspace member {pkg['name']})")
+    if "proto" not in copied:
+        fail("Dockerfile: the builder does not copy proto/")
+
+
 # --------------------------------------------------------------------------
 # Tiltfile: executed with stand-ins for Tilt's functions
 
@@ -915,6 +982,10 @@ def main() -> int:
 
     r.check("docker-compose.yml: services, build targets, healthchecks, env names, dependencies", check_compose, known)
     r.check("Dockerfile: builder, a target per service, non-root, entrypoint, ports", check_dockerfile)
+    if shutil.which("cargo"):
+        r.check("Dockerfile: the planner's stub workspace loads in cargo with every target of the real one", check_dockerfile_recipe)
+    else:
+        print("skip Dockerfile planner check: no cargo on PATH")
     if (ROOT / "Tiltfile").exists():
         r.check("Tiltfile: docker_build per target, helm() renders, resources and port-forwards", check_tiltfile, {})
     else:
