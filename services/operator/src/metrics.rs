@@ -156,3 +156,65 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
         (StatusCode::SERVICE_UNAVAILABLE, "starting")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use prometheus_client::registry::Registry;
+    use tower::ServiceExt;
+
+    use super::{Health, Metrics, router};
+    use crate::error::Error;
+
+    async fn get(health: &std::sync::Arc<Health>, path: &str) -> (StatusCode, String) {
+        let response = router(health.clone())
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn metrics_count_reconciliations_failures_and_durations() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let health = Health::new(registry);
+        drop(metrics.reconcile_started());
+        metrics.reconcile_failed(&Error::MissingObjectKey("metadata.uid"));
+        metrics.leader.set(1);
+        let (status, body) = get(&health, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.contains("ecommerce_operator_reconciliations_total 1"),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                r#"ecommerce_operator_reconcile_failures_total{error="missing_object_key"} 1"#
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains("ecommerce_operator_reconcile_duration_seconds_count 1"),
+            "{body}"
+        );
+        assert!(body.contains("ecommerce_operator_leader 1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_the_api_server_while_liveness_does_not() {
+        let health = Health::new(Registry::default());
+        assert_eq!(get(&health, "/healthz").await.0, StatusCode::OK);
+        assert_eq!(
+            get(&health, "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        health.set_ready();
+        assert_eq!(get(&health, "/readyz").await.0, StatusCode::OK);
+    }
+}

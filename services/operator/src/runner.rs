@@ -121,6 +121,15 @@ pub async fn run(
     let client = Client::try_default()
         .await
         .context("no Kubernetes configuration (in-cluster or kubeconfig)")?;
+    run_with_client(client, settings, stop).await
+}
+
+/// `run` with a given client (a mock in tests).
+pub async fn run_with_client(
+    client: Client,
+    settings: Settings,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     let health = Health::new(registry);
@@ -147,6 +156,20 @@ pub async fn run(
         }
     });
 
+    let result = operate(client, settings, &health, &metrics, &shutdown).await;
+    shutdown.cancel();
+    let _ = server.await;
+    result
+}
+
+/// Checks the CRD is served, then leads (or just runs) the controller.
+async fn operate(
+    client: Client,
+    settings: Settings,
+    health: &Health,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     Api::<EcommerceStack>::all(client.clone())
         .list(&ListParams::default().limit(1))
         .await
@@ -157,7 +180,7 @@ pub async fn run(
 
     let ctx = Context::new(client.clone(), metrics.clone());
     let namespace = settings.watch_namespace.clone();
-    let result = match settings.leader_election {
+    match settings.leader_election {
         None => {
             controller::run(
                 ctx,
@@ -179,15 +202,12 @@ pub async fn run(
                 &election,
                 ctx,
                 namespace.as_deref(),
-                &shutdown,
-                &metrics,
+                shutdown,
+                metrics,
             )
             .await
         }
-    };
-    shutdown.cancel();
-    let _ = server.await;
-    result
+    }
 }
 
 /// Waits to become leader, runs the controller while renewing the Lease.
@@ -266,5 +286,168 @@ pub async fn keep_leading(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use http::Method;
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    use super::{LeaderElection, Settings, run_with_client};
+    use crate::fixtures::{mock_client, respond_error, respond_json, timeout_after_1s};
+
+    fn settings(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn leader_election_is_on_by_default_and_needs_the_pod_identity() {
+        let s = settings(&[("POD_NAMESPACE", "ops"), ("POD_NAME", "op-1")]).unwrap();
+        assert_eq!(
+            s.leader_election,
+            Some(LeaderElection {
+                namespace: "ops".into(),
+                lease_name: "ecommerce-operator-leader".into(),
+                identity: "op-1".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_interval: Duration::from_secs(5),
+            })
+        );
+        assert_eq!(s.metrics_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.watch_namespace, None);
+        let missing = settings(&[("POD_NAME", "op-1")]).unwrap_err();
+        assert!(format!("{missing:#}").contains("POD_NAMESPACE"));
+    }
+
+    #[test]
+    fn malformed_settings_name_the_variable() {
+        for (vars, name) in [
+            (vec![("LEADER_ELECTION", "yes")], "LEADER_ELECTION"),
+            (
+                vec![("LEADER_ELECTION", "false"), ("METRICS_ADDR", "8080")],
+                "METRICS_ADDR",
+            ),
+            (
+                vec![
+                    ("POD_NAMESPACE", "ops"),
+                    ("POD_NAME", "a"),
+                    ("LEASE_DURATION_SECONDS", "0"),
+                ],
+                "LEASE_DURATION_SECONDS",
+            ),
+            (
+                vec![
+                    ("POD_NAMESPACE", "ops"),
+                    ("POD_NAME", "a"),
+                    ("LEASE_RENEW_SECONDS", "20"),
+                ],
+                "LEASE_RENEW_SECONDS",
+            ),
+        ] {
+            let error = settings(&vars).unwrap_err();
+            assert!(format!("{error:#}").contains(name), "{error:#}");
+        }
+        let single =
+            settings(&[("LEADER_ELECTION", "false"), ("WATCH_NAMESPACE", "shop")]).unwrap();
+        assert_eq!(single.leader_election, None);
+        assert_eq!(single.watch_namespace.as_deref(), Some("shop"));
+    }
+
+    fn follower_settings() -> Settings {
+        Settings {
+            watch_namespace: None,
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            leader_election: Some(LeaderElection {
+                namespace: "testns".into(),
+                lease_name: "operator-leader".into(),
+                identity: "replica-a".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_interval: Duration::from_millis(20),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_crd_the_operator_stops_with_a_hint() {
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server
+                .expect(
+                    Method::GET,
+                    "/apis/ecommerce.example.com/v1alpha1/ecommercestacks",
+                )
+                .await;
+            respond_error(send, 404, "NotFound");
+        });
+        let error = run_with_client(client, follower_settings(), std::future::pending())
+            .await
+            .unwrap_err();
+        timeout_after_1s(scenario).await;
+        assert!(
+            format!("{error:#}").contains("kubectl apply -f k8s/crd.yaml"),
+            "{error:#}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_waits_for_the_lease_and_exits_cleanly_on_shutdown() {
+        let (client, mut server) = mock_client();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server
+                .expect(
+                    Method::GET,
+                    "/apis/ecommerce.example.com/v1alpha1/ecommercestacks",
+                )
+                .await;
+            respond_json(
+                send,
+                &json!({"apiVersion": "ecommerce.example.com/v1alpha1", "kind": "EcommerceStackList", "metadata": {}, "items": []}),
+            );
+            // Another replica holds the Lease: twice asked, twice left alone.
+            for _ in 0..2 {
+                let (_, send, _) = server
+                    .expect(
+                        Method::GET,
+                        "/apis/coordination.k8s.io/v1/namespaces/testns/leases/operator-leader",
+                    )
+                    .await;
+                respond_json(
+                    send,
+                    &Lease {
+                        metadata: ObjectMeta {
+                            name: Some("operator-leader".into()),
+                            resource_version: Some("7".into()),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(LeaseSpec {
+                            holder_identity: Some("replica-b".into()),
+                            lease_duration_seconds: Some(15),
+                            renew_time: Some(MicroTime(Timestamp::now())),
+                            ..LeaseSpec::default()
+                        }),
+                    },
+                );
+            }
+            // SIGTERM, as Kubernetes stops the pod.
+            stop_tx.send(()).unwrap();
+            server.expect_no_more_calls().await;
+        });
+        let operator = tokio::spawn(run_with_client(client, follower_settings(), async {
+            let _ = stop_rx.await;
+        }));
+        timeout_after_1s(scenario).await;
+        timeout_after_1s(operator).await.expect("a clean exit");
     }
 }

@@ -216,3 +216,102 @@ pub fn failed_status(stack: &EcommerceStack, error: &str, now: Timestamp) -> Eco
 pub fn condition<'a>(status: &'a EcommerceStackStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{
+        Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus,
+    };
+
+    use super::*;
+
+    fn deployment(replicas: i32, generation: i64, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..DeploymentSpec::default()
+            }),
+            status: Some(status),
+            ..Deployment::default()
+        };
+        d.metadata.name = Some("shop-order".into());
+        d.metadata.generation = Some(generation);
+        d
+    }
+
+    fn counts(
+        observed: i64,
+        total: i32,
+        updated: i32,
+        ready: i32,
+        available: i32,
+    ) -> DeploymentStatus {
+        DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(total),
+            updated_replicas: Some(updated),
+            ready_replicas: Some(ready),
+            available_replicas: Some(available),
+            ..DeploymentStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_service_is_ready_only_when_every_replica_runs_the_current_template() {
+        let ready = |d: Deployment| service_status(Service::Order, &d).ready;
+        assert!(ready(deployment(2, 3, counts(3, 2, 2, 2, 2))));
+        assert!(
+            !ready(deployment(2, 3, counts(2, 2, 2, 2, 2))),
+            "template not yet observed"
+        );
+        assert!(
+            !ready(deployment(2, 3, counts(3, 3, 2, 2, 2))),
+            "an old pod is left"
+        );
+        assert!(
+            !ready(deployment(2, 3, counts(3, 2, 2, 1, 1))),
+            "one replica not ready"
+        );
+        let status = service_status(Service::Order, &deployment(2, 3, counts(3, 2, 1, 2, 2)));
+        assert_eq!(
+            (
+                status.desired_replicas,
+                status.updated_replicas,
+                status.ready_replicas
+            ),
+            (2, 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_deployment_past_its_progress_deadline_degrades_the_stack() {
+        let mut status = counts(1, 1, 0, 0, 0);
+        status.conditions = Some(vec![DeploymentCondition {
+            type_: "Progressing".into(),
+            status: "False".into(),
+            reason: Some("ProgressDeadlineExceeded".into()),
+            message: Some("ReplicaSet has timed out progressing".into()),
+            ..DeploymentCondition::default()
+        }]);
+        let stack = EcommerceStack::test();
+        let result = applied_status(
+            &stack,
+            &[(Service::Order, deployment(1, 1, status))],
+            Timestamp::now(),
+        );
+        let degraded = condition(&result, DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "DeploymentFailing")
+        );
+        assert!(
+            degraded
+                .message
+                .contains("shop-order: ReplicaSet has timed out"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(condition(&result, READY).unwrap().status, "False");
+        assert_eq!(result.version, None);
+    }
+}
