@@ -195,13 +195,13 @@ fn assert_rbac_covers_the_operator(cluster: &[PolicyRule], leases: &[PolicyRule]
 
 #[test]
 fn install_rbac_grants_exactly_what_the_operator_calls() {
-    let path = "k8s/operator/rbac.yaml";
+    let path = "k8s/operator/10-rbac.yaml";
     assert_rbac_covers_the_operator(&rules(path, "ClusterRole"), &rules(path, "Role"));
 }
 
 #[test]
 fn the_install_deployment_configures_the_operator() {
-    let deployment: Deployment = documents("k8s/operator/deployment.yaml")
+    let deployment: Deployment = documents("k8s/operator/20-deployment.yaml")
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
         .map(|d| serde_json::from_value(d).unwrap())
@@ -230,7 +230,7 @@ fn the_install_deployment_configures_the_operator() {
     assert_eq!(election.namespace, "from-metadata.namespace");
     assert_eq!(election.identity, "from-metadata.name");
     // The Role grants get/update on this Lease name only.
-    let role = rules("k8s/operator/rbac.yaml", "Role");
+    let role = rules("k8s/operator/10-rbac.yaml", "Role");
     assert!(role.iter().any(|r| {
         r.resource_names
             .as_ref()
