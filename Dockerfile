@@ -5,7 +5,8 @@
 #
 #   docker build --target gateway -t ecommerce/gateway:dev .
 #
-# targets: gateway inventory order user producer consumer
+# targets: gateway inventory order user producer consumer, and operator
+# (the kube-rs operator, built in a stage of its own only when asked for)
 # (scripts/check-packaging.py checks this file: every target, its port,
 # its binary, the non-root user, the entrypoint.)
 #
@@ -45,15 +46,18 @@ RUN set -eu; \
       fi; \
     done
 
-# --- builder: dependencies first, then the sources ---------------------------
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
+# --- recipe: the stub workspace on the Rust toolchain --------------------------
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS recipe
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
-# The six services; -p keeps the build (and its feature resolution) the same
-# in both steps below and leaves other workspace members (tests, tools) out.
-ARG PACKAGES="-p gateway -p inventory -p order -p user -p producer -p consumer"
 COPY --from=planner /recipe/ ./
+
+# --- builder: the six services, dependencies first, then the sources ---------
+FROM recipe AS builder
+# -p keeps the build (and its feature resolution) the same in both steps below
+# and leaves the other workspace members (tests, the operator) out.
+ARG PACKAGES="-p gateway -p inventory -p order -p user -p producer -p consumer"
 # Dependency layer: every third-party crate, compiled against the stubs.
 RUN cargo build --release --locked ${PACKAGES}
 # The real sources. COPY keeps the files' own modification times, which can be
@@ -70,6 +74,21 @@ RUN set -eu; \
     for s in gateway inventory order user producer consumer; do \
       cp "target/release/$s" "/out/$s"; \
     done
+
+# --- operator-builder: the kube-rs operator, built only for --target operator --
+# Its own dependency layer (kube, k8s-openapi), so the six services' builds
+# never compile it.
+FROM recipe AS operator-builder
+RUN cargo build --release --locked -p operator --bin operator
+COPY proto ./proto
+COPY crates ./crates
+COPY services ./services
+COPY e2e ./e2e
+RUN set -eu; \
+    find crates services e2e proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
+    cargo build --release --locked -p operator --bin operator; \
+    mkdir -p /out; \
+    cp target/release/operator /out/operator
 
 # --- runtime base --------------------------------------------------------------
 # A static busybox for the health-check probe only (the musl build is static).
@@ -124,3 +143,12 @@ EXPOSE 50055
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
 ENTRYPOINT ["/usr/local/bin/consumer"]
+
+# The operator (services/operator): watches EcommerceStack resources; metrics,
+# /healthz and /readyz on METRICS_ADDR (charts/ecommerce-operator: port 8080).
+FROM runtime AS operator
+COPY --from=operator-builder /out/operator /usr/local/bin/operator
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["/usr/local/bin/operator"]

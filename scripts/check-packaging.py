@@ -641,22 +641,31 @@ def check_dockerfile() -> None:
     builder = stages.get("builder")
     if builder is None:
         fail("Dockerfile: no builder stage")
-    runs = [rest for w, rest in builder["lines"] if w == "RUN"]
-    builds = [r for r in runs if "cargo build --release --locked" in r]
-    if len(builds) != 2:
-        fail(f"Dockerfile: the builder should run `cargo build --release --locked` twice (dependencies, then sources); found {len(builds)}")
-    words = [w for w, _ in builder["lines"]]
-    first_build = next(i for i, (w, r) in enumerate(builder["lines"]) if w == "RUN" and "cargo build" in r)
-    copies_before = [r for w, r in builder["lines"][:first_build] if w == "COPY"]
-    if any(re.search(r"(^|\s)(\.|crates|services)(\s|$)", c) and "--from" not in c for c in copies_before):
-        fail("Dockerfile: the sources are copied before the dependency layer is built")
-    if "COPY" not in words[first_build:]:
-        fail("Dockerfile: the sources are never copied after the dependency layer")
+    targets = dict(PORTS)
+    builders = {"builder": builder}
+    if (ROOT / "services/operator/Cargo.toml").exists():
+        op_values = ROOT / "charts/ecommerce-operator/values.yaml"
+        op = yaml.safe_load(op_values.read_text()) if op_values.exists() else {}
+        targets["operator"] = int(((op or {}).get("metrics") or {}).get("port", 8080))
+        if "operator-builder" not in stages:
+            fail("Dockerfile: services/operator exists but there is no operator-builder stage")
+        builders["operator-builder"] = stages["operator-builder"]
+    for bname, b in builders.items():
+        chain_lines = [l for c in reversed(stage_chain(stages, bname)) for l in c["lines"]]
+        builds = [r for w, r in chain_lines if w == "RUN" and "cargo build --release --locked" in r]
+        if len(builds) != 2:
+            fail(f"Dockerfile {bname}: should run `cargo build --release --locked` twice (dependencies, then sources); found {len(builds)}")
+        first_build = next(i for i, (w, r) in enumerate(chain_lines) if w == "RUN" and "cargo build" in r)
+        copies_before = [r for w, r in chain_lines[:first_build] if w == "COPY"]
+        if any(re.search(r"(^|\s)(\.|crates|services)(\s|$)", c) and "--from" not in c for c in copies_before):
+            fail(f"Dockerfile {bname}: the sources are copied before the dependency layer is built")
+        if "COPY" not in [w for w, _ in chain_lines[first_build:]]:
+            fail(f"Dockerfile {bname}: the sources are never copied after the dependency layer")
     pkgs = " ".join(r for w, r in builder["lines"] if w == "ARG" and r.startswith("PACKAGES"))
     for s in SERVICES:
         if f"-p {s}" not in pkgs:
             fail(f"Dockerfile: the builder does not build {s}")
-    for s in SERVICES:
+    for s, port in targets.items():
         st = stages.get(s)
         if st is None:
             fail(f"Dockerfile: no target {s}")
@@ -671,10 +680,10 @@ def check_dockerfile() -> None:
         if [r for w, r in st["lines"] if w == "CMD"]:
             fail(f"Dockerfile {s}: a CMD would be passed as arguments")
         exposes = [r for w, r in st["lines"] if w == "EXPOSE"]
-        if exposes != [str(PORTS[s])]:
-            fail(f"Dockerfile {s}: EXPOSE {exposes}, expected {PORTS[s]}")
+        if exposes != [str(port)]:
+            fail(f"Dockerfile {s}: EXPOSE {exposes}, expected {port}")
         copies = [r for w, r in st["lines"] if w == "COPY"]
-        if not any(r.startswith("--from=builder") and r.endswith(f"/usr/local/bin/{s}") and f"/{s} " in r for r in copies):
+        if not any(re.match(r"--from=(operator-)?builder ", r) and r.endswith(f"/usr/local/bin/{s}") and f"/{s} " in r for r in copies):
             fail(f"Dockerfile {s}: the binary is not copied from the builder to /usr/local/bin/{s}")
         base = chain[-1]["base"]
         if not re.match(r"(gcr\.io/distroless/cc|debian:.*slim)", base):
@@ -682,8 +691,8 @@ def check_dockerfile() -> None:
         if any(w == "RUN" for w, _ in lines):
             fail(f"Dockerfile {s}: its runtime stages RUN commands (the base has no shell)")
         hc = [r for w, r in st["lines"] if w == "HEALTHCHECK"]
-        if not hc or f"127.0.0.1:{PORTS[s]}/healthz" not in hc[0]:
-            fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {PORTS[s]}")
+        if not hc or f"127.0.0.1:{port}/healthz" not in hc[0]:
+            fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {port}")
         if "/usr/local/bin/busybox" in hc[0] and not any("/usr/local/bin/busybox" in r for c in chain for w, r in c["lines"] if w == "COPY"):
             fail(f"Dockerfile {s}: HEALTHCHECK uses busybox, which the image lacks")
     ignore = (ROOT / ".dockerignore").read_text().split()
