@@ -40,7 +40,7 @@ pub const VERSION: &str = "v1alpha1";
 pub struct EcommerceStackSpec {
     /// Image tag of every service (`<registry>/<prefix>/<service>:<version>`).
     /// Changing it rolls all Deployments.
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
     pub version: String,
     /// Registry host and path, e.g. `ghcr.io/acme`. Empty: images without a
     /// registry (`ecommerce/gateway:<version>`), as a local cluster loads them.
@@ -51,7 +51,7 @@ pub struct EcommerceStackSpec {
     pub image_prefix: String,
     /// Pull policy of every container; Kubernetes' default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
+    pub image_pull_policy: Option<ImagePullPolicy>,
     /// `production` (secrets required) or `development`.
     #[serde(default)]
     pub app_env: AppEnv,
@@ -69,6 +69,24 @@ pub struct EcommerceStackSpec {
 
 fn default_image_prefix() -> String {
     "ecommerce".to_owned()
+}
+
+/// A container's `imagePullPolicy`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
 }
 
 /// The services' `APP_ENV`.
@@ -192,6 +210,7 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: Option<i32>,
+    /// Requests and limits; unset: 50m CPU and 64Mi requested, 256Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Extra variables; one with the name of an operator-set variable replaces it.

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service as KubeService, ServicePort, ServiceSpec,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecretKeySelector, SecurityContext, Service as KubeService, ServicePort,
+    ServiceSpec,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
@@ -266,6 +268,22 @@ pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
     env
 }
 
+/// Requests so the scheduler places pods sensibly, and a memory limit so a
+/// leak cannot take the node down; no CPU limit (throttling hurts latency).
+fn default_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity("50m".to_owned())),
+            ("memory".to_owned(), Quantity("64Mi".to_owned())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_owned(),
+            Quantity("256Mi".to_owned()),
+        )])),
+        ..ResourceRequirements::default()
+    }
+}
+
 fn http_probe(service: Service, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -294,7 +312,7 @@ fn deployment(
     let container = Container {
         name: service.name().to_owned(),
         image: Some(image(stack, service)),
-        image_pull_policy: stack.spec.image_pull_policy.clone(),
+        image_pull_policy: stack.spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         ports: Some(vec![ContainerPort {
             name: Some(service.port_name().to_owned()),
             container_port: service.port(),
@@ -302,7 +320,12 @@ fn deployment(
             ..ContainerPort::default()
         }]),
         env: Some(container_env(stack, service)),
-        resources: service_spec.resources.clone(),
+        resources: Some(
+            service_spec
+                .resources
+                .clone()
+                .unwrap_or_else(default_resources),
+        ),
         liveness_probe: Some(http_probe(service, "/healthz", 10, 3)),
         readiness_probe: Some(http_probe(service, "/readyz", 5, 3)),
         security_context: Some(SecurityContext {
@@ -359,8 +382,7 @@ fn deployment(
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::api::core::v1::EnvVar;
 
     use super::*;
     use crate::crd::AppEnv;
@@ -761,11 +783,12 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(limits["memory"], Quantity("256Mi".into()));
-        assert!(
-            container(&objects(&state, Service::User).deployment)
-                .resources
-                .is_none()
-        );
+        let defaults = container(&objects(&state, Service::User).deployment)
+            .resources
+            .clone()
+            .expect("defaults when unset");
+        assert_eq!(defaults.limits.unwrap()["memory"], Quantity("256Mi".into()));
+        assert_eq!(defaults.requests.unwrap()["cpu"], Quantity("50m".into()));
     }
 
     #[test]

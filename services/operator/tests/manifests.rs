@@ -115,6 +115,20 @@ fn the_schema_rejects_what_the_operator_could_not_use() {
         "replicas is an integer"
     );
 
+    let mut bad_version = sample();
+    bad_version["spec"]["version"] = Value::from("1.0 beta");
+    assert!(
+        !schema_errors(&bad_version).is_empty(),
+        "version is an image tag"
+    );
+
+    let mut bad_policy = sample();
+    bad_policy["spec"]["imagePullPolicy"] = Value::from("Sometimes");
+    assert!(
+        !schema_errors(&bad_policy).is_empty(),
+        "imagePullPolicy is one of three"
+    );
+
     let mut bad_env = sample();
     bad_env["spec"]["appEnv"] = Value::from("staging");
     assert!(
