@@ -182,6 +182,11 @@ pub fn respond_error(send: Responder, code: u16, reason: &str) {
 }
 
 impl ApiServerVerifier {
+    /// The next request, whatever it is (for scenarios with concurrent calls).
+    pub async fn next_request(&mut self) -> Option<(Request<Body>, Responder)> {
+        self.0.next_request().await
+    }
+
     /// The next request: it must have this method and path; returns its JSON
     /// body (Null when empty) and the means to answer.
     pub async fn expect(

@@ -450,4 +450,118 @@ mod tests {
         timeout_after_1s(scenario).await;
         timeout_after_1s(operator).await.expect("a clean exit");
     }
+
+    /// A Lease held by `holder`, as the mock API server answers it.
+    fn held_by(holder: Option<&str>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some("operator-leader".into()),
+                resource_version: Some("8".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(Timestamp::now())),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_leader_watches_stacks_and_owned_objects_then_releases_the_lease_on_shutdown() {
+        const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/testns/leases/operator-leader";
+        let (client, mut server) = mock_client();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server
+                .expect(
+                    Method::GET,
+                    "/apis/ecommerce.example.com/v1alpha1/ecommercestacks",
+                )
+                .await;
+            respond_json(
+                send,
+                &json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+            );
+            let (_, send, _) = server.expect(Method::GET, LEASE).await;
+            respond_error(send, 404, "NotFound");
+            let (created, send, _) = server
+                .expect(
+                    Method::POST,
+                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases",
+                )
+                .await;
+            respond_json(send, &created);
+
+            // Leading: the controller lists and watches; the Lease is renewed.
+            let mut lists: Vec<(String, String)> = Vec::new();
+            let mut open_watches = Vec::new();
+            let mut stop_tx = Some(stop_tx);
+            loop {
+                let (request, send) = server.next_request().await.expect("a request");
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or("").to_owned();
+                if path == LEASE && request.method() == Method::GET {
+                    respond_json(send, &held_by(Some("replica-a")));
+                } else if path == LEASE && request.method() == Method::PUT {
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    let lease: Lease = serde_json::from_slice(&body).unwrap();
+                    let released = lease.spec.as_ref().unwrap().holder_identity.is_none();
+                    respond_json(send, &lease);
+                    if released {
+                        break;
+                    }
+                } else if query.contains("watch=true") {
+                    open_watches.push(send); // held open, as a quiet watch
+                } else {
+                    respond_json(
+                        send,
+                        &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+                    );
+                    lists.push((path, query));
+                    if lists.len() == 4 {
+                        // SIGTERM once all four watches are set up.
+                        stop_tx.take().unwrap().send(()).unwrap();
+                    }
+                }
+            }
+            lists
+        });
+        let mut settings = follower_settings();
+        settings.leader_election.as_mut().unwrap().renew_interval = Duration::from_millis(50);
+        let operator = tokio::spawn(run_with_client(client, settings, async {
+            let _ = stop_rx.await;
+        }));
+        let lists = tokio::time::timeout(Duration::from_secs(5), scenario)
+            .await
+            .expect("the scenario finished")
+            .expect("the scenario passed");
+        tokio::time::timeout(Duration::from_secs(5), operator)
+            .await
+            .expect("the operator stopped")
+            .unwrap()
+            .expect("a clean exit");
+
+        let selector = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Decommerce-operator";
+        for resource in [
+            "/apis/apps/v1/deployments",
+            "/api/v1/services",
+            "/api/v1/configmaps",
+        ] {
+            let (_, query) = lists
+                .iter()
+                .find(|(path, _)| path == resource)
+                .unwrap_or_else(|| panic!("{resource} listed: {lists:?}"));
+            assert!(
+                query.contains(selector),
+                "{resource} only managed objects: {query}"
+            );
+        }
+        assert!(
+            lists
+                .iter()
+                .any(|(path, _)| path == "/apis/ecommerce.example.com/v1alpha1/ecommercestacks")
+        );
+    }
 }
