@@ -244,6 +244,14 @@ def check_workload_invariants(docs: list[dict], origin: str) -> None:
         if key in seen:
             fail(f"{origin}: two objects {key}")
         seen.add(key)
+        name = d["metadata"]["name"]
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+            fail(f"{origin}: {d['kind']} name {name!r} is not a DNS-1123 subdomain")
+        if d["kind"] in ("Service", "Deployment", "StatefulSet") and not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name):
+            fail(f"{origin}: {d['kind']} name {name!r} is not a DNS-1035 label (at most 63 characters)")
+        for k, v in (d["metadata"].get("labels") or {}).items():
+            if len(str(v)) > 63:
+                fail(f"{origin}: {d['kind']}/{name}: label {k} is longer than 63 characters")
     for d in workloads:
         name = f"{d['kind']}/{d['metadata']['name']}"
         spec = pod_spec(d)
@@ -897,6 +905,7 @@ def main() -> int:
         r.check("service settings include the basics", fail, "the settings scan found too little")
 
     crds = CrdIndex()
+    cli_docs: list[dict] = []
     # CRDs first: k8s/ and every chart's crds/ folder.
     k8s_files = sorted(glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True))
     crd_files = k8s_files + sorted(glob.glob(str(ROOT / "charts/*/crds/**/*.yaml"), recursive=True))
@@ -947,6 +956,8 @@ def main() -> int:
                     fail("renders nothing")
                 for d in docs:
                     validate_object(d, label, crds)
+                    if crds.lookup(d) is None:
+                        cli_docs.append(d)
                 check_workload_invariants(docs, label)
                 return docs
             docs = r.check(f"render + validate + workload invariants: {label}", render_and_validate)
@@ -982,12 +993,36 @@ def main() -> int:
             bad_env["appEnv"] = "staging"
             r.check("values.schema.json rejects an unknown appEnv", must_fail_render, chart, bad_env, "appEnv")
 
+            def long_names():
+                vals = copy.deepcopy(ci.get("all-features-values") or {})
+                vals["fullnameOverride"] = "x" * 63
+                docs = rendered_docs(render(chart, vals))
+                check_workload_invariants(docs, "a 63-character fullname")
+                for d in docs:
+                    validate_object(d, "a 63-character fullname", crds)
+            r.check("a 63-character release name still gives distinct valid names", long_names)
+
             def notes():
                 text = render(chart, ci.get("defaults-values"))["ecommerce/templates/NOTES.txt"]
                 for s in SERVICES:
                     if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
                         fail(f"NOTES.txt does not list {s}")
             r.check("NOTES.txt renders and lists every service", notes)
+
+    def kubernetes_validate_cli():
+        # The same schemas through the tool's own command line, as a user
+        # would run it, over everything rendered above.
+        with tempfile.TemporaryDirectory(prefix="packaging-") as tmp:
+            path = Path(tmp) / "rendered.yaml"
+            path.write_text(yaml.safe_dump_all(cli_docs))
+            exe = Path(sys.executable).parent / "kubernetes-validate"
+            out = subprocess.run([str(exe), "--strict", "--quiet", "-k", KUBE_VERSION, str(path)],
+                                 capture_output=True, text=True)
+            lines = [l for l in (out.stdout + out.stderr).splitlines() if l.strip()]
+            if out.returncode != 0 or lines:
+                fail(f"kubernetes-validate --strict: exit {out.returncode}: {lines[:5]}")
+    if cli_docs:
+        r.check(f"kubernetes-validate --strict -k {KUBE_VERSION} (command line) over the {len(cli_docs)} rendered objects", kubernetes_validate_cli)
 
     r.check("docker-compose.yml: services, build targets, healthchecks, env names, dependencies", check_compose, known)
     r.check("Dockerfile: builder, a target per service, non-root, entrypoint, ports", check_dockerfile)

@@ -56,9 +56,13 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* A component's object name: <fullname>-<component>, at most 63 characters. */}}
+{{/*
+A component's object name: <fullname>-<component>, at most 63 characters; a
+long fullname is shortened, never the component, so names stay distinct.
+*/}}
 {{- define "ecommerce.componentName" -}}
-{{- printf "%s-%s" (include "ecommerce.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- $suffix := printf "-%s" .component }}
+{{- printf "%s%s" (include "ecommerce.fullname" .root | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix }}
 {{- end }}
 
 {{- define "ecommerce.serviceAccountName" -}}
