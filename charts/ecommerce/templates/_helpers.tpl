@@ -179,12 +179,17 @@ services' READMEs). (dict "root" $ "component" "order")
 {{- $_ := set $env "DB_PORT" (toString $v.externalDatabase.port) }}
 {{- $_ := set $env "DB_USER" $v.externalDatabase.user }}
 {{- end }}
+{{- if $v.postgresql.enabled }}
+{{- /* The in-cluster PostgreSQL starts with the release: wait longer for it than the 30 s default. */}}
+{{- $_ := set $env "DB_CONNECT_WAIT_MS" "120000" }}
+{{- end }}
 {{- $_ := set $env "DB_NAME" $v.externalDatabase.database }}
 {{- $_ := set $env "DB_MAX_CONNECTIONS" (toString $v.externalDatabase.maxConnections) }}
 {{- end }}
 {{- if has $name (list "producer" "consumer") }}
 {{- if $v.nats.enabled }}
 {{- $_ := set $env "NATS_ADDR" (printf "nats://%s:4222" (include "ecommerce.componentName" (dict "root" $root "component" "nats"))) }}
+{{- $_ := set $env "NATS_CONNECT_WAIT_MS" "120000" }}
 {{- else }}
 {{- $_ := set $env "NATS_ADDR" $v.externalNats.url }}
 {{- end }}
