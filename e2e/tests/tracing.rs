@@ -400,6 +400,12 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
         "the cancel's handling descends from the Producer's publish:\n{}",
         trace.describe()
     );
+    // The gateway names its span by the route, never by the concrete path.
+    assert!(
+        trace.0.iter().any(|s| s.name == "POST /orders/{id}/cancel"),
+        "a span named by the cancel route:\n{}",
+        trace.describe()
+    );
 }
 
 /// With a schedule delay far beyond the test, spans leave only when the

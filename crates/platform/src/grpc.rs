@@ -210,6 +210,24 @@ pub fn is_transient(status: &Status) -> bool {
     )
 }
 
+/// Whether the client library made `status` from a failure of the connection
+/// (the peer died or reset it mid-call), rather than the server sending it:
+/// tonic reports those as UNKNOWN "transport error" with the cause attached,
+/// while a status that came over the wire has no source.
+pub fn is_connection_failure(status: &Status) -> bool {
+    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
+}
+
+/// A client's view of a failed call: a broken connection is UNAVAILABLE (the
+/// service could not be reached), everything else stays as the server said.
+pub fn normalize_client_status(status: Status) -> Status {
+    if is_connection_failure(&status) {
+        Status::unavailable(format!("connection failed: {}", status.message()))
+    } else {
+        status
+    }
+}
+
 /// Parses a UUID field of a request, naming the field when it is not one.
 pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
     uuid::Uuid::parse_str(value.trim())
@@ -236,6 +254,19 @@ mod tests {
         let detail = error_detail(&status).unwrap();
         assert_eq!(detail.reason, "INVALID_ARGUMENT");
         assert_eq!(detail.field_violations[0].field, "price");
+    }
+
+    #[test]
+    fn broken_connections_are_unavailable_but_server_statuses_stay() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let local = Status::from_error(Box::new(io));
+        assert_eq!(local.code(), Code::Unknown);
+        assert!(is_connection_failure(&local));
+        assert_eq!(normalize_client_status(local).code(), Code::Unavailable);
+
+        let sent = Status::unknown("the server said so");
+        assert!(!is_connection_failure(&sent));
+        assert_eq!(normalize_client_status(sent).code(), Code::Unknown);
     }
 
     #[test]

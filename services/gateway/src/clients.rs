@@ -67,6 +67,7 @@ impl<C: Clone> Downstream<C> {
                 Ok(response.into_inner())
             }
             Err(status) => {
+                let status = platform::grpc::normalize_client_status(status);
                 if is_unreachable(&status) {
                     self.breaker.record_failure();
                     tracing::warn!(service = self.name, code = ?status.code(), message = status.message(), "downstream unreachable");

@@ -9,11 +9,13 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
+use opentelemetry::trace::TraceContextExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -128,6 +130,13 @@ pub async fn observe(
     };
     // Unmatched paths share one label: a scanner must not create series.
     let route = route.unwrap_or_else(|| "unmatched".to_owned());
+    // Name the span by its route, not its path: ids in paths would make every
+    // request's span name unique.
+    // The OTel span exists already (its trace id was read above), so rename
+    // it directly: recording `otel.name` now would not reach it.
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
     let elapsed = started.elapsed();
     let m = metrics();
     m.requests
@@ -143,13 +152,13 @@ pub async fn observe(
             route,
         })
         .observe(elapsed.as_secs_f64());
+    // The log formatter adds the span's trace_id and span_id to the line.
     span.in_scope(|| {
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        let trace_id = trace_id.as_deref().unwrap_or("-");
         if status.is_server_error() {
-            tracing::warn!(%method, %path, status = status.as_u16(), latency_ms, trace_id, "request");
+            tracing::warn!(%method, %path, status = status.as_u16(), latency_ms, "request");
         } else {
-            tracing::info!(%method, %path, status = status.as_u16(), latency_ms, trace_id, "request");
+            tracing::info!(%method, %path, status = status.as_u16(), latency_ms, "request");
         }
     });
     let mut response = result?;
