@@ -32,12 +32,10 @@ down:
 # end-to-end against the real binaries (which are built first).
 test: deps
 	$(CARGO) build --workspace --bins
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-	  $(CARGO) nextest run --workspace --profile $(NEXTEST_PROFILE) --no-tests=warn; \
-	else \
-	  echo "cargo-nextest not found; falling back to cargo test"; \
-	  $(CARGO) test --workspace; \
-	fi
+	@# nextest runs every test in a process of its own (the configuration
+	@# tests set environment variables), in parallel across test binaries.
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+	$(CARGO) nextest run --workspace --profile $(NEXTEST_PROFILE) --no-tests=fail
 	@$(MAKE) --no-print-directory packaging-test
 
 # Offline checks of the Dockerfile, docker-compose.yml, the Helm charts, k8s/
