@@ -68,8 +68,9 @@ fn parse_number_text(text: &str) -> Result<Decimal, String> {
 }
 
 fn truncate(text: &str) -> String {
-    if text.len() > 40 {
-        format!("{}...", &text[..40])
+    // By characters: a byte cut could fall inside one and panic.
+    if text.chars().count() > 40 {
+        format!("{}...", text.chars().take(40).collect::<String>())
     } else {
         text.to_owned()
     }
@@ -106,6 +107,16 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Priced>(body).is_err(), "{body}");
         }
+    }
+
+    #[test]
+    fn refuses_long_non_ascii_values_without_panicking() {
+        // The message quotes the first 40 characters: a cut inside a
+        // multi-byte character must not panic (the worker would drop the
+        // connection instead of answering 400).
+        let body = format!(r#"{{"price": "{}"}}"#, "é".repeat(40));
+        let err = serde_json::from_str::<Priced>(&body).err().unwrap();
+        assert!(err.to_string().contains("expected a decimal number"), "{err}");
     }
 
     #[test]
