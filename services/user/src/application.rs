@@ -133,7 +133,13 @@ impl Users {
             )
             .into());
         }
-        let account = self.store.find_account(login).await?;
+        // No username or email holds a control character, and PostgreSQL
+        // refuses a NUL in a query: such a login is an unknown user.
+        let account = if login.contains(char::is_control) {
+            None
+        } else {
+            self.store.find_account(login).await?
+        };
         let hash = account.as_ref().map(|a| &a.password_hash);
         let verified = self.hasher.verify(password, hash).await;
         match account {

@@ -231,6 +231,10 @@ async fn an_unknown_user_and_a_wrong_password_get_the_same_answer() {
         ("nobody@example.com", PASSWORD),
         ("dave", "wrong password"),
         ("dave@example.com", "wrong password"),
+        // PostgreSQL cannot hold a NUL: no user has one, and asking must
+        // not be a database error (a 500 at the edge).
+        ("da\0ve", PASSWORD),
+        ("dave\0@example.com", PASSWORD),
     ] {
         // Each costs exactly one bcrypt verification, known user or not, so
         // the time taken does not tell whether the account exists.
