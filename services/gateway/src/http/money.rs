@@ -116,7 +116,10 @@ mod tests {
         // connection instead of answering 400).
         let body = format!(r#"{{"price": "{}"}}"#, "é".repeat(40));
         let err = serde_json::from_str::<Priced>(&body).err().unwrap();
-        assert!(err.to_string().contains("expected a decimal number"), "{err}");
+        assert!(
+            err.to_string().contains("expected a decimal number"),
+            "{err}"
+        );
     }
 
     #[test]
