@@ -291,3 +291,26 @@ async fn login_is_rate_limited_per_client() {
     let response = test::call_service(&service, login("10.2.2.2")).await;
     assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[actix_web::test]
+async fn passwords_are_bounded_as_the_user_service_bounds_them() {
+    let (service, _, _) = service!(config(0));
+    let register = |password: String| {
+        test::TestRequest::post()
+            .uri("/users/register")
+            .set_json(
+                json!({"username": "alice", "email": "alice@example.com", "password": password}),
+            )
+            .to_request()
+    };
+    // The User service takes 8 to 128 characters and hashes every one (a
+    // SHA-256 before bcrypt): a long passphrase passes the edge, and only
+    // then meets the unreachable service (503).
+    for password in ["p".repeat(100), "é".repeat(128)] {
+        let response = test::call_service(&service, register(password)).await;
+        problem(response, 503).await;
+    }
+    let response = test::call_service(&service, register("p".repeat(129))).await;
+    let body = problem(response, 400).await;
+    assert_eq!(body["errors"][0]["field"], "password", "{body}");
+}

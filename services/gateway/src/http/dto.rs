@@ -23,6 +23,8 @@ pub const MAX_CATEGORY_LEN: usize = 100;
 pub const MAX_ORDER_ITEMS: usize = 100;
 /// Most units of one item in one order.
 pub const MAX_ITEM_QUANTITY: u32 = 1_000;
+/// Longest password accepted at registration (the User service's bound).
+pub const MAX_PASSWORD_CHARS: usize = 128;
 /// Largest page.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
@@ -472,7 +474,11 @@ pub struct RegisterUser {
     pub username: String,
     #[schema(example = "alice@example.com")]
     pub email: String,
-    #[schema(example = "correct horse battery staple", min_length = 8)]
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 8,
+        max_length = 128
+    )]
     pub password: String,
 }
 
@@ -484,11 +490,16 @@ impl RegisterUser {
         if !self.email.contains('@') {
             v.add("email", "must be an email address");
         }
-        if self.password.chars().count() < 8 {
+        let password_chars = self.password.chars().count();
+        if password_chars < 8 {
             v.add("password", "must be at least 8 characters");
-        } else if self.password.len() > 72 {
-            // bcrypt ignores everything past 72 bytes.
-            v.add("password", "must be at most 72 bytes");
+        } else if password_chars > MAX_PASSWORD_CHARS {
+            // The User service hashes a SHA-256 of the password, so every
+            // character counts despite bcrypt's 72 bytes.
+            v.add(
+                "password",
+                format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+            );
         }
         v.into_result()
     }
