@@ -314,3 +314,26 @@ async fn passwords_are_bounded_as_the_user_service_bounds_them() {
     let body = problem(response, 400).await;
     assert_eq!(body["errors"][0]["field"], "password", "{body}");
 }
+
+#[actix_web::test]
+async fn an_ipv6_client_is_limited_by_its_network_not_each_address() {
+    let (service, _, _) = service!(config(2));
+    let login = |ip: &str| {
+        test::TestRequest::post()
+            .uri("/users/login")
+            .peer_addr(format!("[{ip}]:40000").parse().unwrap())
+            .set_json(json!({"username":"a","password":"b"}))
+            .to_request()
+    };
+    // One host holds a whole /64: rotating the interface id must not buy a
+    // fresh allowance of logins.
+    for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2"] {
+        let response = test::call_service(&service, login(ip)).await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let response = test::call_service(&service, login("2001:db8:1:2:ffff:1:2:3")).await;
+    problem(response, 429).await;
+    // Another network still gets through.
+    let response = test::call_service(&service, login("2001:db8:1:3::1")).await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -11,7 +11,7 @@ pub mod products;
 pub mod users;
 
 use std::future::{Ready, ready};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -445,12 +445,22 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
         .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
+/// The key a client is rate limited by: its IPv4 address, or the /64 of its
+/// IPv6 address (one host usually holds a whole /64, so one bucket per
+/// address would let it rotate addresses for a fresh allowance).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
 fn spend(req: &HttpRequest, pick: fn(&AppState) -> &RateLimiter) -> Result<(), Problem> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .expect("AppState registered as app data");
     let ip = client_ip(req, state.trust_proxy_headers);
-    pick(state).check(ip).map_err(|wait| {
+    pick(state).check(limit_key(ip)).map_err(|wait| {
         tracing::info!(%ip, path = req.path(), "rate limited");
         Problem::rate_limited(wait)
     })
