@@ -8,8 +8,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Past this many tracked clients, buckets that are full again are dropped
-/// (a full bucket is the same as no bucket), so memory stays bounded.
+/// (a full bucket is the same as no bucket), so memory stays bounded by the
+/// clients of the last minute. The next prune waits a minute (when every
+/// bucket untouched since is full again) or until the map has grown to twice
+/// what survived, so that many recently active clients do not make every
+/// request scan them all under the lock.
 const PRUNE_ABOVE: usize = 10_000;
+/// How long an untouched bucket takes to fill up.
+const REFILL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -22,7 +28,17 @@ struct Bucket {
 pub struct RateLimiter<K = IpAddr> {
     /// `None`: unlimited.
     capacity: Option<f64>,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<Buckets<K>>,
+}
+
+#[derive(Debug)]
+struct Buckets<K> {
+    map: HashMap<K, Bucket>,
+    /// Prune when the map grows past this, or a minute after the last prune.
+    prune_above: usize,
+    last_prune: Option<Instant>,
+    /// Prunes run so far.
+    prunes: u64,
 }
 
 impl<K: Eq + Hash + Copy> RateLimiter<K> {
@@ -30,7 +46,12 @@ impl<K: Eq + Hash + Copy> RateLimiter<K> {
     pub fn per_minute(per_minute: u32) -> Self {
         RateLimiter {
             capacity: (per_minute > 0).then_some(per_minute as f64),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                prune_above: PRUNE_ABOVE,
+                last_prune: None,
+                prunes: 0,
+            }),
         }
     }
 
@@ -45,11 +66,20 @@ impl<K: Eq + Hash + Copy> RateLimiter<K> {
             return Ok(());
         };
         let per_second = capacity / 60.0;
-        let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        if buckets.len() > PRUNE_ABOVE {
-            buckets.retain(|_, b| refill(b, now, per_second, capacity) < capacity);
+        let mut guard = self.buckets.lock().expect("rate limiter lock");
+        let buckets = &mut *guard;
+        let due = buckets
+            .last_prune
+            .is_none_or(|at| now.saturating_duration_since(at) >= REFILL);
+        if buckets.map.len() > PRUNE_ABOVE && (due || buckets.map.len() > buckets.prune_above) {
+            buckets
+                .map
+                .retain(|_, b| refill(b, now, per_second, capacity) < capacity);
+            buckets.prune_above = PRUNE_ABOVE.max(2 * buckets.map.len());
+            buckets.last_prune = Some(now);
+            buckets.prunes += 1;
         }
-        let bucket = buckets.entry(key).or_insert(Bucket {
+        let bucket = buckets.map.entry(key).or_insert(Bucket {
             tokens: capacity,
             updated: now,
         });
@@ -128,6 +158,21 @@ mod tests {
         limiter
             .check_at(u32::MAX, t0 + Duration::from_secs(61))
             .unwrap();
-        assert!(limiter.buckets.lock().unwrap().len() <= 2);
+        assert!(limiter.buckets.lock().unwrap().map.len() <= 2);
+    }
+
+    #[test]
+    fn many_active_clients_are_not_all_scanned_on_every_request() {
+        let limiter = RateLimiter::<u32>::per_minute(60);
+        let t0 = Instant::now();
+        let clients = 4 * PRUNE_ABOVE as u32;
+        for key in 0..clients {
+            limiter.check_at(key, t0).unwrap();
+        }
+        // Every bucket was spent from a moment ago: nothing can be pruned,
+        // and scanning them all for each new client would be quadratic.
+        let buckets = limiter.buckets.lock().unwrap();
+        assert_eq!(buckets.map.len(), clients as usize);
+        assert!(buckets.prunes <= 3, "{} prunes", buckets.prunes);
     }
 }
