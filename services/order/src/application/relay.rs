@@ -8,7 +8,10 @@
 //! connection, its transaction rolls back and its records are free again (a
 //! record published but not yet marked sent is published again, and the
 //! stream drops the repeat by its message id). Failures are retried forever
-//! with capped exponential backoff.
+//! with capped exponential backoff. A record the Producer can never take
+//! (undecodable, unknown type, refused for what it is) is set aside
+//! (`failed_at`, with its error), left unsent for someone to look at, and
+//! never again taken ahead of the records behind it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -170,7 +173,8 @@ impl OutboxRelay {
 
     /// Publishes one locked batch and commits what it marked. Stops at the
     /// first transient failure (the Producer is down: the rest would fail the
-    /// same way, and it keeps the records in order).
+    /// same way, and it keeps the records in order); a record that can never
+    /// be published is set aside and the pass goes on.
     async fn pass(&self, stop: &CancellationToken) -> Result<Pass, DbErr> {
         let txn = self.db.begin().await?;
         let records = outbox::lock_unsent(&txn, self.settings.batch_size).await?;
@@ -197,17 +201,19 @@ impl OutboxRelay {
                         "outbox record relayed"
                     );
                 }
-                Err(error) => {
+                Err(error) if error.is_transient() => {
                     metrics().errors.inc();
                     outbox::record_failure(&txn, record.id, &error.to_string()).await?;
-                    let transient = error.is_transient();
-                    if !transient {
-                        tracing::error!(outbox_id = record.id, %error, "outbox record cannot be published");
-                    }
                     pass.failure = Some(error);
-                    if transient {
-                        break;
-                    }
+                    break;
+                }
+                Err(error) => {
+                    // Retrying will not help: set it aside (unsent, with the
+                    // reason) so that it never holds up the records behind it.
+                    metrics().errors.inc();
+                    tracing::error!(outbox_id = record.id, order_id = %record.order_id, %error,
+                        "outbox record cannot be published; set aside for someone to look at");
+                    outbox::set_aside(&txn, record.id, &error.to_string()).await?;
                 }
             }
         }

@@ -53,6 +53,7 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<
         sent_at: Set(None),
         attempts: Set(0),
         last_error: Set(None),
+        failed_at: Set(None),
     })
     .exec_without_returning(conn)
     .await?;
@@ -61,13 +62,15 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<
 
 /// Up to `limit` unsent records, oldest first, locked for this transaction.
 /// Records another relay holds are skipped, not waited for, so replicas share
-/// the work and never send one record at the same time.
+/// the work and never send one record at the same time; records set aside
+/// ([`set_aside`]) are not taken again.
 pub async fn lock_unsent<C: ConnectionTrait>(
     txn: &C,
     limit: u64,
 ) -> Result<Vec<OutboxRecord>, DbErr> {
     outbox::Entity::find()
         .filter(outbox::Column::SentAt.is_null())
+        .filter(outbox::Column::FailedAt.is_null())
         .order_by_asc(outbox::Column::Id)
         .limit(limit)
         .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
@@ -109,7 +112,23 @@ pub async fn record_failure<C: ConnectionTrait>(
     Ok(())
 }
 
-/// How many records wait to be sent.
+/// Sets aside a record the Producer can never take, with the reason: it
+/// stays unsent, for someone to look at, and is not taken again.
+pub async fn set_aside<C: ConnectionTrait>(txn: &C, id: i64, error: &str) -> Result<(), DbErr> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::FailedAt, Expr::value(chrono::Utc::now()))
+        .col_expr(
+            outbox::Column::Attempts,
+            Expr::col(outbox::Column::Attempts).add(1),
+        )
+        .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
+        .filter(outbox::Column::Id.eq(id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// How many records wait to be sent (those set aside included).
 pub async fn backlog<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
     outbox::Entity::find()
         .filter(outbox::Column::SentAt.is_null())

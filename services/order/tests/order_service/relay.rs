@@ -188,3 +188,44 @@ async fn shutdown_stops_the_server_and_the_relay() {
     h.shutdown().await.expect("a clean stop");
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn unpublishable_records_are_set_aside_and_never_hold_up_the_ones_behind_them() {
+    let h = Harness::start().await;
+    let me = customer();
+    let first = h.pending_order(&me).await;
+    wait_all_sent(&h, 1).await;
+    // More records than one batch that can never be published (their
+    // payload does not decode), oldest first, ahead of a good one.
+    h.conn
+        .execute_unprepared(&format!(
+            "INSERT INTO outbox (order_id, event_type, payload) \
+             SELECT '{}', 'order.created', decode('ff', 'hex') FROM generate_series(1, 60)",
+            first.id
+        ))
+        .await
+        .unwrap();
+    let order = h.pending_order(&me).await;
+    testkit::eventually(
+        Duration::from_secs(10),
+        "the good record behind the bad ones relayed",
+        || async {
+            h.producer
+                .counts()
+                .contains_key(&format!("{}.order.created", order.id))
+                .then_some(())
+        },
+    )
+    .await;
+    // Each bad record was tried once, kept with its error, and is not tried
+    // again on every pass.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        h.scalar(
+            "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND attempts = 1 \
+             AND last_error LIKE '%does not decode%'"
+        )
+        .await,
+        60
+    );
+}

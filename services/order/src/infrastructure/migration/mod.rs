@@ -4,12 +4,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_orders;
+mod m20261124_000002_outbox_failed_at;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_orders::Migration)]
+        vec![
+            Box::new(m20261124_000001_orders::Migration),
+            Box::new(m20261124_000002_outbox_failed_at::Migration),
+        ]
     }
 }
