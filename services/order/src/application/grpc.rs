@@ -270,7 +270,13 @@ impl OrderService for OrderGrpc {
             }
         };
         let (id, outcome) = checks.finish(|| Some((id?, outcome?)))?;
-        let reason = request.reason.trim();
+        // One line of text: PostgreSQL cannot store NUL, and a reason is shown.
+        let reason: String = request
+            .reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let reason = reason.trim();
         let reason = (!reason.is_empty()).then(|| reason.chars().take(MAX_REASON_CHARS).collect());
         let reply = self.orders.record_outcome(id, outcome, reason).await?;
         Ok(Response::new(pb::RecordOutcomeResponse {

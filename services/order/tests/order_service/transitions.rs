@@ -314,3 +314,23 @@ async fn concurrent_transitions_cannot_both_win() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_rejection_reason_with_control_characters_is_recorded_not_an_internal_error() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let owner = customer();
+    let order = h.pending_order(&owner).await;
+    // PostgreSQL text cannot hold NUL: stored as sent it was INTERNAL, which
+    // the Consumer retries forever as transient.
+    let recorded = h
+        .outcome(&order.id, pb::OrderOutcome::Rejected, "out\0of\nstock")
+        .await
+        .expect("the outcome is recorded");
+    let order = recorded.order.unwrap();
+    assert_eq!(order.status, S::Rejected as i32);
+    assert_eq!(order.status_reason, "out of stock");
+}
