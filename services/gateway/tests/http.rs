@@ -337,3 +337,26 @@ async fn an_ipv6_client_is_limited_by_its_network_not_each_address() {
     let response = test::call_service(&service, login("2001:db8:1:3::1")).await;
     assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[actix_web::test]
+async fn a_bad_query_parameter_is_named() {
+    let (service, _, customer) = service!(config(0));
+    for (uri, field) in [
+        ("/products?page=abc", "page"),
+        ("/products?page=1&page_size=-5", "page_size"),
+        ("/products?page_size=99999999999", "page_size"),
+        ("/orders?user_id=not-a-uuid", "user_id"),
+        ("/orders?page=1.5", "page"),
+    ] {
+        let request = test::TestRequest::get()
+            .uri(uri)
+            .insert_header(bearer(&customer))
+            .to_request();
+        let body = problem(test::call_service(&service, request).await, 400).await;
+        assert_eq!(body["errors"][0]["field"], field, "{uri}: {body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains(field),
+            "{uri}: {body}"
+        );
+    }
+}

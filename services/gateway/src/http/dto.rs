@@ -194,12 +194,51 @@ impl UpdateProduct {
 pub struct ProductQuery {
     /// 1-based page (default 1).
     #[param(minimum = 1)]
+    #[serde(default, deserialize_with = "page_param")]
     pub page: Option<u32>,
     /// Items per page (default 20, at most 100).
     #[param(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "page_size_param")]
     pub page_size: Option<u32>,
     /// Only products of this exact category.
     pub category: Option<String>,
+}
+
+/// The start of the message of a query parameter that does not parse (the
+/// problem names the field from it).
+pub const BAD_QUERY_PARAMETER: &str = "query parameter `";
+
+/// A query parameter parsed from its text, with a message naming it.
+fn query_param<'de, D, T>(
+    deserializer: D,
+    name: &str,
+    expected: &str,
+) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+{
+    let Some(text) = Option::<String>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    text.trim().parse().map(Some).map_err(|_| {
+        let shown: String = text.chars().take(40).collect();
+        serde::de::Error::custom(format!(
+            "{BAD_QUERY_PARAMETER}{name}` must be {expected}, not {shown:?}"
+        ))
+    })
+}
+
+fn page_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    query_param(d, "page", "a whole number of 1 or more")
+}
+
+fn page_size_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    query_param(d, "page_size", "a whole number from 1 to 100")
+}
+
+fn user_id_param<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+    query_param(d, "user_id", "a UUID")
 }
 
 /// Validates paging parameters shared by the list endpoints.
@@ -422,10 +461,13 @@ pub struct UpdateOrderStatus {
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     #[param(minimum = 1)]
+    #[serde(default, deserialize_with = "page_param")]
     pub page: Option<u32>,
     #[param(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "page_size_param")]
     pub page_size: Option<u32>,
     /// Admins only: one user's orders. Customers always see their own.
+    #[serde(default, deserialize_with = "user_id_param")]
     pub user_id: Option<Uuid>,
 }
 

@@ -277,9 +277,9 @@ fn query_error(error: QueryPayloadError) -> Problem {
         other => other.to_string(),
     };
     let problem = Problem::bad_request(format!("the query string is not valid: {message}"));
-    match message
-        .split_once("unknown field `")
-        .and_then(|(_, rest)| rest.split_once('`'))
+    match ["unknown field `", dto::BAD_QUERY_PARAMETER]
+        .iter()
+        .find_map(|prefix| message.split_once(prefix)?.1.split_once('`'))
     {
         Some((field, _)) => problem.with_field(field, message.clone()),
         None => problem,
