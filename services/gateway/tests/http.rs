@@ -360,3 +360,23 @@ async fn a_bad_query_parameter_is_named() {
         );
     }
 }
+
+#[actix_web::test]
+async fn invented_methods_do_not_create_metric_series() {
+    let (service, _, _) = service!(config(0));
+    for method in ["ZZINVENTED1", "ZZINVENTED2"] {
+        let request = test::TestRequest::default()
+            .method(actix_web::http::Method::from_bytes(method.as_bytes()).unwrap())
+            .uri("/nowhere")
+            .to_request();
+        problem(test::call_service(&service, request).await, 404).await;
+    }
+    // Each distinct label value is a series kept forever: a client must not
+    // be able to mint them.
+    let metrics = platform::metrics::render();
+    assert!(!metrics.contains("ZZINVENTED"), "{metrics}");
+    assert!(
+        metrics.contains(r#"method="OTHER",route="unmatched",status="404""#),
+        "{metrics}"
+    );
+}

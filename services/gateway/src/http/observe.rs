@@ -104,6 +104,29 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// The method as a label: the standard ones, else `OTHER` (a client may
+/// invent any number of methods, and each label value would be a series kept
+/// forever).
+fn method_label(method: &actix_web::http::Method) -> String {
+    use actix_web::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if known.contains(method) {
+        method.to_string()
+    } else {
+        "OTHER".to_owned()
+    }
+}
+
 /// The middleware: wraps the whole app.
 pub async fn observe(
     req: ServiceRequest,
@@ -111,6 +134,7 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = req.method().to_string();
+    let label = method_label(req.method());
     let path = req.path().to_owned();
     let span = tracing::info_span!(
         "http.request",
@@ -141,14 +165,14 @@ pub async fn observe(
     let m = metrics();
     m.requests
         .get_or_create(&RequestLabels {
-            method: method.clone(),
+            method: label.clone(),
             route: route.clone(),
             status: status.as_u16(),
         })
         .inc();
     m.latency
         .get_or_create(&RouteLabels {
-            method: method.clone(),
+            method: label,
             route,
         })
         .observe(elapsed.as_secs_f64());
