@@ -164,7 +164,7 @@ impl JwtKeys {
             role,
             iss: self.issuer.clone(),
             iat: now,
-            exp: now + self.ttl.as_secs(),
+            exp: now.saturating_add(self.ttl.as_secs()),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -289,6 +289,17 @@ mod tests {
                 role: Role::Admin
             }
         );
+    }
+
+    #[test]
+    fn a_huge_ttl_does_not_overflow_the_expiry() {
+        // JWT_TTL_SECONDS takes any u64: `now + ttl` must not overflow (a
+        // panic in debug builds, an expiry in the past in release ones).
+        let mut huge = settings(SECRET);
+        huge.ttl = Duration::from_secs(u64::MAX);
+        let keys = JwtKeys::new(&huge);
+        let token = keys.issue(Uuid::new_v4(), Role::Customer).unwrap();
+        assert!(keys.verify(&token).is_ok());
     }
 
     #[test]
