@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    Statement, sqlx,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -108,8 +109,29 @@ pub async fn migrate<M: MigratorTrait>(settings: &DbSettings) -> anyhow::Result<
 }
 
 /// Whether a database error is about reaching the database (retry later)
-/// rather than about the statement.
+/// rather than about the statement: no connection to be had, the connection
+/// lost under a statement (the server crashed, the network cut), or the
+/// server refusing because it is shutting down or starting up.
 pub fn is_connection_error(err: &DbErr) -> bool {
+    if let DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) = err {
+        match e.as_ref() {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => return true,
+            // Class 08 (connection exception); 57P01-57P03 (the server is
+            // shutting down, crashed or not accepting connections yet).
+            sqlx::Error::Database(db) => {
+                if let Some(code) = db.code()
+                    && (code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
+                {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
     matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) || {
         let text = err.to_string();
         text.contains("connection")

@@ -384,3 +384,83 @@ async fn a_postgres_outage_is_unavailable_and_the_relay_resumes_after_it() {
     assert!(status.success());
     drop(db);
 }
+
+/// PostgreSQL dying under a request (the server crashed, the network cut)
+/// is UNAVAILABLE, like PostgreSQL being down, not INTERNAL.
+#[tokio::test]
+async fn a_connection_lost_mid_request_is_unavailable() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+    let pg = testkit::PrivatePostgres::start();
+    let db = TestDb::create_on(pg.server()).await;
+    let inventory = Arc::new(FakeInventory::default());
+    let inventory_addr = serve_inventory(inventory.clone()).await;
+    let producer = Arc::new(FakeProducer::default());
+    let producer_addr = reserve_addr();
+    serve_producer_at(producer.clone(), producer_addr).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = binary_env(&db, &addr, &inventory_addr, &producer_addr.to_string());
+    let mut process = spawn_order(env, &addr).await;
+    let client = client_for(&addr);
+    let product = inventory.add("7.00", 100);
+    let caller = customer();
+    let order = create(&client, &caller, &product).await.unwrap();
+
+    // Hold the order's row so that RecordOutcome waits inside its UPDATE...
+    let conn = db.connect().await;
+    let txn = conn.begin().await.unwrap();
+    txn.execute_unprepared(&format!(
+        "SELECT 1 FROM orders WHERE id = '{}' FOR UPDATE",
+        order.id
+    ))
+    .await
+    .unwrap();
+    let call = tokio::spawn({
+        let mut client = client.clone();
+        let id = order.id.clone();
+        async move {
+            client
+                .record_outcome(proto::order::v1::RecordOutcomeRequest {
+                    order_id: id,
+                    outcome: proto::order::v1::OrderOutcome::Confirmed as i32,
+                    reason: String::new(),
+                })
+                .await
+        }
+    });
+    let pid = testkit::eventually(Duration::from_secs(10), "RecordOutcome waiting", || {
+        let conn = &conn;
+        let name = db.name.clone();
+        async move {
+            let row = conn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = '{name}' \
+                         AND wait_event_type = 'Lock' LIMIT 1"
+                    ),
+                ))
+                .await
+                .ok()??;
+            row.try_get_by_index::<i32>(0).ok()
+        }
+    })
+    .await;
+    // ...and kill its backend: the connection breaks mid-statement.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unavailable,
+        "{err:?}\n{}",
+        process.log_tail(20)
+    );
+    drop(txn);
+    let status = process.terminate(Duration::from_secs(15)).await;
+    assert!(status.success());
+    drop(db);
+}
