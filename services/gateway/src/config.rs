@@ -20,8 +20,8 @@ pub struct Config {
     pub login_per_minute: u32,
     /// `RATE_LIMIT_ORDERS_PER_MINUTE` per client IP (0 turns it off).
     pub orders_per_minute: u32,
-    /// `TRUST_PROXY_HEADERS`: take the client IP from `Forwarded` /
-    /// `X-Forwarded-For` (only behind a proxy that sets them).
+    /// `TRUST_PROXY_HEADERS`: take the client IP from the last
+    /// `X-Forwarded-For` address (only behind a proxy that sets or appends it).
     pub trust_proxy_headers: bool,
     /// `CIRCUIT_BREAKER_FAILURES`: consecutive unreachable answers that open
     /// a downstream's breaker.

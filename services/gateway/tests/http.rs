@@ -380,3 +380,39 @@ async fn invented_methods_do_not_create_metric_series() {
         "{metrics}"
     );
 }
+
+#[actix_web::test]
+async fn behind_a_proxy_the_client_is_the_address_the_proxy_added() {
+    let mut settings = config(2);
+    settings.trust_proxy_headers = true;
+    let (service, _, _) = service!(settings);
+    let login = |headers: &[(&'static str, &'static str)]| {
+        let mut request = test::TestRequest::post()
+            .uri("/users/login")
+            .peer_addr("10.9.9.9:40000".parse().unwrap())
+            .set_json(json!({"username":"a","password":"b"}));
+        for header in headers {
+            request = request.insert_header(*header);
+        }
+        request.to_request()
+    };
+    // The proxy appends the address it saw (203.0.113.7); what the client
+    // wrote before it, and a `Forwarded` header the proxy passes through,
+    // are the client's to invent and must not buy fresh allowances.
+    for headers in [
+        vec![("X-Forwarded-For", "198.51.100.1, 203.0.113.7")],
+        vec![("X-Forwarded-For", "198.51.100.2, 203.0.113.7")],
+    ] {
+        let response = test::call_service(&service, login(&headers)).await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let spoofed = [
+        ("Forwarded", "for=198.51.100.3"),
+        ("X-Forwarded-For", "203.0.113.7"),
+    ];
+    problem(test::call_service(&service, login(&spoofed)).await, 429).await;
+    // Another client behind the same proxy still gets through.
+    let other = [("X-Forwarded-For", "203.0.113.8")];
+    let response = test::call_service(&service, login(&other)).await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}

@@ -425,12 +425,20 @@ impl<T: Serialize> Responder for Created<T> {
     }
 }
 
-/// The client's address: the peer, or the proxy's forwarded one when
-/// `TRUST_PROXY_HEADERS` says the gateway sits behind a proxy.
+/// The client's address: the peer, or, when `TRUST_PROXY_HEADERS` says the
+/// gateway sits behind a proxy, the last `X-Forwarded-For` address: the one
+/// that proxy wrote, whether it replaces the header or appends to it. The
+/// addresses before it, and `Forwarded` (which proxies often pass through),
+/// are whatever the client sent.
 fn client_ip(req: &HttpRequest, trust_proxy_headers: bool) -> IpAddr {
     if trust_proxy_headers {
-        let info = req.connection_info();
-        if let Some(ip) = info.realip_remote_addr().and_then(parse_ip) {
+        let last = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .last();
+        if let Some(ip) = last.and_then(|text| parse_ip(text.trim())) {
             return ip;
         }
     }
