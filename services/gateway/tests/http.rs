@@ -313,6 +313,16 @@ async fn passwords_are_bounded_as_the_user_service_bounds_them() {
     let response = test::call_service(&service, register("p".repeat(129))).await;
     let body = problem(response, 400).await;
     assert_eq!(body["errors"][0]["field"], "password", "{body}");
+
+    // Emails: up to 254 characters, as the User service takes them.
+    let label = "b".repeat(60);
+    let email = format!("{}@{label}.{label}.{label}.com", "a".repeat(64));
+    assert_eq!(email.len(), 251);
+    let request = test::TestRequest::post()
+        .uri("/users/register")
+        .set_json(json!({"username": "alice", "email": email, "password": "long enough pw"}))
+        .to_request();
+    problem(test::call_service(&service, request).await, 503).await;
 }
 
 #[actix_web::test]

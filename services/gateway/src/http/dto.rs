@@ -23,6 +23,8 @@ pub const MAX_CATEGORY_LEN: usize = 100;
 pub const MAX_ORDER_ITEMS: usize = 100;
 /// Most units of one item in one order.
 pub const MAX_ITEM_QUANTITY: u32 = 1_000;
+/// Longest email accepted (the User service's bound, RFC 5321's).
+pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest password accepted at registration (the User service's bound).
 pub const MAX_PASSWORD_CHARS: usize = 128;
 /// Largest page.
@@ -528,7 +530,7 @@ impl RegisterUser {
     pub fn validate(&self) -> Result<(), Problem> {
         let mut v = Violations::default();
         v.text("username", &self.username);
-        v.text("email", &self.email);
+        v.text_up_to("email", &self.email, MAX_EMAIL_LEN);
         if !self.email.contains('@') {
             v.add("email", "must be an email address");
         }
