@@ -11,7 +11,8 @@ use super::outbox::{ORDER_CANCELLED, ORDER_CREATED, OutboxRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// The Producer or the stream could not take it now; try again later.
+    /// The Producer or the stream could not take it now (or the Producer is
+    /// misconfigured); try again later.
     #[error("the producer is unavailable ({code:?}): {message}")]
     Unavailable { code: tonic::Code, message: String },
     /// The record itself is unusable (unknown type, undecodable, refused):
@@ -77,17 +78,24 @@ impl ProducerClient {
             }
         };
         let reply = answer.map_err(|status| {
-            if platform::grpc::is_transient(&status) {
-                PublishError::Unavailable {
-                    code: status.code(),
-                    message: status.message().to_owned(),
-                }
-            } else {
+            // Only a refusal of the record itself makes it unpublishable.
+            // Anything else is about the Producer (down, slow, or another
+            // service at its address answering UNIMPLEMENTED) and may pass
+            // once that is mended: the record must not be set aside for it.
+            if matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::OutOfRange
+            ) {
                 PublishError::Unpublishable(format!(
                     "the producer refused it with {:?}: {}",
                     status.code(),
                     status.message()
                 ))
+            } else {
+                PublishError::Unavailable {
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                }
             }
         })?;
         let reply = reply.into_inner();

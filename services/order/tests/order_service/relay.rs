@@ -229,3 +229,25 @@ async fn unpublishable_records_are_set_aside_and_never_hold_up_the_ones_behind_t
         60
     );
 }
+
+#[tokio::test]
+async fn a_producer_answering_unimplemented_is_retried_not_set_aside() {
+    let h = Harness::start().await;
+    // Another service at the Producer's address: a fault of the set-up, not
+    // of the record, which must go out once the address is mended.
+    h.producer.unimplemented.store(true, Ordering::SeqCst);
+    let order = h.pending_order(&customer()).await;
+    testkit::eventually(Duration::from_secs(20), "the refusals recorded", || async {
+        (h.scalar("SELECT count(*) FROM outbox WHERE attempts >= 2 AND failed_at IS NULL")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    h.producer.unimplemented.store(false, Ordering::SeqCst);
+    wait_all_sent(&h, 1).await;
+    assert_eq!(
+        h.producer.counts()[&format!("{}.order.created", order.id)],
+        1
+    );
+}

@@ -175,6 +175,8 @@ pub struct FakeProducer {
     seen: Mutex<HashSet<String>>,
     /// Answer UNAVAILABLE (the stream is down).
     pub failing: AtomicBool,
+    /// Answer UNIMPLEMENTED (another service at the Producer's address).
+    pub unimplemented: AtomicBool,
     /// Answer only after this many milliseconds.
     pub delay_ms: AtomicU64,
 }
@@ -208,6 +210,9 @@ impl FakeProducer {
         }
         if self.failing.load(Ordering::SeqCst) {
             return Err(Status::unavailable("fake stream is down"));
+        }
+        if self.unimplemented.load(Ordering::SeqCst) {
+            return Err(Status::unimplemented("not the producer"));
         }
         let message_id = format!("{order_id}.{event_type}");
         let duplicate = !self.seen.lock().unwrap().insert(message_id);
