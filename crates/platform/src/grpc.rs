@@ -195,8 +195,11 @@ pub fn error_detail(status: &Status) -> Option<ErrorDetail> {
 }
 
 /// Whether a failed call may succeed when simply tried again later (the
-/// service is down, busy, or timed out). Everything else is a verdict about
-/// the request itself.
+/// service is down, busy, or timed out; or the address does not reach it:
+/// another service there, or a proxy without its route yet, answers
+/// UNIMPLEMENTED, PERMISSION_DENIED or UNAUTHENTICATED, none of which the
+/// services answer to each other's internal calls). Everything else is a
+/// verdict about the request itself.
 pub fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -207,6 +210,9 @@ pub fn is_transient(status: &Status) -> bool {
             | Code::Cancelled
             | Code::Unknown
             | Code::Internal
+            | Code::Unimplemented
+            | Code::PermissionDenied
+            | Code::Unauthenticated
     )
 }
 
@@ -273,6 +279,7 @@ mod tests {
     fn transient_codes() {
         assert!(is_transient(&Status::unavailable("down")));
         assert!(is_transient(&Status::deadline_exceeded("slow")));
+        assert!(is_transient(&Status::unimplemented("another service")));
         assert!(!is_transient(&Status::invalid_argument("bad")));
         assert!(!is_transient(&Status::failed_precondition("state")));
         assert!(!is_transient(&Status::not_found("gone")));

@@ -29,6 +29,9 @@ enum Mode {
     Normal,
     /// UNAVAILABLE, as when the service is down.
     Unavailable,
+    /// UNIMPLEMENTED, as when the address reaches another service (or a
+    /// proxy with no route to it yet).
+    Unimplemented,
 }
 
 /// The trace id in a `traceparent` value.
@@ -293,6 +296,9 @@ impl OrderService for FakeOrders {
             state.received.push(call.clone());
             if state.mode == Mode::Unavailable {
                 return Err(Status::unavailable("order is down"));
+            }
+            if state.mode == Mode::Unimplemented {
+                return Err(Status::unimplemented("no route to order"));
             }
         }
         let mut gate = self.gate.subscribe();
@@ -653,6 +659,44 @@ async fn transient_failures_are_retried_and_never_dead_lettered() {
     assert_eq!(
         metric(&metrics, "ecommerce_consumer_dead_lettered_total"),
         0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_answering_unimplemented_is_retried_never_dead_lettered() {
+    let harness = Harness::new().await;
+    let _consumer = harness
+        .start_consumer(&[("CONSUMER_MAX_PERMANENT_ATTEMPTS", "2")])
+        .await;
+    let order = new_id();
+    // Order's address answers UNIMPLEMENTED (another service there, a proxy
+    // without its route yet): a fault of the set-up, not of the event.
+    harness.orders.set_mode(Mode::Unimplemented);
+    harness
+        .publish_created(&order, &format!("{order}.order.created"))
+        .await;
+    eventually(WAIT, "RecordOutcome to be retried", || async {
+        (harness.orders.received(&order) >= 6).then_some(())
+    })
+    .await;
+    assert_eq!(harness.unacknowledged().await, 1);
+    assert_eq!(
+        harness.inventory.releases(&order),
+        0,
+        "the stock stays taken"
+    );
+
+    harness.orders.set_mode(Mode::Normal);
+    eventually(WAIT, "the order to be confirmed", || async {
+        (harness.unacknowledged().await == 0).then_some(())
+    })
+    .await;
+    let recorded = harness.orders.recorded(&order);
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].outcome, OrderOutcome::Confirmed);
+    assert!(
+        harness.dead_letters().await.is_empty(),
+        "never dead-lettered"
     );
 }
 
