@@ -354,6 +354,24 @@ async fn a_postgres_outage_is_unavailable_and_the_relay_resumes_after_it() {
         (producer.calls().len() == 1).then_some(())
     })
     .await;
+    // Marked sent too: stopped between the Producer's answer and the relay's
+    // commit, the record would (rightly) be handed over again.
+    let conn = db.connect().await;
+    testkit::eventually(
+        Duration::from_secs(10),
+        "first record marked sent",
+        || async {
+            (scalar(
+                &conn,
+                "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL",
+            )
+            .await
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    conn.close().await.unwrap();
 
     pg.stop(false);
     let err = create(&client, &caller, &product).await.unwrap_err();
