@@ -140,15 +140,73 @@ pub fn is_connection_error(err: &DbErr) -> bool {
     }
 }
 
-/// Maps a database error that escaped the domain to a gRPC status: an outage
-/// is UNAVAILABLE (callers retry), anything else INTERNAL with no SQL leaked.
-pub fn status_from_db(err: &DbErr) -> tonic::Status {
+/// What a database error says about the statement, by its SQLSTATE class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The database cannot be reached or is going away: retry later.
+    Unavailable,
+    /// Lost a race (serialization failure, deadlock, lock or statement
+    /// timeout, resources short): the same statement may succeed again.
+    Contention,
+    /// A value out of its type's range (SQLSTATE 22003): never succeeds.
+    OutOfRange,
+    /// Invalid data (class 22) or a broken constraint (class 23): never
+    /// succeeds.
+    Rejected,
+    /// Anything else (a bug): never succeeds as it is.
+    Other,
+}
+
+/// Classifies a database error by its cause.
+pub fn classify(err: &DbErr) -> DbFailure {
     if is_connection_error(err) {
-        tracing::warn!(error = %err, "database unavailable");
-        tonic::Status::unavailable("the database is unavailable, try again")
-    } else {
-        tracing::error!(error = %err, "database error");
-        tonic::Status::internal("internal error")
+        return DbFailure::Unavailable;
+    }
+    let code = match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match code.as_deref() {
+        Some("40001" | "40P01" | "55P03" | "57014") => DbFailure::Contention,
+        Some(c) if c.starts_with("53") => DbFailure::Contention,
+        Some("22003") => DbFailure::OutOfRange,
+        Some(c) if c.starts_with("22") || c.starts_with("23") => DbFailure::Rejected,
+        _ => DbFailure::Other,
+    }
+}
+
+/// Maps a database error that escaped the domain to a gRPC status whose code
+/// says whether a retry can help: an outage is UNAVAILABLE and a lost race
+/// ABORTED (callers retry); a value out of range is OUT_OF_RANGE, invalid data
+/// or a broken constraint FAILED_PRECONDITION, anything else INTERNAL (callers
+/// do not retry those). No SQL is leaked.
+pub fn status_from_db(err: &DbErr) -> tonic::Status {
+    match classify(err) {
+        DbFailure::Unavailable => {
+            tracing::warn!(error = %err, "database unavailable");
+            tonic::Status::unavailable("the database is unavailable, try again")
+        }
+        DbFailure::Contention => {
+            tracing::warn!(error = %err, "database contention");
+            tonic::Status::aborted("the database was busy, try again")
+        }
+        DbFailure::OutOfRange => {
+            tracing::error!(error = %err, "database value out of range");
+            tonic::Status::out_of_range("a value is out of its range")
+        }
+        DbFailure::Rejected => {
+            tracing::error!(error = %err, "database refused the data");
+            tonic::Status::failed_precondition("the data breaks a rule of the database")
+        }
+        DbFailure::Other => {
+            tracing::error!(error = %err, "database error");
+            tonic::Status::internal("internal error")
+        }
     }
 }
 

@@ -194,12 +194,14 @@ pub fn error_detail(status: &Status) -> Option<ErrorDetail> {
     ErrorDetail::decode(status.details()).ok()
 }
 
-/// Whether a failed call may succeed when simply tried again later (the
-/// service is down, busy, or timed out; or the address does not reach it:
-/// another service there, or a proxy without its route yet, answers
-/// UNIMPLEMENTED, PERMISSION_DENIED or UNAUTHENTICATED, none of which the
-/// services answer to each other's internal calls). Everything else is a
-/// verdict about the request itself.
+/// Whether a failed call may succeed when simply tried again later: the
+/// service is down, busy, timed out or lost a race (ABORTED: a serialization
+/// failure or deadlock); the connection broke under the call; or the address
+/// does not reach it (another service there, or a proxy without its route
+/// yet, answers UNIMPLEMENTED, PERMISSION_DENIED or UNAUTHENTICATED).
+/// Everything a service sent about the request itself is a verdict, INTERNAL
+/// and UNKNOWN included: the same request fails the same way again, so
+/// retrying it forever would only hold up the work behind it.
 pub fn is_transient(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -208,20 +210,19 @@ pub fn is_transient(status: &Status) -> bool {
             | Code::ResourceExhausted
             | Code::Aborted
             | Code::Cancelled
-            | Code::Unknown
-            | Code::Internal
             | Code::Unimplemented
             | Code::PermissionDenied
             | Code::Unauthenticated
-    )
+    ) || is_connection_failure(status)
 }
 
 /// Whether the client library made `status` from a failure of the connection
-/// (the peer died or reset it mid-call), rather than the server sending it:
-/// tonic reports those as UNKNOWN "transport error" with the cause attached,
-/// while a status that came over the wire has no source.
+/// (the peer died or reset it mid-call, an HTTP/2 error), rather than the
+/// server sending it: tonic reports those as UNKNOWN or INTERNAL with the
+/// cause attached, while a status that came over the wire has no source.
 pub fn is_connection_failure(status: &Status) -> bool {
-    status.code() == Code::Unknown && std::error::Error::source(status).is_some()
+    matches!(status.code(), Code::Unknown | Code::Internal)
+        && std::error::Error::source(status).is_some()
 }
 
 /// A client's view of a failed call: a broken connection is UNAVAILABLE (the
@@ -283,5 +284,13 @@ mod tests {
         assert!(!is_transient(&Status::invalid_argument("bad")));
         assert!(!is_transient(&Status::failed_precondition("state")));
         assert!(!is_transient(&Status::not_found("gone")));
+        assert!(is_transient(&Status::aborted("deadlock")));
+        // A verdict of the server's: the same request fails the same way.
+        assert!(!is_transient(&Status::internal("bug")));
+        assert!(!is_transient(&Status::unknown("said so")));
+        assert!(!is_transient(&Status::out_of_range("overflow")));
+        // The connection broke under the call.
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(is_transient(&Status::from_error(Box::new(io))));
     }
 }

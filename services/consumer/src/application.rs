@@ -121,6 +121,11 @@ pub enum Disposition {
     /// Shutting down before it could be finished: hand it back (NAK) so that
     /// another replica takes it now.
     Abandon,
+    /// It failed transiently the allowed number of times in a row: hand it
+    /// back to be redelivered after a delay, so that one message whose
+    /// receiver keeps failing never holds a handler slot forever (the order
+    /// sweeper gives its order a terminal state if it never gets through).
+    Defer { reason: String },
 }
 
 /// Why one attempt failed.
@@ -208,6 +213,11 @@ impl<I: Inventory, O: Orders> Processor<I, O> {
             let retry = match &failure {
                 Failure::Transient(reason) => {
                     transient_failures += 1;
+                    if transient_failures >= self.settings.max_transient_attempts {
+                        return Disposition::Defer {
+                            reason: reason.clone(),
+                        };
+                    }
                     tracing::warn!(%reason, attempt = transient_failures, "transient failure, will retry");
                     transient_failures
                 }
@@ -483,6 +493,7 @@ mod tests {
             max_ack_pending: 10,
             concurrency: 1,
             max_permanent_attempts: 3,
+            max_transient_attempts: 100,
             retry_base: Duration::from_millis(1),
             retry_max: Duration::from_millis(4),
             fetch_wait: Duration::from_secs(1),
@@ -586,6 +597,49 @@ mod tests {
         }
         assert_eq!(inventory.apply.calls(), 3);
         assert_eq!(orders.record.calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_deterministic_error_of_a_receiver_is_dead_lettered_not_retried_forever() {
+        // ReleaseOrder overflowing the stock column was INTERNAL (and
+        // OUT_OF_RANGE since): the same call fails the same way every time.
+        for status in [
+            Status::internal("internal error"),
+            Status::unknown("the handler said so"),
+            Status::out_of_range("a value is out of its range"),
+        ] {
+            let (inventory, orders) = fakes(vec![Err(status.clone())], vec![Ok(())]);
+            let processor =
+                Processor::new(&inventory, &orders, settings(), Metrics::unregistered());
+            let order = Uuid::new_v4();
+            let body = payload(order);
+            let disposition = processor
+                .handle(&created(&body, "x"), &CancellationToken::new())
+                .await;
+            assert!(
+                matches!(&disposition, Disposition::DeadLetter { reject_order: Some(id), .. } if *id == order),
+                "{status:?}: {disposition:?}"
+            );
+            assert_eq!(inventory.apply.calls(), 3, "{status:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_failing_transiently_too_long_is_handed_back_freeing_its_slot() {
+        let (inventory, orders) = fakes(vec![Err(Status::unavailable("down"))], vec![Ok(())]);
+        let mut settings = settings();
+        settings.max_transient_attempts = 4;
+        let processor = Processor::new(&inventory, &orders, settings, Metrics::unregistered());
+        let order = Uuid::new_v4();
+        let body = payload(order);
+        let disposition = processor
+            .handle(&created(&body, "x"), &CancellationToken::new())
+            .await;
+        assert!(
+            matches!(&disposition, Disposition::Defer { reason } if reason.contains("down")),
+            "{disposition:?}"
+        );
+        assert_eq!(inventory.apply.calls(), 4);
     }
 
     #[tokio::test]

@@ -40,6 +40,10 @@ pub struct ConsumerSettings {
     /// `CONSUMER_MAX_PERMANENT_ATTEMPTS` (default 3): attempts of a message
     /// that fails permanently before it is dead-lettered.
     pub max_permanent_attempts: u32,
+    /// `CONSUMER_MAX_TRANSIENT_ATTEMPTS` (default 10): attempts in a row of a
+    /// message that fails transiently before it is handed back to be
+    /// redelivered after `CONSUMER_RETRY_MAX_MS`, freeing its slot.
+    pub max_transient_attempts: u32,
     /// `CONSUMER_RETRY_BASE_MS` (default 200): the first retry delay.
     pub retry_base: Duration,
     /// `CONSUMER_RETRY_MAX_MS` (default 5000): the cap of the doubling delay.
@@ -100,6 +104,7 @@ impl ConsumerSettings {
         let max_ack_pending: i64 = at_least("CONSUMER_MAX_ACK_PENDING", 256, 1)?;
         let concurrency: usize = at_least("CONSUMER_CONCURRENCY", 8, 1)?;
         let max_permanent_attempts: u32 = at_least("CONSUMER_MAX_PERMANENT_ATTEMPTS", 3, 1)?;
+        let max_transient_attempts: u32 = at_least("CONSUMER_MAX_TRANSIENT_ATTEMPTS", 10, 1)?;
         let retry_base = positive_millis("CONSUMER_RETRY_BASE_MS", Duration::from_millis(200))?;
         let retry_max = positive_millis("CONSUMER_RETRY_MAX_MS", Duration::from_secs(5))?;
         if retry_max < retry_base {
@@ -122,6 +127,7 @@ impl ConsumerSettings {
             max_ack_pending,
             concurrency,
             max_permanent_attempts,
+            max_transient_attempts,
             retry_base,
             retry_max,
             fetch_wait: positive_millis("CONSUMER_FETCH_WAIT_MS", Duration::from_secs(2))?,
@@ -177,6 +183,7 @@ mod tests {
             max_ack_pending: 256,
             concurrency: 8,
             max_permanent_attempts: 3,
+            max_transient_attempts: 10,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
             fetch_wait: Duration::from_secs(2),

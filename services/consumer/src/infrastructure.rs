@@ -423,6 +423,14 @@ async fn dispose(
                 tracing::debug!(%error, "could not hand the message back");
             }
         }
+        Disposition::Defer { reason } => {
+            shared.metrics.count_deferred(event);
+            tracing::warn!(%reason, "still failing transiently: handing the message back for later");
+            let delay = shared.settings.retry_max;
+            if let Err(error) = message.ack_with(AckKind::Nak(Some(delay))).await {
+                tracing::debug!(%error, "could not hand the message back; it comes back after the ack wait");
+            }
+        }
         Disposition::DeadLetter {
             reason,
             reject_order,

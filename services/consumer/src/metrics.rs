@@ -12,6 +12,7 @@ pub struct Metrics {
     processed: Family<Labels, Counter>,
     failures: Family<Labels, Counter>,
     dead_lettered: Family<Labels, Counter>,
+    deferred: Family<Labels, Counter>,
     pending: Gauge,
     ack_pending: Gauge,
 }
@@ -28,13 +29,18 @@ impl Metrics {
         );
         platform::metrics::register(
             "consumer_failures",
-            "Failed attempts at handling an order event, by event and kind (transient: retried forever; permanent: dead-lettered after the bound)",
+            "Failed attempts at handling an order event, by event and kind (transient: retried, handed back for later after the bound; permanent: dead-lettered after the bound)",
             metrics.failures.clone(),
         );
         platform::metrics::register(
             "consumer_dead_lettered",
             "Order events written to the dead-letter stream, by event",
             metrics.dead_lettered.clone(),
+        );
+        platform::metrics::register(
+            "consumer_deferred",
+            "Order events handed back for a delayed redelivery after failing transiently too many times in a row, by event",
+            metrics.deferred.clone(),
         );
         platform::metrics::register(
             "consumer_pending",
@@ -75,6 +81,10 @@ impl Metrics {
         self.dead_lettered
             .get_or_create(&vec![("event", event)])
             .inc();
+    }
+
+    pub fn count_deferred(&self, event: &'static str) {
+        self.deferred.get_or_create(&vec![("event", event)]).inc();
     }
 
     pub fn set_lag(&self, pending: u64, ack_pending: usize) {

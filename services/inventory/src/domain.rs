@@ -163,6 +163,11 @@ pub fn parse_category(raw: &str) -> Result<String, String> {
 pub fn parse_stock(stock: i32) -> Result<i32, String> {
     if stock < 0 {
         Err(format!("must be 0 or more, got {stock}"))
+    } else if stock > platform::limits::MAX_STOCK {
+        Err(format!(
+            "must be at most {}, got {stock}",
+            platform::limits::MAX_STOCK
+        ))
     } else {
         Ok(stock)
     }

@@ -75,6 +75,11 @@ impl Violations {
     fn stock(&mut self, field: &str, stock: i32) {
         if stock < 0 {
             self.add(field, "must be 0 or more");
+        } else if stock > platform::limits::MAX_STOCK {
+            self.add(
+                field,
+                format!("must be at most {}", platform::limits::MAX_STOCK),
+            );
         }
     }
 }
@@ -133,7 +138,7 @@ pub struct CreateProduct {
     pub name: String,
     #[schema(example = "Electronics", max_length = 100)]
     pub category: String,
-    #[schema(example = 100, minimum = 0)]
+    #[schema(example = 100, minimum = 0, maximum = 1_000_000_000)]
     pub stock: i32,
     /// A JSON number with at most two decimals, greater than 0.
     #[schema(value_type = f64, example = 999.99, multiple_of = 0.01)]
@@ -157,7 +162,7 @@ impl CreateProduct {
 pub struct UpdateProduct {
     pub name: Option<String>,
     pub category: Option<String>,
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<i32>,
     #[schema(value_type = Option<f64>, example = 899.99, multiple_of = 0.01)]
     pub price: Option<Money>,

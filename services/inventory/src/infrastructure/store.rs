@@ -287,9 +287,17 @@ impl ProductStore {
         // order as ApplyOrder's.
         for line in &lines {
             let updated = product::Entity::update_many()
+                // Saturates rather than overflows: stock an admin set near
+                // the ceiling must not make the release fail forever.
                 .col_expr(
                     product::Column::Stock,
-                    Expr::col(product::Column::Stock).add(line.quantity),
+                    Expr::cust_with_values(
+                        "LEAST(stock::bigint + $1, $2)::integer",
+                        [
+                            i64::from(line.quantity),
+                            i64::from(platform::limits::STOCK_CEILING),
+                        ],
+                    ),
                 )
                 .col_expr(product::Column::UpdatedAt, Expr::current_timestamp())
                 .filter(product::Column::Id.eq(line.product_id))

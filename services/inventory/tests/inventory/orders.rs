@@ -165,6 +165,61 @@ async fn release_returns_applied_stock_exactly_once() {
 }
 
 #[tokio::test]
+async fn stock_is_bounded_and_a_release_on_top_of_it_cannot_overflow() {
+    let app = app().await;
+    let a = app.product("A", 10, "1.00").await;
+    let order = Uuid::new_v4();
+    assert!(applied(&app.apply(order, &[(&a, 5)]).await));
+
+    // An admin may not set stock beyond the maximum...
+    let too_much = app
+        .inventory
+        .update_product(&a.id.to_string(), None, None, Some(i32::MAX), None)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid_fields(too_much), ["stock"]);
+    let max = platform::limits::MAX_STOCK;
+    app.inventory
+        .update_product(&a.id.to_string(), None, None, Some(max), None)
+        .await
+        .unwrap();
+    let released = app
+        .inventory
+        .release_order(&order.to_string())
+        .await
+        .unwrap();
+    assert_eq!(released.outcome, ReleaseOutcome::Released);
+    assert_eq!(app.stock(&a).await, max + 5);
+
+    // ...and even a column at its very limit (set behind the API's back)
+    // takes a release: it saturates instead of failing forever (the
+    // Consumer retried the overflow's INTERNAL error without end).
+    let second = Uuid::new_v4();
+    app.inventory
+        .update_product(&a.id.to_string(), None, None, Some(10), None)
+        .await
+        .unwrap();
+    assert!(applied(&app.apply(second, &[(&a, 5)]).await));
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &app.conn,
+        &format!(
+            "UPDATE products SET stock = {} - 2 WHERE id = '{}'",
+            i32::MAX,
+            a.id
+        ),
+    )
+    .await
+    .unwrap();
+    let saturated = app
+        .inventory
+        .release_order(&second.to_string())
+        .await
+        .unwrap();
+    assert_eq!(saturated.outcome, ReleaseOutcome::Released);
+    assert_eq!(app.stock(&a).await, i32::MAX);
+}
+
+#[tokio::test]
 async fn release_of_an_order_that_took_no_stock_is_not_applied() {
     let app = app().await;
     let a = app.product("A", 1, "1.00").await;
