@@ -53,39 +53,85 @@ pub fn order_stream_config(settings: &NatsSettings) -> stream::Config {
     }
 }
 
-/// The dead-letter stream: file storage, kept until someone deals with it.
+/// How long dead letters are kept, and how much of them, by default; when
+/// the stream is full the oldest go (a full dead-letter stream must never
+/// stop the Consumer). Operators may change these on the stream: an existing
+/// stream's limits are left as they are.
+pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEAD_LETTER_MAX_BYTES: i64 = 1 << 30;
+pub const DEAD_LETTER_MAX_MESSAGES: i64 = 1_000_000;
+
+/// The dead-letter stream: file storage, bounded by age, size and count.
 pub fn dead_letter_stream_config(settings: &NatsSettings) -> stream::Config {
     stream::Config {
         name: settings.dead_letter_stream.clone(),
         subjects: vec![settings.dead_letter_subjects()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        discard: stream::DiscardPolicy::New,
+        discard: stream::DiscardPolicy::Old,
+        max_age: DEAD_LETTER_MAX_AGE,
+        max_bytes: DEAD_LETTER_MAX_BYTES,
+        max_messages: DEAD_LETTER_MAX_MESSAGES,
         ..Default::default()
     }
 }
 
-/// Creates the stream, or updates an existing one to `config`.
+/// Creates the stream as `config` says when it is missing. An existing stream
+/// keeps its operators' settings (replicas, limits, placement): only what the
+/// code depends on is checked, and subjects it lacks are added. A retention
+/// or storage other than the code's is an error that says what to change
+/// (neither can be changed in place).
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> anyhow::Result<stream::Stream> {
     let name = config.name.clone();
-    match js.get_stream(&name).await {
-        Ok(_) => {
-            js.update_stream(config)
+    let mut stream = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(_) => match js.create_stream(config.clone()).await {
+            Ok(stream) => return Ok(stream),
+            // A replica created it meanwhile: fine if it is there now.
+            Err(e) => js
+                .get_stream(&name)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot update stream {name}: {e}"))?;
-        }
-        Err(_) => {
-            if let Err(e) = js.create_stream(config.clone()).await {
-                // A replica created it meanwhile: fine if it is there now.
-                js.get_stream(&name)
-                    .await
-                    .map_err(|_| anyhow::anyhow!("cannot create stream {name}: {e}"))?;
-            }
-        }
+                .map_err(|_| anyhow::anyhow!("cannot create stream {name}: {e}"))?,
+        },
+    };
+    let existing = stream
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read stream {name}: {e}"))?
+        .config
+        .clone();
+    if existing.retention != config.retention {
+        anyhow::bail!(
+            "stream {name} has retention {:?}, the platform needs {:?}: recreate it (or point NATS_STREAM/NATS_DLQ_STREAM at another name)",
+            existing.retention,
+            config.retention
+        );
     }
+    if existing.storage != config.storage {
+        anyhow::bail!(
+            "stream {name} has storage {:?}, the platform needs {:?}: recreate it (or point NATS_STREAM/NATS_DLQ_STREAM at another name)",
+            existing.storage,
+            config.storage
+        );
+    }
+    let missing: Vec<String> = config
+        .subjects
+        .iter()
+        .filter(|s| !existing.subjects.contains(s))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(stream);
+    }
+    tracing::info!(stream = %name, subjects = ?missing, "adding subjects to the stream");
+    let mut updated = existing;
+    updated.subjects.extend(missing);
+    js.update_stream(updated)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot add subjects to stream {name}: {e}"))?;
     js.get_stream(&name)
         .await
         .map_err(|e| anyhow::anyhow!("cannot read stream {name}: {e}"))

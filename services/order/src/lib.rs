@@ -1,7 +1,8 @@
 //! The Order service: validates orders, prices them from Inventory, stores
 //! each with its `order.created` outbox record in one transaction, moves
 //! orders through the status state machine, and relays the outbox to the
-//! Producer (see [`application::relay`]).
+//! Producer (see [`application::relay`]), and drives orders left PENDING to a
+//! terminal state (see [`application::sweeper`]).
 
 pub mod application;
 pub mod config;
@@ -19,13 +20,13 @@ use proto::order::v1::order_service_server::OrderServiceServer;
 use tonic::server::NamedService;
 
 use application::grpc::OrderGrpc;
-use application::{OutboxRelay, RelayWakeup};
+use application::{OutboxRelay, PendingSweeper, RelayWakeup};
 use infrastructure::inventory::InventoryClient;
 use infrastructure::migration::Migrator;
 use infrastructure::producer::ProducerClient;
 use infrastructure::store::OrderStore;
 
-pub use config::{Config, RelaySettings};
+pub use config::{Config, RelaySettings, SweeperSettings};
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -66,6 +67,8 @@ pub async fn serve_on(
     };
 
     let orders = application::Orders::new(OrderStore::new(db.clone()), inventory, wakeup);
+    let sweeper =
+        tokio::spawn(PendingSweeper::new(orders.clone(), config.sweeper).run(stop.clone()));
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness::new(reporter, &[OrderServiceServer::<OrderGrpc>::NAME]).await;
     readiness.add_database(db.clone());
@@ -84,6 +87,7 @@ pub async fn serve_on(
     .await;
     stop.cancel();
     let _ = checker.await;
+    let _ = sweeper.await;
     if let Some(relay) = relay
         && let Err(e) = relay.await
     {

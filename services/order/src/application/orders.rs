@@ -273,6 +273,48 @@ impl Orders {
     }
 }
 
+impl Orders {
+    /// Rejects an order still PENDING with `reason`, with an
+    /// `order.cancelled` record so that any stock Inventory took for it goes
+    /// back (a release of an order that took nothing changes nothing; an
+    /// event of it arriving later is refused confirmation and its stock
+    /// returned by the Consumer). Whether it was still PENDING.
+    pub async fn expire_pending(&self, id: Uuid, reason: &str) -> Result<bool, OrderError> {
+        let changed = self
+            .store
+            .change_status(id, |order| {
+                Ok::<_, OrderError>(if order.status == OrderStatus::Pending {
+                    StatusDecision::Set {
+                        to: OrderStatus::Rejected,
+                        reason: Some(reason.to_owned()),
+                        event: Some(OutboxEvent::new(
+                            order.id,
+                            ORDER_CANCELLED,
+                            cancelled_event(order).encode_to_vec(),
+                        )),
+                    }
+                } else {
+                    StatusDecision::Keep
+                })
+            })
+            .await?;
+        let expired = matches!(changed, Some(ref c) if !c.replayed);
+        if expired {
+            self.relay.wake();
+            tracing::warn!(order_id = %id, %reason, "PENDING order rejected by the sweeper");
+        }
+        Ok(expired)
+    }
+
+    pub fn store(&self) -> &OrderStore {
+        &self.store
+    }
+
+    pub fn wake_relay(&self) {
+        self.relay.wake();
+    }
+}
+
 fn created_event(order: &Order) -> OrderCreated {
     OrderCreated {
         order_id: order.id.to_string(),

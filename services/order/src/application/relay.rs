@@ -2,16 +2,21 @@
 //! first, and marks each sent only after the Producer confirmed the stream
 //! has it.
 //!
-//! Each pass locks a batch with `FOR UPDATE SKIP LOCKED` inside one
-//! transaction, so several Order replicas share the work without two of them
-//! sending one record at the same time; a relay that dies mid-pass loses its
-//! connection, its transaction rolls back and its records are free again (a
-//! record published but not yet marked sent is published again, and the
-//! stream drops the repeat by its message id). Failures are retried forever
-//! with capped exponential backoff. A record the Producer can never take
-//! (undecodable, unknown type, refused for what it is) is set aside
-//! (`failed_at`, with its error), left unsent for someone to look at, and
-//! never again taken ahead of the records behind it.
+//! Each pass claims a batch for a lease (`claimed_until`) in one statement
+//! that commits at once (`FOR UPDATE SKIP LOCKED` inside it), so several
+//! Order replicas share the work without two of them sending one record at
+//! the same time, and no row lock is held while the Producer is called. A
+//! pass starts no Producer call that could outlast its lease; a relay that
+//! dies mid-pass leaves its claims to run out, and the records are published
+//! again by whichever relay comes next (a record published but not yet
+//! marked sent goes out a second time within the lease, well inside the
+//! stream's duplicate window, and the stream drops the repeat by its message
+//! id). Failures are retried forever with capped exponential backoff. A
+//! record the Producer can never take (undecodable, unknown type, refused for
+//! what it is) is set aside (`failed_at`, with its error), left unsent for
+//! someone to look at, and never again taken ahead of the records behind it;
+//! the sweeper rejects its order. Sent records are deleted after
+//! `OUTBOX_RETENTION_SECONDS`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -19,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -32,6 +37,9 @@ use crate::infrastructure::producer::{ProducerClient, PublishError, Published};
 /// Crash-test fault point: the Producer confirmed, the record is not yet
 /// marked sent.
 pub const FAULT_AFTER_PUBLISH: &str = "order.relay.after_publish";
+
+/// How often sent records past their retention are looked for.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Wakes the relay when a transaction wrote outbox records, so they go out
 /// at once rather than at the next poll. A no-op when the relay is disabled.
@@ -51,6 +59,7 @@ struct RelayMetrics {
     backlog: Gauge,
     relayed: Counter,
     errors: Counter,
+    pruned: Counter,
 }
 
 /// Registered once per process, however many relays it runs (tests run
@@ -62,6 +71,7 @@ fn metrics() -> &'static RelayMetrics {
             backlog: Gauge::default(),
             relayed: Counter::default(),
             errors: Counter::default(),
+            pruned: Counter::default(),
         };
         platform::metrics::register(
             "order_outbox_backlog",
@@ -77,6 +87,11 @@ fn metrics() -> &'static RelayMetrics {
             "order_outbox_relay_errors",
             "Failed relay attempts (Producer or database unavailable, unpublishable records)",
             metrics.errors.clone(),
+        );
+        platform::metrics::register(
+            "order_outbox_pruned",
+            "Sent outbox records deleted after OUTBOX_RETENTION_SECONDS",
+            metrics.pruned.clone(),
         );
         metrics
     })
@@ -128,7 +143,13 @@ impl OutboxRelay {
             "outbox relay started"
         );
         let mut backoff = self.backoff();
+        let mut next_prune = tokio::time::Instant::now();
         while !stop.is_cancelled() {
+            if tokio::time::Instant::now() >= next_prune {
+                self.prune().await;
+                next_prune =
+                    tokio::time::Instant::now() + PRUNE_INTERVAL.min(self.settings.retention);
+            }
             let pass = self.pass(&stop).await;
             self.refresh_backlog().await;
             let retry_in = match pass {
@@ -171,27 +192,37 @@ impl OutboxRelay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Publishes one locked batch and commits what it marked. Stops at the
-    /// first transient failure (the Producer is down: the rest would fail the
-    /// same way, and it keeps the records in order); a record that can never
-    /// be published is set aside and the pass goes on.
+    /// Claims a batch, publishes it and marks what the stream took. Stops at
+    /// the first transient failure (the Producer is down: the rest would fail
+    /// the same way, and it keeps the records in order) or when the lease
+    /// leaves no room for another call; a record that can never be published
+    /// is set aside and the pass goes on. What it did not get to is released.
     async fn pass(&self, stop: &CancellationToken) -> Result<Pass, DbErr> {
-        let txn = self.db.begin().await?;
-        let records = outbox::lock_unsent(&txn, self.settings.batch_size).await?;
+        let claimed_at = tokio::time::Instant::now();
+        let records = outbox::claim_unsent(
+            &self.db,
+            self.settings.batch_size,
+            self.settings.claim_lease,
+        )
+        .await?;
         let mut pass = Pass {
             picked: records.len(),
             failure: None,
         };
-        let mut sent = 0;
+        let mut sent = Vec::with_capacity(records.len());
+        let mut unsent = Vec::new();
         for record in &records {
-            if stop.is_cancelled() {
-                break;
+            if stop.is_cancelled()
+                || pass.failure.is_some()
+                || claimed_at.elapsed() >= self.settings.publish_window()
+            {
+                unsent.push(record.id);
+                continue;
             }
             match self.publish(record).await {
                 Ok(published) => {
                     platform::fault::point(FAULT_AFTER_PUBLISH);
-                    outbox::mark_sent(&txn, record.id).await?;
-                    sent += 1;
+                    sent.push(record.id);
                     tracing::debug!(
                         outbox_id = record.id,
                         order_id = %record.order_id,
@@ -203,9 +234,8 @@ impl OutboxRelay {
                 }
                 Err(error) if error.is_transient() => {
                     metrics().errors.inc();
-                    outbox::record_failure(&txn, record.id, &error.to_string()).await?;
+                    outbox::record_failure(&self.db, record.id, &error.to_string()).await?;
                     pass.failure = Some(error);
-                    break;
                 }
                 Err(error) => {
                     // Retrying will not help: set it aside (unsent, with the
@@ -213,13 +243,38 @@ impl OutboxRelay {
                     metrics().errors.inc();
                     tracing::error!(outbox_id = record.id, order_id = %record.order_id, %error,
                         "outbox record cannot be published; set aside for someone to look at");
-                    outbox::set_aside(&txn, record.id, &error.to_string()).await?;
+                    outbox::set_aside(&self.db, record.id, &error.to_string()).await?;
                 }
             }
         }
-        txn.commit().await?;
-        metrics().relayed.inc_by(sent);
+        outbox::mark_sent(&self.db, &sent).await?;
+        metrics().relayed.inc_by(sent.len() as u64);
+        if pass.failure.is_none() && !unsent.is_empty() && !stop.is_cancelled() {
+            // Out of lease: the next pass goes on at once.
+            pass.picked = self.settings.batch_size as usize;
+        }
+        outbox::release_claims(&self.db, &unsent).await?;
         Ok(pass)
+    }
+
+    /// Deletes records sent longer than the retention ago, a bounded batch
+    /// at a time.
+    async fn prune(&self) {
+        const BATCH: u64 = 1000;
+        loop {
+            match outbox::prune_sent(&self.db, self.settings.retention, BATCH).await {
+                Ok(deleted) => {
+                    metrics().pruned.inc_by(deleted);
+                    if deleted < BATCH {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "pruning sent outbox records failed; trying again later");
+                    return;
+                }
+            }
+        }
     }
 
     /// Publishes in a span that continues the trace of the request that

@@ -1,11 +1,13 @@
 //! The outbox table: records written in the same transaction as the order
 //! change they announce, read and marked sent by the relay.
 
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, Statement,
 };
 use uuid::Uuid;
 
@@ -54,31 +56,63 @@ pub async fn insert<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<
         attempts: Set(0),
         last_error: Set(None),
         failed_at: Set(None),
+        claimed_until: Set(None),
     })
     .exec_without_returning(conn)
     .await?;
     Ok(())
 }
 
-/// Up to `limit` unsent records, oldest first, locked for this transaction.
-/// Records another relay holds are skipped, not waited for, so replicas share
-/// the work and never send one record at the same time; records set aside
-/// ([`set_aside`]) are not taken again.
-pub async fn lock_unsent<C: ConnectionTrait>(
-    txn: &C,
+/// Claims up to `limit` unsent records, oldest first, for `lease`, in one
+/// statement that commits at once: no lock outlives it. Records another
+/// relay claimed (and whose lease has not run out) or is claiming right now
+/// are skipped, so replicas share the work and never send one record at the
+/// same time; records set aside ([`set_aside`]) are not taken again. A relay
+/// that dies holding a claim frees its records when the lease runs out.
+pub async fn claim_unsent<C: ConnectionTrait>(
+    conn: &C,
     limit: u64,
+    lease: Duration,
 ) -> Result<Vec<OutboxRecord>, DbErr> {
-    outbox::Entity::find()
-        .filter(outbox::Column::SentAt.is_null())
-        .filter(outbox::Column::FailedAt.is_null())
-        .order_by_asc(outbox::Column::Id)
-        .limit(limit)
-        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-        .all(txn)
-        .await
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let mut records = OutboxRecord::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond' \
+         WHERE id IN (SELECT id FROM outbox \
+                      WHERE sent_at IS NULL AND failed_at IS NULL \
+                        AND (claimed_until IS NULL OR claimed_until < now()) \
+                      ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         RETURNING *",
+        [(limit as i64).into(), lease_ms.into()],
+    ))
+    .all(conn)
+    .await?;
+    records.sort_by_key(|r| r.id);
+    Ok(records)
 }
 
-pub async fn mark_sent<C: ConnectionTrait>(txn: &C, id: i64) -> Result<(), DbErr> {
+/// Frees claimed records this relay will not publish in this pass.
+pub async fn release_claims<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    outbox::Entity::update_many()
+        .col_expr(
+            outbox::Column::ClaimedUntil,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .filter(outbox::Column::SentAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks the records the Producer confirmed as sent, in one statement.
+pub async fn mark_sent<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     outbox::Entity::update_many()
         .col_expr(outbox::Column::SentAt, Expr::value(chrono::Utc::now()))
         .col_expr(
@@ -89,10 +123,83 @@ pub async fn mark_sent<C: ConnectionTrait>(txn: &C, id: i64) -> Result<(), DbErr
             outbox::Column::LastError,
             Expr::value(Option::<String>::None),
         )
-        .filter(outbox::Column::Id.eq(id))
-        .exec(txn)
+        .col_expr(
+            outbox::Column::ClaimedUntil,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .exec(conn)
         .await?;
     Ok(())
+}
+
+/// Deletes up to `limit` records sent more than `retention` ago; returns how
+/// many went.
+pub async fn prune_sent<C: ConnectionTrait>(
+    conn: &C,
+    retention: Duration,
+    limit: u64,
+) -> Result<u64, DbErr> {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let result = conn
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
+             WHERE sent_at < now() - $1 * interval '1 millisecond' LIMIT $2)",
+            [retention_ms.into(), (limit as i64).into()],
+        ))
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// A PENDING order whose `order.created` record the Producer can never take.
+#[derive(Debug, Clone, FromQueryResult)]
+pub struct Unpublishable {
+    pub order_id: Uuid,
+    pub last_error: Option<String>,
+}
+
+/// PENDING orders whose creation record was set aside (at most `limit`).
+pub async fn pending_set_aside<C: ConnectionTrait>(
+    conn: &C,
+    limit: u64,
+) -> Result<Vec<Unpublishable>, DbErr> {
+    Unpublishable::find_by_statement(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT x.order_id, x.last_error FROM outbox x JOIN orders o ON o.id = x.order_id \
+         WHERE x.failed_at IS NOT NULL AND x.event_type = $1 AND o.status = 'PENDING' \
+         ORDER BY x.id LIMIT $2",
+        [ORDER_CREATED.into(), (limit as i64).into()],
+    ))
+    .all(conn)
+    .await
+}
+
+/// Hands the creation records of orders PENDING for longer than `after`, and
+/// sent longer than `after` ago, to the relay again (the event may have been
+/// lost or dead-lettered without a verdict); returns their orders. The
+/// Consumer applies a repeated event once in effect.
+pub async fn republish_stale<C: ConnectionTrait>(
+    conn: &C,
+    after: Duration,
+    limit: u64,
+) -> Result<Vec<Uuid>, DbErr> {
+    let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE outbox SET sent_at = NULL, claimed_until = NULL \
+             WHERE id IN (SELECT x.id FROM orders o JOIN outbox x ON x.order_id = o.id \
+                          WHERE o.status = 'PENDING' \
+                            AND o.created_at < now() - $1 * interval '1 millisecond' \
+                            AND x.event_type = $2 AND x.failed_at IS NULL \
+                            AND x.sent_at < now() - $1 * interval '1 millisecond' \
+                          ORDER BY o.created_at LIMIT $3 FOR UPDATE OF x SKIP LOCKED) \
+             RETURNING order_id",
+            [after_ms.into(), ORDER_CREATED.into(), (limit as i64).into()],
+        ))
+        .await?;
+    rows.iter().map(|row| row.try_get("", "order_id")).collect()
 }
 
 pub async fn record_failure<C: ConnectionTrait>(
@@ -106,6 +213,10 @@ pub async fn record_failure<C: ConnectionTrait>(
             Expr::col(outbox::Column::Attempts).add(1),
         )
         .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
+        .col_expr(
+            outbox::Column::ClaimedUntil,
+            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+        )
         .filter(outbox::Column::Id.eq(id))
         .exec(txn)
         .await?;
@@ -128,10 +239,12 @@ pub async fn set_aside<C: ConnectionTrait>(txn: &C, id: i64, error: &str) -> Res
     Ok(())
 }
 
-/// How many records wait to be sent (those set aside included).
+/// How many records wait to be sent (those set aside not included: the
+/// unsent index counts them without a scan of the table).
 pub async fn backlog<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
     outbox::Entity::find()
         .filter(outbox::Column::SentAt.is_null())
+        .filter(outbox::Column::FailedAt.is_null())
         .count(conn)
         .await
 }

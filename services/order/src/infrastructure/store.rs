@@ -166,6 +166,31 @@ impl OrderStore {
         Ok((orders, total))
     }
 
+    /// Orders PENDING since before `age` ago, oldest first (at most `limit`),
+    /// and how many there are in all (by the PENDING index: the cost does
+    /// not grow with the orders table).
+    pub async fn pending_older_than(
+        &self,
+        age: std::time::Duration,
+        limit: u64,
+    ) -> Result<(Vec<Uuid>, u64), DbErr> {
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        let pending = orders::Entity::find()
+            .filter(orders::Column::Status.eq(OrderStatus::Pending.as_str()))
+            .filter(orders::Column::CreatedAt.lt(cutoff));
+        let total = pending.clone().count(&self.db).await?;
+        let ids = pending
+            .order_by_asc(orders::Column::CreatedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        Ok((ids, total))
+    }
+
     /// Applies `decide` to the order as it is and writes its decision, with
     /// its outbox record, in one transaction. When a concurrent change got
     /// there first (the conditional UPDATE matched nothing), decides again on

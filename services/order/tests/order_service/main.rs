@@ -7,4 +7,5 @@ mod create;
 mod idempotency;
 mod relay;
 mod support;
+mod sweeper;
 mod transitions;

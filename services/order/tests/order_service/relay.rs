@@ -3,6 +3,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use order::RelaySettings;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
 use crate::support::*;
 use proto::order::v1 as pb;
 
@@ -249,5 +252,88 @@ async fn a_producer_answering_unimplemented_is_retried_not_set_aside() {
     assert_eq!(
         h.producer.counts()[&format!("{}.order.created", order.id)],
         1
+    );
+}
+
+#[tokio::test]
+async fn the_relay_holds_no_row_lock_while_the_producer_answers() {
+    let h = Harness::start().await;
+    // A slow Producer: the call is in flight for two seconds.
+    h.producer.delay_ms.store(2000, Ordering::SeqCst);
+    let order = h.pending_order(&customer()).await;
+    testkit::eventually(Duration::from_secs(5), "the record claimed", || async {
+        (h.scalar("SELECT count(*) FROM outbox WHERE claimed_until > now()")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    // Mid-call, the record's row is not locked (a pass used to hold one
+    // transaction and its locks across every Producer call of a batch).
+    let txn = h.conn.begin().await.unwrap();
+    let locked = txn
+        .execute_unprepared("SELECT id FROM outbox FOR UPDATE NOWAIT")
+        .await;
+    txn.rollback().await.unwrap();
+    assert!(locked.is_ok(), "the outbox row is locked: {locked:?}");
+    assert!(
+        h.producer.calls().is_empty(),
+        "the call had already ended; the test proves nothing"
+    );
+    h.producer.delay_ms.store(0, Ordering::SeqCst);
+    wait_all_sent(&h, 1).await;
+    assert_eq!(
+        h.producer.counts()[&format!("{}.order.created", order.id)],
+        1
+    );
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE claimed_until IS NOT NULL")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn sent_records_are_pruned_after_the_retention_and_unsent_ones_kept() {
+    let h = Harness::start_with(Options {
+        relay_settings: RelaySettings {
+            retention: Duration::from_secs(1),
+            ..relay_settings(true)
+        },
+        ..Default::default()
+    })
+    .await;
+    let me = customer();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(h.pending_order(&me).await);
+    }
+    // One the Producer can never take stays, set aside, for someone to see.
+    h.conn
+        .execute_unprepared(&format!(
+            "INSERT INTO outbox (order_id, event_type, payload) \
+             VALUES ('{}', 'order.created', decode('ff', 'hex'))",
+            last.unwrap().id
+        ))
+        .await
+        .unwrap();
+    testkit::eventually(
+        Duration::from_secs(20),
+        "sent records deleted after their retention",
+        || async {
+            let left = h.scalar("SELECT count(*) FROM outbox").await;
+            (h.producer.calls().len() == 5 && left == 1).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE failed_at IS NOT NULL")
+            .await,
+        1
+    );
+    let metrics = platform::metrics::render();
+    assert!(
+        metrics.contains("ecommerce_order_outbox_pruned_total"),
+        "{metrics}"
     );
 }

@@ -17,7 +17,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use order::{Config, RelaySettings};
+use order::{Config, RelaySettings, SweeperSettings};
 use platform::config::{AppEnv, CallSettings};
 use proto::common::v1::{Caller, Role};
 use proto::events::v1::{OrderCancelled, OrderCreated};
@@ -306,6 +306,8 @@ pub struct Options {
     pub inventory_down: bool,
     /// The deadline of the service's outgoing calls.
     pub request_timeout: Duration,
+    pub relay_settings: RelaySettings,
+    pub sweeper: SweeperSettings,
 }
 
 impl Default for Options {
@@ -315,6 +317,8 @@ impl Default for Options {
             producer_up: true,
             inventory_down: false,
             request_timeout: Duration::from_secs(3),
+            relay_settings: relay_settings(true),
+            sweeper: idle_sweeper(),
         }
     }
 }
@@ -339,6 +343,18 @@ pub fn relay_settings(enabled: bool) -> RelaySettings {
         batch_size: 50,
         retry_min: Duration::from_millis(50),
         retry_max: Duration::from_millis(400),
+        claim_lease: Duration::from_secs(10),
+        publish_timeout: Duration::from_secs(3),
+        retention: Duration::from_secs(86_400),
+    }
+}
+
+/// A sweeper that does not get to act within a test, unless it asks.
+pub fn idle_sweeper() -> SweeperSettings {
+    SweeperSettings {
+        interval: Duration::from_secs(3600),
+        republish_after: Duration::from_secs(3600),
+        timeout: Duration::from_secs(7200),
     }
 }
 
@@ -380,7 +396,11 @@ impl Harness {
                 connect_timeout: Duration::from_millis(500),
                 request_timeout: options.request_timeout,
             },
-            relay: relay_settings(options.relay),
+            relay: RelaySettings {
+                enabled: options.relay,
+                ..options.relay_settings
+            },
+            sweeper: options.sweeper,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(order::serve_on(config, listener, async move {

@@ -18,6 +18,8 @@ pub struct Model {
     pub last_error: Option<String>,
     /// When the record was set aside as one the Producer can never take.
     pub failed_at: Option<DateTimeUtc>,
+    /// Until when a relay holds the record to publish it (its claim lease).
+    pub claimed_until: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

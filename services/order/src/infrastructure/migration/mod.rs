@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_orders;
 mod m20261124_000002_outbox_failed_at;
+mod m20261202_000003_outbox_claims;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_orders::Migration),
             Box::new(m20261124_000002_outbox_failed_at::Migration),
+            Box::new(m20261202_000003_outbox_claims::Migration),
         ]
     }
 }
