@@ -46,7 +46,7 @@ packaging-test:
 # `make up`, a ready gateway, `make down`, and no service process left.
 smoke: deps build
 	@bash scripts/stack.sh up
-	curl -fsS http://127.0.0.1:8080/readyz
+	curl -fsS http://127.0.0.1:8080/readyz/downstreams
 	@echo
 	@bash scripts/stack.sh down
 	@if pgrep -f 'target/debug/(gateway|inventory|order|user|producer|consumer)$$' >/dev/null; then \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole platform locally without Docker.
 #   stack.sh run   start everything in the foreground; Ctrl-C stops it all
-#   stack.sh up    start everything in the background, return once /readyz is OK
+#   stack.sh up    start everything in the background, return once every service is ready
 #   stack.sh down  stop everything `up` started; no process is left behind
 # Settings come from the environment or .env (see README); the defaults below
 # are for a developer machine only.
@@ -93,7 +93,7 @@ wait_ready() {
   for _ in $(seq 1 600); do
     # The gateway checks the services it calls; the Producer and the Consumer
     # answer HTTP /healthz on their own ports.
-    if curl -fsS "$GATEWAY_URL/readyz" >/dev/null 2>&1 &&
+    if curl -fsS "$GATEWAY_URL/readyz/downstreams" >/dev/null 2>&1 &&
       curl -fsS "http://$(dial_addr "${PRODUCER_ADDR:-:50054}")/healthz" >/dev/null 2>&1 &&
       curl -fsS "http://$(dial_addr "${CONSUMER_ADDR:-:50055}")/healthz" >/dev/null 2>&1; then
       return 0

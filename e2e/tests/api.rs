@@ -1351,10 +1351,10 @@ async fn a_frozen_service_gives_503_after_its_deadline_and_a_stopped_one_at_once
         "{problem}"
     );
     let ready = api
-        .get("/readyz", None)
+        .get("/readyz/downstreams", None)
         .await
-        .expect(503, "readyz while frozen");
-    let problem = ready.problem("readyz while frozen");
+        .expect(503, "downstreams while frozen");
+    let problem = ready.problem("downstreams while frozen");
     assert_eq!(problem["errors"][0]["field"], "inventory", "{problem}");
     stack.process("inventory").thaw();
     eventually(
@@ -1378,8 +1378,23 @@ async fn a_frozen_service_gives_503_after_its_deadline_and_a_stopped_one_at_once
             .contains("inventory service is unavailable"),
         "{problem}"
     );
-    // The other services still answer.
+    // The other services still answer, and the gateway stays ready: its
+    // readiness is its own, so an outage behind it does not take it (and
+    // every route with it) out of its Service.
     api.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let ready = api
+        .get("/readyz", None)
+        .await
+        .expect(200, "readyz, inventory down");
+    let states = ready.json();
+    assert_eq!(states["status"], "ready", "{states}");
+    assert!(
+        states["services"]["inventory"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready"),
+        "{states}"
+    );
 
     // A service that keeps failing trips its breaker: 503 without calling,
     // with a Retry-After.
@@ -1476,7 +1491,7 @@ async fn rate_limits_on_login_and_order_creation_answer_429_with_retry_after() {
 }
 
 /// Every route the gateway serves, as OpenAPI writes them.
-const ROUTES: [(&str, &str); 18] = [
+const ROUTES: [(&str, &str); 19] = [
     ("post", "/products"),
     ("get", "/products"),
     ("get", "/products/{id}"),
@@ -1493,6 +1508,7 @@ const ROUTES: [(&str, &str); 18] = [
     ("get", "/users/{id}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
+    ("get", "/readyz/downstreams"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
 ];
@@ -1654,11 +1670,12 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
 
     // Operations endpoints of a gateway whose services are all missing.
     api.get("/healthz", None).await.expect(200, "healthz");
+    api.get("/readyz", None).await.expect(200, "readyz");
     let problem = api
-        .get("/readyz", None)
+        .get("/readyz/downstreams", None)
         .await
-        .expect(503, "readyz")
-        .problem("readyz");
+        .expect(503, "downstreams")
+        .problem("downstreams");
     let not_ready: BTreeSet<&str> = problem["errors"]
         .as_array()
         .unwrap()

@@ -77,10 +77,15 @@ async fn the_dead_letter_stream_is_bounded_and_drops_the_oldest() {
     let config = dlq.info().await.unwrap().config.clone();
     assert_eq!(config.max_age, platform::nats::DEAD_LETTER_MAX_AGE);
     assert_eq!(config.max_bytes, platform::nats::DEAD_LETTER_MAX_BYTES);
-    assert_eq!(config.max_messages, platform::nats::DEAD_LETTER_MAX_MESSAGES);
+    assert_eq!(
+        config.max_messages,
+        platform::nats::DEAD_LETTER_MAX_MESSAGES
+    );
     assert_eq!(
         config.discard,
         async_nats::jetstream::stream::DiscardPolicy::Old
     );
-    js.delete_stream(&settings.dead_letter_stream).await.unwrap();
+    js.delete_stream(&settings.dead_letter_stream)
+        .await
+        .unwrap();
 }

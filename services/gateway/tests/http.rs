@@ -265,9 +265,15 @@ async fn an_unreachable_service_is_503_then_the_breaker_answers_at_once() {
         "{body}"
     );
 
-    let request = test::TestRequest::get().uri("/readyz").to_request();
+    let request = test::TestRequest::get()
+        .uri("/readyz/downstreams")
+        .to_request();
     let body = problem(test::call_service(&service, request).await, 503).await;
     assert_eq!(body["errors"].as_array().unwrap().len(), 3, "{body}");
+    // The gateway itself is ready: its routes answer (503 for these).
+    let request = test::TestRequest::get().uri("/readyz").to_request();
+    let response = test::call_service(&service, request).await;
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[actix_web::test]

@@ -39,7 +39,8 @@ pub struct AppState {
     pub login_limiter: RateLimiter,
     pub order_limiter: RateLimiter,
     pub trust_proxy_headers: bool,
-    /// How long `/readyz` waits for each service's health answer.
+    /// How long `/readyz` and `/readyz/downstreams` wait for each service's
+    /// health answer.
     pub readiness_timeout: Duration,
 }
 
@@ -147,6 +148,7 @@ fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(users::get_user)
         .service(ops::healthz)
         .service(ops::readyz)
+        .service(ops::downstreams_ready)
         .service(ops::metrics)
         .service(ops::openapi_json);
 }

@@ -15,7 +15,8 @@ use crate::problem::{FieldError, Problem};
 pub struct Health {
     #[schema(example = "ok")]
     pub status: &'static str,
-    /// Each downstream service and its state (readiness only).
+    /// Each downstream service and its state (readiness only): "serving"
+    /// or why it is not ready.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<&'static str, String>,
 }
@@ -32,6 +33,49 @@ pub async fn healthz() -> web::Json<Health> {
     })
 }
 
+/// Each downstream's state: "serving", or why it is not ready.
+async fn downstream_states(state: &AppState) -> (BTreeMap<&'static str, String>, Vec<FieldError>) {
+    let results = state.clients.readiness(state.readiness_timeout).await;
+    let mut states = BTreeMap::new();
+    let mut not_ready = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(()) => {
+                states.insert(name, "serving".to_owned());
+            }
+            Err(why) => {
+                states.insert(name, format!("not ready: {why}"));
+                not_ready.push(FieldError {
+                    field: name.to_owned(),
+                    message: format!("not ready: {why}"),
+                });
+            }
+        }
+    }
+    (states, not_ready)
+}
+
+/// The gateway's own readiness: it serves whatever its downstreams' state (a
+/// route whose service is down answers 503 problem+json by itself), so one
+/// service's outage does not take every gateway out of its Service and the
+/// catalogue with it. The body tells each downstream's state.
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "The gateway serves; `services` tells each downstream's state", body = Health),
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> web::Json<Health> {
+    let (services, _) = downstream_states(&state).await;
+    web::Json(Health {
+        status: "ready",
+        services,
+    })
+}
+
+/// Whether every downstream answers SERVING (for dashboards and start-up
+/// scripts; not a probe).
 #[utoipa::path(
     tag = "operations",
     responses(
@@ -39,18 +83,9 @@ pub async fn healthz() -> web::Json<Health> {
         (status = 503, description = "Names the services that are not ready", body = Problem, content_type = "application/problem+json"),
     )
 )]
-#[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, Problem> {
-    let results = state.clients.readiness(state.readiness_timeout).await;
-    let not_ready: Vec<FieldError> = results
-        .iter()
-        .filter_map(|(name, result)| {
-            result.as_ref().err().map(|why| FieldError {
-                field: (*name).to_owned(),
-                message: format!("not ready: {why}"),
-            })
-        })
-        .collect();
+#[get("/readyz/downstreams")]
+pub async fn downstreams_ready(state: web::Data<AppState>) -> Result<web::Json<Health>, Problem> {
+    let (services, not_ready) = downstream_states(&state).await;
     if !not_ready.is_empty() {
         let names: Vec<&str> = not_ready.iter().map(|e| e.field.as_str()).collect();
         return Err(Problem::new(
@@ -63,10 +98,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<web::Json<Health>, Pro
     }
     Ok(web::Json(Health {
         status: "ready",
-        services: results
-            .into_iter()
-            .map(|(name, _)| (name, "serving".to_owned()))
-            .collect(),
+        services,
     }))
 }
 
