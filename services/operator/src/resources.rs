@@ -5,11 +5,19 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service as KubeService, ServicePort,
-    ServiceSpec,
+    SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service as KubeService,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -29,19 +37,123 @@ pub const CONFIG_HASH_ANNOTATION: &str = "ecommerce.example.com/config-hash";
 /// The images' non-root user (uid 10001, see the Dockerfile).
 const RUN_AS_USER: i64 = 10001;
 
+/// Key of the generated internal auth token in its Secret.
+pub const INTERNAL_AUTH_TOKEN_KEY: &str = "token";
+
 /// Everything one stack consists of, in the order it is applied.
 #[derive(Debug, Clone)]
 pub struct DesiredState {
     pub config_map: ConfigMap,
+    /// Empty when `spec.networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
     pub services: Vec<ServiceObjects>,
 }
 
-/// One service's Service and Deployment.
+/// One service's Service and Deployment, and its autoscaler when it has one.
 #[derive(Debug, Clone)]
 pub struct ServiceObjects {
     pub service: Service,
     pub kube_service: KubeService,
     pub deployment: Deployment,
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+}
+
+/// The names that keep one stack's events apart from another's on a shared NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNames {
+    pub stream: String,
+    pub subject_prefix: String,
+    pub consumer_name: String,
+}
+
+/// The spec's names, or ones derived from the stack's namespace and name.
+pub fn event_names(stack: &EcommerceStack) -> EventNames {
+    let namespace = stack.namespace().unwrap_or_default();
+    let name = stack.name_any();
+    let nats = &stack.spec.nats;
+    // Namespace and name are DNS labels: lower-case letters, digits and '-'.
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    EventNames {
+        stream: nats
+            .stream
+            .clone()
+            .unwrap_or_else(|| format!("ORDER_EVENTS_{}_{}", upper(&namespace), upper(&name))),
+        subject_prefix: nats
+            .subject_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}.{name}.order")),
+        consumer_name: nats
+            .consumer_name
+            .clone()
+            .unwrap_or_else(|| format!("order-events-{namespace}-{name}")),
+    }
+}
+
+/// Name of the Secret the operator generates the internal auth token into.
+pub fn internal_auth_secret_name(stack: &str) -> String {
+    format!("{stack}-internal-auth")
+}
+
+/// Where the services read `INTERNAL_AUTH_TOKEN` from: the spec's Secret, or
+/// the one the operator generates.
+pub fn internal_auth_token_ref(stack: &EcommerceStack) -> SecretKeyRef {
+    stack
+        .spec
+        .internal_auth_token_secret_ref
+        .clone()
+        .unwrap_or_else(|| SecretKeyRef {
+            name: internal_auth_secret_name(&stack.name_any()),
+            key: INTERNAL_AUTH_TOKEN_KEY.to_owned(),
+        })
+}
+
+/// The Secret holding a freshly generated token, owned by the stack. Only
+/// ever created, never updated: an existing token is kept.
+pub fn generated_internal_auth_secret(stack: &EcommerceStack, token: String) -> Result<Secret> {
+    let owner = owner_reference(stack)?;
+    Ok(Secret {
+        metadata: metadata(
+            stack,
+            internal_auth_secret_name(&stack.name_any()),
+            None,
+            &owner,
+        ),
+        string_data: Some(BTreeMap::from([(
+            INTERNAL_AUTH_TOKEN_KEY.to_owned(),
+            token,
+        )])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    })
+}
+
+/// 244 random bits as 64 hex characters (two v4 UUIDs, from the OS's CSPRNG).
+pub fn new_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Every Secret key the stack's pods read, in a fixed order without repeats.
+pub fn secret_refs(stack: &EcommerceStack) -> Vec<SecretKeyRef> {
+    let spec = &stack.spec;
+    let mut refs = vec![
+        spec.database.password_secret_ref.clone(),
+        spec.jwt_secret_ref.clone(),
+    ];
+    if let Some(admin) = &spec.admin {
+        refs.push(admin.password_secret_ref.clone());
+    }
+    refs.push(internal_auth_token_ref(stack));
+    let mut seen = Vec::new();
+    refs.retain(|r| {
+        let new = !seen.contains(r);
+        seen.push(r.clone());
+        new
+    });
+    refs
 }
 
 pub fn config_map_name(stack: &str) -> String {
@@ -114,6 +226,7 @@ pub fn image(stack: &EcommerceStack, service: Service) -> String {
 pub fn shared_settings(stack: &EcommerceStack) -> BTreeMap<String, String> {
     let name = stack.name_any();
     let spec = &stack.spec;
+    let events = event_names(stack);
     let mut settings = BTreeMap::from([
         ("APP_ENV".to_owned(), spec.app_env.as_str().to_owned()),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
@@ -122,11 +235,9 @@ pub fn shared_settings(stack: &EcommerceStack) -> BTreeMap<String, String> {
         ("DB_USER".to_owned(), spec.database.user.clone()),
         ("DB_NAME".to_owned(), spec.database.name.clone()),
         ("NATS_ADDR".to_owned(), spec.nats.url.clone()),
-        ("NATS_STREAM".to_owned(), spec.nats.stream.clone()),
-        (
-            "NATS_SUBJECT_PREFIX".to_owned(),
-            spec.nats.subject_prefix.clone(),
-        ),
+        ("NATS_STREAM".to_owned(), events.stream),
+        ("NATS_SUBJECT_PREFIX".to_owned(), events.subject_prefix),
+        ("NATS_CONSUMER_NAME".to_owned(), events.consumer_name),
     ]);
     for service in Service::ALL {
         // A host name makes the service listen on all interfaces and the
@@ -172,12 +283,169 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
             service,
             kube_service: kube_service(stack, service, &owner),
             deployment: deployment(stack, service, &settings, &owner),
+            autoscaler: autoscaler(stack, service, &owner),
         })
         .collect();
+    let network_policies = if stack.spec.network_policy.enabled {
+        Service::ALL
+            .into_iter()
+            .map(|service| network_policy(stack, service, &owner))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(DesiredState {
         config_map,
+        network_policies,
         services,
     })
+}
+
+/// A CPU HorizontalPodAutoscaler for a service whose spec asks for one.
+fn autoscaler(
+    stack: &EcommerceStack,
+    service: Service,
+    owner: &OwnerReference,
+) -> Option<HorizontalPodAutoscaler> {
+    let auto = stack.spec.services.get(service).autoscaling.as_ref()?;
+    let name = child_name(&stack.name_any(), service);
+    Some(HorizontalPodAutoscaler {
+        metadata: metadata(stack, name.clone(), Some(service), owner),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name,
+            },
+            min_replicas: Some(auto.min_replicas),
+            max_replicas: auto.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(auto.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+fn tcp_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        ..NetworkPolicyPort::default()
+    }
+}
+
+fn pods_of(stack: &EcommerceStack, service: Service) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(&stack.name_any(), service)),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// The port of a `scheme://host:port` address, or `default` without one.
+fn url_port(url: &str, default: i32) -> i32 {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = authority.split('/').next().unwrap_or_default();
+    let host_port = host_port.rsplit('@').next().unwrap_or_default();
+    host_port
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.ends_with('[')).then_some(port))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Ingress: the gateway's API from anywhere, each internal service's API from
+/// its callers only, the metrics port from `metricsFrom` only. Egress: DNS,
+/// the services it calls, PostgreSQL or NATS when it uses them (by port: they
+/// may live outside the cluster).
+fn network_policy(
+    stack: &EcommerceStack,
+    service: Service,
+    owner: &OwnerReference,
+) -> NetworkPolicy {
+    let spec = &stack.spec;
+    let callers: Vec<NetworkPolicyPeer> = Service::ALL
+        .into_iter()
+        .filter(|caller| caller.dials().contains(&service))
+        .map(|caller| pods_of(stack, caller))
+        .collect();
+    let mut ingress = Vec::new();
+    if service == Service::Gateway {
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp_port(service.port())]),
+            from: None,
+        });
+    } else if !callers.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp_port(service.port())]),
+            from: Some(callers),
+        });
+    }
+    if !spec.network_policy.metrics_from.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp_port(service.metrics_port())]),
+            from: Some(spec.network_policy.metrics_from.clone()),
+        });
+    }
+    let mut egress = vec![NetworkPolicyEgressRule {
+        ports: Some(vec![
+            NetworkPolicyPort {
+                port: Some(IntOrString::Int(53)),
+                protocol: Some("UDP".to_owned()),
+                ..NetworkPolicyPort::default()
+            },
+            tcp_port(53),
+        ]),
+        to: None,
+    }];
+    for callee in service.dials() {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(callee.port())]),
+            to: Some(vec![pods_of(stack, *callee)]),
+        });
+    }
+    if service.uses_database() {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(spec.database.port)]),
+            to: None,
+        });
+    }
+    if service.uses_nats() {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(url_port(&spec.nats.url, 4222))]),
+            to: None,
+        });
+    }
+    NetworkPolicy {
+        metadata: metadata(
+            stack,
+            child_name(&stack.name_any(), service),
+            Some(service),
+            owner,
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&stack.name_any(), service)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ingress: Some(ingress),
+            egress: Some(egress),
+        }),
+    }
 }
 
 fn kube_service(stack: &EcommerceStack, service: Service, owner: &OwnerReference) -> KubeService {
@@ -221,6 +489,7 @@ fn secret_env(name: &str, reference: &SecretKeyRef) -> EnvVar {
 pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
     let config_map = config_map_name(&stack.name_any());
     let spec = &stack.spec;
+    let internal_token = internal_auth_token_ref(stack);
     let mut env: Vec<EnvVar> = service
         .config_keys()
         .into_iter()
@@ -242,10 +511,22 @@ pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
             SecretSetting::DbPassword => Some(&spec.database.password_secret_ref),
             SecretSetting::JwtSecret => Some(&spec.jwt_secret_ref),
             SecretSetting::AdminPassword => spec.admin.as_ref().map(|a| &a.password_secret_ref),
+            SecretSetting::InternalAuthToken => Some(&internal_token),
         };
         if let Some(reference) = reference {
             env.push(secret_env(secret.env_name(), reference));
         }
+    }
+    let mut plain = vec![("METRICS_PORT", service.metrics_port().to_string())];
+    if service == Service::Gateway && !spec.trusted_proxies.is_empty() {
+        plain.push(("TRUSTED_PROXIES", spec.trusted_proxies.join(",")));
+    }
+    for (name, value) in plain {
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            ..EnvVar::default()
+        });
     }
     if let (Service::User, Some(admin)) = (service, &spec.admin) {
         for (name, value) in [
@@ -284,7 +565,35 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-fn http_probe(service: Service, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// The chart's probe timing (`probes` in charts/ecommerce/values.yaml).
+pub struct ProbeTiming {
+    pub period_seconds: i32,
+    pub failure_threshold: i32,
+    pub timeout_seconds: i32,
+}
+
+/// Startup: the services migrate their database before serving; up to
+/// 36 x 5 s = 3 min before liveness takes over, so a long migration is not
+/// killed.
+pub const STARTUP_PROBE: ProbeTiming = ProbeTiming {
+    period_seconds: 5,
+    failure_threshold: 36,
+    timeout_seconds: 3,
+};
+pub const LIVENESS_PROBE: ProbeTiming = ProbeTiming {
+    period_seconds: 10,
+    failure_threshold: 3,
+    timeout_seconds: 3,
+};
+pub const READINESS_PROBE: ProbeTiming = ProbeTiming {
+    period_seconds: 5,
+    failure_threshold: 3,
+    timeout_seconds: 3,
+};
+
+/// Liveness and startup ask `/healthz` (the process serves); readiness asks
+/// `/readyz` (its own ability to serve, never other services' readiness).
+fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -292,9 +601,9 @@ fn http_probe(service: Service, path: &str, period_seconds: i32, failure_thresho
             scheme: Some("HTTP".to_owned()),
             ..HTTPGetAction::default()
         }),
-        period_seconds: Some(period_seconds),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(failure_threshold),
+        period_seconds: Some(timing.period_seconds),
+        timeout_seconds: Some(timing.timeout_seconds),
+        failure_threshold: Some(timing.failure_threshold),
         ..Probe::default()
     }
 }
@@ -313,12 +622,20 @@ fn deployment(
         name: service.name().to_owned(),
         image: Some(image(stack, service)),
         image_pull_policy: stack.spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some(service.port_name().to_owned()),
-            container_port: service.port(),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(service.port_name().to_owned()),
+                container_port: service.port(),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_owned()),
+                container_port: service.metrics_port(),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(container_env(stack, service)),
         resources: Some(
             service_spec
@@ -326,8 +643,9 @@ fn deployment(
                 .clone()
                 .unwrap_or_else(default_resources),
         ),
-        liveness_probe: Some(http_probe(service, "/healthz", 10, 3)),
-        readiness_probe: Some(http_probe(service, "/readyz", 5, 3)),
+        startup_probe: Some(http_probe(service, "/healthz", &STARTUP_PROBE)),
+        liveness_probe: Some(http_probe(service, "/healthz", &LIVENESS_PROBE)),
+        readiness_probe: Some(http_probe(service, "/readyz", &READINESS_PROBE)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -343,7 +661,12 @@ fn deployment(
     Deployment {
         metadata: metadata(stack, child_name(&name, service), Some(service), owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(service_spec.replicas.unwrap_or(1)),
+            // With an autoscaler the HPA owns replicas: applying a count
+            // would fight it on every reconcile.
+            replicas: match service_spec.autoscaling {
+                Some(_) => None,
+                None => Some(service_spec.replicas.unwrap_or(1)),
+            },
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name, service)),
                 ..LabelSelector::default()
@@ -795,7 +1118,7 @@ mod tests {
     fn a_config_change_rolls_only_the_services_that_read_it() {
         let before = desired_state(&stack()).unwrap();
         let mut changed = stack();
-        changed.spec.nats.stream = "OTHER_EVENTS".into();
+        changed.spec.nats.stream = Some("OTHER_EVENTS".into());
         let after = desired_state(&changed).unwrap();
         for service in Service::ALL {
             let old = config_hash_of(&objects(&before, service).deployment);

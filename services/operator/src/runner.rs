@@ -220,11 +220,18 @@ async fn lead(
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     info!(identity = lock.identity(), lease = %election.lease_name, "waiting to lead");
+    let renew_deadline = election
+        .lease_duration
+        .saturating_sub(election.renew_interval);
     loop {
-        match lock.try_acquire_or_renew(Timestamp::now()).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(error) => warn!(%error, "could not read or write the Lease"),
+        // A hung call must not keep a follower from ever trying again.
+        match tokio::time::timeout(renew_deadline, lock.try_acquire_or_renew(Timestamp::now()))
+            .await
+        {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => warn!(%error, "could not read or write the Lease"),
+            Err(_) => warn!(timeout = ?renew_deadline, "the Lease call did not answer in time"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -235,55 +242,77 @@ async fn lead(
     metrics.leader.set(1);
 
     let controller_stop = shutdown.child_token();
-    let keeper = tokio::spawn(keep_leading(
+    let mut keeper = tokio::spawn(keep_leading(
         lock.clone(),
         election.renew_interval,
-        election
-            .lease_duration
-            .saturating_sub(election.renew_interval),
+        renew_deadline,
         controller_stop.clone(),
     ));
-    controller::run(ctx, namespace, controller_stop.clone().cancelled_owned()).await;
-    controller_stop.cancel();
+    let controller = controller::run(ctx, namespace, controller_stop.clone().cancelled_owned());
+    // On shutdown the controller drains its running reconciliations; when the
+    // Lease is lost it is dropped at once, aborting them: another replica
+    // may already be reconciling the same stacks.
+    let lost = tokio::select! {
+        () = controller => {
+            controller_stop.cancel();
+            keeper.await.unwrap_or(true)
+        }
+        lost = &mut keeper => lost.unwrap_or(true),
+    };
     metrics.leader.set(0);
-    let lost = keeper.await.unwrap_or(true);
     if lost {
         bail!("lost the leader Lease; restarting as a follower");
     }
-    if let Err(error) = lock.release().await {
-        warn!(%error, "could not release the Lease; it expires by itself");
+    match tokio::time::timeout(renew_deadline, lock.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "could not release the Lease; it expires by itself"),
+        Err(_) => warn!("releasing the Lease did not answer in time; it expires by itself"),
     }
     Ok(())
 }
 
 /// Renews the Lease every `renew_interval`. Returns true (and stops the
-/// controller) when another replica took it or no renewal succeeded within
-/// `renew_deadline`; false when stopped.
+/// controller) when another replica took it or leadership can no longer be
+/// proven: no renewal succeeded within `renew_deadline` of the last one sent.
+/// Every call is bounded by that deadline, so a hung API call cannot keep an
+/// old leader reconciling after its Lease expired. False when stopped.
 pub async fn keep_leading(
     lock: Arc<LeaseLock>,
     renew_interval: Duration,
     renew_deadline: Duration,
     stop: CancellationToken,
 ) -> bool {
-    let mut last_renewal = Instant::now();
+    // The Lease's renewTime is taken before the call is sent: count from there.
+    let mut held_since = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return false,
             _ = tokio::time::sleep(renew_interval) => {}
         }
-        match lock.try_acquire_or_renew(Timestamp::now()).await {
-            Ok(true) => last_renewal = Instant::now(),
-            Ok(false) => {
+        let sent = Instant::now();
+        let remaining = (held_since + renew_deadline).saturating_duration_since(sent);
+        let renewal = tokio::select! {
+            _ = stop.cancelled() => return false,
+            renewal = tokio::time::timeout(remaining, lock.try_acquire_or_renew(Timestamp::now())) => renewal,
+        };
+        match renewal {
+            Ok(Ok(true)) => held_since = sent,
+            Ok(Ok(false)) => {
                 warn!("another replica holds the Lease");
                 stop.cancel();
                 return true;
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 warn!(%error, "could not renew the Lease");
-                if last_renewal.elapsed() >= renew_deadline {
+                if held_since.elapsed() >= renew_deadline {
                     stop.cancel();
                     return true;
                 }
+            }
+            Err(_) => {
+                warn!(deadline = ?renew_deadline, "no Lease renewal answered within the renew deadline");
+                stop.cancel();
+                return true;
             }
         }
     }
