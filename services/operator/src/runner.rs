@@ -170,12 +170,14 @@ async fn operate(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    Api::<EcommerceStack>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .context(
-            "the EcommerceStack CRD is not served; install it: kubectl apply -f k8s/crd.yaml",
-        )?;
+    // Where the operator may list: with WATCH_NAMESPACE its RBAC is a Role there.
+    let stacks: Api<EcommerceStack> = match &settings.watch_namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    stacks.list(&ListParams::default().limit(1)).await.context(
+        "the EcommerceStack CRD is not served; install it: kubectl apply -f k8s/crd.yaml",
+    )?;
     health.set_ready();
 
     let ctx = Context::new(client.clone(), metrics.clone());
@@ -549,8 +551,8 @@ mod tests {
                         &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
                     );
                     lists.push((path, query));
-                    if lists.len() == 4 {
-                        // SIGTERM once all four watches are set up.
+                    if lists.len() == 6 {
+                        // SIGTERM once all six watches are set up.
                         stop_tx.take().unwrap().send(()).unwrap();
                     }
                 }
@@ -577,6 +579,8 @@ mod tests {
             "/apis/apps/v1/deployments",
             "/api/v1/services",
             "/api/v1/configmaps",
+            "/apis/networking.k8s.io/v1/networkpolicies",
+            "/apis/autoscaling/v2/horizontalpodautoscalers",
         ] {
             let (_, query) = lists
                 .iter()
@@ -592,5 +596,27 @@ mod tests {
                 .iter()
                 .any(|(path, _)| path == "/apis/ecommerce.example.com/v1alpha1/ecommercestacks")
         );
+    }
+
+    #[tokio::test]
+    async fn with_a_watched_namespace_the_operator_lists_stacks_there_only() {
+        // Its RBAC is then a Role in that namespace: a cluster-wide list
+        // would be forbidden and stop the operator at start.
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server
+                .expect(
+                    Method::GET,
+                    "/apis/ecommerce.example.com/v1alpha1/namespaces/shop/ecommercestacks",
+                )
+                .await;
+            respond_error(send, 404, "NotFound");
+        });
+        let mut settings = follower_settings();
+        settings.watch_namespace = Some("shop".into());
+        run_with_client(client, settings, std::future::pending())
+            .await
+            .unwrap_err();
+        timeout_after_1s(scenario).await;
     }
 }
