@@ -369,8 +369,9 @@ fn url_port(url: &str, default: i32) -> i32 {
 
 /// Ingress: the gateway's API from anywhere, each internal service's API from
 /// its callers only, the metrics port from `metricsFrom` only. Egress: DNS,
-/// the services it calls, PostgreSQL or NATS when it uses them (by port: they
-/// may live outside the cluster).
+/// the services it calls, PostgreSQL or NATS when it uses them, the OTLP
+/// collector when its `OTEL_EXPORTER_OTLP_ENDPOINT` is set (by port: they
+/// may live outside the cluster). As the chart's.
 fn network_policy(
     stack: &EcommerceStack,
     service: Service,
@@ -426,6 +427,20 @@ fn network_policy(
     if service.uses_nats() {
         egress.push(NetworkPolicyEgressRule {
             ports: Some(vec![tcp_port(url_port(&spec.nats.url, 4222))]),
+            to: None,
+        });
+    }
+    // Tracing is configured through the extra environment: its collector.
+    let otlp_endpoint = spec
+        .services
+        .get(service)
+        .env
+        .iter()
+        .find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .and_then(|e| e.value.as_deref());
+    if let Some(endpoint) = otlp_endpoint {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(url_port(endpoint, 4317))]),
             to: None,
         });
     }
@@ -1152,6 +1167,232 @@ mod tests {
             assert_eq!(
                 a.spec.as_ref().unwrap().selector,
                 b.spec.as_ref().unwrap().selector
+            );
+        }
+    }
+
+    fn policy<'a>(state: &'a DesiredState, service: Service) -> &'a NetworkPolicySpec {
+        state
+            .network_policies
+            .iter()
+            .find(|p| p.name_any() == format!("shop-{}", service.name()))
+            .and_then(|p| p.spec.as_ref())
+            .unwrap()
+    }
+
+    /// (port, component selected or None for any destination) of each rule.
+    fn egress(spec: &NetworkPolicySpec) -> Vec<(i32, Option<String>)> {
+        let mut out = Vec::new();
+        for rule in spec.egress.as_ref().unwrap() {
+            for port in rule.ports.as_ref().unwrap() {
+                let IntOrString::Int(number) = port.port.clone().unwrap() else {
+                    panic!("numeric ports")
+                };
+                let peers = rule.to.clone().unwrap_or_default();
+                if peers.is_empty() {
+                    out.push((number, None));
+                }
+                for peer in peers {
+                    let labels = peer.pod_selector.unwrap().match_labels.unwrap();
+                    out.push((number, Some(labels["app.kubernetes.io/name"].clone())));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn network_policies_admit_callers_and_scrapers_and_let_out_only_what_is_called() {
+        let mut stack = stack();
+        stack.spec.services.order.env = vec![EnvVar {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            value: Some("http://otel-collector.observability:4317".into()),
+            ..EnvVar::default()
+        }];
+        stack.spec.nats.url = "nats://nats.messaging:14222".into();
+        let state = desired_state(&stack).unwrap();
+        assert_eq!(state.network_policies.len(), 6);
+        for service in Service::ALL {
+            let spec = policy(&state, service);
+            assert_eq!(
+                spec.policy_types.as_deref(),
+                Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+            );
+            let ingress = spec.ingress.as_ref().unwrap();
+            // The scrapers reach the metrics port and nothing else.
+            let metrics = ingress
+                .iter()
+                .find(|r| r.from == Some(stack.spec.network_policy.metrics_from.clone()))
+                .expect("a metrics rule");
+            assert_eq!(
+                metrics.ports.as_ref().unwrap()[0].port,
+                Some(IntOrString::Int(service.metrics_port()))
+            );
+            let api_rules: Vec<_> = ingress
+                .iter()
+                .filter(|r| !std::ptr::eq(*r, metrics))
+                .collect();
+            let admitted: Vec<String> = api_rules
+                .iter()
+                .flat_map(|r| r.from.clone().unwrap_or_default())
+                .map(|p| {
+                    p.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"].clone()
+                })
+                .collect();
+            let callers: Vec<String> = Service::ALL
+                .into_iter()
+                .filter(|c| c.dials().contains(&service))
+                .map(|c| c.name().to_owned())
+                .collect();
+            assert_eq!(admitted, callers, "{} admits its callers", service.name());
+            if service == Service::Gateway {
+                assert_eq!(api_rules.len(), 1);
+                assert!(api_rules[0].from.is_none(), "the public API");
+            }
+            for rule in &api_rules {
+                assert_eq!(
+                    rule.ports.as_ref().unwrap()[0].port,
+                    Some(IntOrString::Int(service.port()))
+                );
+            }
+            let out = egress(spec);
+            assert!(out.contains(&(53, None)), "DNS for {}", service.name());
+            let called: Vec<(i32, Option<String>)> = service
+                .dials()
+                .iter()
+                .map(|c| (c.port(), Some(c.name().to_owned())))
+                .collect();
+            let mut open: Vec<i32> = out
+                .iter()
+                .filter(|(port, to)| to.is_none() && *port != 53)
+                .map(|(port, _)| *port)
+                .collect();
+            open.sort();
+            let mut expected_open = Vec::new();
+            if service.uses_database() {
+                expected_open.push(5432);
+            }
+            if service.uses_nats() {
+                expected_open.push(14222);
+            }
+            if service == Service::Order {
+                expected_open.push(4317);
+            }
+            expected_open.sort();
+            assert_eq!(
+                open,
+                expected_open,
+                "{} opens only its dependencies",
+                service.name()
+            );
+            let to_pods: Vec<_> = out.into_iter().filter(|(_, to)| to.is_some()).collect();
+            assert_eq!(
+                to_pods,
+                called,
+                "{} reaches only what it calls",
+                service.name()
+            );
+        }
+        // Off on request.
+        stack.spec.network_policy.enabled = false;
+        assert!(desired_state(&stack).unwrap().network_policies.is_empty());
+    }
+
+    #[test]
+    fn metrics_have_their_own_port_and_the_gateway_trusts_the_configured_proxies() {
+        let mut stack = stack();
+        let state = desired_state(&stack).unwrap();
+        for o in &state.services {
+            let c = container(&o.deployment);
+            let metrics = c
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|p| p.name.as_deref() == Some("metrics"))
+                .unwrap();
+            assert_eq!(metrics.container_port, o.service.metrics_port());
+            assert_eq!(
+                env(&o.deployment, "METRICS_PORT").unwrap().value,
+                Some(o.service.metrics_port().to_string())
+            );
+            assert!(env(&o.deployment, "TRUSTED_PROXIES").is_none());
+        }
+        stack.spec.trusted_proxies = vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()];
+        let state = desired_state(&stack).unwrap();
+        assert_eq!(
+            env(
+                &objects(&state, Service::Gateway).deployment,
+                "TRUSTED_PROXIES"
+            )
+            .unwrap()
+            .value
+            .as_deref(),
+            Some("10.0.0.0/8,192.168.0.0/16")
+        );
+        assert!(
+            env(
+                &objects(&state, Service::Order).deployment,
+                "TRUSTED_PROXIES"
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn event_names_are_the_stacks_own_unless_given() {
+        let shop = stack();
+        let mut other = stack();
+        other.metadata.name = Some("outlet".into());
+        let (a, b) = (event_names(&shop), event_names(&other));
+        assert_eq!(a.stream, "ORDER_EVENTS_TESTNS_SHOP");
+        assert_eq!(a.subject_prefix, "testns.shop.order");
+        assert_eq!(a.consumer_name, "order-events-testns-shop");
+        assert_ne!(a.stream, b.stream);
+        assert_ne!(a.subject_prefix, b.subject_prefix);
+        assert_ne!(a.consumer_name, b.consumer_name);
+        other.spec.nats.stream = Some("ORDERS".into());
+        assert_eq!(event_names(&other).stream, "ORDERS");
+        let data = desired_state(&shop).unwrap().config_map.data.unwrap();
+        assert_eq!(data["NATS_STREAM"], "ORDER_EVENTS_TESTNS_SHOP");
+        assert_eq!(data["NATS_CONSUMER_NAME"], "order-events-testns-shop");
+        assert!(
+            Service::Consumer
+                .config_keys()
+                .contains(&"NATS_CONSUMER_NAME")
+        );
+    }
+
+    #[test]
+    fn url_ports_are_read_or_defaulted() {
+        assert_eq!(url_port("nats://nats:4222", 1), 4222);
+        assert_eq!(url_port("nats://user:pw@nats.messaging:14222", 1), 14222);
+        assert_eq!(url_port("nats://nats", 4222), 4222);
+        assert_eq!(url_port("http://collector:4317/", 1), 4317);
+    }
+
+    #[test]
+    fn probes_give_a_migration_three_minutes_before_liveness_counts() {
+        let state = desired_state(&stack()).unwrap();
+        for o in &state.services {
+            let c = container(&o.deployment);
+            let startup = c.startup_probe.as_ref().expect("a startupProbe");
+            assert_eq!(
+                startup.http_get.as_ref().unwrap().path.as_deref(),
+                Some("/healthz")
+            );
+            assert_eq!(
+                startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+                180
+            );
+            let live = c.liveness_probe.as_ref().unwrap();
+            assert_eq!(
+                (
+                    live.period_seconds,
+                    live.failure_threshold,
+                    live.timeout_seconds
+                ),
+                (Some(10), Some(3), Some(3))
             );
         }
     }
