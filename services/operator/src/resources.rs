@@ -1171,7 +1171,7 @@ mod tests {
         }
     }
 
-    fn policy<'a>(state: &'a DesiredState, service: Service) -> &'a NetworkPolicySpec {
+    fn policy(state: &DesiredState, service: Service) -> &NetworkPolicySpec {
         state
             .network_policies
             .iter()
