@@ -131,7 +131,9 @@ def known_env_names() -> set[str]:
         # `format!("{}_DB_NAME", service)`: the per-service database names
         if re.search(r'format!\("\{\}_DB_NAME"', text):
             names |= {f"{s.upper()}_DB_NAME" for s in DB_SERVICES}
-    readmes = [ROOT / "README.md"] + [Path(p) for p in glob.glob(str(ROOT / "services/*/README.md"))]
+    # The six services' READMEs only: the operator's documents its own settings.
+    readmes = [ROOT / "README.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
+                                      if (ROOT / f"services/{s}/README.md").exists()]
     for path in readmes:
         names |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", path.read_text()))
     return names
