@@ -528,11 +528,17 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
     if otlp:
         m = re.search(r":(\d+)$", otlp.split("://", 1)[-1].split("/")[0])
         otlp_port = int(m.group(1)) if m else 4317
+    pods = [pod_labels(d) for kind in ("Deployment", "StatefulSet") for d in by_kind.get(kind, {}).values()]
     for s in SERVICES:
         pol = policies.get(s)
         where = f"{origin}: NetworkPolicy {s}"
         if pol is None:
             fail(f"{origin}: no NetworkPolicy for {s}")
+        peers = [p for r in pol["spec"].get("ingress") or [] for p in r.get("from") or []]
+        peers += [p for r in pol["spec"].get("egress") or [] for p in r.get("to") or []]
+        for peer in peers:
+            if peer_component(peer) and not any(selector_matches(peer["podSelector"], labels) for labels in pods):
+                fail(f"{where}: peer {peer['podSelector']} selects no pod of the chart")
         if pol["spec"].get("policyTypes") != ["Ingress", "Egress"]:
             fail(f"{where}: policyTypes {pol['spec'].get('policyTypes')}, expected [Ingress, Egress]")
         admitted = set()
