@@ -192,6 +192,10 @@ pub struct NetworkPolicySpec {
     /// Ingress and egress policies for every service (DNS allowed); on by default.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Peers admitted to the gateway's API (an ingress controller's
+    /// namespace, say); empty: everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_from: Vec<NetworkPolicyPeer>,
     /// Peers admitted to the services' metrics port (and only to it).
     #[serde(default = "default_metrics_from")]
     pub metrics_from: Vec<NetworkPolicyPeer>,
@@ -201,6 +205,7 @@ impl Default for NetworkPolicySpec {
     fn default() -> Self {
         NetworkPolicySpec {
             enabled: true,
+            gateway_from: Vec::new(),
             metrics_from: default_metrics_from(),
         }
     }

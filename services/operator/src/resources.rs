@@ -385,9 +385,10 @@ fn network_policy(
         .collect();
     let mut ingress = Vec::new();
     if service == Service::Gateway {
+        let gateway_from = &spec.network_policy.gateway_from;
         ingress.push(NetworkPolicyIngressRule {
             ports: Some(vec![tcp_port(service.port())]),
-            from: None,
+            from: (!gateway_from.is_empty()).then(|| gateway_from.clone()),
         });
     } else if !callers.is_empty() {
         ingress.push(NetworkPolicyIngressRule {
@@ -1293,6 +1294,15 @@ mod tests {
                 service.name()
             );
         }
+        // The gateway admits only gatewayFrom when it is set.
+        let ingress_controllers = NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        };
+        stack.spec.network_policy.gateway_from = vec![ingress_controllers.clone()];
+        let state = desired_state(&stack).unwrap();
+        let gateway_api = &policy(&state, Service::Gateway).ingress.as_ref().unwrap()[0];
+        assert_eq!(gateway_api.from, Some(vec![ingress_controllers]));
         // Off on request.
         stack.spec.network_policy.enabled = false;
         assert!(desired_state(&stack).unwrap().network_policies.is_empty());
