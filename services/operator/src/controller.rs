@@ -546,7 +546,9 @@ mod tests {
 
     use super::{Context, FAILURE_BACKOFF_BASE, RESYNC, error_policy, reconcile};
     use crate::crd::EcommerceStack;
-    use crate::fixtures::{NAMESPACE, not_rolled_out, respond_error, rolled_out, timeout_after_1s};
+    use crate::fixtures::{
+        NAMESPACE, not_rolled_out, respond_error, respond_json, rolled_out, timeout_after_1s,
+    };
     use crate::status::{DEGRADED, PROGRESSING, READY, condition};
 
     async fn reconcile_in_time(stack: EcommerceStack, ctx: Arc<Context>) -> crate::Result<Action> {
@@ -892,96 +894,68 @@ mod tests {
             let stack = stack.clone();
             async move {
                 server.handle_secrets(&stack, true).await;
-                server
-                    .expect_apply(&format!(
-                        "/api/v1/namespaces/{NAMESPACE}/configmaps/shop-config"
-                    ))
-                    .await
-                    .1
-                    .send_response(http::Response::new(kube::client::Body::from(
-                        b"{}".to_vec(),
-                    )));
-                for _ in 0..6 {
-                    let (body, send) = server.next_request().await.unwrap();
-                    assert!(body.uri().path().contains("/networkpolicies/"));
-                    crate::fixtures::respond_json(send, &serde_json::json!({}));
-                }
-                let (_, send) = server
-                    .expect_apply(&format!(
-                        "/api/v1/namespaces/{NAMESPACE}/services/shop-gateway"
-                    ))
-                    .await;
-                crate::fixtures::respond_json(send, &serde_json::json!({}));
-                let (deployment, send) = server
-                    .expect_apply(&format!(
-                        "/apis/apps/v1/namespaces/{NAMESPACE}/deployments/shop-gateway"
-                    ))
-                    .await;
-                crate::fixtures::respond_error(send, 500, "InternalError");
-                deployment
-            }
-        });
-        // Stop after the gateway's Deployment: what matters is what went out.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            reconcile(Arc::new(stack.clone()), ctx.clone()),
-        )
-        .await;
-        let deployment = timeout_after_1s(scenario).await;
-        assert_eq!(deployment["spec"]["replicas"], 3);
-
-        // Now the whole pass: the HPA left behind is deleted.
-        let (ctx, mut server) = Context::test();
-        let scenario = tokio::spawn({
-            let stack = stack.clone();
-            async move {
-                server.handle_secrets(&stack, true).await;
-                let mut deleted = Vec::new();
+                // The applies in order, with the HPA's deletion right after
+                // the gateway's Deployment.
+                let mut calls = Vec::new();
                 loop {
-                    let (request, send) = server.next_request().await.unwrap();
+                    let (request, send) = server.next_request().await.expect("a call");
+                    let method = request.method().clone();
                     let path = request.uri().path().to_owned();
-                    if request.method() == http::Method::DELETE {
-                        deleted.push(path);
-                        crate::fixtures::respond_json(
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    let body: Value = if body.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_slice(&body).unwrap()
+                    };
+                    calls.push((method.clone(), path.clone(), body.clone()));
+                    if method == http::Method::DELETE {
+                        respond_json(
                             send,
                             &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
                         );
-                    } else if path.contains("/events") {
-                        crate::fixtures::respond_json(send, &serde_json::json!({}));
-                    } else if path.ends_with("/status") {
-                        let body = request.into_body().collect_bytes().await.unwrap();
-                        let patch: Value = serde_json::from_slice(&body).unwrap();
-                        let status = patch["status"].clone();
-                        crate::fixtures::respond_json(
-                            send,
-                            &stack
-                                .clone()
-                                .with_status(serde_json::from_value(status).unwrap()),
-                        );
-                        return deleted;
-                    } else if request.method() == http::Method::GET {
-                        crate::fixtures::respond_json(
-                            send,
-                            &serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
-                        );
+                    } else if path.ends_with("/deployments/shop-consumer") {
+                        let mut deployment: k8s_openapi::api::apps::v1::Deployment =
+                            serde_json::from_value(body).unwrap();
+                        deployment.status = Some(rolled_out(&deployment));
+                        respond_json(send, &deployment);
+                        return calls;
+                    } else if path.contains("/deployments/") {
+                        let mut deployment: k8s_openapi::api::apps::v1::Deployment =
+                            serde_json::from_value(body).unwrap();
+                        deployment.status = Some(rolled_out(&deployment));
+                        respond_json(send, &deployment);
                     } else {
-                        let body = request.into_body().collect_bytes().await.unwrap();
-                        crate::fixtures::respond_json(
-                            send,
-                            &serde_json::from_slice::<Value>(&body).unwrap(),
-                        );
+                        respond_json(send, &body);
                     }
                 }
             }
         });
-        reconcile_in_time(stack, ctx).await.expect("reconciled");
-        let deleted = timeout_after_1s(scenario).await;
+        // The events and status after the applies are not this test's concern.
+        let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+        let calls = timeout_after_1s(scenario).await;
+        reconcile.abort();
+        let gateway = calls
+            .iter()
+            .position(|(_, path, _)| path.ends_with("/deployments/shop-gateway"))
+            .expect("the gateway's Deployment applied");
         assert_eq!(
-            deleted,
-            [format!(
-                "/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/shop-gateway"
-            )]
+            calls[gateway].2["spec"]["replicas"], 3,
+            "replicas applied again"
         );
+        assert_eq!(
+            (calls[gateway + 1].0.clone(), calls[gateway + 1].1.clone()),
+            (
+                http::Method::DELETE,
+                format!(
+                    "/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/shop-gateway"
+                )
+            )
+        );
+        let deletions = calls
+            .iter()
+            .filter(|(method, _, _)| method == http::Method::DELETE)
+            .count();
+        assert_eq!(deletions, 1, "only the HPA that existed");
     }
 
     #[tokio::test]
