@@ -479,7 +479,7 @@ async fn patch_status(
 /// them with the stack; cleanup only records that and forgets the stack.
 async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let note = format!(
-        "deleting stack {}: its Deployments, Services and ConfigMap go with it",
+        "deleting stack {}: everything it owns goes with it (Deployments, Services, NetworkPolicies, autoscalers, the ConfigMap and a generated token Secret)",
         stack.name_any()
     );
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
