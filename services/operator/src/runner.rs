@@ -619,4 +619,71 @@ mod tests {
             .unwrap_err();
         timeout_after_1s(scenario).await;
     }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_reconciling_at_once_even_mid_reconcile() {
+        const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/testns/leases/operator-leader";
+        const STACKS: &str = "/apis/ecommerce.example.com/v1alpha1/ecommercestacks";
+        let (client, mut server) = mock_client();
+        let stack = crate::EcommerceStack::test().finalized();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, STACKS).await;
+            respond_json(
+                send,
+                &json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+            );
+            let (_, send, _) = server.expect(Method::GET, LEASE).await;
+            respond_error(send, 404, "NotFound");
+            let (created, send, _) = server
+                .expect(
+                    Method::POST,
+                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases",
+                )
+                .await;
+            respond_json(send, &created);
+            // Leading: the stack is listed and its reconcile starts, then
+            // hangs on its first call; meanwhile another replica takes the
+            // Lease.
+            let mut held = Vec::new();
+            loop {
+                let (request, send) = server.next_request().await.expect("a request");
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or("").to_owned();
+                if path == LEASE {
+                    respond_json(send, &held_by(Some("replica-b")));
+                    break;
+                } else if query.contains("watch=true") || path.contains("/secrets/") {
+                    held.push(send); // a quiet watch; the reconcile's hung call
+                } else if path == STACKS {
+                    respond_json(
+                        send,
+                        &json!({"apiVersion": "ecommerce.example.com/v1alpha1", "kind": "EcommerceStackList",
+                                "metadata": {"resourceVersion": "1"}, "items": [stack]}),
+                    );
+                } else {
+                    respond_json(
+                        send,
+                        &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+                    );
+                }
+            }
+            held
+        });
+        let mut settings = follower_settings();
+        settings.leader_election.as_mut().unwrap().renew_interval = Duration::from_millis(200);
+        let operator = tokio::spawn(run_with_client(client, settings, std::future::pending()));
+        let _held = tokio::time::timeout(Duration::from_secs(5), scenario)
+            .await
+            .expect("the scenario finished")
+            .expect("the scenario passed");
+        let error = tokio::time::timeout(Duration::from_secs(1), operator)
+            .await
+            .expect("the operator stopped without waiting for the hung reconcile")
+            .unwrap()
+            .expect_err("lost leadership is an error: the process restarts as a follower");
+        assert!(
+            format!("{error:#}").contains("lost the leader Lease"),
+            "{error:#}"
+        );
+    }
 }
