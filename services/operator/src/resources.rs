@@ -10,10 +10,11 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretKeySelector, SecurityContext, Service as KubeService,
-    ServicePort, ServiceSpec,
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecurityContext, Service as KubeService, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
@@ -36,6 +37,8 @@ pub const FIELD_MANAGER: &str = "ecommerce-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "ecommerce.example.com/config-hash";
 /// The images' non-root user (uid 10001, see the Dockerfile).
 const RUN_AS_USER: i64 = 10001;
+/// The chart's `lifecycle.preStopSleepSeconds`.
+const PRE_STOP_SLEEP_SECONDS: &str = "5";
 
 /// Key of the generated internal auth token in its Secret.
 pub const INTERNAL_AUTH_TOKEN_KEY: &str = "token";
@@ -662,6 +665,27 @@ fn deployment(
         startup_probe: Some(http_probe(service, "/healthz", &STARTUP_PROBE)),
         liveness_probe: Some(http_probe(service, "/healthz", &LIVENESS_PROBE)),
         readiness_probe: Some(http_probe(service, "/readyz", &READINESS_PROBE)),
+        // As the chart: endpoints and load balancers drop the pod before
+        // SIGTERM, so no new request reaches a stopping pod.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(
+                        ["/usr/local/bin/busybox", "sleep", PRE_STOP_SLEEP_SECONDS]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        // The root filesystem is read-only; /tmp is the one writable place.
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -708,8 +732,18 @@ fn deployment(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    // Services drain on SIGTERM within this.
+                    // Services drain on SIGTERM within this (after the preStop sleep).
                     termination_grace_period_seconds: Some(30),
+                    // The services never call the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_owned(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            size_limit: Some(Quantity("64Mi".to_owned())),
+                            ..EmptyDirVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
                     ..PodSpec::default()
                 }),
             },
@@ -1084,6 +1118,34 @@ mod tests {
     fn containers_run_locked_down() {
         let state = desired_state(&stack()).unwrap();
         for o in &state.services {
+            let pod = o
+                .deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap();
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            let tmp = &pod.volumes.as_ref().unwrap()[0];
+            assert!(tmp.empty_dir.is_some());
+            let mount = &container(&o.deployment).volume_mounts.as_ref().unwrap()[0];
+            assert_eq!(
+                (mount.name.as_str(), mount.mount_path.as_str()),
+                ("tmp", "/tmp")
+            );
+            let pre_stop = container(&o.deployment)
+                .lifecycle
+                .as_ref()
+                .unwrap()
+                .pre_stop
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
+                ["/usr/local/bin/busybox", "sleep", "5"]
+            );
             let sc = container(&o.deployment).security_context.as_ref().unwrap();
             assert_eq!(sc.run_as_non_root, Some(true));
             assert_eq!(sc.read_only_root_filesystem, Some(true));
