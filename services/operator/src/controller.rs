@@ -368,6 +368,15 @@ async fn apply_children(
                 &Patch::Apply(&objects.kube_service),
             )
             .await?;
+        let previously = previous
+            .services
+            .iter()
+            .find(|s| s.name == objects.service.name());
+        if let (Some(_), Some(before)) = (&objects.autoscaler, previously)
+            && !before.autoscaled
+        {
+            hand_replicas_over(&deployments, &objects.deployment, before.desired_replicas).await?;
+        }
         let deployment = deployments
             .patch(
                 &objects.deployment.name_any(),
@@ -383,11 +392,7 @@ async fn apply_children(
             }
             None => {
                 // Autoscaling was switched off: its HPA would go on scaling.
-                let was_autoscaled = previous
-                    .services
-                    .iter()
-                    .any(|s| s.name == objects.service.name() && s.autoscaled);
-                if was_autoscaled {
+                if previously.is_some_and(|s| s.autoscaled) {
                     match autoscalers
                         .delete(&objects.deployment.name_any(), &DeleteParams::default())
                         .await
@@ -402,6 +407,36 @@ async fn apply_children(
         applied.push((objects.service, deployment));
     }
     Ok(applied)
+}
+
+/// Field manager that keeps a Deployment's replica count while autoscaling
+/// takes over.
+pub const HANDOVER_MANAGER: &str = "ecommerce-operator-handover";
+
+/// Before the operator stops applying `replicas` (its HPA takes over), a
+/// second field manager applies the current count: a field no manager owns
+/// any more is reset to its default, 1, which would scale the service down
+/// until the HPA scales it up again. The HPA's first change of the count
+/// takes the field over from this manager.
+async fn hand_replicas_over(
+    deployments: &Api<Deployment>,
+    deployment: &Deployment,
+    replicas: i32,
+) -> Result<()> {
+    let patch = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment.name_any()},
+        "spec": {"replicas": replicas},
+    });
+    deployments
+        .patch(
+            &deployment.name_any(),
+            &PatchParams::apply(HANDOVER_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Events for what changed: a new generation applied, a version rolled out.
@@ -549,6 +584,7 @@ mod tests {
     use crate::fixtures::{
         NAMESPACE, not_rolled_out, respond_error, respond_json, rolled_out, timeout_after_1s,
     };
+    use crate::resources::FIELD_MANAGER;
     use crate::status::{DEGRADED, PROGRESSING, READY, condition};
 
     async fn reconcile_in_time(stack: EcommerceStack, ctx: Arc<Context>) -> crate::Result<Action> {
@@ -956,6 +992,62 @@ mod tests {
             .filter(|(method, _, _)| method == http::Method::DELETE)
             .count();
         assert_eq!(deletions, 1, "only the HPA that existed");
+    }
+
+    #[tokio::test]
+    async fn switching_autoscaling_on_keeps_the_current_replica_count_until_the_hpa_owns_it() {
+        let (ctx, mut server) = Context::test();
+        let fixed = EcommerceStack::test().finalized();
+        let mut previous =
+            crate::status::applied_status(&fixed, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        previous.services = vec![crate::crd::ServiceStatus {
+            name: "gateway".into(),
+            desired_replicas: 4,
+            ..Default::default()
+        }];
+        let mut stack = autoscaled_gateway()
+            .with_status(previous)
+            .with_generation(2);
+        stack.spec.services.gateway.replicas = None;
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let mut calls = Vec::new();
+                loop {
+                    let (request, send) = server.next_request().await.expect("a call");
+                    let path = request.uri().path().to_owned();
+                    let query = request.uri().query().unwrap_or("").to_owned();
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    let done = path.ends_with("/deployments/shop-gateway")
+                        && !query.contains(super::HANDOVER_MANAGER);
+                    respond_json(send, &body);
+                    calls.push((path, query, body));
+                    if done {
+                        return calls;
+                    }
+                }
+            }
+        });
+        let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+        let calls = timeout_after_1s(scenario).await;
+        reconcile.abort();
+        let (handover, main) = (&calls[calls.len() - 2], &calls[calls.len() - 1]);
+        assert!(handover.0.ends_with("/deployments/shop-gateway"));
+        let manager = |query: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("fieldManager="))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            manager(&handover.1).as_deref(),
+            Some(super::HANDOVER_MANAGER)
+        );
+        assert_eq!(handover.2["spec"], serde_json::json!({"replicas": 4}));
+        assert_eq!(manager(&main.1).as_deref(), Some(FIELD_MANAGER));
+        assert!(main.2["spec"].get("replicas").is_none());
     }
 
     #[tokio::test]
