@@ -298,14 +298,11 @@ async fn check_secrets(
         match found {
             None => missing.push(format!("Secret {:?} not found", reference.name)),
             Some(secret) => {
+                // The API server returns every key under `data`.
                 let has_key = secret
                     .data
                     .as_ref()
-                    .is_some_and(|d| d.contains_key(&reference.key))
-                    || secret
-                        .string_data
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(&reference.key));
+                    .is_some_and(|d| d.contains_key(&reference.key));
                 if !has_key {
                     missing.push(format!(
                         "Secret {:?} has no key {:?}",
