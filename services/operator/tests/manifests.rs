@@ -129,6 +129,14 @@ fn the_schema_rejects_what_the_operator_could_not_use() {
         "imagePullPolicy is one of three"
     );
 
+    // The allowed values, as `kubectl explain` and error messages list them.
+    let schema = stack_schema();
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["imagePullPolicy"]["enum"],
+        serde_json::json!(["Always", "IfNotPresent", "Never"]),
+        "no null among the allowed values"
+    );
+
     let mut bad_env = sample();
     bad_env["spec"]["appEnv"] = Value::from("staging");
     assert!(
