@@ -21,3 +21,51 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "ecommerce-operator.serviceAccountName" -}}
 {{- default (include "ecommerce-operator.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
+
+{{/*
+What the operator calls on stacks and their children: a ClusterRole, or a
+Role in watchNamespace. The same rules as k8s/operator/10-rbac.yaml (the
+packaging check compares them).
+*/}}
+{{- define "ecommerce-operator.rules" -}}
+# Watch stacks; add and remove the finalizer (JSON patch).
+- apiGroups: ["ecommerce.example.com"]
+  resources: ["ecommercestacks"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status by server-side apply.
+- apiGroups: ["ecommerce.example.com"]
+  resources: ["ecommercestacks/status"]
+  verbs: ["get", "patch"]
+# Owner references with blockOwnerDeletion need this on the owner.
+- apiGroups: ["ecommerce.example.com"]
+  resources: ["ecommercestacks/finalizers"]
+  verbs: ["update"]
+# Children by server-side apply (create on first apply), watched for drift.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# An autoscaler is deleted when its service's autoscaling is switched off.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The referenced Secrets are checked (exist, have the key) before applying;
+# the internal auth token is generated into a new Secret. Never listed,
+# watched or updated.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+# The stack's pods, for failures their Deployment does not report.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# Events on the stacks (a repeated event is patched into a series).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}

@@ -9,15 +9,20 @@ inventory order user
 {{- end }}
 
 {{/*
-Who calls whom (gRPC): the NetworkPolicy of each internal service admits
-only these callers.
+Who calls whom (gRPC): the services' addresses and their NetworkPolicies
+(egress to these only; each callee admits its callers only) follow from it.
 */}}
-{{- define "ecommerce.callers" -}}
-inventory: [gateway, order, consumer]
-order: [gateway, consumer]
-user: [gateway]
-producer: [order]
-consumer: []
+{{- define "ecommerce.calls" -}}
+gateway: [inventory, order, user]
+order: [inventory, producer]
+consumer: [inventory, order]
+{{- end }}
+
+{{/* The port of a URL (`scheme://host:port/...`), or .default without one. */}}
+{{- define "ecommerce.urlPort" -}}
+{{- $authority := regexReplaceAll "^[a-z0-9+.-]+://" .url "" | splitList "/" | first | splitList "@" | last }}
+{{- $port := regexFind ":[0-9]+$" $authority | trimPrefix ":" }}
+{{- default (toString .default) $port }}
 {{- end }}
 
 {{- define "ecommerce.name" -}}
@@ -84,7 +89,7 @@ long fullname is shortened, never the component, so names stay distinct.
 {{- end }}
 {{- end }}
 
-{{/* The Secret the services read DB_PASSWORD, JWT_SECRET and ADMIN_PASSWORD from. */}}
+{{/* The Secret the services read DB_PASSWORD, JWT_SECRET, ADMIN_PASSWORD and INTERNAL_AUTH_TOKEN from. */}}
 {{- define "ecommerce.secretName" -}}
 {{- if .Values.secrets.existingSecret }}
 {{- .Values.secrets.existingSecret }}
@@ -101,7 +106,7 @@ a bad combination fails the render.
 {{- $v := .Values }}
 {{- if eq $v.appEnv "production" }}
 {{- if not $v.secrets.existingSecret }}
-{{- fail "appEnv is production: set secrets.existingSecret to a Secret holding DB_PASSWORD and JWT_SECRET (and ADMIN_PASSWORD with admin.username); production secrets never come from values" }}
+{{- fail "appEnv is production: set secrets.existingSecret to a Secret holding DB_PASSWORD, JWT_SECRET and INTERNAL_AUTH_TOKEN (and ADMIN_PASSWORD with admin.username); production secrets never come from values" }}
 {{- end }}
 {{- if $v.secrets.create }}
 {{- fail "secrets.create is for development only: with appEnv production use secrets.existingSecret" }}
@@ -155,13 +160,18 @@ services' READMEs). (dict "root" $ "component" "order")
 {{- $_ := set $env "OTEL_EXPORTER_OTLP_ENDPOINT" $v.tracing.otlpEndpoint }}
 {{- $_ := set $env "OTEL_SERVICE_NAME" $name }}
 {{- end }}
+{{- $_ := set $env "METRICS_PORT" (toString $svc.metricsPort) }}
+{{- if and (eq $name "gateway") $v.ingress.enabled }}
+{{- /* Behind the Ingress every client would share the controller's address. */}}
+{{- $_ := set $env "TRUSTED_PROXIES" (join "," $v.ingress.trustedProxies) }}
+{{- end }}
 {{- $listen := printf ":%v" $svc.port }}
 {{- if eq $name "gateway" }}
 {{- $_ := set $env "API_GATEWAY_ADDR" $listen }}
 {{- else }}
 {{- $_ := set $env (printf "%s_ADDR" (upper $name)) $listen }}
 {{- end }}
-{{- $calls := dict "gateway" (list "inventory" "order" "user") "order" (list "inventory" "producer") "consumer" (list "inventory" "order") }}
+{{- $calls := include "ecommerce.calls" $root | fromYaml }}
 {{- range (get $calls $name | default (list)) }}
 {{- $_ := set $env (printf "%s_ADDR" (upper .)) (include "ecommerce.dialAddr" (dict "root" $root "component" .)) }}
 {{- end }}
@@ -234,6 +244,11 @@ services' READMEs). (dict "root" $ "component" "order")
       name: {{ $secret }}
       key: {{ $v.secrets.keys.adminPassword }}
 {{- end }}
+- name: INTERNAL_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.internalAuthToken }}
 {{- end }}
 
 {{/* Pod and container security settings, probes and the /tmp volume. */}}

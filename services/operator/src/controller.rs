@@ -8,29 +8,43 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service as KubeService};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::crd::{EcommerceStack, EcommerceStackStatus, GROUP, VERSION};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::resources::{DesiredState, FIELD_MANAGER, desired_state};
+use crate::resources::{
+    DesiredState, FIELD_MANAGER, desired_state, event_names, generated_internal_auth_secret,
+    internal_auth_secret_name, new_token, secret_refs,
+};
 use crate::services::Service;
-use crate::status::{applied_status, failed_status};
+use crate::status::{
+    DEGRADED, applied_status, condition, failed_status, pod_failures, refused_status,
+    set_pod_failures,
+};
 
 /// Finalizer the operator puts on every stack it manages.
 pub const FINALIZER: &str = "ecommerce.example.com/cleanup";
 /// Periodic re-check when nothing changed (owned objects' changes come sooner).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check while a rollout is under way: failing pods do not change the
+/// Deployment, so they are looked for again this often.
+pub const ROLLOUT_RECHECK: Duration = Duration::from_secs(30);
+/// Re-check of a refused stack (a missing Secret appears without an event
+/// the operator watches).
+pub const REFUSED_RECHECK: Duration = Duration::from_secs(30);
 /// First retry delay after a failure; doubles per consecutive failure.
 pub const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -42,6 +56,9 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Every stack the controller sees, to refuse two that share event names;
+    /// set when the controller starts.
+    pub stacks: std::sync::OnceLock<Store<EcommerceStack>>,
     /// Consecutive failures per stack, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<EcommerceStack>, u32>>,
 }
@@ -56,6 +73,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            stacks: std::sync::OnceLock::new(),
             failures: Mutex::default(),
         })
     }
@@ -109,38 +127,214 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let namespace = stack
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    if let Some(message) = shared_event_names(stack, ctx).await {
+        return refuse(stack, ctx, "EventNamesShared", message).await;
+    }
+    let missing = match check_secrets(stack, &ctx.client, &namespace).await {
+        Ok(missing) => missing,
+        Err(error) => return report_failure(stack, ctx, error).await,
+    };
+    if !missing.is_empty() {
+        return refuse(stack, ctx, "SecretMissing", missing.join("; ")).await;
+    }
     let desired = desired_state(stack)?;
-    match apply_children(&desired, &ctx.client, &namespace).await {
-        Ok(deployments) => {
-            let status = applied_status(stack, &deployments, Timestamp::now());
-            publish_changes(stack, &status, ctx).await;
-            patch_status(stack, &status, ctx).await?;
-            Ok(Action::requeue(RESYNC))
-        }
-        Err(error) => {
-            // Say so on the resource too; the error still reaches the error policy.
-            let message = error.to_string();
+    let applied = match apply_children(stack, &desired, &ctx.client, &namespace).await {
+        Ok(applied) => applied,
+        Err(error) => return report_failure(stack, ctx, error).await,
+    };
+    let now = Timestamp::now();
+    let mut status = applied_status(stack, &applied, now);
+    for (service_status, objects) in status.services.iter_mut().zip(&desired.services) {
+        service_status.autoscaled = objects.autoscaler.is_some();
+    }
+    let all_ready = status.services.iter().all(|s| s.ready);
+    if !all_ready {
+        // Pods that cannot start never fail their Deployment until its
+        // progress deadline: name the cause now.
+        let failures = match failing_pods(stack, &ctx.client, &namespace).await {
+            Ok(failures) => failures,
+            Err(error) => return report_failure(stack, ctx, error).await,
+        };
+        if !failures.is_empty() {
+            set_pod_failures(&mut status, &failures, stack.metadata.generation, now);
+            let note = failures.join("; ");
             publish(
                 stack,
                 ctx,
                 EventType::Warning,
-                "ReconcileFailed",
-                "Reconciling",
-                message.clone(),
+                "PodsFailing",
+                "Observing",
+                note,
             )
             .await;
-            let status = failed_status(stack, &message, Timestamp::now());
-            if let Err(status_error) = patch_status(stack, &status, ctx).await {
-                warn!(error = %status_error, "could not report the failure in the status");
-            }
-            Err(error)
         }
     }
+    publish_changes(stack, &status, ctx).await;
+    patch_status(stack, &status, ctx).await?;
+    Ok(Action::requeue(if all_ready {
+        RESYNC
+    } else {
+        ROLLOUT_RECHECK
+    }))
 }
 
-/// Applies the ConfigMap, then each service's Service and Deployment; returns
-/// the Deployments as the API server answered (with their status).
+/// Says so on the resource (a Warning and `Degraded`); the error still
+/// reaches the error policy.
+async fn report_failure(stack: &EcommerceStack, ctx: &Context, error: Error) -> Result<Action> {
+    let message = error.to_string();
+    publish(
+        stack,
+        ctx,
+        EventType::Warning,
+        "ReconcileFailed",
+        "Reconciling",
+        message.clone(),
+    )
+    .await;
+    let status = failed_status(stack, &message, Timestamp::now());
+    if let Err(status_error) = patch_status(stack, &status, ctx).await {
+        warn!(error = %status_error, "could not report the failure in the status");
+    }
+    Err(error)
+}
+
+/// Applies nothing: the stack as specified cannot work. Reported with a
+/// Warning and `Degraded`; checked again after `REFUSED_RECHECK` (Secrets are
+/// not watched) or when the stack changes.
+async fn refuse(
+    stack: &EcommerceStack,
+    ctx: &Context,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let status = refused_status(stack, reason, &message, Timestamp::now());
+    let previous = stack.status.as_ref().and_then(|s| condition(s, DEGRADED));
+    // Once per cause and generation, not on every re-check.
+    let already_said = previous.is_some_and(|c| {
+        c.reason == reason
+            && c.message == message
+            && c.observed_generation == stack.metadata.generation
+    });
+    if !already_said {
+        publish(stack, ctx, EventType::Warning, reason, "Checking", message).await;
+    }
+    patch_status(stack, &status, ctx).await?;
+    Ok(Action::requeue(REFUSED_RECHECK))
+}
+
+/// A message naming the other stack when one on the same NATS already uses
+/// this stack's stream, subject prefix or durable consumer; the stack
+/// created first keeps them.
+async fn shared_event_names(stack: &EcommerceStack, ctx: &Context) -> Option<String> {
+    let store = ctx.stacks.get()?;
+    // Until the first list is in, the store is empty and would miss a clash.
+    store.wait_until_ready().await.ok()?;
+    let mine = event_names(stack);
+    let created = |s: &EcommerceStack| {
+        (
+            s.metadata.creation_timestamp.clone().map(|t| t.0),
+            s.namespace(),
+            s.name_any(),
+        )
+    };
+    store
+        .state()
+        .into_iter()
+        .filter(|other| other.metadata.uid != stack.metadata.uid)
+        .filter(|other| other.metadata.deletion_timestamp.is_none())
+        .filter(|other| other.spec.nats.url == stack.spec.nats.url)
+        .filter(|other| created(other) < created(stack))
+        .find_map(|other| {
+            let theirs = event_names(&other);
+            let shared: Vec<String> = [
+                ("stream", &mine.stream, &theirs.stream),
+                ("subject prefix", &mine.subject_prefix, &theirs.subject_prefix),
+                ("durable consumer", &mine.consumer_name, &theirs.consumer_name),
+            ]
+            .into_iter()
+            .filter(|(_, a, b)| a == b)
+            .map(|(what, name, _)| format!("{what} {name}"))
+            .collect();
+            (!shared.is_empty()).then(|| {
+                format!(
+                    "stack {}/{} on the same NATS already uses {}: set other spec.nats names, or leave them unset to get this stack's own",
+                    other.namespace().unwrap_or_default(),
+                    other.name_any(),
+                    shared.join(", ")
+                )
+            })
+        })
+}
+
+/// Reads every Secret the pods will read; returns what is missing. The
+/// generated internal auth token's Secret is created here when absent.
+async fn check_secrets(
+    stack: &EcommerceStack,
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<String>> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let generated = internal_auth_secret_name(&stack.name_any());
+    let mut missing = Vec::new();
+    for reference in secret_refs(stack) {
+        let found = match secrets.get_opt(&reference.name).await? {
+            None if reference.name == generated
+                && stack.spec.internal_auth_token_secret_ref.is_none() =>
+            {
+                let secret = generated_internal_auth_secret(stack, new_token())?;
+                match secrets.create(&PostParams::default(), &secret).await {
+                    Ok(_) => {
+                        info!(stack = %stack.name_any(), secret = %generated, "generated the internal auth token")
+                    }
+                    // Another reconcile created it first: keep that one.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(error) => return Err(error.into()),
+                }
+                continue;
+            }
+            None => None,
+            Some(secret) => Some(secret),
+        };
+        match found {
+            None => missing.push(format!("Secret {:?} not found", reference.name)),
+            Some(secret) => {
+                // The API server returns every key under `data`.
+                let has_key = secret
+                    .data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(&reference.key));
+                if !has_key {
+                    missing.push(format!(
+                        "Secret {:?} has no key {:?}",
+                        reference.name, reference.key
+                    ));
+                }
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Failing containers of the stack's pods.
+async fn failing_pods(
+    stack: &EcommerceStack,
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "app.kubernetes.io/instance={},{MANAGED_SELECTOR}",
+        stack.name_any()
+    );
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    Ok(pod_failures(&list.items))
+}
+
+/// Applies the ConfigMap, the NetworkPolicies, then each service's Service,
+/// Deployment and autoscaler; returns the Deployments as the API server
+/// answered (with their status).
 async fn apply_children(
+    stack: &EcommerceStack,
     desired: &DesiredState,
     client: &Client,
     namespace: &str,
@@ -149,11 +343,19 @@ async fn apply_children(
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let kube_services: Api<KubeService> = Api::namespaced(client.clone(), namespace);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
 
     let config_map = &desired.config_map;
     config_maps
         .patch(&config_map.name_any(), &params, &Patch::Apply(config_map))
         .await?;
+    for policy in &desired.network_policies {
+        policies
+            .patch(&policy.name_any(), &params, &Patch::Apply(policy))
+            .await?;
+    }
+    let previous = stack.status.clone().unwrap_or_default();
     let mut applied = Vec::with_capacity(desired.services.len());
     for objects in &desired.services {
         kube_services
@@ -163,6 +365,15 @@ async fn apply_children(
                 &Patch::Apply(&objects.kube_service),
             )
             .await?;
+        let previously = previous
+            .services
+            .iter()
+            .find(|s| s.name == objects.service.name());
+        if let (Some(_), Some(before)) = (&objects.autoscaler, previously)
+            && !before.autoscaled
+        {
+            hand_replicas_over(&deployments, &objects.deployment, before.desired_replicas).await?;
+        }
         let deployment = deployments
             .patch(
                 &objects.deployment.name_any(),
@@ -170,37 +381,83 @@ async fn apply_children(
                 &Patch::Apply(&objects.deployment),
             )
             .await?;
+        match &objects.autoscaler {
+            Some(autoscaler) => {
+                autoscalers
+                    .patch(&autoscaler.name_any(), &params, &Patch::Apply(autoscaler))
+                    .await?;
+            }
+            None => {
+                // Autoscaling was switched off: its HPA would go on scaling.
+                if previously.is_some_and(|s| s.autoscaled) {
+                    match autoscalers
+                        .delete(&objects.deployment.name_any(), &DeleteParams::default())
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(status)) if status.code == 404 => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+            }
+        }
         applied.push((objects.service, deployment));
     }
     Ok(applied)
 }
 
+/// Field manager that keeps a Deployment's replica count while autoscaling
+/// takes over.
+pub const HANDOVER_MANAGER: &str = "ecommerce-operator-handover";
+
+/// Before the operator stops applying `replicas` (its HPA takes over), a
+/// second field manager applies the current count: a field no manager owns
+/// any more is reset to its default, 1, which would scale the service down
+/// until the HPA scales it up again. The HPA's first change of the count
+/// takes the field over from this manager.
+async fn hand_replicas_over(
+    deployments: &Api<Deployment>,
+    deployment: &Deployment,
+    replicas: i32,
+) -> Result<()> {
+    let patch = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": deployment.name_any()},
+        "spec": {"replicas": replicas},
+    });
+    deployments
+        .patch(
+            &deployment.name_any(),
+            &PatchParams::apply(HANDOVER_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Events for what changed: a new generation applied, a version rolled out.
+/// The action names the generation or version: the recorder folds events of
+/// the same reason and action into one series that keeps the first note, so
+/// without it an upgrade would still read "applied generation 1".
 async fn publish_changes(stack: &EcommerceStack, status: &EcommerceStackStatus, ctx: &Context) {
     let previous = stack.status.clone().unwrap_or_default();
+    let generation = stack.metadata.generation.unwrap_or_default();
     if previous.observed_generation != stack.metadata.generation {
         let note = format!(
-            "applied generation {} (version {}) to {} services",
-            stack.metadata.generation.unwrap_or_default(),
+            "applied generation {generation} (version {}) to {} services",
             stack.spec.version,
             Service::ALL.len()
         );
-        publish(stack, ctx, EventType::Normal, "Applied", "Applying", note).await;
+        let action = format!("Apply generation {generation}");
+        publish(stack, ctx, EventType::Normal, "Applied", &action, note).await;
     }
-    if status.version.is_some() && status.version != previous.version {
-        let note = format!(
-            "version {} runs on every service",
-            status.version.as_deref().unwrap_or_default()
-        );
-        publish(
-            stack,
-            ctx,
-            EventType::Normal,
-            "RolledOut",
-            "RollingOut",
-            note,
-        )
-        .await;
+    if let Some(version) = status.version.as_deref()
+        && status.version != previous.version
+    {
+        let note = format!("version {version} runs on every service");
+        let action = format!("Roll out {version}");
+        publish(stack, ctx, EventType::Normal, "RolledOut", &action, note).await;
     }
 }
 
@@ -254,7 +511,7 @@ async fn patch_status(
 /// them with the stack; cleanup only records that and forgets the stack.
 async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let note = format!(
-        "deleting stack {}: its Deployments, Services and ConfigMap go with it",
+        "deleting stack {}: everything it owns goes with it (Deployments, Services, NetworkPolicies, autoscalers, the ConfigMap and a generated token Secret)",
         stack.name_any()
     );
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
@@ -280,24 +537,35 @@ pub async fn run(
         }
     }
     let owned = || watcher::Config::default().labels(MANAGED_SELECTOR);
-    Controller::new(
+    let controller = Controller::new(
         api::<EcommerceStack>(&client, namespace),
         watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, namespace), owned())
-    .owns(api::<KubeService>(&client, namespace), owned())
-    .owns(api::<ConfigMap>(&client, namespace), owned())
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((stack, _)) => {
-                info!(stack = %stack.name, namespace = ?stack.namespace, "reconciled")
+    );
+    // Runs once per process: a lost Lease ends the process.
+    let _ = ctx.stacks.set(controller.store());
+    controller
+        .owns(api::<Deployment>(&client, namespace), owned())
+        .owns(api::<KubeService>(&client, namespace), owned())
+        .owns(api::<ConfigMap>(&client, namespace), owned())
+        .owns(api::<NetworkPolicy>(&client, namespace), owned())
+        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((stack, _)) => {
+                    let namespace = stack.namespace.as_deref().unwrap_or_default();
+                    info!(stack = %stack.name, namespace, "reconciled")
+                }
+                // A change of an object deleted meanwhile (every deletion
+                // ends so): nothing left to reconcile.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    debug!(stack = %object.name, "gone before its reconcile")
+                }
+                Err(error) => warn!(%error, "reconcile loop error"),
             }
-            Err(error) => warn!(%error, "reconcile loop error"),
-        }
-    })
-    .await;
+        })
+        .await;
 }
 
 #[cfg(test)]
@@ -310,7 +578,10 @@ mod tests {
 
     use super::{Context, FAILURE_BACKOFF_BASE, RESYNC, error_policy, reconcile};
     use crate::crd::EcommerceStack;
-    use crate::fixtures::{NAMESPACE, not_rolled_out, respond_error, rolled_out, timeout_after_1s};
+    use crate::fixtures::{
+        NAMESPACE, not_rolled_out, respond_error, respond_json, rolled_out, timeout_after_1s,
+    };
+    use crate::resources::FIELD_MANAGER;
     use crate::status::{DEGRADED, PROGRESSING, READY, condition};
 
     async fn reconcile_in_time(stack: EcommerceStack, ctx: Arc<Context>) -> crate::Result<Action> {
@@ -342,19 +613,53 @@ mod tests {
         let scenario = tokio::spawn({
             let stack = stack.clone();
             async move {
-                let applied = server.handle_apply_children(rolled_out).await;
+                let token_secret = server.handle_secrets(&stack, false).await;
+                let applied = server.handle_apply_children(&stack, rolled_out).await;
                 server.handle_event("Applied").await;
                 server.handle_event("RolledOut").await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
-                (applied, status)
+                (token_secret, applied, status)
             }
         });
         let action = reconcile_in_time(stack, ctx.clone())
             .await
             .expect("reconciled");
         assert_eq!(action, Action::requeue(RESYNC));
-        let (applied, status) = timeout_after_1s(scenario).await;
+        let (token_secret, applied, status) = timeout_after_1s(scenario).await;
+
+        // No token was given: one is generated into a Secret the stack owns.
+        assert_eq!(token_secret["metadata"]["name"], "shop-internal-auth");
+        assert_eq!(
+            token_secret["metadata"]["ownerReferences"][0]["name"],
+            "shop"
+        );
+        let token = token_secret["stringData"]["token"].as_str().unwrap();
+        assert_eq!(token.len(), 64, "{token}");
+        assert!(token.chars().all(|c| c.is_ascii_hexdigit()));
+        for deployment in &applied.deployments {
+            let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap();
+            let token_env = env
+                .iter()
+                .find(|e| e["name"] == "INTERNAL_AUTH_TOKEN")
+                .expect("every service reads the token");
+            assert_eq!(
+                token_env["valueFrom"]["secretKeyRef"],
+                serde_json::json!({"name": "shop-internal-auth", "key": "token", "optional": false})
+            );
+        }
+        // NetworkPolicies are on by default: one per service.
+        assert_eq!(applied.network_policies.len(), 6);
+        // The Deployments carry the chart's probes: a long migration is not killed.
+        for deployment in &applied.deployments {
+            let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(container["startupProbe"]["httpGet"]["path"], "/healthz");
+            assert_eq!(container["startupProbe"]["failureThreshold"], 36);
+            assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+            assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        }
 
         // What went to the API server is the desired state, owned by the stack.
         assert_eq!(applied.config_map["data"]["ORDER_ADDR"], "shop-order:50052");
@@ -418,7 +723,9 @@ mod tests {
         let scenario = tokio::spawn({
             let stack = stack.clone();
             async move {
-                server.handle_apply_children(not_rolled_out).await;
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, not_rolled_out).await;
+                server.handle_pod_list(Vec::new()).await;
                 let event = server.handle_event("Applied").await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
@@ -468,7 +775,8 @@ mod tests {
         let scenario = tokio::spawn({
             let stack = stack.clone();
             async move {
-                server.handle_apply_children(rolled_out).await;
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, rolled_out).await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
                 status
@@ -507,6 +815,7 @@ mod tests {
         let scenario = tokio::spawn({
             let stack = stack.clone();
             async move {
+                server.handle_secrets(&stack, true).await;
                 let (_, send) = server
                     .expect_apply(&format!(
                         "/api/v1/namespaces/{NAMESPACE}/configmaps/shop-config"
@@ -548,5 +857,393 @@ mod tests {
             Action::requeue(FAILURE_BACKOFF_BASE * 2)
         );
         assert_eq!(ctx.metrics.failure_count("kube_api"), 2);
+    }
+
+    fn autoscaled_gateway() -> EcommerceStack {
+        let mut stack = EcommerceStack::test().finalized();
+        stack.spec.services.gateway.replicas = Some(3);
+        stack.spec.services.gateway.autoscaling = Some(crate::crd::AutoscalingSpec {
+            min_replicas: 2,
+            max_replicas: 8,
+            target_cpu_utilization_percentage: 60,
+        });
+        stack
+    }
+
+    #[tokio::test]
+    async fn an_autoscaled_service_gets_an_hpa_and_its_deployment_no_replica_count() {
+        let (ctx, mut server) = Context::test();
+        let stack = autoscaled_gateway();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let applied = server.handle_apply_children(&stack, rolled_out).await;
+                server.handle_event("Applied").await;
+                server.handle_event("RolledOut").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (applied, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        let (applied, status) = timeout_after_1s(scenario).await;
+        let gateway = &applied.deployments[0];
+        assert_eq!(gateway["metadata"]["name"], "shop-gateway");
+        assert!(
+            gateway["spec"].get("replicas").is_none(),
+            "the HPA owns replicas: {}",
+            gateway["spec"]
+        );
+        assert_eq!(applied.deployments[1]["spec"]["replicas"], 1);
+        assert_eq!(applied.autoscalers.len(), 1);
+        let hpa = &applied.autoscalers[0];
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "shop-gateway");
+        assert_eq!(hpa["spec"]["minReplicas"], 2);
+        assert_eq!(hpa["spec"]["maxReplicas"], 8);
+        assert_eq!(
+            hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+            60
+        );
+        assert_eq!(hpa["metadata"]["ownerReferences"][0]["name"], "shop");
+        assert!(status.services[0].autoscaled);
+        assert!(!status.services[1].autoscaled);
+    }
+
+    #[tokio::test]
+    async fn switching_autoscaling_off_deletes_the_hpa_and_applies_replicas_again() {
+        let (ctx, mut server) = Context::test();
+        let before = autoscaled_gateway();
+        let mut previous =
+            crate::status::applied_status(&before, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        previous.services = vec![crate::crd::ServiceStatus {
+            name: "gateway".into(),
+            autoscaled: true,
+            ..Default::default()
+        }];
+        let mut stack = before.with_status(previous).with_generation(2);
+        stack.spec.services.gateway.autoscaling = None;
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                // The applies in order, with the HPA's deletion right after
+                // the gateway's Deployment.
+                let mut calls = Vec::new();
+                loop {
+                    let (request, send) = server.next_request().await.expect("a call");
+                    let method = request.method().clone();
+                    let path = request.uri().path().to_owned();
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    let body: Value = if body.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_slice(&body).unwrap()
+                    };
+                    calls.push((method.clone(), path.clone(), body.clone()));
+                    if method == http::Method::DELETE {
+                        respond_json(
+                            send,
+                            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                        );
+                    } else if path.ends_with("/deployments/shop-consumer") {
+                        let mut deployment: k8s_openapi::api::apps::v1::Deployment =
+                            serde_json::from_value(body).unwrap();
+                        deployment.status = Some(rolled_out(&deployment));
+                        respond_json(send, &deployment);
+                        return calls;
+                    } else if path.contains("/deployments/") {
+                        let mut deployment: k8s_openapi::api::apps::v1::Deployment =
+                            serde_json::from_value(body).unwrap();
+                        deployment.status = Some(rolled_out(&deployment));
+                        respond_json(send, &deployment);
+                    } else {
+                        respond_json(send, &body);
+                    }
+                }
+            }
+        });
+        // The events and status after the applies are not this test's concern.
+        let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+        let calls = timeout_after_1s(scenario).await;
+        reconcile.abort();
+        let gateway = calls
+            .iter()
+            .position(|(_, path, _)| path.ends_with("/deployments/shop-gateway"))
+            .expect("the gateway's Deployment applied");
+        assert_eq!(
+            calls[gateway].2["spec"]["replicas"], 3,
+            "replicas applied again"
+        );
+        assert_eq!(
+            (calls[gateway + 1].0.clone(), calls[gateway + 1].1.clone()),
+            (
+                http::Method::DELETE,
+                format!(
+                    "/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/shop-gateway"
+                )
+            )
+        );
+        let deletions = calls
+            .iter()
+            .filter(|(method, _, _)| method == http::Method::DELETE)
+            .count();
+        assert_eq!(deletions, 1, "only the HPA that existed");
+    }
+
+    #[tokio::test]
+    async fn switching_autoscaling_on_keeps_the_current_replica_count_until_the_hpa_owns_it() {
+        let (ctx, mut server) = Context::test();
+        let fixed = EcommerceStack::test().finalized();
+        let mut previous =
+            crate::status::applied_status(&fixed, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        previous.services = vec![crate::crd::ServiceStatus {
+            name: "gateway".into(),
+            desired_replicas: 4,
+            ..Default::default()
+        }];
+        let mut stack = autoscaled_gateway()
+            .with_status(previous)
+            .with_generation(2);
+        stack.spec.services.gateway.replicas = None;
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let mut calls = Vec::new();
+                loop {
+                    let (request, send) = server.next_request().await.expect("a call");
+                    let path = request.uri().path().to_owned();
+                    let query = request.uri().query().unwrap_or("").to_owned();
+                    let body = request.into_body().collect_bytes().await.unwrap();
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    let done = path.ends_with("/deployments/shop-gateway")
+                        && !query.contains(super::HANDOVER_MANAGER);
+                    respond_json(send, &body);
+                    calls.push((path, query, body));
+                    if done {
+                        return calls;
+                    }
+                }
+            }
+        });
+        let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+        let calls = timeout_after_1s(scenario).await;
+        reconcile.abort();
+        let (handover, main) = (&calls[calls.len() - 2], &calls[calls.len() - 1]);
+        assert!(handover.0.ends_with("/deployments/shop-gateway"));
+        let manager = |query: &str| {
+            query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("fieldManager="))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            manager(&handover.1).as_deref(),
+            Some(super::HANDOVER_MANAGER)
+        );
+        assert_eq!(handover.2["spec"], serde_json::json!({"replicas": 4}));
+        assert_eq!(manager(&main.1).as_deref(), Some(FIELD_MANAGER));
+        assert!(main.2["spec"].get("replicas").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_or_key_is_named_and_nothing_is_applied() {
+        let (ctx, mut server) = Context::test();
+        let stack = EcommerceStack::test().finalized();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                for (name, answer) in [
+                    ("shop-db", None),
+                    ("shop-jwt", Some("other-key")),
+                    ("shop-admin", Some("password")),
+                    ("shop-internal-auth", Some("token")),
+                ] {
+                    let (_, send, _) = server
+                        .expect(
+                            http::Method::GET,
+                            &format!("/api/v1/namespaces/{NAMESPACE}/secrets/{name}"),
+                        )
+                        .await;
+                    match answer {
+                        None => respond_error(send, 404, "NotFound"),
+                        Some(key) => crate::fixtures::respond_json(
+                            send,
+                            &serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                                "metadata": {"name": name}, "data": {key: "eA=="}}),
+                        ),
+                    }
+                }
+                let event = server.handle_event("SecretMissing").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (event, status)
+            }
+        });
+        let action = reconcile_in_time(stack, ctx)
+            .await
+            .expect("refused, not failed");
+        assert_eq!(action, Action::requeue(super::REFUSED_RECHECK));
+        let (event, status) = timeout_after_1s(scenario).await;
+        assert_eq!(event["type"], "Warning");
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "SecretMissing")
+        );
+        assert_eq!(
+            degraded.message,
+            r#"Secret "shop-db" not found; Secret "shop-jwt" has no key "secret""#
+        );
+        assert_eq!(condition(&status, READY).unwrap().status, "False");
+    }
+
+    #[tokio::test]
+    async fn failing_pods_make_the_stack_degraded_with_their_reason_and_a_warning() {
+        let (ctx, mut server) = Context::test();
+        let stack = EcommerceStack::test().finalized();
+        let pod = serde_json::json!({
+            "metadata": {"name": "shop-user-5d9c-x2"},
+            "status": {"containerStatuses": [{
+                "name": "user", "image": "u", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CreateContainerConfigError",
+                    "message": "secret \"shop-admin\" not found"}}
+            }]}
+        });
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, not_rolled_out).await;
+                let query = server.handle_pod_list(vec![pod]).await;
+                let warning = server.handle_event("PodsFailing").await;
+                server.handle_event("Applied").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (query, warning, status)
+            }
+        });
+        let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+        assert_eq!(action, Action::requeue(super::ROLLOUT_RECHECK));
+        let (query, warning, status) = timeout_after_1s(scenario).await;
+        assert!(
+            query
+                .iter()
+                .any(|(k, v)| k == "labelSelector"
+                    && v.contains("app.kubernetes.io%2Finstance%3Dshop")),
+            "{query:?}"
+        );
+        assert_eq!(warning["type"], "Warning");
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "PodsFailing")
+        );
+        assert_eq!(
+            degraded.message,
+            r#"shop-user-5d9c-x2/user: CreateContainerConfigError: secret "shop-admin" not found"#
+        );
+    }
+
+    #[tokio::test]
+    async fn events_of_an_upgrade_say_the_new_generation_and_version() {
+        let (ctx, mut server) = Context::test();
+        let first = EcommerceStack::test().finalized();
+        let scenario = tokio::spawn({
+            let first = first.clone();
+            async move {
+                server.handle_secrets(&first, true).await;
+                server.handle_apply_children(&first, rolled_out).await;
+                server.handle_event("Applied").await;
+                server.handle_event("RolledOut").await;
+                let status = server.handle_status_patch(&first).await;
+                (server, status)
+            }
+        });
+        reconcile_in_time(first.clone(), ctx.clone())
+            .await
+            .expect("first");
+        let (mut server, status) = timeout_after_1s(scenario).await;
+
+        let mut upgraded = first.with_generation(2).with_status(status);
+        upgraded.spec.version = "1.3.0".into();
+        let scenario = tokio::spawn({
+            let upgraded = upgraded.clone();
+            async move {
+                server.handle_secrets(&upgraded, true).await;
+                server.handle_apply_children(&upgraded, rolled_out).await;
+                // New events (POST), not a series of the first ones (PATCH).
+                let applied = server.handle_event("Applied").await;
+                let rolled_out = server.handle_event("RolledOut").await;
+                server.handle_status_patch(&upgraded).await;
+                server.expect_no_more_calls().await;
+                (applied, rolled_out)
+            }
+        });
+        reconcile_in_time(upgraded, ctx).await.expect("upgrade");
+        let (applied, rolled_out) = timeout_after_1s(scenario).await;
+        assert!(
+            applied["note"]
+                .as_str()
+                .unwrap()
+                .contains("generation 2 (version 1.3.0)"),
+            "{applied}"
+        );
+        assert_eq!(rolled_out["note"], "version 1.3.0 runs on every service");
+    }
+
+    #[tokio::test]
+    async fn a_stack_whose_event_names_an_older_stack_uses_is_refused() {
+        use kube::runtime::{reflector, watcher};
+        let (ctx, mut server) = Context::test();
+        let mut older = EcommerceStack::test().finalized();
+        older.metadata.name = Some("old-shop".into());
+        older.metadata.uid = Some("uid-old".into());
+        older.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        older.spec.nats.stream = Some("ORDER_EVENTS".into());
+        let mut stack = EcommerceStack::test().finalized();
+        stack.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        stack.spec.nats.stream = Some("ORDER_EVENTS".into());
+        let (store, mut writer) = reflector::store();
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(older.clone()),
+            watcher::Event::InitApply(stack.clone()),
+            watcher::Event::InitDone,
+        ] {
+            writer.apply_watcher_event(&event);
+        }
+        ctx.stacks.set(store).unwrap();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                let event = server.handle_event("EventNamesShared").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (event, status)
+            }
+        });
+        reconcile_in_time(stack, ctx.clone())
+            .await
+            .expect("refused");
+        let (event, status) = timeout_after_1s(scenario).await;
+        assert_eq!(event["type"], "Warning");
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(degraded.reason, "EventNamesShared");
+        assert!(
+            degraded.message.contains("testns/old-shop")
+                && degraded.message.contains("stream ORDER_EVENTS"),
+            "{}",
+            degraded.message
+        );
+        // The older stack keeps its names and is applied as usual.
+        assert!(super::shared_event_names(&older, &ctx).await.is_none());
     }
 }

@@ -2,8 +2,11 @@
 //! the operator reports (status). The CRD in `k8s/crd.yaml` is generated from
 //! these types by the `crdgen` binary.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
@@ -50,7 +53,9 @@ pub struct EcommerceStackSpec {
     #[serde(default = "default_image_prefix")]
     pub image_prefix: String,
     /// Pull policy of every container; Kubernetes' default when unset.
+    // The enum's own schema: an Option's would list "null" among the values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ImagePullPolicy")]
     pub image_pull_policy: Option<ImagePullPolicy>,
     /// `production` (secrets required) or `development`.
     #[serde(default)]
@@ -59,6 +64,20 @@ pub struct EcommerceStackSpec {
     pub nats: NatsSpec,
     /// Secret key holding the gateway's HS256 key (at least 32 bytes).
     pub jwt_secret_ref: SecretKeyRef,
+    /// Secret key holding the token every internal gRPC call carries
+    /// (`INTERNAL_AUTH_TOKEN`). Unset: the operator generates one once into
+    /// the Secret `<stack>-internal-auth` (key `token`), which it owns and
+    /// never rotates; delete that Secret to rotate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_auth_token_secret_ref: Option<SecretKeyRef>,
+    /// CIDRs of the proxies in front of the gateway (an Ingress controller),
+    /// whose `X-Forwarded-For` it trusts (`TRUSTED_PROXIES`), so rate limits
+    /// see real clients. Empty: the peer address is the client.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
+    /// NetworkPolicies admitting only the calls the platform makes.
+    #[serde(default)]
+    pub network_policy: NetworkPolicySpec,
     /// The first admin, created by the user service if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin: Option<AdminSpec>,
@@ -141,25 +160,73 @@ fn default_db_name() -> String {
     "ecommerce".to_owned()
 }
 
-/// NATS JetStream used by producer and consumer.
+/// NATS JetStream used by producer and consumer. The stream, subject prefix
+/// and durable consumer default to names of this stack's own, so that two
+/// stacks on one NATS never share events; a stack whose names another stack
+/// on the same NATS already uses is refused (condition `Degraded`,
+/// reason `EventNamesShared`).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NatsSpec {
     /// e.g. `nats://nats:4222`
     #[schemars(length(min = 1))]
     pub url: String,
-    #[serde(default = "default_nats_stream")]
-    pub stream: String,
-    #[serde(default = "default_subject_prefix")]
-    pub subject_prefix: String,
+    /// `NATS_STREAM`; unset: `ORDER_EVENTS_<NAMESPACE>_<NAME>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,200}$"))]
+    pub stream: Option<String>,
+    /// `NATS_SUBJECT_PREFIX`; unset: `<namespace>.<name>.order`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"))]
+    pub subject_prefix: Option<String>,
+    /// `NATS_CONSUMER_NAME` (the durable); unset: `order-events-<namespace>-<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,200}$"))]
+    pub consumer_name: Option<String>,
 }
 
-fn default_nats_stream() -> String {
-    "ORDER_EVENTS".to_owned()
+/// The stack's NetworkPolicies.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Ingress and egress policies for every service (DNS allowed); on by default.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Peers admitted to the gateway's API (an ingress controller's
+    /// namespace, say); empty: everyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway_from: Vec<NetworkPolicyPeer>,
+    /// Peers admitted to the services' metrics port (and only to it).
+    #[serde(default = "default_metrics_from")]
+    pub metrics_from: Vec<NetworkPolicyPeer>,
 }
 
-fn default_subject_prefix() -> String {
-    "order".to_owned()
+impl Default for NetworkPolicySpec {
+    fn default() -> Self {
+        NetworkPolicySpec {
+            enabled: true,
+            gateway_from: Vec::new(),
+            metrics_from: default_metrics_from(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Prometheus in the `monitoring` namespace, as the chart's default.
+fn default_metrics_from() -> Vec<NetworkPolicyPeer> {
+    vec![NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_owned(),
+                "monitoring".to_owned(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }]
 }
 
 /// The first admin account.
@@ -206,16 +273,47 @@ impl ServicesSpec {
 /// One service's Deployment settings.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct ServiceSpec {
-    /// Pods of this service; 1 when unset.
+    /// Pods of this service; 1 when unset. Ignored with `autoscaling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: Option<i32>,
+    /// A HorizontalPodAutoscaler owns the replica count (on CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Requests and limits; unset: 50m CPU and 64Mi requested, 256Mi memory limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Extra variables; one with the name of an operator-set variable replaces it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<EnvVar>,
+}
+
+/// A HorizontalPodAutoscaler on CPU, as the chart's `autoscaling`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// At least `minReplicas` (the API server refuses the HPA otherwise).
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    #[serde(default = "default_target_cpu")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+fn default_max_replicas() -> i32 {
+    6
+}
+
+fn default_target_cpu() -> i32 {
+    75
 }
 
 /// What the operator last saw of the stack.
@@ -249,6 +347,9 @@ pub struct ServiceStatus {
     pub updated_replicas: i32,
     /// Every desired replica runs the current template and is ready.
     pub ready: bool,
+    /// A HorizontalPodAutoscaler of the operator's owns its replica count.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autoscaled: bool,
 }
 
 /// The CRD as YAML, exactly as `crdgen` prints it and `k8s/crd.yaml` holds it.

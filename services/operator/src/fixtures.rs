@@ -19,11 +19,10 @@ use tower_test::mock::{self, Handle, SendResponse};
 use crate::controller::{Context, FINALIZER};
 use crate::crd::{
     AdminSpec, AppEnv, DatabaseSpec, EcommerceStack, EcommerceStackSpec, EcommerceStackStatus,
-    NatsSpec, SecretKeyRef, ServicesSpec,
+    NatsSpec, NetworkPolicySpec, SecretKeyRef, ServicesSpec,
 };
 use crate::metrics::Metrics;
-use crate::resources::FIELD_MANAGER;
-use crate::services::Service;
+use crate::resources::{FIELD_MANAGER, desired_state, internal_auth_secret_name, secret_refs};
 
 pub const NAMESPACE: &str = "testns";
 pub const NAME: &str = "shop";
@@ -48,13 +47,17 @@ pub fn test_spec() -> EcommerceStackSpec {
         },
         nats: NatsSpec {
             url: "nats://nats.messaging:4222".into(),
-            stream: "ORDER_EVENTS".into(),
-            subject_prefix: "order".into(),
+            stream: None,
+            subject_prefix: None,
+            consumer_name: None,
         },
         jwt_secret_ref: SecretKeyRef {
             name: "shop-jwt".into(),
             key: "secret".into(),
         },
+        internal_auth_token_secret_ref: None,
+        trusted_proxies: Vec::new(),
+        network_policy: NetworkPolicySpec::default(),
         admin: Some(AdminSpec {
             username: "admin".into(),
             email: "admin@example.com".into(),
@@ -138,8 +141,10 @@ pub fn not_rolled_out(deployment: &Deployment) -> DeploymentStatus {
 #[derive(Debug, Default)]
 pub struct Applied {
     pub config_map: Value,
+    pub network_policies: Vec<Value>,
     pub services: Vec<Value>,
     pub deployments: Vec<Value>,
+    pub autoscalers: Vec<Value>,
 }
 
 pub struct ApiServerVerifier(Handle<Request<Body>, Response<Body>>);
@@ -260,12 +265,53 @@ impl ApiServerVerifier {
         respond_json(send, &removed);
     }
 
-    /// The ConfigMap, then each service's Service and Deployment; Deployments
-    /// are answered with `deployment_status`.
+    /// The reads of every Secret the stack references, each answered with
+    /// its key present; the generated token's Secret is absent, then
+    /// created, unless `generated_exists`. Returns the created Secret (Null
+    /// when none was).
+    pub async fn handle_secrets(
+        &mut self,
+        stack: &EcommerceStack,
+        generated_exists: bool,
+    ) -> Value {
+        let generated = internal_auth_secret_name(&stack.name_any());
+        let mut created = Value::Null;
+        for reference in secret_refs(stack) {
+            let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{}", reference.name);
+            let (_, send, _) = self.expect(Method::GET, &path).await;
+            if reference.name == generated && !generated_exists {
+                respond_error(send, 404, "NotFound");
+                let (secret, send, _) = self
+                    .expect(
+                        Method::POST,
+                        &format!("/api/v1/namespaces/{NAMESPACE}/secrets"),
+                    )
+                    .await;
+                respond_json(send, &secret);
+                created = secret;
+            } else {
+                respond_json(
+                    send,
+                    &json!({
+                        "apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": reference.name, "namespace": NAMESPACE},
+                        "data": {reference.key.clone(): "c2VjcmV0"},
+                    }),
+                );
+            }
+        }
+        created
+    }
+
+    /// The ConfigMap, the NetworkPolicies, then each service's Service,
+    /// Deployment and autoscaler (as the stack's desired state has them);
+    /// Deployments are answered with `deployment_status`.
     pub async fn handle_apply_children(
         &mut self,
+        stack: &EcommerceStack,
         deployment_status: fn(&Deployment) -> DeploymentStatus,
     ) -> Applied {
+        let desired = desired_state(stack).expect("a valid stack");
         let mut applied = Applied::default();
         let (config_map, send) = self
             .expect_apply(&format!(
@@ -274,8 +320,18 @@ impl ApiServerVerifier {
             .await;
         respond_json(send, &config_map);
         applied.config_map = config_map;
-        for service in Service::ALL {
-            let child = format!("{NAME}-{}", service.name());
+        for policy in &desired.network_policies {
+            let (body, send) = self
+                .expect_apply(&format!(
+                    "/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies/{}",
+                    policy.name_any()
+                ))
+                .await;
+            respond_json(send, &body);
+            applied.network_policies.push(body);
+        }
+        for objects in &desired.services {
+            let child = format!("{NAME}-{}", objects.service.name());
             let (kube_service, send) = self
                 .expect_apply(&format!("/api/v1/namespaces/{NAMESPACE}/services/{child}"))
                 .await;
@@ -293,8 +349,30 @@ impl ApiServerVerifier {
             deployment.status = Some(deployment_status(&deployment));
             respond_json(send, &deployment);
             applied.deployments.push(body);
+
+            if objects.autoscaler.is_some() {
+                let (body, send) = self
+                    .expect_apply(&format!(
+                        "/apis/autoscaling/v2/namespaces/{NAMESPACE}/horizontalpodautoscalers/{child}"
+                    ))
+                    .await;
+                respond_json(send, &body);
+                applied.autoscalers.push(body);
+            }
         }
         applied
+    }
+
+    /// The list of the stack's pods, answered with `pods`.
+    pub async fn handle_pod_list(&mut self, pods: Vec<Value>) -> Vec<(String, String)> {
+        let (_, send, query) = self
+            .expect(Method::GET, &format!("/api/v1/namespaces/{NAMESPACE}/pods"))
+            .await;
+        respond_json(
+            send,
+            &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
+        );
+        query
     }
 
     /// An event created through the events.k8s.io API; returns it.

@@ -348,4 +348,29 @@ mod tests {
         assert!(timeout_after_1s(keeper).await, "leadership lost");
         assert!(stop.is_cancelled(), "the controller is told to stop");
     }
+
+    #[tokio::test]
+    async fn a_renewal_that_hangs_stops_the_controller_within_the_renew_deadline() {
+        let (client, mut server) = mock_client();
+        let stop = CancellationToken::new();
+        let started = std::time::Instant::now();
+        let keeper = tokio::spawn(crate::runner::keep_leading(
+            Arc::new(lock(client)),
+            Duration::from_millis(10),
+            Duration::from_millis(300),
+            stop.clone(),
+        ));
+        // The read answers; the write is never answered, as a hung API server
+        // connection would leave it. Holding the responder keeps it pending.
+        let (_, send, _) = server.expect(Method::GET, LEASE_PATH).await;
+        respond_json(send, &lease("replica-a", Timestamp::now(), 1));
+        let (_, _stalled, _) = server.expect(Method::PUT, LEASE_PATH).await;
+        assert!(timeout_after_1s(keeper).await, "leadership given up");
+        assert!(stop.is_cancelled(), "the controller is told to stop");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1500),
+            "stopped at the renew deadline, not later: {elapsed:?}"
+        );
+    }
 }

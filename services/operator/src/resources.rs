@@ -5,11 +5,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service as KubeService, ServicePort,
-    ServiceSpec,
+    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretKeySelector, SecurityContext, Service as KubeService, ServicePort, ServiceSpec,
+    Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -28,20 +37,126 @@ pub const FIELD_MANAGER: &str = "ecommerce-operator";
 pub const CONFIG_HASH_ANNOTATION: &str = "ecommerce.example.com/config-hash";
 /// The images' non-root user (uid 10001, see the Dockerfile).
 const RUN_AS_USER: i64 = 10001;
+/// The chart's `lifecycle.preStopSleepSeconds`.
+const PRE_STOP_SLEEP_SECONDS: &str = "5";
+
+/// Key of the generated internal auth token in its Secret.
+pub const INTERNAL_AUTH_TOKEN_KEY: &str = "token";
 
 /// Everything one stack consists of, in the order it is applied.
 #[derive(Debug, Clone)]
 pub struct DesiredState {
     pub config_map: ConfigMap,
+    /// Empty when `spec.networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
     pub services: Vec<ServiceObjects>,
 }
 
-/// One service's Service and Deployment.
+/// One service's Service and Deployment, and its autoscaler when it has one.
 #[derive(Debug, Clone)]
 pub struct ServiceObjects {
     pub service: Service,
     pub kube_service: KubeService,
     pub deployment: Deployment,
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
+}
+
+/// The names that keep one stack's events apart from another's on a shared NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventNames {
+    pub stream: String,
+    pub subject_prefix: String,
+    pub consumer_name: String,
+}
+
+/// The spec's names, or ones derived from the stack's namespace and name.
+pub fn event_names(stack: &EcommerceStack) -> EventNames {
+    let namespace = stack.namespace().unwrap_or_default();
+    let name = stack.name_any();
+    let nats = &stack.spec.nats;
+    // Namespace and name are DNS labels: lower-case letters, digits and '-'.
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    EventNames {
+        stream: nats
+            .stream
+            .clone()
+            .unwrap_or_else(|| format!("ORDER_EVENTS_{}_{}", upper(&namespace), upper(&name))),
+        subject_prefix: nats
+            .subject_prefix
+            .clone()
+            .unwrap_or_else(|| format!("{namespace}.{name}.order")),
+        consumer_name: nats
+            .consumer_name
+            .clone()
+            .unwrap_or_else(|| format!("order-events-{namespace}-{name}")),
+    }
+}
+
+/// Name of the Secret the operator generates the internal auth token into.
+pub fn internal_auth_secret_name(stack: &str) -> String {
+    format!("{stack}-internal-auth")
+}
+
+/// Where the services read `INTERNAL_AUTH_TOKEN` from: the spec's Secret, or
+/// the one the operator generates.
+pub fn internal_auth_token_ref(stack: &EcommerceStack) -> SecretKeyRef {
+    stack
+        .spec
+        .internal_auth_token_secret_ref
+        .clone()
+        .unwrap_or_else(|| SecretKeyRef {
+            name: internal_auth_secret_name(&stack.name_any()),
+            key: INTERNAL_AUTH_TOKEN_KEY.to_owned(),
+        })
+}
+
+/// The Secret holding a freshly generated token, owned by the stack. Only
+/// ever created, never updated: an existing token is kept.
+pub fn generated_internal_auth_secret(stack: &EcommerceStack, token: String) -> Result<Secret> {
+    let owner = owner_reference(stack)?;
+    Ok(Secret {
+        metadata: metadata(
+            stack,
+            internal_auth_secret_name(&stack.name_any()),
+            None,
+            &owner,
+        ),
+        string_data: Some(BTreeMap::from([(
+            INTERNAL_AUTH_TOKEN_KEY.to_owned(),
+            token,
+        )])),
+        type_: Some("Opaque".to_owned()),
+        ..Secret::default()
+    })
+}
+
+/// 244 random bits as 64 hex characters (two v4 UUIDs, from the OS's CSPRNG).
+pub fn new_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Every Secret key the stack's pods read, in a fixed order without repeats.
+pub fn secret_refs(stack: &EcommerceStack) -> Vec<SecretKeyRef> {
+    let spec = &stack.spec;
+    let mut refs = vec![
+        spec.database.password_secret_ref.clone(),
+        spec.jwt_secret_ref.clone(),
+    ];
+    if let Some(admin) = &spec.admin {
+        refs.push(admin.password_secret_ref.clone());
+    }
+    refs.push(internal_auth_token_ref(stack));
+    let mut seen = Vec::new();
+    refs.retain(|r| {
+        let new = !seen.contains(r);
+        seen.push(r.clone());
+        new
+    });
+    refs
 }
 
 pub fn config_map_name(stack: &str) -> String {
@@ -114,6 +229,7 @@ pub fn image(stack: &EcommerceStack, service: Service) -> String {
 pub fn shared_settings(stack: &EcommerceStack) -> BTreeMap<String, String> {
     let name = stack.name_any();
     let spec = &stack.spec;
+    let events = event_names(stack);
     let mut settings = BTreeMap::from([
         ("APP_ENV".to_owned(), spec.app_env.as_str().to_owned()),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
@@ -122,11 +238,9 @@ pub fn shared_settings(stack: &EcommerceStack) -> BTreeMap<String, String> {
         ("DB_USER".to_owned(), spec.database.user.clone()),
         ("DB_NAME".to_owned(), spec.database.name.clone()),
         ("NATS_ADDR".to_owned(), spec.nats.url.clone()),
-        ("NATS_STREAM".to_owned(), spec.nats.stream.clone()),
-        (
-            "NATS_SUBJECT_PREFIX".to_owned(),
-            spec.nats.subject_prefix.clone(),
-        ),
+        ("NATS_STREAM".to_owned(), events.stream),
+        ("NATS_SUBJECT_PREFIX".to_owned(), events.subject_prefix),
+        ("NATS_CONSUMER_NAME".to_owned(), events.consumer_name),
     ]);
     for service in Service::ALL {
         // A host name makes the service listen on all interfaces and the
@@ -172,12 +286,185 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
             service,
             kube_service: kube_service(stack, service, &owner),
             deployment: deployment(stack, service, &settings, &owner),
+            autoscaler: autoscaler(stack, service, &owner),
         })
         .collect();
+    let network_policies = if stack.spec.network_policy.enabled {
+        Service::ALL
+            .into_iter()
+            .map(|service| network_policy(stack, service, &owner))
+            .collect()
+    } else {
+        Vec::new()
+    };
     Ok(DesiredState {
         config_map,
+        network_policies,
         services,
     })
+}
+
+/// A CPU HorizontalPodAutoscaler for a service whose spec asks for one.
+fn autoscaler(
+    stack: &EcommerceStack,
+    service: Service,
+    owner: &OwnerReference,
+) -> Option<HorizontalPodAutoscaler> {
+    let auto = stack.spec.services.get(service).autoscaling.as_ref()?;
+    let name = child_name(&stack.name_any(), service);
+    Some(HorizontalPodAutoscaler {
+        metadata: metadata(stack, name.clone(), Some(service), owner),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name,
+            },
+            min_replicas: Some(auto.min_replicas),
+            max_replicas: auto.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(auto.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    })
+}
+
+fn tcp_port(port: i32) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(port)),
+        protocol: Some("TCP".to_owned()),
+        ..NetworkPolicyPort::default()
+    }
+}
+
+fn pods_of(stack: &EcommerceStack, service: Service) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector {
+            match_labels: Some(selector_labels(&stack.name_any(), service)),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    }
+}
+
+/// The port of a `scheme://host:port` address, or `default` without one.
+fn url_port(url: &str, default: i32) -> i32 {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = authority.split('/').next().unwrap_or_default();
+    let host_port = host_port.rsplit('@').next().unwrap_or_default();
+    host_port
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.ends_with('[')).then_some(port))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Ingress: the gateway's API from anywhere, each internal service's API from
+/// its callers only, the metrics port from `metricsFrom` only. Egress: DNS,
+/// the services it calls, PostgreSQL or NATS when it uses them, the OTLP
+/// collector when its `OTEL_EXPORTER_OTLP_ENDPOINT` is set (by port: they
+/// may live outside the cluster). As the chart's.
+fn network_policy(
+    stack: &EcommerceStack,
+    service: Service,
+    owner: &OwnerReference,
+) -> NetworkPolicy {
+    let spec = &stack.spec;
+    let callers: Vec<NetworkPolicyPeer> = Service::ALL
+        .into_iter()
+        .filter(|caller| caller.dials().contains(&service))
+        .map(|caller| pods_of(stack, caller))
+        .collect();
+    let mut ingress = Vec::new();
+    if service == Service::Gateway {
+        let gateway_from = &spec.network_policy.gateway_from;
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp_port(service.port())]),
+            from: (!gateway_from.is_empty()).then(|| gateway_from.clone()),
+        });
+    } else if !callers.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp_port(service.port())]),
+            from: Some(callers),
+        });
+    }
+    if !spec.network_policy.metrics_from.is_empty() {
+        ingress.push(NetworkPolicyIngressRule {
+            ports: Some(vec![tcp_port(service.metrics_port())]),
+            from: Some(spec.network_policy.metrics_from.clone()),
+        });
+    }
+    let mut egress = vec![NetworkPolicyEgressRule {
+        ports: Some(vec![
+            NetworkPolicyPort {
+                port: Some(IntOrString::Int(53)),
+                protocol: Some("UDP".to_owned()),
+                ..NetworkPolicyPort::default()
+            },
+            tcp_port(53),
+        ]),
+        to: None,
+    }];
+    for callee in service.dials() {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(callee.port())]),
+            to: Some(vec![pods_of(stack, *callee)]),
+        });
+    }
+    if service.uses_database() {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(spec.database.port)]),
+            to: None,
+        });
+    }
+    if service.uses_nats() {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(url_port(&spec.nats.url, 4222))]),
+            to: None,
+        });
+    }
+    // Tracing is configured through the extra environment: its collector.
+    let otlp_endpoint = spec
+        .services
+        .get(service)
+        .env
+        .iter()
+        .find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
+        .and_then(|e| e.value.as_deref());
+    if let Some(endpoint) = otlp_endpoint {
+        egress.push(NetworkPolicyEgressRule {
+            ports: Some(vec![tcp_port(url_port(endpoint, 4317))]),
+            to: None,
+        });
+    }
+    NetworkPolicy {
+        metadata: metadata(
+            stack,
+            child_name(&stack.name_any(), service),
+            Some(service),
+            owner,
+        ),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&stack.name_any(), service)),
+                ..LabelSelector::default()
+            }),
+            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
+            ingress: Some(ingress),
+            egress: Some(egress),
+        }),
+    }
 }
 
 fn kube_service(stack: &EcommerceStack, service: Service, owner: &OwnerReference) -> KubeService {
@@ -221,6 +508,7 @@ fn secret_env(name: &str, reference: &SecretKeyRef) -> EnvVar {
 pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
     let config_map = config_map_name(&stack.name_any());
     let spec = &stack.spec;
+    let internal_token = internal_auth_token_ref(stack);
     let mut env: Vec<EnvVar> = service
         .config_keys()
         .into_iter()
@@ -242,10 +530,22 @@ pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
             SecretSetting::DbPassword => Some(&spec.database.password_secret_ref),
             SecretSetting::JwtSecret => Some(&spec.jwt_secret_ref),
             SecretSetting::AdminPassword => spec.admin.as_ref().map(|a| &a.password_secret_ref),
+            SecretSetting::InternalAuthToken => Some(&internal_token),
         };
         if let Some(reference) = reference {
             env.push(secret_env(secret.env_name(), reference));
         }
+    }
+    let mut plain = vec![("METRICS_PORT", service.metrics_port().to_string())];
+    if service == Service::Gateway && !spec.trusted_proxies.is_empty() {
+        plain.push(("TRUSTED_PROXIES", spec.trusted_proxies.join(",")));
+    }
+    for (name, value) in plain {
+        env.push(EnvVar {
+            name: name.to_owned(),
+            value: Some(value),
+            ..EnvVar::default()
+        });
     }
     if let (Service::User, Some(admin)) = (service, &spec.admin) {
         for (name, value) in [
@@ -284,7 +584,35 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-fn http_probe(service: Service, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// The chart's probe timing (`probes` in charts/ecommerce/values.yaml).
+pub struct ProbeTiming {
+    pub period_seconds: i32,
+    pub failure_threshold: i32,
+    pub timeout_seconds: i32,
+}
+
+/// Startup: the services migrate their database before serving; up to
+/// 36 x 5 s = 3 min before liveness takes over, so a long migration is not
+/// killed.
+pub const STARTUP_PROBE: ProbeTiming = ProbeTiming {
+    period_seconds: 5,
+    failure_threshold: 36,
+    timeout_seconds: 3,
+};
+pub const LIVENESS_PROBE: ProbeTiming = ProbeTiming {
+    period_seconds: 10,
+    failure_threshold: 3,
+    timeout_seconds: 3,
+};
+pub const READINESS_PROBE: ProbeTiming = ProbeTiming {
+    period_seconds: 5,
+    failure_threshold: 3,
+    timeout_seconds: 3,
+};
+
+/// Liveness and startup ask `/healthz` (the process serves); readiness asks
+/// `/readyz` (its own ability to serve, never other services' readiness).
+fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -292,9 +620,9 @@ fn http_probe(service: Service, path: &str, period_seconds: i32, failure_thresho
             scheme: Some("HTTP".to_owned()),
             ..HTTPGetAction::default()
         }),
-        period_seconds: Some(period_seconds),
-        timeout_seconds: Some(2),
-        failure_threshold: Some(failure_threshold),
+        period_seconds: Some(timing.period_seconds),
+        timeout_seconds: Some(timing.timeout_seconds),
+        failure_threshold: Some(timing.failure_threshold),
         ..Probe::default()
     }
 }
@@ -313,12 +641,20 @@ fn deployment(
         name: service.name().to_owned(),
         image: Some(image(stack, service)),
         image_pull_policy: stack.spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        ports: Some(vec![ContainerPort {
-            name: Some(service.port_name().to_owned()),
-            container_port: service.port(),
-            protocol: Some("TCP".to_owned()),
-            ..ContainerPort::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some(service.port_name().to_owned()),
+                container_port: service.port(),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".to_owned()),
+                container_port: service.metrics_port(),
+                protocol: Some("TCP".to_owned()),
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(container_env(stack, service)),
         resources: Some(
             service_spec
@@ -326,8 +662,30 @@ fn deployment(
                 .clone()
                 .unwrap_or_else(default_resources),
         ),
-        liveness_probe: Some(http_probe(service, "/healthz", 10, 3)),
-        readiness_probe: Some(http_probe(service, "/readyz", 5, 3)),
+        startup_probe: Some(http_probe(service, "/healthz", &STARTUP_PROBE)),
+        liveness_probe: Some(http_probe(service, "/healthz", &LIVENESS_PROBE)),
+        readiness_probe: Some(http_probe(service, "/readyz", &READINESS_PROBE)),
+        // As the chart: endpoints and load balancers drop the pod before
+        // SIGTERM, so no new request reaches a stopping pod.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(
+                        ["/usr/local/bin/busybox", "sleep", PRE_STOP_SLEEP_SECONDS]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ),
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        // The root filesystem is read-only; /tmp is the one writable place.
+        volume_mounts: Some(vec![VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        }]),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
             read_only_root_filesystem: Some(true),
@@ -343,7 +701,12 @@ fn deployment(
     Deployment {
         metadata: metadata(stack, child_name(&name, service), Some(service), owner),
         spec: Some(DeploymentSpec {
-            replicas: Some(service_spec.replicas.unwrap_or(1)),
+            // With an autoscaler the HPA owns replicas: applying a count
+            // would fight it on every reconcile.
+            replicas: match service_spec.autoscaling {
+                Some(_) => None,
+                None => Some(service_spec.replicas.unwrap_or(1)),
+            },
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name, service)),
                 ..LabelSelector::default()
@@ -369,8 +732,18 @@ fn deployment(
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    // Services drain on SIGTERM within this.
+                    // Services drain on SIGTERM within this (after the preStop sleep).
                     termination_grace_period_seconds: Some(30),
+                    // The services never call the Kubernetes API.
+                    automount_service_account_token: Some(false),
+                    volumes: Some(vec![Volume {
+                        name: "tmp".to_owned(),
+                        empty_dir: Some(EmptyDirVolumeSource {
+                            size_limit: Some(Quantity("64Mi".to_owned())),
+                            ..EmptyDirVolumeSource::default()
+                        }),
+                        ..Volume::default()
+                    }]),
                     ..PodSpec::default()
                 }),
             },
@@ -745,6 +1118,34 @@ mod tests {
     fn containers_run_locked_down() {
         let state = desired_state(&stack()).unwrap();
         for o in &state.services {
+            let pod = o
+                .deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap();
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            let tmp = &pod.volumes.as_ref().unwrap()[0];
+            assert!(tmp.empty_dir.is_some());
+            let mount = &container(&o.deployment).volume_mounts.as_ref().unwrap()[0];
+            assert_eq!(
+                (mount.name.as_str(), mount.mount_path.as_str()),
+                ("tmp", "/tmp")
+            );
+            let pre_stop = container(&o.deployment)
+                .lifecycle
+                .as_ref()
+                .unwrap()
+                .pre_stop
+                .as_ref()
+                .unwrap();
+            assert_eq!(
+                pre_stop.exec.as_ref().unwrap().command.as_deref().unwrap(),
+                ["/usr/local/bin/busybox", "sleep", "5"]
+            );
             let sc = container(&o.deployment).security_context.as_ref().unwrap();
             assert_eq!(sc.run_as_non_root, Some(true));
             assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -795,7 +1196,7 @@ mod tests {
     fn a_config_change_rolls_only_the_services_that_read_it() {
         let before = desired_state(&stack()).unwrap();
         let mut changed = stack();
-        changed.spec.nats.stream = "OTHER_EVENTS".into();
+        changed.spec.nats.stream = Some("OTHER_EVENTS".into());
         let after = desired_state(&changed).unwrap();
         for service in Service::ALL {
             let old = config_hash_of(&objects(&before, service).deployment);
@@ -829,6 +1230,241 @@ mod tests {
             assert_eq!(
                 a.spec.as_ref().unwrap().selector,
                 b.spec.as_ref().unwrap().selector
+            );
+        }
+    }
+
+    fn policy(state: &DesiredState, service: Service) -> &NetworkPolicySpec {
+        state
+            .network_policies
+            .iter()
+            .find(|p| p.name_any() == format!("shop-{}", service.name()))
+            .and_then(|p| p.spec.as_ref())
+            .unwrap()
+    }
+
+    /// (port, component selected or None for any destination) of each rule.
+    fn egress(spec: &NetworkPolicySpec) -> Vec<(i32, Option<String>)> {
+        let mut out = Vec::new();
+        for rule in spec.egress.as_ref().unwrap() {
+            for port in rule.ports.as_ref().unwrap() {
+                let IntOrString::Int(number) = port.port.clone().unwrap() else {
+                    panic!("numeric ports")
+                };
+                let peers = rule.to.clone().unwrap_or_default();
+                if peers.is_empty() {
+                    out.push((number, None));
+                }
+                for peer in peers {
+                    let labels = peer.pod_selector.unwrap().match_labels.unwrap();
+                    out.push((number, Some(labels["app.kubernetes.io/name"].clone())));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn network_policies_admit_callers_and_scrapers_and_let_out_only_what_is_called() {
+        let mut stack = stack();
+        stack.spec.services.order.env = vec![EnvVar {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+            value: Some("http://otel-collector.observability:4317".into()),
+            ..EnvVar::default()
+        }];
+        stack.spec.nats.url = "nats://nats.messaging:14222".into();
+        let state = desired_state(&stack).unwrap();
+        assert_eq!(state.network_policies.len(), 6);
+        for service in Service::ALL {
+            let spec = policy(&state, service);
+            assert_eq!(
+                spec.policy_types.as_deref(),
+                Some(&["Ingress".to_owned(), "Egress".to_owned()][..])
+            );
+            let ingress = spec.ingress.as_ref().unwrap();
+            // The scrapers reach the metrics port and nothing else.
+            let metrics = ingress
+                .iter()
+                .find(|r| r.from == Some(stack.spec.network_policy.metrics_from.clone()))
+                .expect("a metrics rule");
+            assert_eq!(
+                metrics.ports.as_ref().unwrap()[0].port,
+                Some(IntOrString::Int(service.metrics_port()))
+            );
+            let api_rules: Vec<_> = ingress
+                .iter()
+                .filter(|r| !std::ptr::eq(*r, metrics))
+                .collect();
+            let admitted: Vec<String> = api_rules
+                .iter()
+                .flat_map(|r| r.from.clone().unwrap_or_default())
+                .map(|p| {
+                    p.pod_selector.unwrap().match_labels.unwrap()["app.kubernetes.io/name"].clone()
+                })
+                .collect();
+            let callers: Vec<String> = Service::ALL
+                .into_iter()
+                .filter(|c| c.dials().contains(&service))
+                .map(|c| c.name().to_owned())
+                .collect();
+            assert_eq!(admitted, callers, "{} admits its callers", service.name());
+            if service == Service::Gateway {
+                assert_eq!(api_rules.len(), 1);
+                assert!(api_rules[0].from.is_none(), "the public API");
+            }
+            for rule in &api_rules {
+                assert_eq!(
+                    rule.ports.as_ref().unwrap()[0].port,
+                    Some(IntOrString::Int(service.port()))
+                );
+            }
+            let out = egress(spec);
+            assert!(out.contains(&(53, None)), "DNS for {}", service.name());
+            let called: Vec<(i32, Option<String>)> = service
+                .dials()
+                .iter()
+                .map(|c| (c.port(), Some(c.name().to_owned())))
+                .collect();
+            let mut open: Vec<i32> = out
+                .iter()
+                .filter(|(port, to)| to.is_none() && *port != 53)
+                .map(|(port, _)| *port)
+                .collect();
+            open.sort();
+            let mut expected_open = Vec::new();
+            if service.uses_database() {
+                expected_open.push(5432);
+            }
+            if service.uses_nats() {
+                expected_open.push(14222);
+            }
+            if service == Service::Order {
+                expected_open.push(4317);
+            }
+            expected_open.sort();
+            assert_eq!(
+                open,
+                expected_open,
+                "{} opens only its dependencies",
+                service.name()
+            );
+            let to_pods: Vec<_> = out.into_iter().filter(|(_, to)| to.is_some()).collect();
+            assert_eq!(
+                to_pods,
+                called,
+                "{} reaches only what it calls",
+                service.name()
+            );
+        }
+        // The gateway admits only gatewayFrom when it is set.
+        let ingress_controllers = NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            ..NetworkPolicyPeer::default()
+        };
+        stack.spec.network_policy.gateway_from = vec![ingress_controllers.clone()];
+        let state = desired_state(&stack).unwrap();
+        let gateway_api = &policy(&state, Service::Gateway).ingress.as_ref().unwrap()[0];
+        assert_eq!(gateway_api.from, Some(vec![ingress_controllers]));
+        // Off on request.
+        stack.spec.network_policy.enabled = false;
+        assert!(desired_state(&stack).unwrap().network_policies.is_empty());
+    }
+
+    #[test]
+    fn metrics_have_their_own_port_and_the_gateway_trusts_the_configured_proxies() {
+        let mut stack = stack();
+        let state = desired_state(&stack).unwrap();
+        for o in &state.services {
+            let c = container(&o.deployment);
+            let metrics = c
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|p| p.name.as_deref() == Some("metrics"))
+                .unwrap();
+            assert_eq!(metrics.container_port, o.service.metrics_port());
+            assert_eq!(
+                env(&o.deployment, "METRICS_PORT").unwrap().value,
+                Some(o.service.metrics_port().to_string())
+            );
+            assert!(env(&o.deployment, "TRUSTED_PROXIES").is_none());
+        }
+        stack.spec.trusted_proxies = vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()];
+        let state = desired_state(&stack).unwrap();
+        assert_eq!(
+            env(
+                &objects(&state, Service::Gateway).deployment,
+                "TRUSTED_PROXIES"
+            )
+            .unwrap()
+            .value
+            .as_deref(),
+            Some("10.0.0.0/8,192.168.0.0/16")
+        );
+        assert!(
+            env(
+                &objects(&state, Service::Order).deployment,
+                "TRUSTED_PROXIES"
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn event_names_are_the_stacks_own_unless_given() {
+        let shop = stack();
+        let mut other = stack();
+        other.metadata.name = Some("outlet".into());
+        let (a, b) = (event_names(&shop), event_names(&other));
+        assert_eq!(a.stream, "ORDER_EVENTS_TESTNS_SHOP");
+        assert_eq!(a.subject_prefix, "testns.shop.order");
+        assert_eq!(a.consumer_name, "order-events-testns-shop");
+        assert_ne!(a.stream, b.stream);
+        assert_ne!(a.subject_prefix, b.subject_prefix);
+        assert_ne!(a.consumer_name, b.consumer_name);
+        other.spec.nats.stream = Some("ORDERS".into());
+        assert_eq!(event_names(&other).stream, "ORDERS");
+        let data = desired_state(&shop).unwrap().config_map.data.unwrap();
+        assert_eq!(data["NATS_STREAM"], "ORDER_EVENTS_TESTNS_SHOP");
+        assert_eq!(data["NATS_CONSUMER_NAME"], "order-events-testns-shop");
+        assert!(
+            Service::Consumer
+                .config_keys()
+                .contains(&"NATS_CONSUMER_NAME")
+        );
+    }
+
+    #[test]
+    fn url_ports_are_read_or_defaulted() {
+        assert_eq!(url_port("nats://nats:4222", 1), 4222);
+        assert_eq!(url_port("nats://user:pw@nats.messaging:14222", 1), 14222);
+        assert_eq!(url_port("nats://nats", 4222), 4222);
+        assert_eq!(url_port("http://collector:4317/", 1), 4317);
+    }
+
+    #[test]
+    fn probes_give_a_migration_three_minutes_before_liveness_counts() {
+        let state = desired_state(&stack()).unwrap();
+        for o in &state.services {
+            let c = container(&o.deployment);
+            let startup = c.startup_probe.as_ref().expect("a startupProbe");
+            assert_eq!(
+                startup.http_get.as_ref().unwrap().path.as_deref(),
+                Some("/healthz")
+            );
+            assert_eq!(
+                startup.period_seconds.unwrap() * startup.failure_threshold.unwrap(),
+                180
+            );
+            let live = c.liveness_probe.as_ref().unwrap();
+            assert_eq!(
+                (
+                    live.period_seconds,
+                    live.failure_threshold,
+                    live.timeout_seconds
+                ),
+                (Some(10), Some(3), Some(3))
             );
         }
     }

@@ -170,12 +170,14 @@ async fn operate(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    Api::<EcommerceStack>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .context(
-            "the EcommerceStack CRD is not served; install it: kubectl apply -f k8s/crd.yaml",
-        )?;
+    // Where the operator may list: with WATCH_NAMESPACE its RBAC is a Role there.
+    let stacks: Api<EcommerceStack> = match &settings.watch_namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    stacks.list(&ListParams::default().limit(1)).await.context(
+        "the EcommerceStack CRD is not served; install it: kubectl apply -f k8s/crd.yaml",
+    )?;
     health.set_ready();
 
     let ctx = Context::new(client.clone(), metrics.clone());
@@ -220,11 +222,18 @@ async fn lead(
     metrics: &Metrics,
 ) -> anyhow::Result<()> {
     info!(identity = lock.identity(), lease = %election.lease_name, "waiting to lead");
+    let renew_deadline = election
+        .lease_duration
+        .saturating_sub(election.renew_interval);
     loop {
-        match lock.try_acquire_or_renew(Timestamp::now()).await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(error) => warn!(%error, "could not read or write the Lease"),
+        // A hung call must not keep a follower from ever trying again.
+        match tokio::time::timeout(renew_deadline, lock.try_acquire_or_renew(Timestamp::now()))
+            .await
+        {
+            Ok(Ok(true)) => break,
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => warn!(%error, "could not read or write the Lease"),
+            Err(_) => warn!(timeout = ?renew_deadline, "the Lease call did not answer in time"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -235,55 +244,77 @@ async fn lead(
     metrics.leader.set(1);
 
     let controller_stop = shutdown.child_token();
-    let keeper = tokio::spawn(keep_leading(
+    let mut keeper = tokio::spawn(keep_leading(
         lock.clone(),
         election.renew_interval,
-        election
-            .lease_duration
-            .saturating_sub(election.renew_interval),
+        renew_deadline,
         controller_stop.clone(),
     ));
-    controller::run(ctx, namespace, controller_stop.clone().cancelled_owned()).await;
-    controller_stop.cancel();
+    let controller = controller::run(ctx, namespace, controller_stop.clone().cancelled_owned());
+    // On shutdown the controller drains its running reconciliations; when the
+    // Lease is lost it is dropped at once, aborting them: another replica
+    // may already be reconciling the same stacks.
+    let lost = tokio::select! {
+        () = controller => {
+            controller_stop.cancel();
+            keeper.await.unwrap_or(true)
+        }
+        lost = &mut keeper => lost.unwrap_or(true),
+    };
     metrics.leader.set(0);
-    let lost = keeper.await.unwrap_or(true);
     if lost {
         bail!("lost the leader Lease; restarting as a follower");
     }
-    if let Err(error) = lock.release().await {
-        warn!(%error, "could not release the Lease; it expires by itself");
+    match tokio::time::timeout(renew_deadline, lock.release()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warn!(%error, "could not release the Lease; it expires by itself"),
+        Err(_) => warn!("releasing the Lease did not answer in time; it expires by itself"),
     }
     Ok(())
 }
 
 /// Renews the Lease every `renew_interval`. Returns true (and stops the
-/// controller) when another replica took it or no renewal succeeded within
-/// `renew_deadline`; false when stopped.
+/// controller) when another replica took it or leadership can no longer be
+/// proven: no renewal succeeded within `renew_deadline` of the last one sent.
+/// Every call is bounded by that deadline, so a hung API call cannot keep an
+/// old leader reconciling after its Lease expired. False when stopped.
 pub async fn keep_leading(
     lock: Arc<LeaseLock>,
     renew_interval: Duration,
     renew_deadline: Duration,
     stop: CancellationToken,
 ) -> bool {
-    let mut last_renewal = Instant::now();
+    // The Lease's renewTime is taken before the call is sent: count from there.
+    let mut held_since = Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return false,
             _ = tokio::time::sleep(renew_interval) => {}
         }
-        match lock.try_acquire_or_renew(Timestamp::now()).await {
-            Ok(true) => last_renewal = Instant::now(),
-            Ok(false) => {
+        let sent = Instant::now();
+        let remaining = (held_since + renew_deadline).saturating_duration_since(sent);
+        let renewal = tokio::select! {
+            _ = stop.cancelled() => return false,
+            renewal = tokio::time::timeout(remaining, lock.try_acquire_or_renew(Timestamp::now())) => renewal,
+        };
+        match renewal {
+            Ok(Ok(true)) => held_since = sent,
+            Ok(Ok(false)) => {
                 warn!("another replica holds the Lease");
                 stop.cancel();
                 return true;
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 warn!(%error, "could not renew the Lease");
-                if last_renewal.elapsed() >= renew_deadline {
+                if held_since.elapsed() >= renew_deadline {
                     stop.cancel();
                     return true;
                 }
+            }
+            Err(_) => {
+                warn!(deadline = ?renew_deadline, "no Lease renewal answered within the renew deadline");
+                stop.cancel();
+                return true;
             }
         }
     }
@@ -520,8 +551,8 @@ mod tests {
                         &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
                     );
                     lists.push((path, query));
-                    if lists.len() == 4 {
-                        // SIGTERM once all four watches are set up.
+                    if lists.len() == 6 {
+                        // SIGTERM once all six watches are set up.
                         stop_tx.take().unwrap().send(()).unwrap();
                     }
                 }
@@ -548,6 +579,8 @@ mod tests {
             "/apis/apps/v1/deployments",
             "/api/v1/services",
             "/api/v1/configmaps",
+            "/apis/networking.k8s.io/v1/networkpolicies",
+            "/apis/autoscaling/v2/horizontalpodautoscalers",
         ] {
             let (_, query) = lists
                 .iter()
@@ -562,6 +595,95 @@ mod tests {
             lists
                 .iter()
                 .any(|(path, _)| path == "/apis/ecommerce.example.com/v1alpha1/ecommercestacks")
+        );
+    }
+
+    #[tokio::test]
+    async fn with_a_watched_namespace_the_operator_lists_stacks_there_only() {
+        // Its RBAC is then a Role in that namespace: a cluster-wide list
+        // would be forbidden and stop the operator at start.
+        let (client, mut server) = mock_client();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server
+                .expect(
+                    Method::GET,
+                    "/apis/ecommerce.example.com/v1alpha1/namespaces/shop/ecommercestacks",
+                )
+                .await;
+            respond_error(send, 404, "NotFound");
+        });
+        let mut settings = follower_settings();
+        settings.watch_namespace = Some("shop".into());
+        run_with_client(client, settings, std::future::pending())
+            .await
+            .unwrap_err();
+        timeout_after_1s(scenario).await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_lease_stops_reconciling_at_once_even_mid_reconcile() {
+        const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/testns/leases/operator-leader";
+        const STACKS: &str = "/apis/ecommerce.example.com/v1alpha1/ecommercestacks";
+        let (client, mut server) = mock_client();
+        let stack = crate::EcommerceStack::test().finalized();
+        let scenario = tokio::spawn(async move {
+            let (_, send, _) = server.expect(Method::GET, STACKS).await;
+            respond_json(
+                send,
+                &json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
+            );
+            let (_, send, _) = server.expect(Method::GET, LEASE).await;
+            respond_error(send, 404, "NotFound");
+            let (created, send, _) = server
+                .expect(
+                    Method::POST,
+                    "/apis/coordination.k8s.io/v1/namespaces/testns/leases",
+                )
+                .await;
+            respond_json(send, &created);
+            // Leading: the stack is listed and its reconcile starts, then
+            // hangs on its first call; meanwhile another replica takes the
+            // Lease.
+            let mut held = Vec::new();
+            loop {
+                let (request, send) = server.next_request().await.expect("a request");
+                let path = request.uri().path().to_owned();
+                let query = request.uri().query().unwrap_or("").to_owned();
+                if path == LEASE {
+                    respond_json(send, &held_by(Some("replica-b")));
+                    break;
+                } else if query.contains("watch=true") || path.contains("/secrets/") {
+                    held.push(send); // a quiet watch; the reconcile's hung call
+                } else if path == STACKS {
+                    respond_json(
+                        send,
+                        &json!({"apiVersion": "ecommerce.example.com/v1alpha1", "kind": "EcommerceStackList",
+                                "metadata": {"resourceVersion": "1"}, "items": [stack]}),
+                    );
+                } else {
+                    respond_json(
+                        send,
+                        &json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
+                    );
+                }
+            }
+            held
+        });
+        let mut settings = follower_settings();
+        settings.leader_election.as_mut().unwrap().renew_interval = Duration::from_millis(200);
+        let operator = tokio::spawn(run_with_client(client, settings, std::future::pending()));
+        let _held = tokio::time::timeout(Duration::from_secs(5), scenario)
+            .await
+            .expect("the scenario finished")
+            .expect("the scenario passed");
+        let error = tokio::time::timeout(Duration::from_secs(1), operator)
+            .await
+            .expect("the operator stopped without waiting for the hung reconcile")
+            .unwrap()
+            .expect_err("lost leadership is an error: the process restarts as a follower");
+        assert!(
+            format!("{error:#}").contains("lost the leader Lease"),
+            "{error:#}"
         );
     }
 }

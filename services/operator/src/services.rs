@@ -18,6 +18,8 @@ pub enum SecretSetting {
     DbPassword,
     JwtSecret,
     AdminPassword,
+    /// The token every internal gRPC call carries; every service reads it.
+    InternalAuthToken,
 }
 
 impl SecretSetting {
@@ -26,6 +28,7 @@ impl SecretSetting {
             SecretSetting::DbPassword => "DB_PASSWORD",
             SecretSetting::JwtSecret => "JWT_SECRET",
             SecretSetting::AdminPassword => "ADMIN_PASSWORD",
+            SecretSetting::InternalAuthToken => "INTERNAL_AUTH_TOKEN",
         }
     }
 }
@@ -57,7 +60,7 @@ impl Service {
     }
 
     /// The port it listens on: gRPC (or HTTP for the gateway), with
-    /// `/healthz`, `/readyz` and `/metrics` on the same port.
+    /// `/healthz` and `/readyz` on the same port.
     pub fn port(self) -> i32 {
         match self {
             Service::Gateway => 8080,
@@ -66,6 +69,19 @@ impl Service {
             Service::User => 50053,
             Service::Producer => 50054,
             Service::Consumer => 50055,
+        }
+    }
+
+    /// The port of `/metrics` (`METRICS_PORT`), apart from the API so that
+    /// a NetworkPolicy can admit the scraper to it alone.
+    pub fn metrics_port(self) -> i32 {
+        match self {
+            Service::Gateway => 9080,
+            Service::Inventory => 9051,
+            Service::Order => 9052,
+            Service::User => 9053,
+            Service::Producer => 9054,
+            Service::Consumer => 9055,
         }
     }
 
@@ -107,7 +123,11 @@ impl Service {
         keys.extend(self.dials().iter().map(|s| s.addr_env()));
         match self {
             Service::Inventory | Service::Order | Service::User => keys.extend(DB),
-            Service::Producer | Service::Consumer => keys.extend(NATS),
+            Service::Producer => keys.extend(NATS),
+            Service::Consumer => {
+                keys.extend(NATS);
+                keys.push("NATS_CONSUMER_NAME");
+            }
             Service::Gateway => {}
         }
         keys
@@ -115,12 +135,23 @@ impl Service {
 
     /// Secrets it reads (each from a Secret key named in the spec).
     pub fn secrets(self) -> &'static [SecretSetting] {
+        use SecretSetting::*;
         match self {
-            Service::Gateway => &[SecretSetting::JwtSecret],
-            Service::Inventory | Service::Order => &[SecretSetting::DbPassword],
-            Service::User => &[SecretSetting::DbPassword, SecretSetting::AdminPassword],
-            Service::Producer | Service::Consumer => &[],
+            Service::Gateway => &[JwtSecret, InternalAuthToken],
+            Service::Inventory | Service::Order => &[DbPassword, InternalAuthToken],
+            Service::User => &[DbPassword, AdminPassword, InternalAuthToken],
+            Service::Producer | Service::Consumer => &[InternalAuthToken],
         }
+    }
+
+    /// Whether it talks to PostgreSQL.
+    pub fn uses_database(self) -> bool {
+        matches!(self, Service::Inventory | Service::Order | Service::User)
+    }
+
+    /// Whether it talks to NATS.
+    pub fn uses_nats(self) -> bool {
+        matches!(self, Service::Producer | Service::Consumer)
     }
 }
 

@@ -3,6 +3,7 @@
 //! `Degraded` conditions and the version rolled out.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
@@ -44,6 +45,8 @@ pub fn service_status(service: Service, deployment: &Deployment) -> ServiceStatu
         ready_replicas,
         updated_replicas,
         ready,
+        // Known from the desired state, not the Deployment: set by the reconciler.
+        autoscaled: false,
     }
 }
 
@@ -210,6 +213,89 @@ pub fn failed_status(stack: &EcommerceStack, error: &str, now: Timestamp) -> Eco
         now,
     );
     status
+}
+
+/// The status of a stack the operator will not apply as it is (a Secret
+/// missing, event names another stack uses): `Degraded` and not `Ready`,
+/// with `reason` and what to change. Nothing was applied, so
+/// `observedGeneration` stays where it was.
+pub fn refused_status(
+    stack: &EcommerceStack,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> EcommerceStackStatus {
+    let mut status = failed_status(stack, message, now);
+    let generation = stack.metadata.generation;
+    for (type_, value) in [(DEGRADED, true), (READY, false)] {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            value,
+            reason,
+            message.to_owned(),
+            generation,
+            now,
+        );
+    }
+    status
+}
+
+/// Pods of the stack that cannot run, as `pod/container: reason: message`:
+/// a missing Secret or key (CreateContainerConfigError), an image that
+/// cannot be pulled, a crash loop. These never fail the Deployment until its
+/// progress deadline, so they are read from the pods.
+pub fn pod_failures(pods: &[Pod]) -> Vec<String> {
+    const FAILING: [&str; 6] = [
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+    ];
+    let mut failures = Vec::new();
+    for pod in pods {
+        let statuses = pod.status.iter().flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        });
+        for container in statuses {
+            let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            if FAILING.contains(&reason) {
+                failures.push(format!(
+                    "{}/{}: {reason}: {}",
+                    pod.name_any(),
+                    container.name,
+                    waiting.message.as_deref().unwrap_or("no message")
+                ));
+            }
+        }
+    }
+    failures
+}
+
+/// Marks the stack Degraded for failing pods (the rest of `status` stands).
+pub fn set_pod_failures(
+    status: &mut EcommerceStackStatus,
+    failures: &[String],
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    set_condition(
+        &mut status.conditions,
+        DEGRADED,
+        true,
+        "PodsFailing",
+        failures.join("; "),
+        generation,
+        now,
+    );
 }
 
 /// The condition of a type, if set.

@@ -129,6 +129,14 @@ fn the_schema_rejects_what_the_operator_could_not_use() {
         "imagePullPolicy is one of three"
     );
 
+    // The allowed values, as `kubectl explain` and error messages list them.
+    let schema = stack_schema();
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["imagePullPolicy"]["enum"],
+        serde_json::json!(["Always", "IfNotPresent", "Never"]),
+        "no null among the allowed values"
+    );
+
     let mut bad_env = sample();
     bad_env["spec"]["appEnv"] = Value::from("staging");
     assert!(
@@ -158,19 +166,20 @@ fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool
 }
 
 /// The API calls the operator makes (controller.rs, leader.rs, kube's
-/// finalizer helper and event recorder) are all granted, and nothing that
-/// would let it read Secrets or delete anything.
-fn assert_rbac_covers_the_operator(cluster: &[PolicyRule], leases: &[PolicyRule]) {
+/// finalizer helper and event recorder) are all granted, and nothing more:
+/// Secrets are read one by one and created, never listed, watched or
+/// changed; the only deletion is of an autoscaler switched off.
+fn assert_rbac_covers_the_operator(stacks: &[PolicyRule], leases: &[PolicyRule]) {
     let group = "ecommerce.example.com";
     for verb in ["get", "list", "watch", "patch"] {
         assert!(
-            allows(cluster, group, "ecommercestacks", verb),
+            allows(stacks, group, "ecommercestacks", verb),
             "ecommercestacks {verb}"
         );
     }
-    assert!(allows(cluster, group, "ecommercestacks/status", "patch"));
+    assert!(allows(stacks, group, "ecommercestacks/status", "patch"));
     assert!(allows(
-        cluster,
+        stacks,
         group,
         "ecommercestacks/finalizers",
         "update"
@@ -179,30 +188,47 @@ fn assert_rbac_covers_the_operator(cluster: &[PolicyRule], leases: &[PolicyRule]
         ("apps", "deployments"),
         ("", "services"),
         ("", "configmaps"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("autoscaling", "horizontalpodautoscalers"),
     ] {
         for verb in ["get", "list", "watch", "create", "patch"] {
-            assert!(allows(cluster, g, resource, verb), "{resource} {verb}");
+            assert!(allows(stacks, g, resource, verb), "{resource} {verb}");
         }
     }
-    assert!(allows(cluster, "events.k8s.io", "events", "create"));
-    assert!(allows(cluster, "events.k8s.io", "events", "patch"));
+    assert!(allows(
+        stacks,
+        "autoscaling",
+        "horizontalpodautoscalers",
+        "delete"
+    ));
+    assert!(allows(stacks, "", "pods", "list"));
+    assert!(allows(stacks, "", "secrets", "get"));
+    assert!(allows(stacks, "", "secrets", "create"));
+    for verb in ["list", "watch", "update", "patch", "delete"] {
+        assert!(!allows(stacks, "", "secrets", verb), "secrets {verb}");
+    }
+    assert!(allows(stacks, "events.k8s.io", "events", "create"));
+    assert!(allows(stacks, "events.k8s.io", "events", "patch"));
     for verb in ["get", "create", "update"] {
         assert!(
             allows(leases, "coordination.k8s.io", "leases", verb),
             "leases {verb}"
         );
     }
-    assert!(
-        !allows(cluster, "", "secrets", "get"),
-        "never reads Secrets"
-    );
-    for rule in cluster.iter().chain(leases) {
+    for rule in stacks.iter().chain(leases) {
         assert!(
             !rule
                 .verbs
                 .iter()
-                .any(|v| v == "*" || v == "delete" || v == "deletecollection"),
+                .any(|v| v == "*" || v == "deletecollection"),
             "least privilege: {rule:?}"
+        );
+        let deletes = rule.verbs.iter().any(|v| v == "delete");
+        let only_autoscalers =
+            rule.resources.as_deref() == Some(&["horizontalpodautoscalers".to_owned()][..]);
+        assert!(
+            !deletes || only_autoscalers,
+            "deletes only autoscalers: {rule:?}"
         );
     }
 }
@@ -213,44 +239,36 @@ fn install_rbac_grants_exactly_what_the_operator_calls() {
     assert_rbac_covers_the_operator(&rules(path, "ClusterRole"), &rules(path, "Role"));
 }
 
-/// The chart's RBAC template with every `{{ .. }}` action replaced by a plain
-/// word and lines holding nothing else dropped: enough to read its rules.
-fn chart_rbac_documents() -> Vec<Value> {
-    let template = read("charts/ecommerce-operator/templates/rbac.yaml");
-    let mut plain = String::new();
-    for line in template.lines() {
-        let mut out = String::new();
-        let mut rest = line;
-        let mut had_action = false;
-        while let Some(start) = rest.find("{{") {
-            let end = rest[start..].find("}}").expect("closed action") + start + 2;
-            out.push_str(&rest[..start]);
-            out.push_str("templated");
-            rest = &rest[end..];
-            had_action = true;
-        }
-        out.push_str(rest);
-        if !(had_action && out.trim() == "templated") {
-            plain.push_str(&out);
-            plain.push('\n');
-        }
-    }
-    serde_yaml::Deserializer::from_str(&plain)
-        .map(|doc| Value::deserialize(doc).expect("the chart's RBAC reads as YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 #[test]
-fn chart_rbac_grants_what_the_operator_calls() {
-    let docs = chart_rbac_documents();
-    let rules_of = |kind: &str| -> Vec<PolicyRule> {
+fn the_single_namespace_install_grants_the_same_in_that_namespace_only() {
+    let path = "k8s/operator/single-namespace/rbac.yaml";
+    let docs = documents(path);
+    assert!(
         docs.iter()
-            .filter(|d| d["kind"] == kind)
-            .flat_map(|d| serde_json::from_value::<Vec<PolicyRule>>(d["rules"].clone()).unwrap())
-            .collect()
-    };
-    assert_rbac_covers_the_operator(&rules_of("ClusterRole"), &rules_of("Role"));
+            .all(|d| d["kind"] != "ClusterRole" && d["kind"] != "ClusterRoleBinding"),
+        "no cluster-wide grant"
+    );
+    let stack_role: Vec<PolicyRule> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "shop")
+        .flat_map(|d| serde_json::from_value::<Vec<PolicyRule>>(d["rules"].clone()).unwrap())
+        .collect();
+    assert_eq!(
+        stack_role,
+        rules("k8s/operator/10-rbac.yaml", "ClusterRole")
+    );
+    let lease_role: Vec<PolicyRule> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["namespace"] == "ecommerce-operator")
+        .flat_map(|d| serde_json::from_value::<Vec<PolicyRule>>(d["rules"].clone()).unwrap())
+        .collect();
+    assert_rbac_covers_the_operator(&stack_role, &lease_role);
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "RoleBinding" && d["metadata"]["namespace"] == "shop")
+        .expect("a RoleBinding in shop");
+    assert_eq!(binding["subjects"][0]["name"], "ecommerce-operator");
+    assert_eq!(binding["subjects"][0]["namespace"], "ecommerce-operator");
 }
 
 #[test]
