@@ -25,8 +25,7 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
 async fn every_service_is_healthy_serves_metrics_and_stops_cleanly_on_sigterm() {
     let mut stack = Stack::start(StackOptions::default()).await;
     for service in GRPC_SERVICES {
-        let addr = stack.addr(service).to_owned();
-        let (status, body) = http_get(&addr, "/metrics").await;
+        let (status, body) = http_get(stack.metrics_addr(service), "/metrics").await;
         assert_eq!(status, 200, "{service} /metrics");
         assert!(
             body.contains("# EOF"),
@@ -216,7 +215,7 @@ async fn readiness_follows_postgresql_and_nats_while_liveness_stays_up() {
                 .is_some_and(|why| why != "ok"),
             "{service}: {body}"
         );
-        let (_, metrics) = http_get(stack.addr(service), "/metrics").await;
+        let (_, metrics) = http_get(stack.metrics_addr(service), "/metrics").await;
         assert!(
             metrics.contains(r#"ecommerce_readiness_check{check="database"} 0"#),
             "{service} exports the failed check:\n{metrics}"

@@ -121,7 +121,7 @@ async fn every_service_exports_requests_latencies_errors_backlog_and_lag() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let metrics = |service: &'static str| {
-        let addr = stack.addr(service).to_owned();
+        let addr = stack.metrics_addr(service).to_owned();
         async move { http_get(&addr, "/metrics").await.unwrap() }
     };
 

@@ -140,7 +140,7 @@ async fn concurrent_orders_never_oversell() {
     let db = OrderDb::connect(&stack).await;
     let product = shop.create_product("last items", 15, "5.00").await;
     // A second Consumer replica on the same durable: they share the work.
-    let (_second, second_addr) = stack.start_replica("consumer", WAIT).await;
+    let (second, _second_addr) = stack.start_replica("consumer", WAIT).await;
 
     let mut placing = JoinSet::new();
     for _ in 0..40 {
@@ -182,7 +182,7 @@ async fn concurrent_orders_never_oversell() {
     // Every accepted order's event was handled by one of the replicas.
     let processed = "ecommerce_consumer_events_processed_total{event=\"order.created\"";
     let by_first = service_metric(&stack, "consumer", processed).await;
-    let text = testkit::flow::http_get(&second_addr, "/metrics")
+    let text = testkit::flow::http_get(&second.metrics_addr, "/metrics")
         .await
         .unwrap();
     let by_second = metric_value(&text, processed);
@@ -552,7 +552,7 @@ async fn while_inventory_is_down_events_are_retried_not_dead_lettered() {
 
     // Every event is tried, fails transiently, and is tried again.
     eventually(WAIT, "the events to be retried", || async {
-        let text = testkit::flow::http_get(stack.addr("consumer"), "/metrics")
+        let text = testkit::flow::http_get(stack.metrics_addr("consumer"), "/metrics")
             .await
             .ok()?;
         (metric_value(

@@ -68,6 +68,18 @@ where
             }
         };
         crate::fault::announce();
+        if command == Command::Serve {
+            match crate::metrics::bind(service).await {
+                Ok(listener) => {
+                    tokio::spawn(crate::metrics::serve(listener));
+                }
+                Err(e) => {
+                    tracing::error!("{service} failed: {e:#}");
+                    eprintln!("{service}: {e:#}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         let result = run(command).await;
         drop(telemetry);
         match result {

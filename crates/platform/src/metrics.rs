@@ -1,5 +1,7 @@
 //! Prometheus metrics: one registry per process, served as text at
-//! `GET /metrics` on the service's own port (HTTP/1.1 beside gRPC).
+//! `GET /metrics` on a port of their own (`METRICS_PORT`), so that a network
+//! policy can admit the scraper to the metrics and nothing else, and the
+//! gateway's public port does not publish them.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -28,23 +30,56 @@ pub fn render() -> String {
     out
 }
 
-/// `GET /metrics` and `GET /healthz` (liveness) as an axum router, merged
-/// into every gRPC server by [`crate::grpc::serve`].
-pub fn http_routes() -> axum::Router {
+/// The metrics port of each service when `METRICS_PORT` is not set: its
+/// service port's last two digits after 90 (the gateway's 8080: 9080).
+pub fn default_port(service: &str) -> u16 {
+    match service {
+        "gateway" => 9080,
+        "inventory" => 9051,
+        "order" => 9052,
+        "user" => 9053,
+        "producer" => 9054,
+        "consumer" => 9055,
+        _ => 9090,
+    }
+}
+
+/// `GET /metrics` as an axum router.
+pub fn router() -> axum::Router {
     use axum::http::header::CONTENT_TYPE;
     use axum::routing::get;
-    axum::Router::new()
-        .route(
-            "/metrics",
-            get(|| async {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    render(),
-                )
-            }),
-        )
-        .route("/healthz", get(|| async { "ok" }))
+    axum::Router::new().route(
+        "/metrics",
+        get(|| async {
+            (
+                [(
+                    CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                render(),
+            )
+        }),
+    )
+}
+
+/// `GET /healthz` (liveness) as an axum router, merged into every gRPC
+/// server by [`crate::grpc::serve`].
+pub fn http_routes() -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new().route("/healthz", get(|| async { "ok" }))
+}
+
+/// Binds `0.0.0.0:METRICS_PORT` (default [`default_port`]).
+pub async fn bind(service: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let port: u16 = crate::config::parse_or("METRICS_PORT", default_port(service))?;
+    tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on METRICS_PORT {port}: {e}"))
+}
+
+/// Serves [`router`] on `listener` for as long as the process runs.
+pub async fn serve(listener: tokio::net::TcpListener) {
+    if let Err(e) = axum::serve(listener, router()).await {
+        tracing::error!(error = %e, "the metrics server stopped");
+    }
 }

@@ -372,7 +372,7 @@ pub fn metric_value(text: &str, prefix: &str) -> f64 {
 
 /// The current value of a metric of a stack's service (see [`metric_value`]).
 pub async fn service_metric(stack: &Stack, service: &str, prefix: &str) -> f64 {
-    let text = http_get(stack.addr(service), "/metrics")
+    let text = http_get(stack.metrics_addr(service), "/metrics")
         .await
         .unwrap_or_default();
     metric_value(&text, prefix)

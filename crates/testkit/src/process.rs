@@ -55,6 +55,8 @@ pub struct ServiceProcess {
     args: Vec<String>,
     env: Vec<(String, String)>,
     log_path: PathBuf,
+    /// Where its `GET /metrics` answers (`METRICS_PORT`).
+    pub metrics_addr: String,
     _dir: tempfile::TempDir,
 }
 
@@ -66,7 +68,20 @@ impl ServiceProcess {
         Self::spawn_with_args(bin, &[], env)
     }
 
-    pub fn spawn_with_args(bin: &str, args: &[&str], env: Vec<(String, String)>) -> ServiceProcess {
+    pub fn spawn_with_args(
+        bin: &str,
+        args: &[&str],
+        mut env: Vec<(String, String)>,
+    ) -> ServiceProcess {
+        // Each process's metrics on a port of its own (kept across restarts).
+        let metrics_port = match env.iter().find(|(k, _)| k == "METRICS_PORT") {
+            Some((_, port)) => port.parse().expect("METRICS_PORT is a port"),
+            None => {
+                let port = free_port();
+                env.push(("METRICS_PORT".into(), port.to_string()));
+                port
+            }
+        };
         let dir = tempfile::tempdir().expect("temp dir");
         let log_path = dir.path().join(format!("{bin}.log"));
         let mut process = ServiceProcess {
@@ -76,6 +91,7 @@ impl ServiceProcess {
             args: args.iter().map(|a| a.to_string()).collect(),
             env,
             log_path,
+            metrics_addr: format!("127.0.0.1:{metrics_port}"),
             _dir: dir,
         };
         process.start();

@@ -183,6 +183,11 @@ impl Stack {
             .unwrap_or_else(|| panic!("{service} is not part of this stack"))
     }
 
+    /// Where `service`'s `GET /metrics` answers.
+    pub fn metrics_addr(&self, service: &str) -> &str {
+        &self.processes[service].metrics_addr
+    }
+
     pub fn addr(&self, service: &str) -> &str {
         &self.addrs[service]
     }

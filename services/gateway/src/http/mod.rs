@@ -106,7 +106,7 @@ impl ApiDocument {
         (name = "products", description = "The catalogue: anyone reads, admins write"),
         (name = "orders", description = "Orders: customers see only their own"),
         (name = "users", description = "Registration, login and profiles"),
-        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "operations", description = "Health, readiness and this document"),
     )
 )]
 struct ApiDoc;
@@ -149,7 +149,6 @@ fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
         .service(ops::healthz)
         .service(ops::readyz)
         .service(ops::downstreams_ready)
-        .service(ops::metrics)
         .service(ops::openapi_json);
 }
 

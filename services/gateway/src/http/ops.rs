@@ -1,4 +1,5 @@
-//! Operations: liveness, readiness, metrics and the OpenAPI document.
+//! Operations: liveness, readiness and the OpenAPI document (metrics are
+//! served on `METRICS_PORT`, not on the public port).
 
 use std::collections::BTreeMap;
 
@@ -100,17 +101,6 @@ pub async fn downstreams_ready(state: web::Data<AppState>) -> Result<web::Json<H
         status: "ready",
         services,
     }))
-}
-
-#[utoipa::path(
-    tag = "operations",
-    responses((status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String, content_type = "application/openmetrics-text"))
-)]
-#[get("/metrics")]
-pub async fn metrics() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(platform::metrics::render())
 }
 
 #[utoipa::path(

@@ -103,7 +103,7 @@ async fn migrate_then_serve_with_health_and_metrics_and_exit_0_on_sigterm() {
         3
     );
 
-    let (mut process, addr, client) = fixture.spawn(&[]).await;
+    let (mut process, _, client) = fixture.spawn(&[]).await;
     let product = fixture.inventory.add("12.34", 5);
     let order = create(&client, &customer(), &product).await.unwrap();
     assert_eq!(order.total, "12.34");
@@ -112,7 +112,7 @@ async fn migrate_then_serve_with_health_and_metrics_and_exit_0_on_sigterm() {
     })
     .await;
 
-    let metrics = http_get(&addr, "/metrics").await;
+    let metrics = http_get(&process.metrics_addr, "/metrics").await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     for name in [
         "ecommerce_order_outbox_backlog",
@@ -153,8 +153,8 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
     // A slow Producer keeps each relay's batch locked for a while.
     fixture.producer.delay_ms.store(5, Ordering::SeqCst);
     let batch = [("OUTBOX_BATCH_SIZE", "5")];
-    let (mut first, first_addr, first_client) = fixture.spawn(&batch).await;
-    let (mut second, second_addr, second_client) = fixture.spawn(&batch).await;
+    let (mut first, _, first_client) = fixture.spawn(&batch).await;
+    let (mut second, _, second_client) = fixture.spawn(&batch).await;
     let product = fixture.inventory.add("1.00", 10_000);
     let caller = customer();
     let mut orders = Vec::new();
@@ -196,8 +196,8 @@ async fn two_relays_on_one_database_deliver_each_record_exactly_once() {
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(0)
     };
-    let by_first = relayed(http_get(&first_addr, "/metrics").await);
-    let by_second = relayed(http_get(&second_addr, "/metrics").await);
+    let by_first = relayed(http_get(&first.metrics_addr, "/metrics").await);
+    let by_second = relayed(http_get(&second.metrics_addr, "/metrics").await);
     assert_eq!(by_first + by_second, orders.len());
     assert!(
         by_first > 0 && by_second > 0,
