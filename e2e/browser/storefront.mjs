@@ -141,6 +141,19 @@ async function emptyCart(page) {
   await page.evaluate(() => localStorage.removeItem("storefront.cart"));
 }
 
+/** Opens the product's page until it shows `text` (the stock settles asynchronously). */
+async function stockShown(page, productId, text) {
+  const deadline = Date.now() + TIMEOUT_MS;
+  await page.goto(`${BASE}/#/products/${productId}`);
+  await page.locator("#stock").waitFor();
+  while (!(await page.locator("#stock", { hasText: text }).isVisible())) {
+    check(Date.now() < deadline, `product ${productId} never showed ${text}`);
+    await page.waitForTimeout(250);
+    await page.reload();
+    await page.locator("#stock").waitFor();
+  }
+}
+
 async function orderStatus(page, text) {
   await page.locator("#order-status", { hasText: text }).waitFor({ timeout: TIMEOUT_MS });
 }
@@ -292,10 +305,9 @@ try {
     check((await stockOf(rust.id)) === 8 && (await stockOf(zero.id)) === 8, "the order took the stock");
     await page.getByRole("button", { name: "Cancel order" }).click();
     await orderStatus(page, "Cancelled");
-    await page.goto(`${BASE}/#/products/${rust.id}`);
-    await page.locator("#stock", { hasText: "10 in stock" }).waitFor();
-    await page.goto(`${BASE}/#/products/${zero.id}`);
-    await page.locator("#stock", { hasText: "10 in stock" }).waitFor();
+    // The stock comes back when the cancellation event is applied, a moment later.
+    await stockShown(page, rust.id, "10 in stock");
+    await stockShown(page, zero.id, "10 in stock");
   });
 
   await step("an order for more than the stock is refused with the reason", async () => {
