@@ -108,8 +108,12 @@ async function shot(page, name) {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`) });
 }
 
+/** Waits for the page titled `text`, and checks it shows no leaked JavaScript values. */
 async function heading(page, text) {
   await page.getByRole("heading", { level: 1, name: text }).waitFor({ timeout: TIMEOUT_MS });
+  const shown = await page.locator("body").innerText();
+  const leaked = /\b(undefined|null|NaN|false|true)\b|\[object \w+\]/.exec(shown);
+  check(!leaked, `page "${text}" shows ${leaked?.[0]}: ${shown}`);
 }
 
 async function notice(page, pattern) {

@@ -94,7 +94,8 @@ export async function call(name, { params = {}, query = {}, body, headers = {}, 
   const token = tokenSource();
   if (token) sent.Authorization = `Bearer ${token}`;
 
-  const url = fillPath(declared.path, params) + (search.size ? `?${search}` : "");
+  const queryString = search.toString();
+  const url = fillPath(declared.path, params) + (queryString ? `?${queryString}` : "");
   let response;
   try {
     response = await fetch(url, {

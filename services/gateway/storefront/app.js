@@ -53,10 +53,7 @@ function updateNav() {
   for (const el of document.querySelectorAll("[data-signed-out]")) el.hidden = signedIn;
   for (const el of document.querySelectorAll("[data-admin]")) el.hidden = !(signedIn && user?.role === "admin");
   document.getElementById("who").textContent = signedIn ? `(${user.username})` : "";
-  const count = cart.count();
-  const badge = document.getElementById("cart-count");
-  badge.textContent = String(count);
-  badge.setAttribute("aria-label", `${count} item${count === 1 ? "" : "s"}`);
+  document.getElementById("cart-count").textContent = String(cart.count());
 }
 
 function markCurrent(path) {

@@ -22,7 +22,8 @@ export function h(tag, attrs = {}, ...children) {
 export function render(title, ...children) {
   const main = document.getElementById("main");
   const heading = h("h1", { tabindex: "-1" }, title);
-  main.replaceChildren(heading, ...children);
+  // Like h(), leaves out the parts a view switched off (`cond && part`).
+  main.replaceChildren(heading, ...children.filter((child) => child !== null && child !== undefined && child !== false));
   document.title = `${title} · Shop`;
   heading.focus();
 }

@@ -180,7 +180,7 @@ mod tests {
 
     use super::*;
 
-    fn header<'a>(response: &'a HttpResponse, name: header::HeaderName) -> &'a str {
+    fn header(response: &HttpResponse, name: header::HeaderName) -> &str {
         response.headers().get(name).unwrap().to_str().unwrap()
     }
 
