@@ -456,6 +456,7 @@ try {
     await phone.goto(`${BASE}/#/cart`);
     await heading(phone, "Your cart");
     await noHorizontalScroll(phone, "the cart");
+    await shot(phone, "phone-cart");
     await login(phone, customer);
     await phone.goto(`${BASE}/#/orders/${shippedOrderId}`);
     await orderStatus(phone, "Delivered");

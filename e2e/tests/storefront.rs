@@ -240,7 +240,14 @@ async fn a_customer_and_an_admin_use_the_storefront_in_chromium() {
     assert!(output.status.success(), "the browser run failed:\n{log}");
     println!("{}", String::from_utf8_lossy(&output.stdout));
 
-    for name in ["catalogue", "product", "cart", "order-confirmed", "admin"] {
+    for name in [
+        "catalogue",
+        "product",
+        "cart",
+        "order-confirmed",
+        "admin",
+        "phone-cart",
+    ] {
         let shot = screenshots.join(format!("{name}.png"));
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         assert!(size > 1000, "screenshot {} ({size} bytes)", shot.display());
