@@ -134,8 +134,10 @@ async function tokenOf(page) {
   return page.evaluate(() => JSON.parse(sessionStorage.getItem("storefront.session")).token);
 }
 
-async function addToCart(page, productId, quantity) {
-  await page.goto(`${BASE}/#/products/${productId}`);
+async function addToCart(page, product, quantity) {
+  await page.goto(`${BASE}/#/products/${product.id}`);
+  // The previous page may be another product's, with its own Quantity field.
+  await heading(page, product.name);
   await page.getByLabel("Quantity").fill(String(quantity));
   await page.getByRole("button", { name: "Add to cart" }).click();
   await notice(page, /^Added /);
@@ -146,15 +148,15 @@ async function emptyCart(page) {
 }
 
 /** Opens the product's page until it shows `text` (the stock settles asynchronously). */
-async function stockShown(page, productId, text) {
+async function stockShown(page, product, text) {
   const deadline = Date.now() + TIMEOUT_MS;
-  await page.goto(`${BASE}/#/products/${productId}`);
-  await page.locator("#stock").waitFor();
+  await page.goto(`${BASE}/#/products/${product.id}`);
+  await heading(page, product.name);
   while (!(await page.locator("#stock", { hasText: text }).isVisible())) {
-    check(Date.now() < deadline, `product ${productId} never showed ${text}`);
+    check(Date.now() < deadline, `${product.name} never showed ${text}`);
     await page.waitForTimeout(250);
     await page.reload();
-    await page.locator("#stock").waitFor();
+    await heading(page, product.name);
   }
 }
 
@@ -272,6 +274,7 @@ try {
 
   await step("browse a category, add, change and remove cart lines, kept across a reload", async () => {
     await page.goto(`${BASE}/#/`);
+    await heading(page, "Products");
     await page.getByLabel("Category").fill("Books");
     await page.getByRole("button", { name: "Filter" }).click();
     await page.locator(".summary", { hasText: "2 products in “Books”" }).waitFor();
@@ -282,8 +285,8 @@ try {
     await page.getByLabel("Quantity").fill("2");
     await page.getByRole("button", { name: "Add to cart" }).click();
     await notice(page, "Added 2 × Rust in Action");
-    await addToCart(page, zero.id, 1);
-    await addToCart(page, can.id, 1);
+    await addToCart(page, zero, 1);
+    await addToCart(page, can, 1);
     await page.getByRole("link", { name: /^Cart/ }).click();
     await heading(page, "Your cart");
     await page.getByLabel("Quantity of Zero to Production").fill("2");
@@ -310,12 +313,12 @@ try {
     await page.getByRole("button", { name: "Cancel order" }).click();
     await orderStatus(page, "Cancelled");
     // The stock comes back when the cancellation event is applied, a moment later.
-    await stockShown(page, rust.id, "10 in stock");
-    await stockShown(page, zero.id, "10 in stock");
+    await stockShown(page, rust, "10 in stock");
+    await stockShown(page, zero, "10 in stock");
   });
 
   await step("an order for more than the stock is refused with the reason", async () => {
-    await addToCart(page, lamp.id, 3);
+    await addToCart(page, lamp, 3);
     await page.goto(`${BASE}/#/cart`);
     await expecting([409], async () => {
       await page.getByRole("button", { name: "Place order" }).click();
@@ -338,7 +341,7 @@ try {
   await step("a double click and a retry after a lost answer make one order", async () => {
     const token = await tokenOf(page);
     const before = (await api("GET", "/orders", { token })).total;
-    await addToCart(page, zero.id, 1);
+    await addToCart(page, zero, 1);
     await page.goto(`${BASE}/#/cart`);
     // The first answer is lost on the way back: the server made the order,
     // the page sees a network error and the customer tries again.
