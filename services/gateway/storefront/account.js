@@ -2,7 +2,7 @@
 
 import { call } from "./api.js";
 import * as session from "./session.js";
-import { alertBox, busy, field, h, navigate, render, showErrors } from "./dom.js";
+import { alertBox, busy, field, h, navigate, showErrors } from "./dom.js";
 
 /** Where to go after logging in: a page of this shop only. */
 function nextHash(query) {
@@ -10,7 +10,7 @@ function nextHash(query) {
   return next.startsWith("#/") && !next.startsWith("#/login") ? next : "#/";
 }
 
-export async function loginPage({ query, refreshNav }) {
+export async function loginPage({ query, refreshNav, show }) {
   const box = alertBox();
   const submit = h("button", { type: "submit" }, "Log in");
   const form = h(
@@ -37,10 +37,10 @@ export async function loginPage({ query, refreshNav }) {
       }
     });
   });
-  render("Log in", form, h("p", {}, "New here? ", h("a", { href: "#/register" }, "Create an account"), "."));
+  show("Log in", form, h("p", {}, "New here? ", h("a", { href: "#/register" }, "Create an account"), "."));
 }
 
-export async function registerPage() {
+export async function registerPage({ show }) {
   const box = alertBox();
   const submit = h("button", { type: "submit" }, "Create account");
   const form = h(
@@ -72,5 +72,5 @@ export async function registerPage() {
       }
     });
   });
-  render("Create an account", form, h("p", {}, "Already registered? ", h("a", { href: "#/login" }, "Log in"), "."));
+  show("Create an account", form, h("p", {}, "Already registered? ", h("a", { href: "#/login" }, "Log in"), "."));
 }

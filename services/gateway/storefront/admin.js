@@ -2,7 +2,7 @@
 // customer's orders (ship, deliver).
 
 import { call } from "./api.js";
-import { alertBox, busy, field, h, money, navigate, render, showAlert, showErrors } from "./dom.js";
+import { alertBox, busy, field, h, money, navigate, showAlert, showErrors } from "./dom.js";
 import { statusBadge } from "./orders.js";
 
 const PAGE_SIZE = 20;
@@ -30,7 +30,7 @@ function pager(label, query, name, page, total) {
   );
 }
 
-export async function adminPage({ query }) {
+export async function adminPage({ query, show }) {
   const productPage = pageOf(query, "products");
   const orderPage = pageOf(query, "orders");
   const [products, orders] = await Promise.all([
@@ -98,7 +98,7 @@ export async function adminPage({ query }) {
     );
   });
 
-  render(
+  show(
     "Administration",
     h("h2", {}, "Products"),
     h("p", {}, h("a", { href: "#/admin/products/new", class: "button" }, "New product")),
@@ -115,7 +115,7 @@ function parsePrice(text) {
   return /^\d+(\.\d{1,2})?$/.test(text.trim()) ? Number(text.trim()) : Number.NaN;
 }
 
-export async function productForm({ params: [id] }) {
+export async function productForm({ params: [id], show }) {
   const existing = id ? await call("getProduct", { params: { id } }) : null;
   const box = alertBox();
   const submit = h("button", { type: "submit", class: "primary" }, existing ? "Save changes" : "Create product");
@@ -177,5 +177,5 @@ export async function productForm({ params: [id] }) {
       }
     });
   });
-  render(existing ? `Edit ${existing.name}` : "New product", form, h("p", {}, h("a", { href: "#/admin" }, "← Administration")));
+  show(existing ? `Edit ${existing.name}` : "New product", form, h("p", {}, h("a", { href: "#/admin" }, "← Administration")));
 }

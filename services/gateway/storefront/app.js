@@ -65,7 +65,15 @@ function markCurrent(path) {
   }
 }
 
+/** Counts route() calls: a view still loading when the next page opens must not draw over it. */
+let views = 0;
+
 async function route() {
+  const id = ++views;
+  const current = () => id === views;
+  const show = (title, ...children) => {
+    if (current()) render(title, ...children);
+  };
   const { path, query } = location();
   showFlash();
   updateNav();
@@ -81,15 +89,15 @@ async function route() {
       return;
     }
     if (needs === "admin" && !session.isAdmin()) {
-      render("Not allowed", h("p", {}, "This page is for administrators."));
+      show("Not allowed", h("p", {}, "This page is for administrators."));
       return;
     }
     try {
-      await view({ params: match.slice(1).map(decodeURIComponent), query, refreshNav: updateNav });
+      await view({ params: match.slice(1).map(decodeURIComponent), query, refreshNav: updateNav, show, current });
     } catch (error) {
       // A view that could not load says why, instead of a blank page.
       if (error?.status === 401) return;
-      render(
+      show(
         "Something went wrong",
         h("p", { role: "alert" }, error?.userMessage ?? String(error)),
         h("button", { type: "button", onclick: route }, "Try again"),
@@ -97,7 +105,7 @@ async function route() {
     }
     return;
   }
-  render("Page not found", h("p", {}, "There is no such page. "), h("a", { href: "#/" }, "Back to the products"));
+  show("Page not found", h("p", {}, "There is no such page. "), h("a", { href: "#/" }, "Back to the products"));
 }
 
 window.addEventListener("hashchange", route);

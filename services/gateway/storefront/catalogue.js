@@ -2,7 +2,7 @@
 
 import { call } from "./api.js";
 import * as cart from "./cart.js";
-import { alertBox, busy, h, money, notice, render, showAlert } from "./dom.js";
+import { alertBox, busy, h, money, notice, showAlert } from "./dom.js";
 
 const PAGE_SIZE = 12;
 
@@ -19,7 +19,7 @@ function stockText(product) {
   return product.stock < 5 ? `Only ${product.stock} left` : "In stock";
 }
 
-export async function catalogue({ query }) {
+export async function catalogue({ query, show }) {
   const category = query.get("category") || "";
   const page = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
   const result = await call("listProducts", { query: { page, page_size: PAGE_SIZE, category } });
@@ -56,7 +56,7 @@ export async function catalogue({ query }) {
   const summary = category
     ? `${result.total} product${result.total === 1 ? "" : "s"} in “${category}”`
     : `${result.total} product${result.total === 1 ? "" : "s"}`;
-  render(
+  show(
     category ? `Products: ${category}` : "Products",
     filter,
     h("p", { class: "summary", role: "status" }, summary),
@@ -72,7 +72,7 @@ export async function catalogue({ query }) {
   );
 }
 
-export async function productPage({ params: [id] }) {
+export async function productPage({ params: [id], show }) {
   const product = await call("getProduct", { params: { id } });
   const available = product.stock > 0;
   const inCart = cart.lines().find((l) => l.product_id === product.id)?.quantity ?? 0;
@@ -114,7 +114,7 @@ export async function productPage({ params: [id] }) {
     add,
     box,
   );
-  render(
+  show(
     product.name,
     h(
       "dl",

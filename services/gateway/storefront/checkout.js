@@ -3,12 +3,13 @@
 import { call } from "./api.js";
 import * as cart from "./cart.js";
 import * as session from "./session.js";
-import { alertBox, busy, cents, h, money, navigate, render, showAlert } from "./dom.js";
+import { alertBox, busy, cents, h, money, navigate, showAlert } from "./dom.js";
 
-export async function cartPage() {
+export async function cartPage(view) {
+  const { show } = view;
   const lines = cart.lines();
   if (lines.length === 0) {
-    render("Your cart", h("p", {}, "Your cart is empty. "), h("a", { href: "#/" }, "Browse the products"));
+    show("Your cart", h("p", {}, "Your cart is empty. "), h("a", { href: "#/" }, "Browse the products"));
     return;
   }
   const box = alertBox();
@@ -57,7 +58,7 @@ export async function cartPage() {
           "aria-label": `Remove ${line.name}`,
           onclick: () => {
             cart.remove(line.product_id);
-            cartPage();
+            cartPage(view);
           },
         },
         "Remove",
@@ -93,7 +94,7 @@ export async function cartPage() {
     }),
   );
 
-  render(
+  show(
     "Your cart",
     h("ul", { class: "lines" }, rows),
     total,

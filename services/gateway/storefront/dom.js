@@ -18,7 +18,10 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** Replaces what `main` shows, names the page and moves focus to its heading. */
+/**
+ * Replaces what `main` shows, names the page and moves focus to its heading.
+ * Views call it as `show`, which app.js guards against drawing a stale page.
+ */
 export function render(title, ...children) {
   const main = document.getElementById("main");
   const heading = h("h1", { tabindex: "-1" }, title);

@@ -1,7 +1,7 @@
 // A customer's orders: the history, and one order watched until it settles.
 
 import { call } from "./api.js";
-import { alertBox, busy, h, money, render, showAlert } from "./dom.js";
+import { alertBox, busy, h, money, showAlert } from "./dom.js";
 
 const PAGE_SIZE = 20;
 /** How often a PENDING order is asked for again, growing to the last value. */
@@ -24,11 +24,11 @@ function when(timestamp) {
   return timestamp ? new Date(timestamp).toLocaleString() : "";
 }
 
-export async function ordersPage({ query }) {
+export async function ordersPage({ query, show }) {
   const page = Math.max(1, Number.parseInt(query.get("page") || "1", 10) || 1);
   const result = await call("listOrders", { query: { page, page_size: PAGE_SIZE } });
   const pages = Math.max(1, Math.ceil(result.total / PAGE_SIZE));
-  render(
+  show(
     "My orders",
     result.orders.length
       ? h(
@@ -56,7 +56,7 @@ export async function ordersPage({ query }) {
   );
 }
 
-export async function orderPage({ params: [id] }) {
+export async function orderPage({ params: [id], show, current }) {
   let order = await call("getOrder", { params: { id } });
   const names = await productNames(order.items.map((item) => item.product_id));
   const status = h("p", { class: "order-status", role: "status", "aria-live": "polite", id: "order-status" });
@@ -65,7 +65,7 @@ export async function orderPage({ params: [id] }) {
   const cancel = h("button", { type: "button", class: "secondary", hidden: true, id: "cancel-order" }, "Cancel order");
   const total = h("p", { class: "total", id: "order-total" });
 
-  const show = () => {
+  const showStatus = () => {
     status.replaceChildren("Status: ", statusBadge(order.status));
     reason.hidden = !(order.status === "REJECTED" && order.status_reason);
     reason.textContent = order.status_reason ? `Reason: ${order.status_reason}` : "";
@@ -79,7 +79,7 @@ export async function orderPage({ params: [id] }) {
       showAlert(box, "");
       try {
         order = await call("cancelOrder", { params: { id } });
-        show();
+        showStatus();
         status.focus();
       } catch (error) {
         if (error.status !== 401) showAlert(box, error.userMessage);
@@ -87,8 +87,8 @@ export async function orderPage({ params: [id] }) {
     }),
   );
 
-  show();
-  render(
+  showStatus();
+  show(
     "Your order",
     status,
     reason,
@@ -111,9 +111,9 @@ export async function orderPage({ params: [id] }) {
     h("p", {}, h("a", { href: "#/orders" }, "← All my orders")),
   );
   status.setAttribute("tabindex", "-1");
-  await watch(id, () => order, (next) => {
+  await watch(id, current, () => order, (next) => {
     order = next;
-    show();
+    showStatus();
   });
 }
 
@@ -133,12 +133,11 @@ async function productNames(ids) {
   return names;
 }
 
-/** Asks for the order again while it is PENDING and this page is shown. */
-async function watch(id, current, update) {
-  const shownAt = window.location.hash;
-  for (let attempt = 0; current().status === "PENDING"; attempt++) {
+/** Asks for the order again while it is PENDING and this page is the one shown. */
+async function watch(id, pageShown, order, update) {
+  for (let attempt = 0; order().status === "PENDING"; attempt++) {
     await new Promise((resolve) => setTimeout(resolve, POLL_DELAYS_MS[Math.min(attempt, POLL_DELAYS_MS.length - 1)]));
-    if (window.location.hash !== shownAt) return;
+    if (!pageShown()) return;
     try {
       update(await call("getOrder", { params: { id } }));
     } catch (error) {
