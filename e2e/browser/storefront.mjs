@@ -114,6 +114,14 @@ async function heading(page, text) {
   const shown = await page.locator("body").innerText();
   const leaked = /\b(undefined|null|NaN|false|true)\b|\[object \w+\]/.exec(shown);
   check(!leaked, `page "${text}" shows ${leaked?.[0]}: ${shown}`);
+  // Every control has a name a screen reader can say.
+  const unnamed = await page.evaluate(() =>
+    [...document.querySelectorAll("input, select, textarea, button, a[href]")]
+      .filter((el) => !el.closest("[hidden]"))
+      .filter((el) => (el.labels?.length ?? 0) === 0 && !el.getAttribute("aria-label") && !el.textContent.trim())
+      .map((el) => el.outerHTML),
+  );
+  check(unnamed.length === 0, `page "${text}" has controls without a name: ${unnamed.join(" ")}`);
 }
 
 async function notice(page, pattern) {
