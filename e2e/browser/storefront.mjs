@@ -455,6 +455,37 @@ try {
     await orderStatus(page, "Delivered");
   });
 
+  await step("429 says how long to wait, 503 says to try again", async () => {
+    // The stack's limits are set high for the tests, so these answers are
+    // played by the browser's network layer, as the gateway writes them.
+    const visitor = await newPage("visitor");
+    const problem = (status, title, detail) => ({
+      status,
+      contentType: "application/problem+json",
+      body: JSON.stringify({ type: "about:blank", title, status, detail, errors: [] }),
+    });
+    await visitor.route("**/users/login", (route) =>
+      route.fulfill({ ...problem(429, "Too many requests", "rate limited"), headers: { "Retry-After": "7" } }),
+    );
+    await visitor.goto(`${BASE}/#/login`);
+    await heading(visitor, "Log in");
+    await visitor.getByLabel("Username or email").fill(customer.username);
+    await visitor.getByLabel("Password").fill(customer.password);
+    await expecting([429], async () => {
+      await visitor.getByRole("button", { name: "Log in" }).click();
+      await visitor.locator("p.alert", { hasText: "Please wait 7 seconds and try again." }).waitFor();
+    });
+    await visitor.route("**/products?*", (route) => route.fulfill(problem(503, "Service unavailable", "inventory is unavailable")));
+    await expecting([503], async () => {
+      await visitor.goto(`${BASE}/#/`);
+      await heading(visitor, "Something went wrong");
+      await visitor.getByText("Please try again in a moment.").waitFor();
+    });
+    await visitor.unroute("**/products?*");
+    await visitor.getByRole("button", { name: "Try again" }).click();
+    await heading(visitor, "Products");
+  });
+
   await step("no horizontal scroll at 375 x 667", async () => {
     const phone = await newPage("phone", { width: 375, height: 667 });
     await phone.goto(`${BASE}/#/`);
