@@ -320,6 +320,7 @@ try {
     check((await stockOf(rust.id)) === 8 && (await stockOf(zero.id)) === 8, "the order took the stock");
     await page.getByRole("button", { name: "Cancel order" }).click();
     await orderStatus(page, "Cancelled");
+    check(!(await page.getByRole("button", { name: "Cancel order" }).isVisible()), "a cancelled order offers no cancel");
     // The stock comes back when the cancellation event is applied, a moment later.
     await stockShown(page, rust, "10 in stock");
     await stockShown(page, zero, "10 in stock");
@@ -343,6 +344,34 @@ try {
     else await page.locator(".line .field-error", { hasText: "Only 1 left; you asked for 3." }).waitFor();
     check((await stockOf(lamp.id)) === 1, "the lamp's stock is untouched");
     await emptyCart(page);
+  });
+
+  await step("a REJECTED order shows its reason and cannot be cancelled", async () => {
+    // The stock can run out between the order and its application; the stack
+    // refuses at once when it can, so this answer is played in the browser.
+    const id = "00000000-0000-4000-8000-000000000001";
+    const reason = `insufficient stock: ${lamp.id} has 1 left`;
+    await page.route(`**/orders/${id}`, (route) =>
+      route.fulfill({
+        contentType: "application/json",
+        body: JSON.stringify({
+          id,
+          user_id: "00000000-0000-4000-8000-000000000002",
+          status: "REJECTED",
+          status_reason: reason,
+          total: 240,
+          items: [{ product_id: lamp.id, quantity: 3, unit_price: 80 }],
+          created_at: new Date().toISOString(),
+          updated_at: new Date().toISOString(),
+        }),
+      }),
+    );
+    await page.goto(`${BASE}/#/orders/${id}`);
+    await orderStatus(page, "Rejected");
+    await page.locator("#order-reason", { hasText: `Reason: ${reason}` }).waitFor();
+    await page.getByRole("link", { name: "Last lamp" }).waitFor();
+    check(!(await page.getByRole("button", { name: "Cancel order" }).isVisible()), "a rejected order offers no cancel");
+    await page.unroute(`**/orders/${id}`);
   });
 
   let shippedOrderId;
