@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test
+.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test
 
 help:
 	@echo "make run     start PostgreSQL, NATS and all six services (foreground, Ctrl-C stops)"
@@ -15,6 +15,10 @@ help:
 
 deps:
 	@bash scripts/ensure-deps.sh
+
+# Debian's chromium and e2e/browser/node_modules for the storefront's browser test.
+browser-deps:
+	@bash scripts/ensure-browser.sh
 
 build:
 	$(CARGO) build --workspace --bins
@@ -30,7 +34,7 @@ down:
 
 # Every test: unit, integration against the real PostgreSQL and NATS, and
 # end-to-end against the real binaries (which are built first).
-test: deps
+test: deps browser-deps
 	$(CARGO) build --workspace --bins
 	@# nextest runs every test in a process of its own (the configuration
 	@# tests set environment variables), in parallel across test binaries.

@@ -1514,6 +1514,11 @@ const ROUTES: [(&str, &str); 18] = [
     ("get", "/openapi.json"),
 ];
 
+/// The storefront's routes (`services/gateway/src/http/storefront.rs`): the
+/// shop's page and its assets, served beside the API but not API operations,
+/// so deliberately not in the document.
+const STOREFRONT_ROUTES: [(&str, &str); 2] = [("get", "/"), ("get", "/assets/{version}/{name}")];
+
 /// Follows `#/components/...` references and checks each resolves.
 fn check_refs(doc: &Value, node: &Value, broken: &mut Vec<String>) {
     match node {
@@ -1647,6 +1652,17 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
             "{method} {concrete} is documented but not served: {}",
             answer.text
         );
+    }
+    // The storefront is served beside the API, outside its document.
+    for (method, path) in STOREFRONT_ROUTES {
+        assert!(!paths.contains_key(path), "{path} is not an API route");
+        let concrete = path
+            .replace("{version}", "any-release")
+            .replace("{name}", "app.js");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        api.send(method, &concrete, None, &[], Body::None)
+            .await
+            .expect(200, "storefront route");
     }
 
     // A caller's trace continues in the gateway (and its logs).

@@ -8,6 +8,7 @@ pub mod observe;
 pub mod ops;
 pub mod orders;
 pub mod products;
+pub mod storefront;
 pub mod users;
 
 use std::future::{Ready, ready};
@@ -188,6 +189,7 @@ pub fn app(
         .configure(routes)
         .default_service(web::to(no_such_route))
         .into_app()
+        .configure(storefront::routes)
         .wrap(from_fn(problem_for_every_error))
         .wrap(from_fn(observe::observe))
 }
