@@ -134,42 +134,42 @@ FROM runtime AS gateway
 COPY --from=binaries /out/gateway /usr/local/bin/gateway
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/gateway"]
 
 FROM runtime AS inventory
 COPY --from=binaries /out/inventory /usr/local/bin/inventory
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50051/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50051/healthz"]
 ENTRYPOINT ["/usr/local/bin/inventory"]
 
 FROM runtime AS order
 COPY --from=binaries /out/order /usr/local/bin/order
 EXPOSE 50052
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50052/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50052/healthz"]
 ENTRYPOINT ["/usr/local/bin/order"]
 
 FROM runtime AS user
 COPY --from=binaries /out/user /usr/local/bin/user
 EXPOSE 50053
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50053/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50053/healthz"]
 ENTRYPOINT ["/usr/local/bin/user"]
 
 FROM runtime AS producer
 COPY --from=binaries /out/producer /usr/local/bin/producer
 EXPOSE 50054
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50054/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50054/healthz"]
 ENTRYPOINT ["/usr/local/bin/producer"]
 
 FROM runtime AS consumer
 COPY --from=binaries /out/consumer /usr/local/bin/consumer
 EXPOSE 50055
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
 ENTRYPOINT ["/usr/local/bin/consumer"]
 
 # The operator (services/operator): watches EcommerceStack resources; metrics,
@@ -178,5 +178,5 @@ FROM runtime AS operator
 COPY --from=operator-builder /out/operator /usr/local/bin/operator
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/operator"]

@@ -141,12 +141,13 @@ done
 network=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(compose ps -q postgres)")
 psql() { compose exec -T postgres psql -U postgres -tA "$@"; }
 for s in "${DB_SERVICES[@]}"; do
+  # A fresh database, so the migrations really run: the service creates
+  # <DB_NAME>_<service> when it is missing.
   db="migrate_check_$s"
   psql -c "DROP DATABASE IF EXISTS $db" >/dev/null
-  # A fresh database, so the migrations really run (the service creates it).
   if ! docker run --rm --network "$network" --read-only --tmpfs /tmp \
       -e APP_ENV=development -e LOG_FORMAT=text -e DB_HOST=postgres -e DB_PORT=5432 \
-      -e DB_USER=postgres -e DB_PASSWORD="$PG_PASSWORD" -e DB_NAME="$db" \
+      -e DB_USER=postgres -e DB_PASSWORD="$PG_PASSWORD" -e DB_NAME=migrate_check \
       "ecommerce/$s:$TAG" migrate; then
     fail "docker run --rm ecommerce/$s:$TAG migrate exited non-zero"
   fi
@@ -225,16 +226,21 @@ ITEM=$(curl -fsS -X POST "$GW/products" -H "Authorization: Bearer $ADMIN" -H 'Co
   -d "{\"name\":\"Burst item\",\"category\":\"ComposeTest\",\"stock\":$BURST_STOCK,\"price\":1.50}" | json 'd["id"]')
 codes=$(mktemp)
 export GW BOB ITEM
-# Eight clients at a time; each order's HTTP status goes to $codes.
-seq 1 "$BURST_ORDERS" | xargs -P 8 -I{} sh -c \
-  'curl -s -o /dev/null -w "%{http_code}\n" --max-time 20 -X POST "$GW/orders" -H "Authorization: Bearer $BOB" \
+# Four clients at a time; each order's HTTP status goes to $codes as it comes.
+seq 1 "$BURST_ORDERS" | xargs -P 4 -I{} sh -c \
+  'code=$(curl -s -o /dev/null -w "%{http_code}" --max-time 20 -X POST "$GW/orders" -H "Authorization: Bearer $BOB" \
      -H "Content-Type: application/json" -H "Idempotency-Key: burst-{}" \
-     -d "{\"items\":[{\"product_id\":\"$ITEM\",\"quantity\":1}]}"' >"$codes" &
+     -d "{\"items\":[{\"product_id\":\"$ITEM\",\"quantity\":1}]}"); echo "$code" >>"$0"' "$codes" &
 burst=$!
-sleep 1
+# The restart starts once 10 orders are answered and must start before the last.
+for _ in $(seq 1 200); do [ "$(wc -l <"$codes")" -ge 10 ] && break; sleep 0.05; done
+answered_before=$(wc -l <"$codes")
 restart_at=$(date +%s.%N)
 docker restart "$(compose ps -q "$RESTART_SERVICE")" >/dev/null
+answered_during=$(wc -l <"$codes")
 wait "$burst"
+[ "$answered_before" -lt "$BURST_ORDERS" ] || fail "the burst was over before $RESTART_SERVICE restarted"
+echo "$RESTART_SERVICE restart began after $answered_before answers and ended after $answered_during"
 echo "HTTP statuses of the $BURST_ORDERS POSTs: $(sort "$codes" | uniq -c | awk '{printf "%s x%s  ", $2, $1}')"
 [ "$(wc -l <"$codes")" = "$BURST_ORDERS" ] || fail "only $(wc -l <"$codes") of $BURST_ORDERS POSTs answered"
 if grep -qvE '^(201|409|503)$' "$codes"; then fail "a POST answered other than 201, 409 or 503"; fi

@@ -44,7 +44,7 @@ have() { docker image inspect "$1" >/dev/null 2>&1; }
 build() {
   local name=$1
   log "building $name"
-  DOCKER_BUILDKIT=0 docker build -q --network host -t "$name" - >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q --force-rm --network host -t "$name" - >/dev/null
 }
 
 if ! have "$MINBASE"; then
