@@ -54,6 +54,9 @@ fail() {
   exit 1
 }
 compose() { docker compose -p "$PROJECT" -f docker-compose.yml "$@"; }
+# Compose's own BuildKit client (builds only the stages a target needs), not
+# Bake, which needs the buildx plugin that no registry here packages.
+export COMPOSE_BAKE=false
 
 engine=""
 stack_up=""
