@@ -36,7 +36,9 @@ if [ "${1:-}" = --env ]; then
 fi
 
 log() { echo "[base-images] $*" >&2; }
-have() { docker image inspect "$1" >/dev/null 2>&1; }
+# Images carry the sha256 of this script: editing a recipe rebuilds them.
+RECIPE=$(sha256sum "$0" | cut -c1-16)
+have() { [ "$(docker image inspect -f '{{index .Config.Labels "ecommerce.base-recipe"}}' "$1" 2>/dev/null)" = "$RECIPE" ]; }
 
 # The classic builder is enough for these single-purpose Dockerfiles and, on
 # a CLI without buildx, the only one `docker build` offers; `apt-get` inside
@@ -44,7 +46,8 @@ have() { docker image inspect "$1" >/dev/null 2>&1; }
 build() {
   local name=$1
   log "building $name"
-  DOCKER_BUILDKIT=0 docker build -q --force-rm --network host -t "$name" - >/dev/null
+  DOCKER_BUILDKIT=0 docker build -q --force-rm --network host --label ecommerce.base-recipe="$RECIPE" \
+    -t "$name" - >/dev/null
 }
 
 if ! have "$MINBASE"; then
@@ -58,7 +61,7 @@ if ! have "$MINBASE"; then
   # apt's caches and lists are not part of the image; the builds below update.
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   log "docker import $MINBASE"
-  tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' - "$MINBASE" >/dev/null
+  tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' -c "LABEL ecommerce.base-recipe=$RECIPE" - "$MINBASE" >/dev/null
   rm -rf "$root"
   trap - EXIT
 fi
