@@ -118,8 +118,10 @@ COPY target/release/gateway target/release/inventory target/release/order \
 FROM ${BINARIES} AS binaries
 
 # --- runtime base --------------------------------------------------------------
-# A static busybox for the health-check probe only (a static build: the
-# runtime base has no libraries for anything else).
+# A static busybox (it needs nothing from the runtime base) for the
+# health-check probe only. The probes pass no `wget -T`: HEALTHCHECK's
+# --timeout bounds them, and Debian's static busybox 1.35 (the stand-in CI
+# builds) crashes on -T.
 FROM ${BUSYBOX_IMAGE} AS busybox
 
 FROM ${RUNTIME_IMAGE} AS runtime
