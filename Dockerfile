@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # One Dockerfile for the six services. The builder compiles all six binaries
 # once; each service has a small final stage of its own:
 #
@@ -15,9 +13,29 @@
 # /usr/local/bin/busybox, used only by health checks
 # (`busybox wget -q -O /dev/null http://127.0.0.1:<port>/readyz`), since the
 # services have no probe mode of their own. About 25 MB + the binary.
+#
+# Needs BuildKit (the default builder of Docker 23+, and of `docker compose
+# build`): it builds only the stages a target uses, so BINARIES=prebuilt
+# never touches the Rust toolchain. No `# syntax=` line: the engine's own
+# Dockerfile frontend reads this file, so a build needs no frontend image
+# from a registry.
+#
+# Build arguments (defaults: the public images users pull):
+#   RUST_IMAGE     the builder's toolchain image
+#   RUNTIME_IMAGE  the final stages' base
+#   BUSYBOX_IMAGE  where the static /bin/busybox for health checks comes from
+#   BINARIES       builder (default): compile the services in the builder stage;
+#                  prebuilt: take target/release/<service> from the build
+#                  context instead, as built on a glibc 2.36 (Debian 12) host by
+#                  `cargo build --release --locked -p gateway -p inventory
+#                  -p order -p user -p producer -p consumer` (CI does this:
+#                  scripts/compose-test.sh). The final stages are the same.
+# CI builds with local stand-ins for the images (scripts/docker-base-images.sh).
 
-ARG RUST_VERSION=1.94
-ARG DEBIAN_RELEASE=bookworm
+ARG RUST_IMAGE=rust:1.94-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12
+ARG BUSYBOX_IMAGE=busybox:1.37.0-musl
+ARG BINARIES=builder
 
 # --- planner: the workspace's manifests with stub sources --------------------
 # Copies every Cargo.toml, the lock file and empty stand-ins for every target
@@ -25,7 +43,7 @@ ARG DEBIAN_RELEASE=bookworm
 # changes only when a manifest or the set of targets changes, so the
 # dependency layer below stays cached across source edits. New workspace
 # members are picked up without editing this file.
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS planner
+FROM ${RUST_IMAGE} AS planner
 WORKDIR /src
 COPY . .
 RUN set -eu; \
@@ -47,7 +65,7 @@ RUN set -eu; \
     done
 
 # --- recipe: the stub workspace on the Rust toolchain --------------------------
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS recipe
+FROM ${RUST_IMAGE} AS recipe
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
@@ -90,11 +108,23 @@ RUN set -eu; \
     mkdir -p /out; \
     cp target/release/operator /out/operator
 
-# --- runtime base --------------------------------------------------------------
-# A static busybox for the health-check probe only (the musl build is static).
-FROM busybox:1.37.0-musl AS busybox
+# --- prebuilt: the six binaries from the host's target/release ---------------
+# (.dockerignore lets exactly these six files of target/ into the context.)
+FROM scratch AS prebuilt
+COPY target/release/gateway target/release/inventory target/release/order \
+     target/release/user target/release/producer target/release/consumer /out/
 
-FROM gcr.io/distroless/cc-debian12 AS runtime
+# --- binaries: /out/<service> from the builder or from the host --------------
+FROM ${BINARIES} AS binaries
+
+# --- runtime base --------------------------------------------------------------
+# A static busybox (it needs nothing from the runtime base) for the
+# health-check probe only. The probes pass no `wget -T`: HEALTHCHECK's
+# --timeout bounds them, and Debian's static busybox 1.35 (the stand-in CI
+# builds) crashes on -T.
+FROM ${BUSYBOX_IMAGE} AS busybox
+
+FROM ${RUNTIME_IMAGE} AS runtime
 COPY --from=busybox /bin/busybox /usr/local/bin/busybox
 ENV APP_ENV=production \
     LOG_FORMAT=json
@@ -103,45 +133,45 @@ USER 10001:10001
 
 # --- one final stage per service ---------------------------------------------
 FROM runtime AS gateway
-COPY --from=builder /out/gateway /usr/local/bin/gateway
+COPY --from=binaries /out/gateway /usr/local/bin/gateway
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/gateway"]
 
 FROM runtime AS inventory
-COPY --from=builder /out/inventory /usr/local/bin/inventory
+COPY --from=binaries /out/inventory /usr/local/bin/inventory
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50051/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50051/healthz"]
 ENTRYPOINT ["/usr/local/bin/inventory"]
 
 FROM runtime AS order
-COPY --from=builder /out/order /usr/local/bin/order
+COPY --from=binaries /out/order /usr/local/bin/order
 EXPOSE 50052
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50052/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50052/healthz"]
 ENTRYPOINT ["/usr/local/bin/order"]
 
 FROM runtime AS user
-COPY --from=builder /out/user /usr/local/bin/user
+COPY --from=binaries /out/user /usr/local/bin/user
 EXPOSE 50053
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50053/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50053/healthz"]
 ENTRYPOINT ["/usr/local/bin/user"]
 
 FROM runtime AS producer
-COPY --from=builder /out/producer /usr/local/bin/producer
+COPY --from=binaries /out/producer /usr/local/bin/producer
 EXPOSE 50054
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50054/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50054/healthz"]
 ENTRYPOINT ["/usr/local/bin/producer"]
 
 FROM runtime AS consumer
-COPY --from=builder /out/consumer /usr/local/bin/consumer
+COPY --from=binaries /out/consumer /usr/local/bin/consumer
 EXPOSE 50055
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
 ENTRYPOINT ["/usr/local/bin/consumer"]
 
 # The operator (services/operator): watches EcommerceStack resources; metrics,
@@ -150,5 +180,5 @@ FROM runtime AS operator
 COPY --from=operator-builder /out/operator /usr/local/bin/operator
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-T", "2", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/operator"]

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test
+.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test compose-test
 
 help:
 	@echo "make run     start PostgreSQL, NATS and all six services (foreground, Ctrl-C stops)"
@@ -11,6 +11,7 @@ help:
 	@echo "make down    stop what 'make up' started"
 	@echo "make test    build everything and run every test"
 	@echo "make packaging-test  offline checks of Dockerfile, compose, Helm charts, k8s/, Tiltfile"
+	@echo "make compose-test    the images and docker-compose.yml on a real Docker engine (docs/docker.md)"
 	@echo "make fmt | fmt-check | lint"
 
 deps:
@@ -46,6 +47,13 @@ test: deps browser-deps
 # and the Tiltfile (creates .venv/ with pinned tools on first use).
 packaging-test:
 	@bash scripts/check-packaging.sh
+
+# The images and docker-compose.yml on a real Docker engine: installs and
+# starts dockerd if needed, builds the images, runs the user story and a
+# restart under load against the compose stack (docs/docker.md). Publishes the
+# gateway on GATEWAY_PORT (default 8080).
+compose-test:
+	@bash scripts/compose-test.sh
 
 # `make up`, a ready gateway, `make down`, and no service process left.
 smoke: deps build

@@ -655,6 +655,12 @@ def must_fail_render(chart: helm.Chart, values: dict | None, needle: str) -> Non
 # --------------------------------------------------------------------------
 # docker-compose.yml
 
+def compose_default(value) -> str:
+    """A compose value with its ${VAR:-default} interpolations replaced by the
+    defaults: what a user who sets nothing gets."""
+    return re.sub(r"\$\{[A-Z_][A-Z0-9_]*:-([^}]*)\}", r"\1", str(value))
+
+
 def check_compose(known: set[str]) -> None:
     path = ROOT / "docker-compose.yml"
     doc = yaml.safe_load(path.read_text())
@@ -663,10 +669,10 @@ def check_compose(known: set[str]) -> None:
         if s not in svcs:
             fail(f"docker-compose.yml: no service {s}")
     pg, nats = svcs["postgres"], svcs["nats"]
-    if not str(pg.get("image", "")).startswith("postgres:15"):
-        fail(f"postgres image {pg.get('image')}, expected postgres:15")
-    if not str(nats.get("image", "")).startswith("nats:2.9"):
-        fail(f"nats image {nats.get('image')}, expected nats:2.9")
+    if not compose_default(pg.get("image", "")).startswith("postgres:15"):
+        fail(f"postgres image {pg.get('image')}, expected postgres:15 by default")
+    if not compose_default(nats.get("image", "")).startswith("nats:2.9"):
+        fail(f"nats image {nats.get('image')}, expected nats:2.9 by default")
     ncmd = nats.get("command")
     ncmd = shlex.split(ncmd) if isinstance(ncmd, str) else (ncmd or [])
     if "-js" not in ncmd and "--jetstream" not in ncmd:
@@ -733,8 +739,11 @@ def check_compose(known: set[str]) -> None:
         if s == "gateway":
             if len(env.get("JWT_SECRET", "")) < 32:
                 fail(f"{where}: JWT_SECRET shorter than 32 bytes")
-            if not any(str(p).split(":")[-2:] == ["8080", "8080"] or str(p) == "8080:8080" for p in svc.get("ports") or []):
-                fail(f"{where}: 8080 is not published")
+            ports = [compose_default(p) for p in svc.get("ports") or []]
+            if not any(p.split(":")[-2:] == ["8080", "8080"] for p in ports):
+                fail(f"{where}: 8080 is not published by default: {ports}")
+            if any(not p.startswith("127.0.0.1:") for p in ports):
+                fail(f"{where}: publishes beyond loopback (dev-only secrets): {ports}")
         missing = wanted - set(deps)
         if missing:
             fail(f"{where}: depends_on lacks {sorted(missing)}")
@@ -760,7 +769,20 @@ def check_compose(known: set[str]) -> None:
 # --------------------------------------------------------------------------
 # Dockerfile
 
+def dockerfile_global_args(text: str) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults."""
+    args = {}
+    for line in text.split("\nFROM ", 1)[0].splitlines():
+        m = re.match(r"ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?\s*$", line.strip())
+        if m:
+            args[m.group(1)] = m.group(2) or ""
+    return args
+
+
 def dockerfile_stages(text: str) -> dict[str, dict]:
+    """Stages by name; a FROM's ${ARG} is replaced by the global ARG's
+    default (the image users get)."""
+    args = dockerfile_global_args(text)
     text = re.sub(r"\\\n", " ", text)
     stages: dict[str, dict] = {}
     current = None
@@ -773,7 +795,8 @@ def dockerfile_stages(text: str) -> dict[str, dict]:
         if word == "FROM":
             m = re.match(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", rest, re.I)
             base, name = m.group(1), (m.group(2) or f"#{len(stages)}").lower()
-            current = stages[name] = {"base": base.lower(), "lines": []}
+            base = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda a: args.get(a.group(1), a.group(0)), base)
+            current = stages[name] = {"base": base.lower(), "lines": [], "from": m.group(1)}
         elif current is not None:
             current["lines"].append((word, rest.strip()))
     return stages
@@ -835,8 +858,9 @@ def check_dockerfile() -> None:
         if exposes != [str(port)]:
             fail(f"Dockerfile {s}: EXPOSE {exposes}, expected {port}")
         copies = [r for w, r in st["lines"] if w == "COPY"]
-        if not any(re.match(r"--from=(operator-)?builder ", r) and r.endswith(f"/usr/local/bin/{s}") and f"/{s} " in r for r in copies):
-            fail(f"Dockerfile {s}: the binary is not copied from the builder to /usr/local/bin/{s}")
+        source = "operator-builder" if s == "operator" else "binaries"
+        if not any(r.startswith(f"--from={source} ") and r.endswith(f"/usr/local/bin/{s}") and f"/{s} " in r for r in copies):
+            fail(f"Dockerfile {s}: the binary is not copied from {source} to /usr/local/bin/{s}")
         base = chain[-1]["base"]
         if not re.match(r"(gcr\.io/distroless/cc|debian:.*slim)", base):
             fail(f"Dockerfile {s}: runtime base {base} is neither distroless cc nor debian-slim")
@@ -851,6 +875,39 @@ def check_dockerfile() -> None:
     for entry in ("target/", ".git", ".run", ".venv"):
         if entry not in ignore and entry.rstrip("/") not in ignore:
             fail(f".dockerignore lacks {entry}")
+    check_dockerfile_binaries(stages, ignore)
+
+
+def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
+    """`binaries` is the builder by default (what users get) or, with
+    BINARIES=prebuilt, the host's target/release binaries; both give
+    /out/<service> for every service, and the base images are build
+    arguments defaulting to the public ones."""
+    text = (ROOT / "Dockerfile").read_text()
+    args = dockerfile_global_args(text)
+    binaries = stages.get("binaries")
+    if binaries is None or binaries["from"] != "${BINARIES}" or args.get("BINARIES") != "builder":
+        fail("Dockerfile: no `FROM ${BINARIES} AS binaries` with ARG BINARIES=builder")
+    if "prebuilt" not in stages:
+        fail("Dockerfile: no prebuilt stage (BINARIES=prebuilt)")
+    builder_copies = " ".join(r for w, r in stages["builder"]["lines"] if w == "RUN")
+    prebuilt_copies = " ".join(r for w, r in stages["prebuilt"]["lines"] if w == "COPY")
+    for s in SERVICES:
+        if f"/out/$s" not in builder_copies and f"/out/{s}" not in builder_copies:
+            fail(f"Dockerfile: the builder does not leave /out/{s}")
+        if f"target/release/{s} " not in prebuilt_copies + " " or not prebuilt_copies.endswith("/out/"):
+            fail(f"Dockerfile: the prebuilt stage does not copy target/release/{s} to /out/")
+        if f"!target/release/{s}" not in ignore:
+            fail(f".dockerignore does not let target/release/{s} in for BINARIES=prebuilt")
+    wanted = {"RUST_IMAGE": "rust:", "RUNTIME_IMAGE": "gcr.io/distroless/cc", "BUSYBOX_IMAGE": "busybox:"}
+    for name, prefix in wanted.items():
+        if not args.get(name, "").startswith(prefix):
+            fail(f"Dockerfile: ARG {name}={args.get(name)!r}, expected the public {prefix}... by default")
+    for name, stage in stages.items():
+        if stage["from"].startswith("$"):
+            continue
+        if stage["from"] not in stages and stage["from"] != "scratch":
+            fail(f"Dockerfile {name}: FROM {stage['from']} is not a build argument (CI passes local stand-ins)")
 
 
 def workspace_targets(manifest_dir: Path) -> dict[str, set]:
