@@ -121,10 +121,15 @@ async fn a_malformed_setting_stops_start_up_naming_the_variable() {
 async fn production_refuses_to_start_without_secrets() {
     // No JWT_SECRET in production: the gateway must not fall back to a default.
     let port = free_port();
+    let token = (
+        "INTERNAL_AUTH_TOKEN".to_owned(),
+        "internal-token-of-the-test-stack-0123456789".to_owned(),
+    );
     let env = vec![
         ("APP_ENV".to_owned(), "production".to_owned()),
         ("API_GATEWAY_ADDR".to_owned(), format!("127.0.0.1:{port}")),
         ("DB_PASSWORD".to_owned(), String::new()),
+        token.clone(),
     ];
     let mut gateway = ServiceProcess::spawn("gateway", env.clone());
     let exit = gateway.wait_exit(Duration::from_secs(30)).await;
@@ -134,7 +139,7 @@ async fn production_refuses_to_start_without_secrets() {
     // No DB_PASSWORD at all in production: a database service says so.
     let mut inventory = ServiceProcess::spawn(
         "inventory",
-        vec![("APP_ENV".to_owned(), "production".to_owned())],
+        vec![("APP_ENV".to_owned(), "production".to_owned()), token],
     );
     let exit = inventory.wait_exit(Duration::from_secs(30)).await;
     assert!(!exit.success());
@@ -143,6 +148,27 @@ async fn production_refuses_to_start_without_secrets() {
         "{}",
         inventory.log()
     );
+
+    // No INTERNAL_AUTH_TOKEN in production: no service starts with its
+    // internal calls open to any pod, nor with a guessable token.
+    for (service, token) in [("producer", None), ("order", Some("too-short"))] {
+        let mut env = vec![("APP_ENV".to_owned(), "production".to_owned())];
+        if let Some(token) = token {
+            env.push(("INTERNAL_AUTH_TOKEN".to_owned(), token.to_owned()));
+        }
+        let mut process = ServiceProcess::spawn(service, env);
+        let exit = process.wait_exit(Duration::from_secs(30)).await;
+        assert!(!exit.success(), "{service}");
+        assert!(
+            process.log().contains("INTERNAL_AUTH_TOKEN"),
+            "{}",
+            process.log()
+        );
+        assert!(
+            !process.log().contains("too-short"),
+            "the token is not logged"
+        );
+    }
 }
 
 /// The standard gRPC health status of `addr`'s whole server (`""`).

@@ -407,11 +407,13 @@ async fn two_relays_hand_each_record_to_the_producer_once() {
 
     let first_shop = Shop::new(&stack).await;
     let mut second_shop = first_shop.clone();
-    second_shop.orders = proto::order::v1::order_service_client::OrderServiceClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{second_addr}"))
-            .unwrap()
-            .connect_lazy(),
-    );
+    second_shop.orders =
+        proto::order::v1::order_service_client::OrderServiceClient::with_interceptor(
+            tonic::transport::Endpoint::from_shared(format!("http://{second_addr}"))
+                .unwrap()
+                .connect_lazy(),
+            testkit::flow::InternalToken::default(),
+        );
     let product = first_shop.create_product("mug", 1000, "8.00").await;
     let mut placing = JoinSet::new();
     for i in 0..30 {

@@ -68,6 +68,12 @@ where
             }
         };
         crate::fault::announce();
+        if let Err(e) =
+            crate::config::AppEnv::from_env().and_then(crate::internal_auth::init_from_env)
+        {
+            eprintln!("{service}: configuration error: {e}");
+            return ExitCode::from(1);
+        }
         if command == Command::Serve {
             match crate::metrics::bind(service).await {
                 Ok(listener) => {

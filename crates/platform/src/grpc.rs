@@ -87,6 +87,7 @@ async fn serve_routes(
     server()
         .accept_http1(true)
         .layer(crate::grpc_metrics::MetricsLayer)
+        .layer(crate::internal_auth::RequireTokenLayer)
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
@@ -118,13 +119,21 @@ impl opentelemetry::propagation::Injector for MetadataInjector<'_> {
     }
 }
 
-/// Puts the current trace context into every outgoing request.
+/// Puts the current trace context, and the internal token when one is
+/// configured ([`crate::internal_auth`]), into every outgoing request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PropagateTrace;
 
 impl Interceptor for PropagateTrace {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         crate::telemetry::inject_current(&mut MetadataInjector(request.metadata_mut()));
+        if let Some(token) = crate::internal_auth::token()
+            && let Ok(value) = MetadataValue::try_from(token)
+        {
+            request
+                .metadata_mut()
+                .insert(crate::internal_auth::HEADER, value);
+        }
         Ok(request)
     }
 }

@@ -54,6 +54,17 @@ fn metrics() -> &'static GrpcMetrics {
     })
 }
 
+/// The method label: the request's path, unless the server answered that it
+/// has no such method (UNIMPLEMENTED) or refused the caller before looking
+/// (UNAUTHENTICATED). Any caller can send any path; only the methods the
+/// server really has may become series, so their number stays bounded.
+fn method_label(path: String, code: tonic::Code) -> String {
+    match code {
+        tonic::Code::Unimplemented | tonic::Code::Unauthenticated => "unknown".to_owned(),
+        _ => path,
+    }
+}
+
 /// The layer; cheap to clone.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MetricsLayer;
@@ -108,6 +119,7 @@ where
                     Err(_) => tonic::Code::Unknown,
                 };
                 let m = metrics();
+                let method = method_label(method, code);
                 let labels = vec![("method", method.clone()), ("code", format!("{code:?}"))];
                 if code != tonic::Code::Ok {
                     m.errors.get_or_create(&labels).inc();
@@ -119,5 +131,29 @@ where
             }
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_paths_share_one_label() {
+        assert_eq!(
+            method_label("/x.Y/Invented1".into(), tonic::Code::Unimplemented),
+            "unknown"
+        );
+        assert_eq!(
+            method_label("/x.Y/Invented2".into(), tonic::Code::Unauthenticated),
+            "unknown"
+        );
+        assert_eq!(
+            method_label(
+                "/ecommerce.order.v1.OrderService/GetOrder".into(),
+                tonic::Code::NotFound
+            ),
+            "/ecommerce.order.v1.OrderService/GetOrder"
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -36,19 +37,45 @@ pub fn admin() -> Caller {
     }
 }
 
+/// Sends the stack's internal token, when the test gives one.
+#[derive(Clone, Default)]
+pub struct InternalToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for InternalToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(token) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(platform::internal_auth::HEADER, token.clone());
+        }
+        Ok(request)
+    }
+}
+
+type ShopChannel = InterceptedService<Channel, InternalToken>;
+
 /// gRPC clients of Inventory and Order on a stack (lazily connected, so they
 /// survive restarts of the services).
 #[derive(Clone)]
 pub struct Shop {
-    pub inventory: InventoryServiceClient<Channel>,
-    pub orders: OrderServiceClient<Channel>,
+    pub inventory: InventoryServiceClient<ShopChannel>,
+    pub orders: OrderServiceClient<ShopChannel>,
 }
 
 impl Shop {
     pub async fn new(stack: &Stack) -> Shop {
+        Self::with_token(stack, None).await
+    }
+
+    /// Clients that send `token` as the internal token of the stack.
+    pub async fn with_token(stack: &Stack, token: Option<&str>) -> Shop {
+        let token = InternalToken(token.map(|t| t.parse().expect("an ASCII token")));
         Shop {
-            inventory: InventoryServiceClient::new(stack.channel("inventory").await),
-            orders: OrderServiceClient::new(stack.channel("order").await),
+            inventory: InventoryServiceClient::with_interceptor(
+                stack.channel("inventory").await,
+                token.clone(),
+            ),
+            orders: OrderServiceClient::with_interceptor(stack.channel("order").await, token),
         }
     }
 

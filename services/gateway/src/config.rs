@@ -20,9 +20,15 @@ pub struct Config {
     pub login_per_minute: u32,
     /// `RATE_LIMIT_ORDERS_PER_MINUTE` per client IP (0 turns it off).
     pub orders_per_minute: u32,
-    /// `TRUST_PROXY_HEADERS`: take the client IP from the last
-    /// `X-Forwarded-For` address (only behind a proxy that sets or appends it).
-    pub trust_proxy_headers: bool,
+    /// `TRUSTED_PROXIES`: the proxies (comma-separated CIDRs) whose
+    /// `X-Forwarded-For` tells the client's address. `TRUST_PROXY_HEADERS=true`
+    /// (older) trusts every peer.
+    pub trusted_proxies: TrustedProxies,
+    /// `RATE_LIMIT_REGISTER_PER_MINUTE` per client IP (0 turns it off).
+    pub register_per_minute: u32,
+    /// `RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MINUTE`: login attempts per account
+    /// from all clients together (0 turns it off).
+    pub login_per_account_per_minute: u32,
     /// `CIRCUIT_BREAKER_FAILURES`: consecutive unreachable answers that open
     /// a downstream's breaker.
     pub breaker_failures: u32,
@@ -61,7 +67,12 @@ impl Config {
             jwt: JwtSettings::from_env(app_env)?,
             login_per_minute: config::parse_or("RATE_LIMIT_LOGIN_PER_MINUTE", 10)?,
             orders_per_minute: config::parse_or("RATE_LIMIT_ORDERS_PER_MINUTE", 60)?,
-            trust_proxy_headers: config::bool_or("TRUST_PROXY_HEADERS", false)?,
+            trusted_proxies: TrustedProxies::from_env()?,
+            register_per_minute: config::parse_or("RATE_LIMIT_REGISTER_PER_MINUTE", 10)?,
+            login_per_account_per_minute: config::parse_or(
+                "RATE_LIMIT_LOGIN_PER_ACCOUNT_PER_MINUTE",
+                20,
+            )?,
             breaker_failures,
             breaker_cooldown: config::millis_or(
                 "CIRCUIT_BREAKER_COOLDOWN_MS",
@@ -70,5 +81,44 @@ impl Config {
             max_body_bytes,
             workers: config::parse_or("HTTP_WORKERS", 0)?,
         })
+    }
+}
+
+/// The networks of the proxies in front of the gateway.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        if config::bool_or("TRUST_PROXY_HEADERS", false)? {
+            return Ok(Self::parse("0.0.0.0/0,::/0").expect("valid networks"));
+        }
+        let text = config::string_or("TRUSTED_PROXIES", "");
+        Self::parse(&text).map_err(|bad| {
+            ConfigError::invalid(
+                "TRUSTED_PROXIES",
+                &text,
+                format!("{bad:?} is not an address or CIDR network"),
+            )
+        })
+    }
+
+    /// Comma-separated networks (`10.0.0.0/8`) or single addresses.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| s.to_owned())
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
     }
 }

@@ -54,8 +54,10 @@ pub fn state(config: &Config) -> anyhow::Result<AppState> {
             config.breaker_cooldown,
         )?,
         login_limiter: RateLimiter::per_minute(config.login_per_minute),
+        account_login_limiter: RateLimiter::per_minute(config.login_per_account_per_minute),
+        register_limiter: RateLimiter::per_minute(config.register_per_minute),
         order_limiter: RateLimiter::per_minute(config.orders_per_minute),
-        trust_proxy_headers: config.trust_proxy_headers,
+        trusted_proxies: config.trusted_proxies.clone(),
         readiness_timeout: config.calls.request_timeout.min(Duration::from_secs(2)),
     })
 }

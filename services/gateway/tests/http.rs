@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{test, web};
 use gateway::auth::{JwtKeys, JwtSettings, Role};
+use gateway::config::TrustedProxies;
 use gateway::http::{ApiDocument, app, openapi};
 use platform::config::{CallSettings, Endpoints, ServiceAddr};
 use serde_json::{Value, json};
@@ -46,7 +47,9 @@ fn config(login_per_minute: u32) -> gateway::Config {
         },
         login_per_minute,
         orders_per_minute: 0,
-        trust_proxy_headers: false,
+        trusted_proxies: TrustedProxies::default(),
+        register_per_minute: 0,
+        login_per_account_per_minute: 0,
         breaker_failures: 2,
         breaker_cooldown: Duration::from_secs(60),
         max_body_bytes: 4096,
@@ -400,7 +403,7 @@ async fn invented_methods_do_not_create_metric_series() {
 #[actix_web::test]
 async fn behind_a_proxy_the_client_is_the_address_the_proxy_added() {
     let mut settings = config(2);
-    settings.trust_proxy_headers = true;
+    settings.trusted_proxies = TrustedProxies::parse("10.9.9.9").unwrap();
     let (service, _, _) = service!(settings);
     let login = |headers: &[(&'static str, &'static str)]| {
         let mut request = test::TestRequest::post()
@@ -431,4 +434,131 @@ async fn behind_a_proxy_the_client_is_the_address_the_proxy_added() {
     let other = [("X-Forwarded-For", "203.0.113.8")];
     let response = test::call_service(&service, login(&other)).await;
     assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A login from `client` through the proxy 10.9.9.9 (or directly, when
+/// `client` is `None`), for `username`.
+fn login_via(
+    client: Option<&str>,
+    peer: &str,
+    username: &str,
+    password: &str,
+) -> test::TestRequest {
+    let mut request = test::TestRequest::post()
+        .uri("/users/login")
+        .peer_addr(format!("{peer}:40000").parse().unwrap())
+        .set_json(json!({"username": username, "password": password}));
+    if let Some(client) = client {
+        request = request.insert_header(("X-Forwarded-For", client.to_owned()));
+    }
+    request
+}
+
+#[actix_web::test]
+async fn behind_a_trusted_proxy_one_clients_bad_logins_never_limit_another() {
+    let mut settings = config(2);
+    settings.trusted_proxies = TrustedProxies::parse("10.0.0.0/8, fd00::/8").unwrap();
+    let (service, _, _) = service!(settings);
+    let proxy = "10.9.9.9";
+    // Junk (a login without a password) is refused before any quota is
+    // spent: it cannot eat anybody's budget.
+    for _ in 0..5 {
+        let response = test::call_service(
+            &service,
+            login_via(Some("198.51.100.1"), proxy, "a", "").to_request(),
+        )
+        .await;
+        problem(response, 400).await;
+    }
+    // A's bad logins spend A's allowance...
+    for _ in 0..2 {
+        let response = test::call_service(
+            &service,
+            login_via(Some("198.51.100.1"), proxy, "a", "x").to_request(),
+        )
+        .await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let response = test::call_service(
+        &service,
+        login_via(Some("198.51.100.1"), proxy, "a", "x").to_request(),
+    )
+    .await;
+    problem(response, 429).await;
+    // ...and never B's, behind the same proxy (and a second proxy hop).
+    let response = test::call_service(
+        &service,
+        login_via(Some("198.51.100.2, 10.1.1.1"), proxy, "b", "x").to_request(),
+    )
+    .await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    // A peer that is not a trusted proxy cannot choose its address.
+    let direct = "198.51.100.50";
+    let response = test::call_service(
+        &service,
+        login_via(Some("198.51.100.77"), direct, "c", "x").to_request(),
+    )
+    .await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let response = test::call_service(
+        &service,
+        login_via(Some("198.51.100.78"), direct, "c", "x").to_request(),
+    )
+    .await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let response = test::call_service(
+        &service,
+        login_via(Some("198.51.100.79"), direct, "c", "x").to_request(),
+    )
+    .await;
+    problem(response, 429).await;
+}
+
+#[actix_web::test]
+async fn logins_are_limited_per_account_and_registrations_per_client() {
+    let mut settings = config(100);
+    settings.login_per_account_per_minute = 3;
+    settings.register_per_minute = 2;
+    let (service, _, _) = service!(settings);
+    // One account guessed at from many addresses.
+    for n in 0..3 {
+        let peer = format!("198.51.100.{n}");
+        let response =
+            test::call_service(&service, login_via(None, &peer, "Victim", "x").to_request()).await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let response = test::call_service(
+        &service,
+        login_via(None, "198.51.100.9", "victim", "x").to_request(),
+    )
+    .await;
+    problem(response, 429).await;
+    // Another account is not affected.
+    let response = test::call_service(
+        &service,
+        login_via(None, "198.51.100.9", "other", "x").to_request(),
+    )
+    .await;
+    assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let register = |body: serde_json::Value| {
+        test::TestRequest::post()
+            .uri("/users/register")
+            .peer_addr("203.0.113.5:40000".parse().unwrap())
+            .set_json(body)
+            .to_request()
+    };
+    let good = || json!({"username": "newbie", "email": "newbie@example.com", "password": "long-enough-password"});
+    // Malformed registrations do not count...
+    for _ in 0..3 {
+        let response = test::call_service(&service, register(json!({"username": ""}))).await;
+        problem(response, 400).await;
+    }
+    // ...well-formed ones do.
+    for _ in 0..2 {
+        let response = test::call_service(&service, register(good())).await;
+        assert_ne!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    let response = test::call_service(&service, register(good())).await;
+    problem(response, 429).await;
 }

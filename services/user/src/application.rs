@@ -24,6 +24,8 @@ pub enum UserError {
     NotFound(Uuid),
     #[error(transparent)]
     Hashing(#[from] HashError),
+    #[error("too many registrations at once, try again")]
+    Busy,
     #[error("database error: {0}")]
     Database(#[from] DbErr),
 }
@@ -87,8 +89,13 @@ impl Users {
         password: &str,
     ) -> Result<User, UserError> {
         let registration = Registration::parse(username, email, password)?;
-        // Spares a bcrypt run and names both fields when both are taken; a
-        // racing registration is still caught by the unique indexes.
+        let _turn = self.hasher.registration_slot().ok_or(UserError::Busy)?;
+        // Hashed before the uniqueness check: "already taken" costs the same
+        // bcrypt run as a registration, so its timing does not tell which
+        // names and emails exist.
+        let password_hash = self.hasher.hash(registration.password.expose()).await?;
+        // Names both fields when both are taken; a racing registration is
+        // still caught by the unique indexes.
         let taken = self
             .store
             .taken_fields(&registration.username, &registration.email)
@@ -96,7 +103,6 @@ impl Users {
         if !taken.is_empty() {
             return Err(UserError::AlreadyExists(taken));
         }
-        let password_hash = self.hasher.hash(registration.password.expose()).await?;
         let user = self
             .store
             .insert(NewUser {

@@ -19,6 +19,10 @@ pub struct Config {
     pub db: DbSettings,
     /// `BCRYPT_COST` (default and minimum 12).
     pub bcrypt_cost: u32,
+    /// `USER_MAX_CONCURRENT_HASHES` (default: one per core, at least 2):
+    /// registrations hashing at once (more are refused at once with
+    /// RESOURCE_EXHAUSTED), and as many logins verifying.
+    pub max_concurrent_hashes: usize,
     /// `ADMIN_USERNAME`, `ADMIN_EMAIL`, `ADMIN_PASSWORD`: all three or none.
     pub admin: Option<AdminSettings>,
 }
@@ -48,9 +52,25 @@ impl Config {
             app_env,
             db: DbSettings::from_env("user", app_env)?,
             bcrypt_cost: bcrypt_cost_from_env()?,
+            max_concurrent_hashes: max_concurrent_hashes_from_env()?,
             admin: admin_from_env()?,
         })
     }
+}
+
+fn max_concurrent_hashes_from_env() -> Result<usize, ConfigError> {
+    let n: usize = platform::config::parse_or(
+        "USER_MAX_CONCURRENT_HASHES",
+        crate::infrastructure::password::default_concurrency(),
+    )?;
+    if n == 0 {
+        return Err(ConfigError::invalid(
+            "USER_MAX_CONCURRENT_HASHES",
+            "0",
+            "must be at least 1",
+        ));
+    }
+    Ok(n)
 }
 
 fn bcrypt_cost_from_env() -> Result<u32, ConfigError> {

@@ -42,7 +42,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = platform::grpc::bind(&config.listen).await?;
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
-    let hasher = PasswordHasher::new(config.bcrypt_cost).await?;
+    let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;
     let users = Users::new(db.clone(), hasher);
 
     if let Some(admin) = &config.admin {

@@ -11,7 +11,6 @@ pub mod products;
 pub mod storefront;
 pub mod users;
 
-use std::future::{Ready, ready};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
@@ -38,8 +37,13 @@ use crate::problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
 pub struct AppState {
     pub clients: Clients,
     pub login_limiter: RateLimiter,
+    /// Logins per account (by the hash of the lowercased name), whichever
+    /// client they come from.
+    pub account_login_limiter: RateLimiter<u64>,
+    pub register_limiter: RateLimiter,
     pub order_limiter: RateLimiter,
-    pub trust_proxy_headers: bool,
+    /// Peers whose `X-Forwarded-For` is believed ([`crate::config::TrustedProxies`]).
+    pub trusted_proxies: crate::config::TrustedProxies,
     /// How long `/readyz` and `/readyz/downstreams` wait for each service's
     /// health answer.
     pub readiness_timeout: Duration,
@@ -428,26 +432,36 @@ impl<T: Serialize> Responder for Created<T> {
     }
 }
 
-/// The client's address: the peer, or, when `TRUST_PROXY_HEADERS` says the
-/// gateway sits behind a proxy, the last `X-Forwarded-For` address: the one
-/// that proxy wrote, whether it replaces the header or appends to it. The
-/// addresses before it, and `Forwarded` (which proxies often pass through),
-/// are whatever the client sent.
-fn client_ip(req: &HttpRequest, trust_proxy_headers: bool) -> IpAddr {
-    if trust_proxy_headers {
-        let last = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .last();
-        if let Some(ip) = last.and_then(|text| parse_ip(text.trim())) {
-            return ip;
+/// The client's address: the peer's, unless the peer is a trusted proxy
+/// (`TRUSTED_PROXIES`); then the `X-Forwarded-For` addresses are walked from
+/// the right (the one the nearest proxy wrote) past every trusted proxy, and
+/// the first other address is the client. What lies left of it is whatever
+/// the client sent, and `Forwarded` (which proxies often pass through) is
+/// not believed.
+fn client_ip(req: &HttpRequest, trusted: &crate::config::TrustedProxies) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|text| parse_ip(text.trim()))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
+    let mut client = peer;
+    for ip in forwarded.into_iter().rev() {
+        client = ip;
+        if !trusted.contains(ip) {
+            break;
         }
     }
-    req.peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    client
 }
 
 fn parse_ip(text: &str) -> Option<IpAddr> {
@@ -466,38 +480,28 @@ fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn spend(req: &HttpRequest, pick: fn(&AppState) -> &RateLimiter) -> Result<(), Problem> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("AppState registered as app data");
-    let ip = client_ip(req, state.trust_proxy_headers);
-    pick(state).check(limit_key(ip)).map_err(|wait| {
+/// Spends one request of the client's allowance in `limiter`. Handlers call
+/// it once the request is authenticated and well formed, so junk never eats
+/// anybody's budget.
+pub fn spend_client_quota(
+    req: &HttpRequest,
+    state: &AppState,
+    limiter: &RateLimiter,
+) -> Result<(), Problem> {
+    let ip = client_ip(req, &state.trusted_proxies);
+    limiter.check(limit_key(ip)).map_err(|wait| {
         tracing::info!(%ip, path = req.path(), "rate limited");
         Problem::rate_limited(wait)
     })
 }
 
-/// One login attempt of this client's per-minute allowance (first argument
-/// of the handler, so it is spent even when the body is wrong).
-pub struct LoginQuota;
-
-impl FromRequest for LoginQuota {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(spend(req, |s| &s.login_limiter).map(|()| LoginQuota))
-    }
-}
-
-/// One order creation of this client's per-minute allowance.
-pub struct OrderQuota;
-
-impl FromRequest for OrderQuota {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(spend(req, |s| &s.order_limiter).map(|()| OrderQuota))
-    }
+/// Spends one login attempt of the account named `login`, from any client:
+/// guessing one account's password from many addresses is limited too.
+pub fn spend_account_quota(state: &AppState, login: &str) -> Result<(), Problem> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(login.trim().to_lowercase());
+    state.account_login_limiter.check(key).map_err(|wait| {
+        tracing::info!("login rate limited for one account");
+        Problem::rate_limited(wait)
+    })
 }

@@ -5,7 +5,7 @@ use proto::order::v1 as pb;
 use uuid::Uuid;
 
 use super::dto::{CreateOrder, Order, OrderPage, OrderQuery, UpdateOrderStatus, validate_paging};
-use super::{AppState, Json, OrderQuota};
+use super::{AppState, Json, spend_client_quota};
 use crate::auth::Caller;
 use crate::problem::Problem;
 
@@ -56,7 +56,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
 )]
 #[post("/orders")]
 pub async fn create_order(
-    _quota: OrderQuota,
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: Caller,
@@ -65,6 +64,7 @@ pub async fn create_order(
     let key = idempotency_key(&req)?;
     let body = body.into_inner();
     body.validate()?;
+    spend_client_quota(&req, &state, &state.order_limiter)?;
     let request = pb::CreateOrderRequest {
         caller: Some(caller.to_proto()),
         items: body

@@ -1,11 +1,11 @@
 //! `/users`: registration, login (a JWT) and profiles.
 
-use actix_web::{get, post, web};
+use actix_web::{HttpRequest, get, post, web};
 use proto::user::v1 as pb;
 use uuid::Uuid;
 
 use super::dto::{Login, LoginResponse, RegisterUser, User};
-use super::{AppState, Created, Json, LoginQuota};
+use super::{AppState, Created, Json, spend_account_quota, spend_client_quota};
 use crate::auth::{Caller, JwtKeys};
 use crate::problem::Problem;
 
@@ -16,16 +16,19 @@ use crate::problem::Problem;
         (status = 201, description = "Registered as a customer", body = User),
         (status = 400, description = "Invalid body (a `role` field is refused too)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Username or email taken", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "User service unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this client", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "User service unavailable or busy", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/users/register")]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: Json<RegisterUser>,
 ) -> Result<Created<User>, Problem> {
     let body = body.into_inner();
     body.validate()?;
+    spend_client_quota(&req, &state, &state.register_limiter)?;
     let request = pb::RegisterRequest {
         username: body.username.trim().to_owned(),
         email: body.email.trim().to_owned(),
@@ -47,19 +50,21 @@ pub async fn register(
         (status = 200, description = "A bearer token", body = LoginResponse),
         (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown user or wrong password", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts from this client", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this client, or at this account", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "User service unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/users/login")]
 pub async fn login(
-    _quota: LoginQuota,
+    req: HttpRequest,
     state: web::Data<AppState>,
     keys: web::Data<JwtKeys>,
     body: Json<Login>,
 ) -> Result<web::Json<LoginResponse>, Problem> {
     let body = body.into_inner();
     body.validate()?;
+    spend_client_quota(&req, &state, &state.login_limiter)?;
+    spend_account_quota(&state, &body.username)?;
     let request = pb::AuthenticateRequest {
         username: body.username.trim().to_owned(),
         password: body.password,

@@ -53,6 +53,7 @@ pub fn to_status(error: UserError) -> Status {
             tracing::error!(error = %e, "password hashing failed");
             Status::internal("internal error")
         }
+        UserError::Busy => Status::resource_exhausted("too many registrations at once, try again"),
         UserError::Database(e) => platform::db::status_from_db(&e),
     }
 }

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
@@ -23,6 +25,25 @@ pub struct PasswordHasher {
     /// bcrypt verifications run, known user or not (tests prove with it that
     /// an unknown user costs a verification too).
     verifications: Arc<AtomicU64>,
+    /// bcrypt hashes made so far (tests prove with it that a taken name costs
+    /// a hash too).
+    hashes: Arc<AtomicU64>,
+    /// Registrations hashing at once: a flood of them is refused at once
+    /// (RESOURCE_EXHAUSTED) instead of queueing CPU work until every call,
+    /// logins included, times out.
+    registrations: Arc<Semaphore>,
+    /// Logins verifying at once; they wait their turn, apart from the
+    /// registrations, so a registration flood never starves a login.
+    logins: Arc<Semaphore>,
+}
+
+/// The default bound of concurrent hashes of each kind: one per core, at
+/// least two.
+pub fn default_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
 fn prehash(password: &str) -> String {
@@ -40,15 +61,24 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl PasswordHasher {
-    /// `cost` is bcrypt's work factor (the caller enforces the minimum).
-    pub async fn new(cost: u32) -> Result<Self, HashError> {
+    /// `cost` is bcrypt's work factor (the caller enforces the minimum);
+    /// at most `concurrency` registrations and as many logins hash at once.
+    pub async fn new(cost: u32, concurrency: usize) -> Result<Self, HashError> {
         let dummy =
             blocking(move || bcrypt::hash(prehash("no such user, no such password"), cost)).await?;
         Ok(PasswordHasher {
             cost,
             dummy_hash: Arc::new(dummy),
             verifications: Arc::new(AtomicU64::new(0)),
+            hashes: Arc::new(AtomicU64::new(0)),
+            registrations: Arc::new(Semaphore::new(concurrency.max(1))),
+            logins: Arc::new(Semaphore::new(concurrency.max(1))),
         })
+    }
+
+    /// A registration's turn to hash, if one is free right now.
+    pub fn registration_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.registrations.clone().try_acquire_owned().ok()
     }
 
     pub fn cost(&self) -> u32 {
@@ -60,7 +90,13 @@ impl PasswordHasher {
         self.verifications.load(Ordering::Relaxed)
     }
 
+    /// How many hashes were made so far.
+    pub fn hashes(&self) -> u64 {
+        self.hashes.load(Ordering::Relaxed)
+    }
+
     pub async fn hash(&self, password: &str) -> Result<SecretString, HashError> {
+        self.hashes.fetch_add(1, Ordering::Relaxed);
         let secret = prehash(password);
         let cost = self.cost;
         let hash = blocking(move || bcrypt::hash(secret, cost)).await?;
@@ -70,6 +106,7 @@ impl PasswordHasher {
     /// Whether `password` matches `hash`; with no hash (no such user) it
     /// verifies against the dummy hash all the same and answers false.
     pub async fn verify(&self, password: &str, hash: Option<&SecretString>) -> bool {
+        let _turn = self.logins.acquire().await;
         let secret = prehash(password);
         let (target, known) = match hash {
             Some(h) => (h.expose_secret().to_owned(), true),

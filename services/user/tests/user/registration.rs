@@ -6,9 +6,11 @@ use futures::future::join_all;
 use sea_orm::{ConnectionTrait, Statement};
 use secrecy::SecretString;
 use tonic::Code;
-use user::application::UserError;
+use user::application::{UserError, Users};
+use user::config::MIN_BCRYPT_COST;
 use user::domain::{Caller, Email, Role, UniqueField, Username};
 use user::infrastructure::grpc::to_status;
+use user::infrastructure::password::PasswordHasher;
 use user::infrastructure::store::{InsertError, NewUser, UserStore};
 use uuid::Uuid;
 
@@ -297,4 +299,73 @@ async fn a_customer_reads_only_their_own_profile_an_admin_any() {
         app.users.get_user(admin, missing_id).await,
         Err(UserError::NotFound(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registration_flood_is_refused_quickly_while_a_login_still_succeeds() {
+    let app = app().await;
+    app.users
+        .register("regular", "regular@example.com", PASSWORD)
+        .await
+        .unwrap();
+    // Two registrations may hash at once; the rest are refused at once.
+    let hasher = PasswordHasher::new(MIN_BCRYPT_COST, 2).await.unwrap();
+    let users = Arc::new(Users::new(app.conn.clone(), hasher));
+    let flood = join_all((0..200).map(|i| {
+        let users = users.clone();
+        tokio::spawn(async move {
+            users
+                .register(
+                    &format!("flood{i}"),
+                    &format!("flood{i}@example.com"),
+                    PASSWORD,
+                )
+                .await
+        })
+    }));
+    let login = {
+        let users = users.clone();
+        tokio::spawn(async move { users.authenticate("regular", PASSWORD).await })
+    };
+    let (results, login) = tokio::join!(flood, login);
+    let user = login.unwrap().expect("the login succeeds during the flood");
+    assert_eq!(user.username.as_str(), "regular");
+    let mut created = 0;
+    let mut busy = 0;
+    for result in results {
+        match result.unwrap() {
+            Ok(_) => created += 1,
+            Err(err @ UserError::Busy) => {
+                assert_eq!(to_status(err).code(), Code::ResourceExhausted);
+                busy += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created + busy, 200);
+    assert!(
+        created >= 2 && busy > 150,
+        "{created} created, {busy} refused"
+    );
+}
+
+#[tokio::test]
+async fn a_taken_name_costs_the_same_hash_as_a_registration() {
+    let app = app().await;
+    app.users
+        .register("taken", "taken@example.com", PASSWORD)
+        .await
+        .unwrap();
+    // A refusal that skipped the bcrypt run would answer in milliseconds
+    // against a registration's ~250 ms, telling which names exist.
+    let before = app.hasher.hashes();
+    let taken = app
+        .users
+        .register("taken", "taken2@example.com", PASSWORD)
+        .await;
+    assert!(
+        matches!(taken, Err(UserError::AlreadyExists(_))),
+        "{taken:?}"
+    );
+    assert_eq!(app.hasher.hashes(), before + 1);
 }

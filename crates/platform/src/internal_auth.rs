@@ -1,0 +1,174 @@
+//! Internal gRPC calls carry a token shared by the stack's services
+//! (`INTERNAL_AUTH_TOKEN`): every outgoing call sends it, every server refuses
+//! a call without it (UNAUTHENTICATED), so a pod that can merely reach a
+//! service cannot confirm orders, return stock or read profiles. The gRPC
+//! health service stays open (kubelet probes carry no token), and so do the
+//! plain HTTP `/healthz` and `/readyz`.
+//!
+//! Required in production (at least [`MIN_LEN`] characters); in development
+//! an unset token turns the check off.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use tonic::codegen::http;
+
+use crate::ConfigError;
+use crate::config::AppEnv;
+
+pub const VAR: &str = "INTERNAL_AUTH_TOKEN";
+pub const MIN_LEN: usize = 32;
+
+/// The metadata key the token travels in.
+pub const HEADER: &str = "x-internal-token";
+
+static TOKEN: OnceLock<Option<String>> = OnceLock::new();
+
+/// Reads and checks the token once per process (the binary's start-up).
+pub fn init_from_env(app_env: AppEnv) -> Result<(), ConfigError> {
+    let token = crate::config::var(VAR).filter(|t| !t.is_empty());
+    match (&token, app_env) {
+        (None, AppEnv::Production) => {
+            return Err(ConfigError::invalid(
+                VAR,
+                "",
+                "is required with APP_ENV=production: set the token every service of the stack shares",
+            ));
+        }
+        (Some(t), _) if t.chars().count() < MIN_LEN || !t.is_ascii() => {
+            return Err(ConfigError::invalid(
+                VAR,
+                "***",
+                format!("must be at least {MIN_LEN} ASCII characters"),
+            ));
+        }
+        _ => {}
+    }
+    if token.is_none() {
+        tracing::warn!(
+            "{VAR} is not set: internal gRPC calls are not authenticated (APP_ENV=development)"
+        );
+    }
+    let _ = TOKEN.set(token);
+    Ok(())
+}
+
+/// The token, when one is configured.
+pub fn token() -> Option<&'static str> {
+    TOKEN.get().and_then(|t| t.as_deref())
+}
+
+/// Compares without an early exit, so the time taken does not say how much
+/// of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a request may pass: no token configured, a health check, not
+/// gRPC at all, or the right token.
+fn admitted<B>(request: &http::Request<B>, expected: Option<&str>) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let is_grpc = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc || request.uri().path().starts_with("/grpc.health.v1.Health/") {
+        return true;
+    }
+    request
+        .headers()
+        .get(HEADER)
+        .is_some_and(|v| same(v.as_bytes(), expected.as_bytes()))
+}
+
+/// The server side: answers UNAUTHENTICATED to a gRPC call without the token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequireTokenLayer;
+
+impl<S> tower::Layer<S> for RequireTokenLayer {
+    type Service = RequireToken<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireToken { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RequireToken<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for RequireToken<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if admitted(&request, token()) {
+            return Box::pin(self.inner.call(request));
+        }
+        tracing::warn!(path = %request.uri().path(), "internal call without a valid {HEADER} refused");
+        // A trailers-only gRPC answer.
+        let refused = http::Response::builder()
+            .status(http::StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(
+                "grpc-status",
+                (tonic::Code::Unauthenticated as i32).to_string(),
+            )
+            .header("grpc-message", "missing or wrong internal token")
+            .body(ResBody::default())
+            .expect("a valid response");
+        Box::pin(async move { Ok(refused) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc(path: &str, token: Option<&str>) -> http::Request<()> {
+        let mut builder = http::Request::builder()
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/grpc");
+        if let Some(token) = token {
+            builder = builder.header(HEADER, token);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn only_the_right_token_passes_and_health_stays_open() {
+        let expected = Some("a-token-of-enough-length-0123456789");
+        let method = "/ecommerce.order.v1.OrderService/RecordOutcome";
+        assert!(!admitted(&grpc(method, None), expected));
+        assert!(!admitted(
+            &grpc(method, Some("a-token-of-enough-length-012345678X")),
+            expected
+        ));
+        assert!(!admitted(&grpc(method, Some("short")), expected));
+        assert!(admitted(&grpc(method, expected), expected));
+        assert!(admitted(
+            &grpc("/grpc.health.v1.Health/Check", None),
+            expected
+        ));
+        // Plain HTTP (/healthz, /readyz) is not an internal call.
+        let plain = http::Request::builder().uri("/readyz").body(()).unwrap();
+        assert!(admitted(&plain, expected));
+        // No token configured (development): everything passes.
+        assert!(admitted(&grpc(method, None), None));
+    }
+}
