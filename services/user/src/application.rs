@@ -71,6 +71,9 @@ pub enum BootstrapError {
 pub struct Users {
     store: UserStore,
     hasher: PasswordHasher,
+    /// The admin's username and email (lowercased), which no registration
+    /// may take, whether the admin exists yet or not.
+    reserved: Option<(String, String)>,
 }
 
 impl Users {
@@ -78,7 +81,33 @@ impl Users {
         Users {
             store: UserStore::new(db),
             hasher,
+            reserved: None,
         }
+    }
+
+    /// Reserves the admin's username and email for the admin.
+    pub fn reserving(mut self, admin: Option<&AdminSettings>) -> Self {
+        self.reserved = admin.map(|a| {
+            (
+                a.username.as_str().to_lowercase(),
+                a.email.as_str().to_lowercase(),
+            )
+        });
+        self
+    }
+
+    fn reserved_fields(&self, registration: &Registration) -> Vec<UniqueField> {
+        let Some((username, email)) = &self.reserved else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        if registration.username.as_str().to_lowercase() == *username {
+            taken.push(UniqueField::Username);
+        }
+        if registration.email.as_str().to_lowercase() == *email {
+            taken.push(UniqueField::Email);
+        }
+        taken
     }
 
     /// Registers a customer: registration can never choose a role.
@@ -96,10 +125,15 @@ impl Users {
         let password_hash = self.hasher.hash(registration.password.expose()).await?;
         // Names both fields when both are taken; a racing registration is
         // still caught by the unique indexes.
-        let taken = self
+        let mut taken = self
             .store
             .taken_fields(&registration.username, &registration.email)
             .await?;
+        for field in self.reserved_fields(&registration) {
+            if !taken.contains(&field) {
+                taken.push(field);
+            }
+        }
         if !taken.is_empty() {
             return Err(UserError::AlreadyExists(taken));
         }

@@ -24,7 +24,7 @@ type UserServer = UserServiceServer<infrastructure::grpc::UserGrpc>;
 pub use config::Config;
 pub use infrastructure::migration::Migrator;
 
-use application::{AdminBootstrap, Users};
+use application::{AdminBootstrap, BootstrapError, Users};
 use infrastructure::password::PasswordHasher;
 
 /// Entry point of the binary.
@@ -43,20 +43,27 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;
-    let users = Users::new(db.clone(), hasher);
+    let users = Users::new(db.clone(), hasher).reserving(config.admin.as_ref());
 
+    // A customer who took the admin's name or email before the ADMIN_*
+    // settings were given leaves no admin; the service still serves (exiting
+    // would only restart it into the same conflict) and says what to change.
     if let Some(admin) = &config.admin {
-        match users.bootstrap_admin(admin).await? {
-            AdminBootstrap::Created(user) => {
+        match users.bootstrap_admin(admin).await {
+            Ok(AdminBootstrap::Created(user)) => {
                 tracing::info!(user_id = %user.id, username = %user.username, "first admin created")
             }
-            AdminBootstrap::AlreadyPresent(user) if user.role != domain::Role::Admin => {
-                tracing::warn!(user_id = %user.id, username = %user.username,
-                    "ADMIN_USERNAME belongs to an existing user who is not an admin; left unchanged")
+            Ok(AdminBootstrap::AlreadyPresent(user)) if user.role != domain::Role::Admin => {
+                tracing::error!(user_id = %user.id, username = %user.username,
+                    "no admin: ADMIN_USERNAME belongs to an existing customer, left unchanged; choose another ADMIN_USERNAME (and ADMIN_EMAIL)")
             }
-            AdminBootstrap::AlreadyPresent(user) => {
+            Ok(AdminBootstrap::AlreadyPresent(user)) => {
                 tracing::info!(user_id = %user.id, "admin already present; left unchanged")
             }
+            Err(error @ BootstrapError::EmailTaken(_)) => {
+                tracing::error!("no admin: {error}")
+            }
+            Err(error) => return Err(error.into()),
         }
     }
 

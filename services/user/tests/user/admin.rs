@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 use user::application::{AdminBootstrap, BootstrapError, UserError};
-use user::domain::Role;
+use user::domain::{Role, UniqueField};
 
 use crate::helpers::{PASSWORD, admin_settings, app};
 
@@ -99,4 +99,32 @@ async fn an_existing_customer_with_that_name_is_left_alone() {
     let err = app.users.bootstrap_admin(&clash).await.unwrap_err();
     assert!(matches!(err, BootstrapError::EmailTaken(_)), "{err:?}");
     assert!(err.to_string().contains("ADMIN_EMAIL"));
+}
+
+#[tokio::test]
+async fn the_admins_names_are_reserved_before_the_admin_exists() {
+    let app = app().await;
+    let admin = admin_settings("Boss", "boss@example.com", "boss-password-123");
+    let users = app.replica().reserving(Some(&admin));
+    let err = users
+        .register("boss", "someone@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, UserError::AlreadyExists(f) if f == &[UniqueField::Username]),
+        "{err:?}"
+    );
+    let err = users
+        .register("someone", "BOSS@example.com", PASSWORD)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, UserError::AlreadyExists(f) if f == &[UniqueField::Email]),
+        "{err:?}"
+    );
+    // So the admin is created as configured.
+    assert!(matches!(
+        users.bootstrap_admin(&admin).await.unwrap(),
+        AdminBootstrap::Created(_)
+    ));
 }

@@ -236,3 +236,43 @@ async fn bad_settings_stop_start_up_naming_the_variable() {
         assert!(!log.contains(ADMIN_PASSWORD), "{log}");
     }
 }
+
+#[tokio::test]
+async fn a_customer_holding_the_admin_email_leaves_no_admin_but_no_crash_loop() {
+    let db = TestDb::create().await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Before any ADMIN_* setting, a customer registers the email.
+    let mut first = ServiceProcess::spawn("user", env(&db, &addr));
+    first
+        .wait_grpc_healthy(&addr, Duration::from_secs(60))
+        .await;
+    client(&addr)
+        .await
+        .register(pb::RegisterRequest {
+            username: "early".into(),
+            email: "admin@example.com".into(),
+            password: "early-bird-password".into(),
+        })
+        .await
+        .unwrap();
+    first.terminate(Duration::from_secs(15)).await;
+
+    // Then the admin is configured with that email: the service serves on
+    // (it used to exit and crash-loop) and says what to change.
+    let mut second = ServiceProcess::spawn("user", with_admin(env(&db, &addr), ADMIN_PASSWORD));
+    second
+        .wait_grpc_healthy(&addr, Duration::from_secs(60))
+        .await;
+    let log = second.log();
+    assert!(log.contains("no admin"), "{log}");
+    assert!(log.contains("choose another ADMIN_EMAIL"), "{log}");
+    let mut client = client(&addr).await;
+    assert_eq!(
+        login(&mut client, "admin", ADMIN_PASSWORD)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    assert!(second.is_running());
+}
