@@ -562,3 +562,130 @@ async fn logins_are_limited_per_account_and_registrations_per_client() {
     let response = test::call_service(&service, register(good())).await;
     problem(response, 429).await;
 }
+
+/// The constraints the OpenAPI document states are the ones enforced: by the
+/// gateway's early checks and by the service that owns each rule. A client
+/// generated from the document sends nothing the API refuses for a limit the
+/// document did not state.
+#[actix_web::test]
+async fn openapi_constraints_are_the_enforced_rules() {
+    use gateway::http::dto;
+    let doc: Value = serde_json::from_str(&openapi().to_json().unwrap()).unwrap();
+    let schema =
+        |name: &str, field: &str| doc["components"]["schemas"][name]["properties"][field].clone();
+    let number = |v: &Value, key: &str| {
+        v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing in {v}"))
+    };
+
+    for product in ["CreateProduct", "UpdateProduct"] {
+        let stock = schema(product, "stock");
+        assert_eq!(number(&stock, "minimum"), 0.0, "{product}");
+        assert_eq!(
+            number(&stock, "maximum"),
+            platform::limits::MAX_STOCK as f64,
+            "{product}"
+        );
+        let name = schema(product, "name");
+        assert_eq!(
+            number(&name, "maxLength") as usize,
+            dto::MAX_TEXT_LEN,
+            "{product}"
+        );
+        assert_eq!(
+            number(&name, "maxLength") as usize,
+            inventory::domain::MAX_NAME_CHARS
+        );
+        let category = schema(product, "category");
+        assert_eq!(
+            number(&category, "maxLength") as usize,
+            dto::MAX_CATEGORY_LEN
+        );
+        assert_eq!(
+            number(&category, "maxLength") as usize,
+            inventory::domain::MAX_CATEGORY_CHARS
+        );
+    }
+
+    let username = schema("RegisterUser", "username");
+    assert_eq!(
+        number(&username, "minLength") as usize,
+        *user::domain::USERNAME_CHARS.start()
+    );
+    assert_eq!(
+        number(&username, "maxLength") as usize,
+        *user::domain::USERNAME_CHARS.end()
+    );
+    let email = schema("RegisterUser", "email");
+    assert_eq!(number(&email, "maxLength") as usize, dto::MAX_EMAIL_LEN);
+    assert_eq!(
+        number(&email, "maxLength") as usize,
+        user::domain::MAX_EMAIL_CHARS
+    );
+    let password = schema("RegisterUser", "password");
+    assert_eq!(
+        number(&password, "minLength") as usize,
+        *user::domain::PASSWORD_CHARS.start()
+    );
+    assert_eq!(
+        number(&password, "maxLength") as usize,
+        dto::MAX_PASSWORD_CHARS
+    );
+    assert_eq!(
+        number(&password, "maxLength") as usize,
+        *user::domain::PASSWORD_CHARS.end()
+    );
+
+    let items = schema("CreateOrder", "items");
+    assert_eq!(number(&items, "minItems"), 1.0);
+    assert_eq!(number(&items, "maxItems") as usize, dto::MAX_ORDER_ITEMS);
+    assert_eq!(
+        number(&items, "maxItems") as usize,
+        order::domain::order::MAX_LINES
+    );
+    assert_eq!(
+        number(&items, "maxItems") as usize,
+        inventory::domain::MAX_ORDER_LINES
+    );
+    let quantity = doc["components"]["schemas"]["OrderItemInput"]["properties"]["quantity"].clone();
+    assert_eq!(number(&quantity, "minimum"), 1.0);
+    assert_eq!(number(&quantity, "maximum") as u32, dto::MAX_ITEM_QUANTITY);
+    assert_eq!(
+        number(&quantity, "maximum") as u32,
+        order::domain::order::MAX_QUANTITY
+    );
+
+    assert_eq!(dto::MAX_PAGE_SIZE, inventory::domain::MAX_PAGE_SIZE);
+    let page_size = doc["paths"]["/products"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "page_size")
+        .unwrap()["schema"]
+        .clone();
+    assert_eq!(number(&page_size, "maximum") as u32, dto::MAX_PAGE_SIZE);
+}
+
+/// Every route that takes a body documents 413 and 415, which the gateway
+/// answers for any of them.
+#[actix_web::test]
+async fn every_body_taking_route_documents_413_and_415() {
+    let doc: Value = serde_json::from_str(&openapi().to_json().unwrap()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            checked += 1;
+            for status in ["413", "415"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(checked, 6);
+}

@@ -134,9 +134,9 @@ impl Product {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    #[schema(example = "Laptop", max_length = 200)]
+    #[schema(example = "Laptop", min_length = 1, max_length = 200)]
     pub name: String,
-    #[schema(example = "Electronics", max_length = 100)]
+    #[schema(example = "Electronics", min_length = 1, max_length = 100)]
     pub category: String,
     #[schema(example = 100, minimum = 0, maximum = 1_000_000_000)]
     pub stock: i32,
@@ -160,7 +160,9 @@ impl CreateProduct {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     pub category: Option<String>,
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: Option<i32>,
@@ -519,9 +521,20 @@ impl User {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUser {
-    #[schema(example = "alice")]
+    /// Letters, digits, `_`, `.` and `-`; unique without regard to case.
+    #[schema(
+        example = "alice",
+        min_length = 3,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9_.\-]+$"
+    )]
     pub username: String,
-    #[schema(example = "alice@example.com")]
+    #[schema(
+        example = "alice@example.com",
+        min_length = 3,
+        max_length = 254,
+        pattern = "@"
+    )]
     pub email: String,
     #[schema(
         example = "correct horse battery staple",
@@ -558,9 +571,14 @@ impl RegisterUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
-    #[schema(example = "alice")]
+    /// A username or an email.
+    #[schema(example = "alice", min_length = 1, max_length = 254)]
     pub username: String,
-    #[schema(example = "correct horse battery staple")]
+    #[schema(
+        example = "correct horse battery staple",
+        min_length = 1,
+        max_length = 1024
+    )]
     pub password: String,
 }
 

@@ -43,6 +43,8 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
     )),
     security(("bearer" = [])),
     responses(
+        (status = 413, description = "Body larger than HTTP_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Created, PENDING until stock is applied", body = Order),
         (status = 200, description = "A retry with the same Idempotency-Key: the first order", body = Order),
         (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
@@ -199,6 +201,8 @@ pub async fn get_order(
     request_body = UpdateOrderStatus,
     security(("bearer" = [])),
     responses(
+        (status = 413, description = "Body larger than HTTP_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The order with its new status", body = Order),
         (status = 400, description = "Invalid body or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),

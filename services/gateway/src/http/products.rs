@@ -14,6 +14,8 @@ use crate::problem::Problem;
     request_body = CreateProduct,
     security(("bearer" = [])),
     responses(
+        (status = 413, description = "Body larger than HTTP_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Created", body = Product),
         (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
@@ -119,6 +121,8 @@ pub async fn get_product(
     request_body = UpdateProduct,
     security(("bearer" = [])),
     responses(
+        (status = 413, description = "Body larger than HTTP_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The updated product", body = Product),
         (status = 400, description = "Invalid body or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),

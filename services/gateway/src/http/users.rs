@@ -13,6 +13,8 @@ use crate::problem::Problem;
     tag = "users",
     request_body = RegisterUser,
     responses(
+        (status = 413, description = "Body larger than HTTP_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "Registered as a customer", body = User),
         (status = 400, description = "Invalid body (a `role` field is refused too)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Username or email taken", body = Problem, content_type = "application/problem+json"),
@@ -47,6 +49,8 @@ pub async fn register(
     tag = "users",
     request_body = Login,
     responses(
+        (status = 413, description = "Body larger than HTTP_MAX_BODY_BYTES", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Body not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "A bearer token", body = LoginResponse),
         (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Unknown user or wrong password", body = Problem, content_type = "application/problem+json"),
