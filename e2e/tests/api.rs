@@ -1475,15 +1475,35 @@ async fn rate_limits_on_login_and_order_creation_answer_429_with_retry_after() {
     .await
     .expect(429, "5th login");
 
-    // Order creation has its own budget (spent before authentication).
+    // Order creation has its own budget, spent only by authenticated,
+    // well-formed requests: junk is refused without eating it.
+    let token = jwt(
+        STACK_JWT_SECRET,
+        &Uuid::new_v4().to_string(),
+        "customer",
+        ISSUER,
+        600,
+    );
     let body = json!({"items": [{"product_id": Uuid::new_v4(), "quantity": 1}]});
-    for i in 0..2 {
+    for i in 0..3 {
         api.post("/orders", None, body.clone())
             .await
-            .expect(401, &format!("order {i}"));
+            .expect(401, &format!("order {i} without a token"));
+        api.post("/orders", Some(&token), json!({"items": []}))
+            .await
+            .expect(400, &format!("order {i} without items"));
+    }
+    for i in 0..2 {
+        let answer = api.post("/orders", Some(&token), body.clone()).await;
+        assert_ne!(
+            answer.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "order {i}: {}",
+            answer.text
+        );
     }
     let limited = api
-        .post("/orders", None, body)
+        .post("/orders", Some(&token), body)
         .await
         .expect(429, "3rd order");
     limited.problem("3rd order");

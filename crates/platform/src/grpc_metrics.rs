@@ -56,12 +56,13 @@ fn metrics() -> &'static GrpcMetrics {
 
 /// The method label: the request's path, unless the server answered that it
 /// has no such method (UNIMPLEMENTED) or refused the caller before looking
-/// (UNAUTHENTICATED). Any caller can send any path; only the methods the
+/// (no internal token). Any caller can send any path; only the methods the
 /// server really has may become series, so their number stays bounded.
-fn method_label(path: String, code: tonic::Code) -> String {
-    match code {
-        tonic::Code::Unimplemented | tonic::Code::Unauthenticated => "unknown".to_owned(),
-        _ => path,
+fn method_label(path: String, code: tonic::Code, refused: bool) -> String {
+    if refused || code == tonic::Code::Unimplemented {
+        "unknown".to_owned()
+    } else {
+        path
     }
 }
 
@@ -109,17 +110,22 @@ where
             if is_grpc {
                 // Errors are "trailers-only" responses with the status in the
                 // headers; a successful unary call has it in the trailers.
-                let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .map(|c| tonic::Code::from_bytes(c.as_bytes()))
-                        .unwrap_or(tonic::Code::Ok),
-                    Err(_) => tonic::Code::Unknown,
+                let (code, refused) = match &result {
+                    Ok(response) => (
+                        response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .map(|c| tonic::Code::from_bytes(c.as_bytes()))
+                            .unwrap_or(tonic::Code::Ok),
+                        response.headers().get("grpc-message").is_some_and(|m| {
+                            m.as_bytes() == crate::internal_auth::REFUSAL.as_bytes()
+                        }),
+                    ),
+                    Err(_) => (tonic::Code::Unknown, false),
                 };
                 let m = metrics();
-                let method = method_label(method, code);
+                let method = method_label(method, code, refused);
                 let labels = vec![("method", method.clone()), ("code", format!("{code:?}"))];
                 if code != tonic::Code::Ok {
                     m.errors.get_or_create(&labels).inc();
@@ -141,19 +147,18 @@ mod tests {
     #[test]
     fn invented_paths_share_one_label() {
         assert_eq!(
-            method_label("/x.Y/Invented1".into(), tonic::Code::Unimplemented),
+            method_label("/x.Y/Invented1".into(), tonic::Code::Unimplemented, false),
             "unknown"
         );
         assert_eq!(
-            method_label("/x.Y/Invented2".into(), tonic::Code::Unauthenticated),
+            method_label("/x.Y/Invented2".into(), tonic::Code::Unauthenticated, true),
             "unknown"
         );
+        // A method's own UNAUTHENTICATED (a wrong password) keeps its name.
+        let login = "/ecommerce.user.v1.UserService/Authenticate";
         assert_eq!(
-            method_label(
-                "/ecommerce.order.v1.OrderService/GetOrder".into(),
-                tonic::Code::NotFound
-            ),
-            "/ecommerce.order.v1.OrderService/GetOrder"
+            method_label(login.into(), tonic::Code::Unauthenticated, false),
+            login
         );
     }
 }

@@ -24,6 +24,9 @@ pub const MIN_LEN: usize = 32;
 /// The metadata key the token travels in.
 pub const HEADER: &str = "x-internal-token";
 
+/// The message of a refusal (the gRPC metrics know a refused call by it).
+pub const REFUSAL: &str = "missing or wrong internal token";
+
 static TOKEN: OnceLock<Option<String>> = OnceLock::new();
 
 /// Reads and checks the token once per process (the binary's start-up).
@@ -129,7 +132,7 @@ where
                 "grpc-status",
                 (tonic::Code::Unauthenticated as i32).to_string(),
             )
-            .header("grpc-message", "missing or wrong internal token")
+            .header("grpc-message", REFUSAL)
             .body(ResBody::default())
             .expect("a valid response");
         Box::pin(async move { Ok(refused) })

@@ -356,6 +356,7 @@ impl Harness {
             ("CONSUMER_FETCH_WAIT_MS".into(), "1000".into()),
             ("CONSUMER_LAG_INTERVAL_MS".into(), "200".into()),
             ("NATS_CONNECT_WAIT_MS".into(), "10000".into()),
+            ("APP_ENV".into(), "development".into()),
         ]);
         Harness {
             nats,
@@ -376,7 +377,7 @@ impl Harness {
         }
         let mut process = ServiceProcess::spawn("consumer", env);
         process.wait_grpc_healthy(&addr, WAIT).await;
-        Consumer { process, addr }
+        Consumer { process }
     }
 
     async fn js(&self) -> jetstream::Context {
@@ -454,21 +455,13 @@ impl Harness {
 
 struct Consumer {
     process: ServiceProcess,
-    addr: String,
 }
 
 impl Consumer {
     async fn metrics(&self) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(&self.addr).await.unwrap();
-        let request = format!(
-            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
-        body
+        testkit::flow::http_get(&self.process.metrics_addr, "/metrics")
+            .await
+            .unwrap()
     }
 }
 
@@ -1005,9 +998,11 @@ async fn the_dead_letter_is_written_before_the_original_is_terminated() {
     let js = harness.js().await;
     let settings = harness.nats.settings();
 
-    // A full dead-letter stream (discard-new) refuses the dead letter.
+    // A full dead-letter stream that an operator set to discard new
+    // messages (by default it drops the oldest) refuses the dead letter.
     let full = jetstream::stream::Config {
         max_messages: 1,
+        discard: jetstream::stream::DiscardPolicy::New,
         ..platform::nats::dead_letter_stream_config(&settings)
     };
     js.update_stream(full).await.unwrap();

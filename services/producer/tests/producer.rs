@@ -21,6 +21,7 @@ async fn start_producer() -> Producer {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut env = nats.service_env();
     env.push(("PRODUCER_ADDR".into(), addr.clone()));
+    env.push(("APP_ENV".into(), "development".into()));
     let mut process = ServiceProcess::spawn("producer", env);
     process
         .wait_grpc_healthy(&addr, Duration::from_secs(30))
@@ -172,6 +173,7 @@ async fn answers_unavailable_while_nats_is_down_and_recovers() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut env = nats.service_env();
     env.push(("PRODUCER_ADDR".into(), addr.clone()));
+    env.push(("APP_ENV".into(), "development".into()));
     let mut process = ServiceProcess::spawn("producer", env);
     process
         .wait_grpc_healthy(&addr, Duration::from_secs(30))
