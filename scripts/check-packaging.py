@@ -1235,6 +1235,16 @@ def check_prometheus_rule(doc: dict, series: dict[str, str], origin: str) -> Non
                     fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
 
 
+def render_for_cluster(chart: helm.Chart, values: dict | None, api_versions: list[str]) -> list[dict]:
+    """`helm template --api-versions ...`: a render for a cluster that serves
+    these kinds (.Capabilities.APIVersions). helm-python-sdk 0.2.2's
+    Chart.render does not take them; its native render does."""
+    from helm_python import _native
+    opts = {"name": "ci", "namespace": "ci", "is_install": True, "api_versions": api_versions}
+    out = _native.call_string("helm_render", chart._raw(), json.dumps(copy.deepcopy(values)), json.dumps(opts))
+    return rendered_docs(json.loads(out))
+
+
 def monitoring_rendering(chart: helm.Chart, values: dict | None) -> list[dict]:
     vals = copy.deepcopy(values or {})
     vals["monitoring"] = deep_merge(vals.get("monitoring") or {}, MONITORING_ON)
@@ -1284,6 +1294,12 @@ def check_monitoring(chart: helm.Chart, ci: dict, crds: "CrdIndex") -> None:
     unguarded = [d["kind"] for d in rendered_docs(render(chart, guarded)) if d["kind"] in ("PrometheusRule", "PodMonitor")]
     if unguarded:
         fail(f"{unguarded} rendered for a cluster that does not serve monitoring.coreos.com/v1 (no capability, no assumeCRDs)")
+    for kind in ("PrometheusRule", "PodMonitor"):
+        # as the API server lists them: the group version and each kind it serves
+        served = [d["kind"] for d in render_for_cluster(chart, guarded, ["monitoring.coreos.com/v1", f"monitoring.coreos.com/v1/{kind}"])
+                  if d["kind"] in ("PrometheusRule", "PodMonitor")]
+        if served != [kind]:
+            fail(f"a cluster serving only monitoring.coreos.com/v1/{kind} gets {served}, expected [{kind!r}]")
     docs = monitoring_rendering(chart, defaults)
     for d in docs:
         validate_object(d, "monitoring on", crds)
@@ -1437,7 +1453,7 @@ def main() -> int:
                     if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
                         fail(f"NOTES.txt does not list {s}")
             r.check("NOTES.txt renders and lists every service", notes)
-            r.check("monitoring: off by default and without monitoring.coreos.com/v1; on, the PrometheusRule's alerts read "
+            r.check("monitoring: off by default and without monitoring.coreos.com/v1, each kind on when the cluster serves it; the PrometheusRule's alerts read "
                     f"metrics the services export, the PodMonitor scrapes every service's metrics port, {RULES_FILE} is its rendering",
                     check_monitoring, chart, ci, crds)
 
