@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import glob
 import os
 import re
@@ -1229,7 +1230,8 @@ def check_prometheus_rule(doc: dict, series: dict[str, str], origin: str) -> Non
                 fail(f"{where}: the expression reads no metric: {expr}")
             unknown = sorted(metrics - set(series))
             if unknown:
-                fail(f"{where}: {unknown} are not exported by the services (registered: {sorted(series)})")
+                near = {u: difflib.get_close_matches(u, series, n=2) for u in unknown}
+                fail(f"{where}: {unknown} are not exported by the services (closest registered: {near})")
             for label, value in re.findall(r'([a-z_]+)\s*=\s*"([^"]*)"', expr):
                 if f'"{value}"' not in sources:
                     fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
