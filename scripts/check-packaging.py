@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import glob
 import os
 import re
@@ -58,10 +59,6 @@ METRICS_PORTS = {
     "producer": 9054,
     "consumer": 9055,
 }
-# Settings decided in issue 10 that the services are being taught at the same
-# time (METRICS_PORT, INTERNAL_AUTH_TOKEN, TRUSTED_PROXIES): known here until
-# their names are in the services' sources; then this set can go.
-DECIDED_ENV = {"METRICS_PORT", "INTERNAL_AUTH_TOKEN", "TRUSTED_PROXIES"}
 DEFAULT_TRUSTED_PROXIES = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 LISTEN_VAR = {s: ("API_GATEWAY_ADDR" if s == "gateway" else f"{s.upper()}_ADDR") for s in SERVICES}
 DB_SERVICES = {"inventory", "order", "user"}
@@ -141,7 +138,7 @@ def known_env_names() -> set[str]:
 
 def env_name_known(name: str, known: set[str]) -> bool:
     # OTEL_* are the OpenTelemetry SDK's own (README: "other `OTEL_*`").
-    return name in known or name in DECIDED_ENV or name.startswith("OTEL_")
+    return name in known or name.startswith("OTEL_")
 
 
 # --------------------------------------------------------------------------
@@ -1092,6 +1089,254 @@ def deep_merge(a: dict, b: dict) -> dict:
 
 
 # --------------------------------------------------------------------------
+# monitoring: the chart's PrometheusRule and PodMonitor, k8s/monitoring/
+
+RULES_FILE = "k8s/monitoring/prometheus-rules.yaml"
+RULES_TEMPLATE = "ecommerce/templates/prometheusrule.yaml"
+# The plain file's own metadata; everything else is the chart's rendering.
+RULES_METADATA = {"name": "ecommerce-alerts", "labels": {"app.kubernetes.io/part-of": "ecommerce"}}
+MONITORING_ON = {"assumeCRDs": True, "prometheusRule": {"enabled": True}, "podMonitor": {"enabled": True}}
+SEVERITIES = {"critical", "warning", "info"}
+
+# The Prometheus Operator's kinds are not in k8s/ (the operator installs its
+# CRDs): the monitoring.coreos.com/v1 fields the chart uses, written out as
+# strict structural schemas. A subset of the real CRDs: a field outside it
+# fails here, which errs on the safe side.
+_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_LABEL_SELECTOR = {"type": "object", "properties": {
+    "matchLabels": _STRING_MAP,
+    "matchExpressions": {"type": "array", "items": {"type": "object", "required": ["key", "operator"], "properties": {
+        "key": {"type": "string"}, "operator": {"type": "string"}, "values": {"type": "array", "items": {"type": "string"}}}}}}}
+PROMETHEUS_OPERATOR_SCHEMAS = {
+    ("monitoring.coreos.com", "v1", "PrometheusRule"): {"type": "object", "required": ["spec"], "properties": {"spec": {
+        "type": "object", "properties": {"groups": {"type": "array", "items": {
+            "type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string", "minLength": 1},
+                "interval": _DURATION,
+                "labels": _STRING_MAP,
+                "rules": {"type": "array", "items": {"type": "object", "required": ["expr"], "properties": {
+                    "alert": {"type": "string"},
+                    "record": {"type": "string"},
+                    "expr": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+                    "for": _DURATION,
+                    "keep_firing_for": _DURATION,
+                    "labels": _STRING_MAP,
+                    "annotations": _STRING_MAP}}}}}}}}}},
+    ("monitoring.coreos.com", "v1", "PodMonitor"): {"type": "object", "required": ["spec"], "properties": {"spec": {
+        "type": "object", "required": ["podMetricsEndpoints"], "properties": {
+            "selector": _LABEL_SELECTOR,
+            "namespaceSelector": {"type": "object", "properties": {
+                "any": {"type": "boolean"}, "matchNames": {"type": "array", "items": {"type": "string"}}}},
+            "jobLabel": {"type": "string"},
+            "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+            "podMetricsEndpoints": {"type": "array", "items": {"type": "object", "properties": {
+                "port": {"type": "string"},
+                "path": {"type": "string"},
+                "scheme": {"enum": ["http", "https"]},
+                "interval": _DURATION,
+                "scrapeTimeout": _DURATION,
+                "honorLabels": {"type": "boolean"}}}}}}}},
+}
+
+
+def metric_sources() -> list[str]:
+    return sorted(glob.glob(str(ROOT / "crates/**/*.rs"), recursive=True)
+                  + glob.glob(str(ROOT / "services/**/src/**/*.rs"), recursive=True))
+
+
+def exported_metrics() -> dict[str, str]:
+    """Every series name the services expose -> the metric it belongs to,
+    from their `metrics::register("<name>", "<help>", <metric>)` calls: the
+    registry's `ecommerce_` prefix, counters with `_total`, histograms with
+    `_bucket`, `_sum` and `_count`."""
+    call = re.compile(r'metrics::register\(\s*"([a-z_][a-z0-9_]*)",\s*"(?:[^"\\]|\\.)*",\s*([A-Za-z_][\w.]*?)(?:\.clone\(\))?\s*,?\s*\)')
+    series: dict[str, str] = {}
+    for path in metric_sources():
+        text = Path(path).read_text()
+        for name, arg in call.findall(text):
+            ident = arg.rsplit(".", 1)[-1]
+            kinds = set()
+            # `processed: Family<Labels, Counter>` or `let requests = Family::<.., Counter>::default()`
+            for decl in re.findall(rf"\b{ident}\s*(?::|=)\s*([^;\n]+)", text):
+                kinds = set(re.findall(r"\b(Counter|Gauge|Histogram)\b", decl))
+                if kinds:
+                    break
+            if not kinds:  # `let family = Family::default()`: the file's one metric type
+                kinds = {k.capitalize() for k in re.findall(r"metrics::(counter|gauge|histogram)::", text)}
+            if len(kinds) != 1:
+                fail(f"{os.path.relpath(path, ROOT)}: cannot tell the type of metric {name} ({arg}): {sorted(kinds) or 'none found'}")
+            kind = kinds.pop()
+            full = f"ecommerce_{name}"
+            suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
+            for s in suffixes:
+                series[full + s] = f"{kind.lower()} {full}"
+    if not series:
+        fail("no metrics::register(...) call found in crates/ and services/")
+    return series
+
+
+PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool",
+                   "and", "or", "unless", "offset", "inf", "nan"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads: identifiers that are not
+    functions, keywords, label names or values, durations or numbers."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)  # string literals
+    s = re.sub(r"\{[^}]*\}", " ", s)                                    # label matchers
+    s = re.sub(r"\[[^\]]*\]", " ", s)                                   # ranges
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", s):
+        word = m.group(0)
+        rest = s[m.end():].lstrip()
+        if rest.startswith("(") or word.lower() in PROMQL_KEYWORDS:
+            continue
+        if m.start() > 0 and (s[m.start() - 1].isdigit() or s[m.start() - 1] == "."):
+            continue  # 1e3, 0.5
+        names.add(word)
+    return names
+
+
+def check_prometheus_rule(doc: dict, series: dict[str, str], origin: str) -> None:
+    """Every rule: an alert with expr, for, a severity label and summary and
+    description annotations; every metric it reads is one the services
+    export, and every exact label value it matches is one their sources set."""
+    sources = "\n".join(Path(p).read_text() for p in metric_sources())
+    groups = (doc.get("spec") or {}).get("groups") or []
+    if not groups:
+        fail(f"{origin}: no rule groups")
+    alerts = set()
+    for g in groups:
+        if not g.get("name") or not g.get("rules"):
+            fail(f"{origin}: group {g.get('name')!r} without a name or rules")
+        for rule in g["rules"]:
+            where = f"{origin}: {g['name']}/{rule.get('alert') or rule.get('record')}"
+            missing = [k for k in ("alert", "expr", "for", "labels", "annotations") if not rule.get(k)]
+            if missing:
+                fail(f"{where}: no {', '.join(missing)}")
+            if rule["alert"] in alerts:
+                fail(f"{where}: the alert is defined twice")
+            alerts.add(rule["alert"])
+            if rule["labels"].get("severity") not in SEVERITIES:
+                fail(f"{where}: severity {rule['labels'].get('severity')!r} is not one of {sorted(SEVERITIES)}")
+            for a in ("summary", "description"):
+                if not str(rule["annotations"].get(a) or "").strip():
+                    fail(f"{where}: no {a} annotation")
+            expr = str(rule["expr"])
+            metrics = promql_metric_names(expr)
+            if not metrics:
+                fail(f"{where}: the expression reads no metric: {expr}")
+            unknown = sorted(metrics - set(series))
+            if unknown:
+                near = {u: difflib.get_close_matches(u, series, n=2) for u in unknown}
+                fail(f"{where}: {unknown} are not exported by the services (closest registered: {near})")
+            for label, value in re.findall(r'([a-z_]+)\s*=\s*"([^"]*)"', expr):
+                if f'"{value}"' not in sources:
+                    fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
+
+
+def render_for_cluster(chart: helm.Chart, values: dict | None, api_versions: list[str]) -> list[dict]:
+    """`helm template --api-versions ...`: a render for a cluster that serves
+    these kinds (.Capabilities.APIVersions). helm-python-sdk 0.2.2's
+    Chart.render does not take them; its native render does."""
+    from helm_python import _native
+    opts = {"name": "ci", "namespace": "ci", "is_install": True, "api_versions": api_versions}
+    out = _native.call_string("helm_render", chart._raw(), json.dumps(copy.deepcopy(values)), json.dumps(opts))
+    return rendered_docs(json.loads(out))
+
+
+def monitoring_rendering(chart: helm.Chart, values: dict | None) -> list[dict]:
+    vals = copy.deepcopy(values or {})
+    vals["monitoring"] = deep_merge(vals.get("monitoring") or {}, MONITORING_ON)
+    return rendered_docs(render(chart, vals))
+
+
+def plain_rules(rendered_rule: dict) -> dict:
+    return {"apiVersion": rendered_rule["apiVersion"], "kind": rendered_rule["kind"],
+            "metadata": copy.deepcopy(RULES_METADATA), "spec": rendered_rule["spec"]}
+
+
+RULES_HEADER = """\
+# The ecommerce stack's alerts as a plain PrometheusRule, for clusters that
+# run the Prometheus Operator without installing the Helm chart:
+#   kubectl apply -n <the stack's namespace> -f k8s/monitoring/prometheus-rules.yaml
+# GENERATED from charts/ecommerce/templates/prometheusrule.yaml (the alerts
+# are documented in charts/ecommerce/README.md). Do not edit: change the
+# template, then run `bash scripts/check-packaging.sh --write-monitoring`;
+# `make packaging-test` fails while the two differ.
+"""
+
+
+def write_monitoring() -> int:
+    helm.disable_logging()
+    chart = helm.Chart.load(str(ROOT / "charts/ecommerce"))
+    values = yaml.safe_load((ROOT / "charts/ecommerce/ci/defaults-values.yaml").read_text())
+    rule = next(d for d in monitoring_rendering(chart, values) if d["kind"] == "PrometheusRule")
+    out = ROOT / RULES_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(RULES_HEADER + yaml.safe_dump(plain_rules(rule), sort_keys=False, width=1000))
+    print(f"wrote {RULES_FILE}")
+    return 0
+
+
+def check_monitoring(chart: helm.Chart, ci: dict, crds: "CrdIndex") -> None:
+    """Rendered with the monitoring objects on: they validate, the
+    PrometheusRule is well formed and reads real metrics, the PodMonitor
+    scrapes the metrics port of every service and nothing else, and
+    k8s/monitoring/prometheus-rules.yaml is that rendering."""
+    defaults = ci.get("defaults-values") or {}
+    off = {k: d for k, d in ((d["kind"], d) for d in rendered_docs(render(chart, defaults)))
+           if k in ("PrometheusRule", "PodMonitor")}
+    if off:
+        fail(f"monitoring objects rendered without being enabled: {sorted(off)}")
+    guarded = copy.deepcopy(defaults)
+    guarded["monitoring"] = {"prometheusRule": {"enabled": True}, "podMonitor": {"enabled": True}}
+    unguarded = [d["kind"] for d in rendered_docs(render(chart, guarded)) if d["kind"] in ("PrometheusRule", "PodMonitor")]
+    if unguarded:
+        fail(f"{unguarded} rendered for a cluster that does not serve monitoring.coreos.com/v1 (no capability, no assumeCRDs)")
+    for kind in ("PrometheusRule", "PodMonitor"):
+        # as the API server lists them: the group version and each kind it serves
+        served = [d["kind"] for d in render_for_cluster(chart, guarded, ["monitoring.coreos.com/v1", f"monitoring.coreos.com/v1/{kind}"])
+                  if d["kind"] in ("PrometheusRule", "PodMonitor")]
+        if served != [kind]:
+            fail(f"a cluster serving only monitoring.coreos.com/v1/{kind} gets {served}, expected [{kind!r}]")
+    docs = monitoring_rendering(chart, defaults)
+    for d in docs:
+        validate_object(d, "monitoring on", crds)
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    monitors = [d for d in docs if d["kind"] == "PodMonitor"]
+    if len(rules) != 1 or len(monitors) != 1:
+        fail(f"expected one PrometheusRule and one PodMonitor, got {len(rules)} and {len(monitors)}")
+    check_prometheus_rule(rules[0], exported_metrics(), "PrometheusRule")
+    monitor = monitors[0]
+    scraped = set()
+    for d in docs:
+        if d["kind"] not in LONG_RUNNING:
+            continue
+        if not selector_matches(monitor["spec"]["selector"], pod_labels(d)):
+            continue
+        component = pod_labels(d).get("app.kubernetes.io/component")
+        ports = {p.get("name") for c in pod_spec(d)["containers"] for p in c.get("ports") or []}
+        for ep in monitor["spec"]["podMetricsEndpoints"]:
+            if ep.get("port") not in ports:
+                fail(f"PodMonitor: {d['kind']}/{d['metadata']['name']} has no container port {ep.get('port')!r}")
+            if ep.get("path") != "/metrics":
+                fail(f"PodMonitor: scrapes {ep.get('path')!r}, not /metrics")
+        scraped.add(component)
+    if scraped != set(SERVICES):
+        fail(f"PodMonitor selects {sorted(scraped)}, expected exactly {sorted(SERVICES)}")
+    want = plain_rules(rules[0])
+    path = ROOT / RULES_FILE
+    if not path.is_file():
+        fail(f"{RULES_FILE} is missing: run `bash scripts/check-packaging.sh --write-monitoring`")
+    have = yaml.safe_load(path.read_text())
+    if have != want:
+        fail(f"{RULES_FILE} differs from the chart's rendering: run `bash scripts/check-packaging.sh --write-monitoring`")
+
+
+# --------------------------------------------------------------------------
 
 def charts() -> list[Path]:
     return sorted(Path(p).parent for p in glob.glob(str(ROOT / "charts/*/Chart.yaml")))
@@ -1106,6 +1351,7 @@ def main() -> int:
         r.check("service settings include the basics", fail, "the settings scan found too little")
 
     crds = CrdIndex()
+    crds.schemas.update(PROMETHEUS_OPERATOR_SCHEMAS)
     cli_docs: list[dict] = []
     # CRDs first: k8s/ and every chart's crds/ folder.
     k8s_files = sorted(glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True))
@@ -1209,6 +1455,9 @@ def main() -> int:
                     if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
                         fail(f"NOTES.txt does not list {s}")
             r.check("NOTES.txt renders and lists every service", notes)
+            r.check("monitoring: off by default and without monitoring.coreos.com/v1, each kind on when the cluster serves it; the PrometheusRule's alerts read "
+                    f"metrics the services export, the PodMonitor scrapes every service's metrics port, {RULES_FILE} is its rendering",
+                    check_monitoring, chart, ci, crds)
 
         if cname == "ecommerce":
             def network_policies_by_default():
@@ -1259,4 +1508,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-monitoring"]:
+        sys.exit(write_monitoring())
+    if sys.argv[1:]:
+        sys.exit(f"usage: {sys.argv[0]} [--write-monitoring]")
     sys.exit(main())

@@ -271,3 +271,12 @@ top (key by key, so that `enabled: false` overrides a global true).
 {{- end }}
 {{- toYaml $auto }}
 {{- end }}
+
+{{/*
+"true" when a Prometheus Operator kind may be rendered: the cluster serves it
+(.Capabilities) or monitoring.assumeCRDs says it will (`helm template`,
+GitOps). Call with (dict "root" $ "kind" "PrometheusRule").
+*/}}
+{{- define "ecommerce.monitoringServed" -}}
+{{- if or .root.Values.monitoring.assumeCRDs (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind)) }}true{{ end }}
+{{- end }}
