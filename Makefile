@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test
+.PHONY: help deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test bench bench-quick
 
 help:
 	@echo "make run     start PostgreSQL, NATS and all six services (foreground, Ctrl-C stops)"
@@ -11,6 +11,7 @@ help:
 	@echo "make down    stop what 'make up' started"
 	@echo "make test    build everything and run every test"
 	@echo "make packaging-test  offline checks of Dockerfile, compose, Helm charts, k8s/, Tiltfile"
+	@echo "make bench   performance figures beside their baselines (BENCHMARKS.md)"
 	@echo "make fmt | fmt-check | lint"
 
 deps:
@@ -61,3 +62,12 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Issue 9's figures beside their baselines, release build, its own stack on
+# ports 18000+ (see BENCHMARKS.md); bench-quick is the same for a few seconds
+# with debug binaries, so CI proves the harness still runs.
+bench: deps
+	@bash scripts/bench.sh full
+
+bench-quick: deps
+	@bash scripts/bench.sh quick

@@ -712,6 +712,8 @@ struct OrdersSummary {
     /// Orders due in the measured window that were created.
     created: u64,
     confirmed: u64,
+    /// CONFIRMED orders of the whole run, warm-up included (for CPU per order).
+    confirmed_total: u64,
     rejected: u64,
     cancelled: u64,
     /// Still PENDING (or without a clear answer) when the drain timed out.
@@ -884,6 +886,11 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
     let orders = OrdersSummary {
         created: measured.len() as u64,
         confirmed,
+        confirmed_total: book
+            .terminal
+            .iter()
+            .filter(|o| o.state == OrderState::Confirmed)
+            .count() as u64,
         rejected: count(OrderState::Rejected),
         cancelled: count(OrderState::Cancelled),
         unfinished: (book.pending.len() + book.unresolved.len()) as u64,
