@@ -1,5 +1,5 @@
 -- One order's statements on the inventory database, in order, as captured
--- with log_statement = 'all' (bench/order-capture.log): the gateway's product
+-- with log_statement = 'all' (bench/order-capture.txt): the gateway's product
 -- look-up at POST /orders, then the Consumer's apply transaction. One product
 -- of 20 (ids made by scripts/bench.sh), 1-3 units, a fresh order id.
 \set p random(10, 29)

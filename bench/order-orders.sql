@@ -1,5 +1,5 @@
 -- One order's statements on the order database, in order, as captured with
--- log_statement = 'all' (bench/order-capture.log): the idempotency look-up,
+-- log_statement = 'all' (bench/order-capture.txt): the idempotency look-up,
 -- the create transaction (order, item, outbox record), the relay's claim and
 -- mark-sent, and the Consumer's CONFIRMED transaction. :user_id is given by
 -- scripts/bench.sh (-D); the payload is the captured one.
