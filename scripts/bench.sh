@@ -5,7 +5,8 @@
 #                     proves the harness works; asserts nothing about speed)
 #   bench.sh capture  print the SQL one order causes (log_statement = 'all' on
 #                     throw-away databases), the source of bench/order-*.sql
-# Overrides: BENCH_REPEATS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_PORT_BASE.
+# Overrides: BENCH_REPEATS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_PORT_BASE,
+# BENCH_BUILD=0 (use the binaries already in target/, e.g. to re-run quickly).
 # The stack runs on its own ports, databases, stream and run directory
 # (bench/stack.env), so it never meets a `make up` on 8080.
 set -euo pipefail
@@ -27,11 +28,11 @@ need psql postgresql-client
 case "$MODE" in
   full)
     export BENCH_REPEATS="${BENCH_REPEATS:-3}" BENCH_SECONDS="${BENCH_SECONDS:-10}"
-    cargo build --release --workspace --bins
+    [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --release --workspace --bins
     export SERVICE_BIN_DIR="$ROOT/target/release" ;;
   quick | capture)
     export BENCH_REPEATS="${BENCH_REPEATS:-1}" BENCH_SECONDS="${BENCH_SECONDS:-3}"
-    cargo build --workspace --bins
+    [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --workspace --bins
     export SERVICE_BIN_DIR="$ROOT/target/debug" ;;
   *) echo "usage: $0 [full|quick|capture]" >&2; exit 2 ;;
 esac
