@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test compose-test
+.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test compose-test bench bench-quick
 
 help:
 	@echo "make run     start PostgreSQL, NATS and all six services (foreground, Ctrl-C stops)"
@@ -12,6 +12,7 @@ help:
 	@echo "make test    build everything and run every test"
 	@echo "make packaging-test  offline checks of Dockerfile, compose, Helm charts, k8s/, Tiltfile"
 	@echo "make compose-test    the images and docker-compose.yml on a real Docker engine (docs/docker.md)"
+	@echo "make bench   performance figures beside their baselines (BENCHMARKS.md)"
 	@echo "make fmt | fmt-check | lint"
 
 deps:
@@ -73,3 +74,12 @@ fmt-check:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Issue 9's figures beside their baselines, release build, its own stack on
+# ports 18000+ (see BENCHMARKS.md); bench-quick is the same for a few seconds
+# with debug binaries, so CI proves the harness still runs.
+bench: deps
+	@bash scripts/bench.sh full
+
+bench-quick: deps
+	@bash scripts/bench.sh quick

@@ -9,7 +9,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-RUN_DIR="$ROOT/.run"
+# STACK_RUN_DIR: pid and log files; a second stack (make bench) uses its own.
+RUN_DIR="${STACK_RUN_DIR:-$ROOT/.run}"
 BIN_DIR="${SERVICE_BIN_DIR:-$ROOT/target/debug}"
 SERVICES=(user inventory producer order consumer gateway)
 

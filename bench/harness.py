@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""The measuring half of `make bench` (scripts/bench.sh starts the stack and
+calls this): every figure beside its baseline, in one run, repeated, medians.
+
+Per figure it reads utime+stime of every server process from /proc before and
+after, so CPU per operation is reported per process. Settings come from the
+environment bench.sh exports (see bench/stack.env).
+"""
+import json, os, re, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ENV = os.environ
+SECONDS = int(ENV.get("BENCH_SECONDS", "10"))
+REPEATS = int(ENV.get("BENCH_REPEATS", "3"))
+CONNECTIONS = int(ENV.get("BENCH_CONNECTIONS", "32"))
+BIN_DIR = ENV["SERVICE_BIN_DIR"]
+RUN_DIR = ENV["STACK_RUN_DIR"]
+GATEWAY = ENV["GATEWAY_URL"]
+DB = ENV["DB_NAME"]
+BASELINE_ADDR = ENV["BENCH_BASELINE_ADDR"]
+SERVICES = ["gateway", "inventory", "order", "user", "producer", "consumer"]
+TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
+PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAt", "-v", "ON_ERROR_STOP=1"]
+PRODUCT_IDS = [f"00000000-0000-4000-8000-0000000000{p}" for p in range(10, 30)]
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(args, **kw):
+    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+
+
+# ------------------------------------------------------------- processes
+
+def service_pids():
+    pids = {}
+    for svc in SERVICES:
+        with open(f"{RUN_DIR}/{svc}.pid") as f:
+            pids[svc] = int(f.read().strip())
+    return pids
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def groups():
+    """Process group name -> pids. PostgreSQL and NATS are shared with other
+    users of this machine: only the backends of the benchmark's databases and
+    PostgreSQL's WAL writer, checkpointer and background writer count; NATS is
+    the server on the benchmark's NATS_ADDR port (default 4222)."""
+    out = {svc: [pid] for svc, pid in service_pids().items()}
+    out["postgres"], out["nats"] = [], []
+    nats_port = re.sub(r".*:", "", ENV.get("NATS_ADDR", "nats://127.0.0.1:4222"))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        cmd = cmdline(entry)
+        if cmd.startswith("postgres: ") and (
+            f" {DB}_" in cmd or re.search(r"walwriter|checkpointer|background writer", cmd)
+        ):
+            out["postgres"].append(int(entry))
+        elif "nats-server" in cmd.split(" ")[0] and (f"-p {nats_port}" in cmd or f":{nats_port}" in cmd):
+            out["nats"].append(int(entry))
+    if ENV.get("BASELINE_PID"):
+        out["baseline"] = [int(ENV["BASELINE_PID"])]
+    return out
+
+
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime
+    except OSError:
+        return None
+
+
+def snapshot():
+    return {g: {pid: cpu_ticks(pid) for pid in pids} for g, pids in groups().items()}
+
+
+def cpu_us(before, after):
+    """Microseconds of CPU per group between two snapshots (processes started
+    in between count whole; ones that ended are lost)."""
+    out = {}
+    for g, pids in after.items():
+        total = 0
+        for pid, ticks in pids.items():
+            if ticks is not None:
+                total += ticks - (before.get(g, {}).get(pid) or 0)
+        out[g] = total * TICK_US
+    return out
+
+
+def status_kb(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------- clients
+
+def wrk(url):
+    out = sh(["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", url])
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    ops = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        raise SystemExit(f"wrk saw {bad.group(1)} error answers from {url}:\n{out}")
+
+    def pct(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", out)
+        return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
+    return {"rate": rate, "ops": ops, "p50": pct(50), "p99": pct(99)}
+
+
+def pgbench(db, script, clients, extra=()):
+    out = sh(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
+              "-c", str(clients), "-j", "2", "-T", str(SECONDS), *extra, "-f", script, db])
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    lat = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+    return {"rate": tps, "ops": int(tps * SECONDS), "avg_ms": lat}
+
+
+def loadgen(scenario, rate="0", extra=()):
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        sh([f"{BIN_DIR}/loadgen", "--base-url", GATEWAY, "--scenario", scenario,
+            "--rate", rate, "--vus", str(CONNECTIONS), "--duration", f"{SECONDS}s",
+            "--warmup", "1s", "--users", "8", "--json", f.name, *extra])
+        return json.load(open(f.name))
+
+
+# --------------------------------------------------------------- figures
+
+def measured(fn):
+    """Runs one figure; CPU from snapshots before and after, plus samples every
+    0.2 s meanwhile so processes that end with it (pgbench's backends) count."""
+    import threading
+    before = snapshot()
+    seen, done = {}, threading.Event()
+
+    def sample():
+        while True:
+            for g, pids in snapshot().items():
+                for pid, ticks in pids.items():
+                    if ticks is not None:
+                        seen.setdefault(g, {})[pid] = ticks
+            if done.wait(0.2):
+                return
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        sampler.join()
+    result["cpu"] = cpu_us(before, seen)
+    return result
+
+
+def prepare_pgbench_data():
+    rows = ",".join(f"('{i}', 'pgbench product', 'pgbench', 1000000000, 1.50, now(), now())" for i in PRODUCT_IDS)
+    sh(PSQL + ["-d", f"{DB}_inventory", "-c",
+               f"INSERT INTO products (id, name, category, stock, price, created_at, updated_at) VALUES {rows} "
+               "ON CONFLICT (id) DO UPDATE SET stock = 1000000000"])
+    return sh(PSQL + ["-d", f"{DB}_user", "-c", "SELECT id FROM users ORDER BY created_at LIMIT 1"]).strip()
+
+
+def product_id_via_api():
+    def call(path, body=None, token=None):
+        req = urllib.request.Request(GATEWAY + path, method="POST" if body else "GET",
+                                     data=json.dumps(body).encode() if body else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
+        return json.load(urllib.request.urlopen(req))
+    token = call("/users/login", {"username": ENV["ADMIN_USERNAME"], "password": ENV["ADMIN_PASSWORD"]})["token"]
+    return call("/products", {"name": "Laptop", "category": "Electronics", "stock": 100, "price": 999.99}, token)["id"]
+
+
+def main():
+    user_id = prepare_pgbench_data()
+    product = product_id_via_api()
+    pids = service_pids()
+    idle_rss = {svc: status_kb(pid, "VmRSS") for svc, pid in pids.items()}
+    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql"]}
+    for r in range(REPEATS):
+        log(f"repeat {r + 1}/{REPEATS}: GET /products/{{id}} (wrk -c{CONNECTIONS}, {SECONDS} s)")
+        runs["get"].append(measured(lambda: wrk(f"{GATEWAY}/products/{product}")))
+        log("bare actix-web handler")
+        runs["bare"].append(measured(lambda: wrk(f"http://{BASELINE_ADDR}/products/{product}")))
+        log(f"pgbench: the product SELECT (prepared, -c {CONNECTIONS})")
+        runs["select"].append(measured(lambda: pgbench(f"{DB}_inventory", "bench/product-select.sql", CONNECTIONS)))
+        log(f"orders: loadgen create-order, closed loop, {CONNECTIONS} users")
+        def orders():
+            s = loadgen("create-order")
+            op = s["operations"]["create-order"]
+            if any(k.startswith("5") or not k.isdigit() for k in op["errors"]) or s["stock"]["conserved"] is not True:
+                raise SystemExit(f"order run failed: {json.dumps(s)}")
+            return {"rate": op["rate"], "p50": op["p50_ms"], "p99": op["p99_ms"], "ops": op["count"],
+                    "confirmed_rate": s["orders"]["confirmed_per_s"], "confirmed": s["orders"]["confirmed_total"],
+                    "drain_s": s["orders"]["drain_s"]}
+        result = measured(orders)
+        # The user service only served loadgen's set-up (bcrypt logins).
+        result["cpu"].pop("user", None)
+        runs["orders"].append(result)
+        log(f"pgbench: one order's SQL on both databases at once (prepared, -c {CONNECTIONS // 2} each)")
+        def order_sql():
+            with subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
+                                   "-c", str(CONNECTIONS // 2), "-j", "1", "-T", str(SECONDS),
+                                   "-f", "bench/order-inventory.sql", f"{DB}_inventory"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as inv:
+                orders_db = pgbench(f"{DB}_order", "bench/order-orders.sql", CONNECTIONS // 2,
+                                    extra=["-D", f"user_id={user_id}"])
+                out, err = inv.communicate()
+                if inv.returncode != 0:
+                    raise SystemExit(f"pgbench order-inventory failed: {err}")
+            inventory_tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+            rate = min(orders_db["rate"], inventory_tps)
+            return {"rate": rate, "ops": int(rate * SECONDS), "order_db": orders_db["rate"], "inventory_db": inventory_tps}
+        runs["order_sql"].append(measured(order_sql))
+    peak_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
+    report(runs, idle_rss, peak_rss)
+
+
+def med(items, key):
+    values = [i[key] for i in items if i.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def cpu_line(items, per="ops", only=None):
+    """Median CPU µs per operation per process group, largest first; the
+    stack's groups unless `only` names others."""
+    names = sorted({g for i in items for g in i["cpu"]})
+    per_op = {}
+    for g in names:
+        if (only is None and g == "baseline") or (only is not None and g not in only):
+            continue
+        vals = [i["cpu"].get(g, 0) / i[per] for i in items if i.get(per)]
+        if vals:
+            per_op[g] = statistics.median(vals)
+    shown = ", ".join(f"{g} {v:.0f}" for g, v in sorted(per_op.items(), key=lambda kv: -kv[1]) if v >= 1)
+    return f"{sum(per_op.values()):.0f} ({shown})"
+
+
+def report(runs, idle_rss, peak_rss):
+    get, bare, select, orders, sql = (runs[k] for k in ["get", "bare", "select", "orders", "order_sql"])
+    rows = [
+        ("GET /products/{id} (wrk -c%d)" % CONNECTIONS, f"{med(get, 'rate'):,.0f} req/s", "pgbench SELECT",
+         med(get, "rate") / med(select, "rate"), cpu_line(get), f"{med(get, 'p50'):.2f} / {med(get, 'p99'):.2f}"),
+        ("GET /products/{id}", f"{med(get, 'rate'):,.0f} req/s", "bare actix-web",
+         med(get, "rate") / med(bare, "rate"), "", ""),
+        ("POST /orders accepted (loadgen, %d users)" % CONNECTIONS, f"{med(orders, 'rate'):,.0f} orders/s", "pgbench order SQL",
+         med(orders, "rate") / med(sql, "rate"), "", f"{med(orders, 'p50'):.2f} / {med(orders, 'p99'):.2f}"),
+        ("orders CONFIRMED end to end", f"{med(orders, 'confirmed_rate'):,.0f} orders/s (drain {med(orders, 'drain_s'):.1f} s)",
+         "pgbench order SQL", med(orders, "confirmed_rate") / med(sql, "rate"), cpu_line(orders, per="confirmed"), ""),
+        ("baseline: pgbench product SELECT (prepared, -c%d)" % CONNECTIONS, f"{med(select, 'rate'):,.0f} tps", "", None,
+         cpu_line(select, only=["postgres"]), f"avg {med(select, 'avg_ms'):.2f}"),
+        ("baseline: bare actix-web handler (wrk -c%d)" % CONNECTIONS, f"{med(bare, 'rate'):,.0f} req/s", "", None,
+         cpu_line(bare, only=["baseline"]), f"{med(bare, 'p50'):.2f} / {med(bare, 'p99'):.2f}"),
+        ("baseline: pgbench order SQL (both databases at once, -c%d each)" % (CONNECTIONS // 2),
+         f"{med(sql, 'rate'):,.0f} tps (order db {med(sql, 'order_db'):,.0f}, inventory db {med(sql, 'inventory_db'):,.0f})",
+         "", None, cpu_line(sql, only=["postgres"]), ""),
+    ]
+    print()
+    print(f"make bench: {REPEATS} repeat(s) of {SECONDS} s per figure, medians; binaries {BIN_DIR}; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print()
+    print("| figure | value | baseline (same run) | ratio | server CPU µs per operation: total (per process) | p50 / p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for name, value, base, ratio, cpu, lat in rows:
+        print(f"| {name} | {value} | {base} | {'' if ratio is None else f'{ratio:.2f}'} | {cpu} | {lat} |")
+    print()
+    print("| RSS of the services (MB) | " + " | ".join(SERVICES) + " | total |")
+    print("|---|" + "---|" * (len(SERVICES) + 1))
+    for label, rss in [("idle, after start-up", idle_rss), ("peak (VmHWM) after the run", peak_rss)]:
+        print(f"| {label} | " + " | ".join(f"{rss[s] / 1024:.1f}" for s in SERVICES) + f" | {sum(rss.values()) / 1024:.1f} |")
+    with open(os.path.join(RUN_DIR, "bench-results.json"), "w") as f:
+        json.dump({"runs": runs, "idle_rss_kb": idle_rss, "peak_rss_kb": peak_rss}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
