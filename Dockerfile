@@ -85,8 +85,9 @@ COPY proto ./proto
 COPY crates ./crates
 COPY services ./services
 COPY e2e ./e2e
+COPY tools ./tools
 RUN set -eu; \
-    find crates services e2e proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
+    find crates services e2e tools proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
     cargo build --release --locked ${PACKAGES}; \
     mkdir -p /out; \
     for s in gateway inventory order user producer consumer; do \
@@ -102,8 +103,9 @@ COPY proto ./proto
 COPY crates ./crates
 COPY services ./services
 COPY e2e ./e2e
+COPY tools ./tools
 RUN set -eu; \
-    find crates services e2e proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
+    find crates services e2e tools proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
     cargo build --release --locked -p operator --bin operator; \
     mkdir -p /out; \
     cp target/release/operator /out/operator
