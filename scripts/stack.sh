@@ -84,8 +84,18 @@ start_all() {
       log "$svc migrate failed:"; tail -20 "$RUN_DIR/$svc-migrate.log" >&2; exit 1; }
   done
   for svc in "${SERVICES[@]}"; do
+    # METRICS_PORT_BASE (e.g. a second stack beside this one): each service's
+    # metrics on base + its offset; unset, each takes its own default port.
+    metrics=()
+    if [ -n "${METRICS_PORT_BASE:-}" ]; then
+      case $svc in
+        gateway) offset=80 ;; inventory) offset=51 ;; order) offset=52 ;;
+        user) offset=53 ;; producer) offset=54 ;; consumer) offset=55 ;;
+      esac
+      metrics=(env METRICS_PORT=$((METRICS_PORT_BASE + offset)))
+    fi
     # setsid: each service leads its own process group, so `down` stops it whole.
-    setsid "$BIN_DIR/$svc" >"$RUN_DIR/$svc.log" 2>&1 < /dev/null &
+    setsid "${metrics[@]}" "$BIN_DIR/$svc" >"$RUN_DIR/$svc.log" 2>&1 < /dev/null &
     echo $! >"$RUN_DIR/$svc.pid"
   done
 }

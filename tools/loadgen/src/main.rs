@@ -180,10 +180,23 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<Value> {
-        match self.call(method, path, token, body, None).await {
-            Ok((status, value)) if status.as_u16() == expected => Ok(value),
-            Ok((status, value)) => bail!("{what}: HTTP {status}: {value}"),
-            Err(outcome) => bail!("{what}: no answer ({outcome:?}) from {}", self.base),
+        // Set-up is not measured: a service shedding load (503, e.g. the
+        // User service bounding concurrent password hashing) or a rate limit
+        // (429) is waited out for up to half a minute.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.call(method.clone(), path, token, body, None).await {
+                Ok((status, value)) if status.as_u16() == expected => return Ok(value),
+                Ok((status, _))
+                    if matches!(status.as_u16(), 429 | 503) && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Ok((status, value)) => bail!("{what}: HTTP {status}: {value}"),
+                Err(outcome) => bail!("{what}: no answer ({outcome:?}) from {}", self.base),
+            }
         }
     }
 }
