@@ -1739,3 +1739,38 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
         .await;
     assert!(exit.success(), "gateway exit on SIGTERM: {exit}");
 }
+
+#[tokio::test]
+async fn with_the_user_service_stopped_the_catalogue_still_answers() {
+    let mut stack = Stack::start(StackOptions::only(&["user", "inventory", "gateway"])).await;
+    let api = Api::new(&stack);
+    stack.kill("user");
+    // The gateway stays ready (a probe on /readyz keeps it in its Service)...
+    let ready = api
+        .get("/readyz", None)
+        .await
+        .expect(200, "readyz, user down");
+    let states = ready.json();
+    assert!(
+        states["services"]["user"]
+            .as_str()
+            .unwrap()
+            .starts_with("not ready"),
+        "{states}"
+    );
+    // ...so the catalogue answers, and only the routes that need the User
+    // service say 503.
+    api.get("/products", None)
+        .await
+        .expect(200, "catalogue, user down");
+    api.post(
+        "/users/login",
+        None,
+        json!({"username": ADMIN_USERNAME, "password": ADMIN_PASSWORD}),
+    )
+    .await
+    .expect(503, "login, user down");
+    api.get("/readyz/downstreams", None)
+        .await
+        .expect(503, "downstreams, user down");
+}
