@@ -272,3 +272,16 @@ async fn readiness_follows_postgresql_and_nats_while_liveness_stays_up() {
         wait_readiness(&stack, service, 200, "").await;
     }
 }
+
+#[tokio::test]
+async fn migrate_in_production_needs_no_internal_token() {
+    // `<service> migrate` runs as a Job before a rollout and makes no
+    // internal call: it needs the database's secret, not the token.
+    let db = testkit::TestDb::create().await;
+    let mut env = db.server.service_env();
+    env.push(("APP_ENV".into(), "production".into()));
+    env.push(("INVENTORY_DB_NAME".into(), db.name.clone()));
+    let mut migrate = ServiceProcess::spawn_with_args("inventory", &["migrate"], env);
+    let exit = migrate.wait_exit(Duration::from_secs(60)).await;
+    assert!(exit.success(), "{exit}\n{}", migrate.log());
+}

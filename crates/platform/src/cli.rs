@@ -68,13 +68,15 @@ where
             }
         };
         crate::fault::announce();
-        if let Err(e) =
-            crate::config::AppEnv::from_env().and_then(crate::internal_auth::init_from_env)
-        {
-            eprintln!("{service}: configuration error: {e}");
-            return ExitCode::from(1);
-        }
         if command == Command::Serve {
+            // Only a serving process makes and takes internal calls: `migrate`
+            // (a Job before a rollout) needs no token.
+            if let Err(e) =
+                crate::config::AppEnv::from_env().and_then(crate::internal_auth::init_from_env)
+            {
+                eprintln!("{service}: configuration error: {e}");
+                return ExitCode::from(1);
+            }
             match crate::metrics::bind(service).await {
                 Ok(listener) => {
                     tokio::spawn(crate::metrics::serve(listener));
