@@ -172,6 +172,11 @@ pub fn classify(err: &DbErr) -> DbFailure {
         _ => None,
     };
     match code.as_deref() {
+        // A read-only transaction (a replica promoted, a failover under
+        // way), a dropped database or a system I/O error: the server's
+        // state, not the statement's fault.
+        Some("25006" | "57P04") => DbFailure::Unavailable,
+        Some(c) if c.starts_with("58") => DbFailure::Unavailable,
         Some("40001" | "40P01" | "55P03" | "57014") => DbFailure::Contention,
         Some(c) if c.starts_with("53") => DbFailure::Contention,
         Some("22003") => DbFailure::OutOfRange,

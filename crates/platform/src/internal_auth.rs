@@ -3,7 +3,7 @@
 //! a call without it (UNAUTHENTICATED), so a pod that can merely reach a
 //! service cannot confirm orders, return stock or read profiles. The gRPC
 //! health service stays open (kubelet probes carry no token), and so do the
-//! plain HTTP `/healthz` and `/readyz`.
+//! plain HTTP `/healthz` and `/readyz`; every other path needs the token.
 //!
 //! Required in production (at least [`MIN_LEN`] characters); in development
 //! an unset token turns the check off.
@@ -69,17 +69,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Whether a request may pass: no token configured, a health check, not
-/// gRPC at all, or the right token.
+/// Whether a request may pass: no token configured, a health check (gRPC
+/// health, `/healthz`, `/readyz`), or the right token. Decided by the path,
+/// never by the content type, which the caller chooses (the gRPC server
+/// serves a method whatever content type the request claims).
 fn admitted<B>(request: &http::Request<B>, expected: Option<&str>) -> bool {
     let Some(expected) = expected else {
         return true;
     };
-    let is_grpc = request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !is_grpc || request.uri().path().starts_with("/grpc.health.v1.Health/") {
+    let path = request.uri().path();
+    if path.starts_with("/grpc.health.v1.Health/") || path == "/healthz" || path == "/readyz" {
         return true;
     }
     request
@@ -168,9 +167,18 @@ mod tests {
             &grpc("/grpc.health.v1.Health/Check", None),
             expected
         ));
-        // Plain HTTP (/healthz, /readyz) is not an internal call.
-        let plain = http::Request::builder().uri("/readyz").body(()).unwrap();
-        assert!(admitted(&plain, expected));
+        // Plain HTTP health is open...
+        for open in ["/readyz", "/healthz"] {
+            let plain = http::Request::builder().uri(open).body(()).unwrap();
+            assert!(admitted(&plain, expected));
+        }
+        // ...but a method called with another content type is not.
+        let disguised = http::Request::builder()
+            .uri(method)
+            .header(http::header::CONTENT_TYPE, "text/plain")
+            .body(())
+            .unwrap();
+        assert!(!admitted(&disguised, expected));
         // No token configured (development): everything passes.
         assert!(admitted(&grpc(method, None), None));
     }

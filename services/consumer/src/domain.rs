@@ -197,6 +197,11 @@ pub fn verdict(outcome: ApplyOutcome, reason: &str) -> Option<Verdict> {
         ApplyOutcome::UnknownProduct => Some(Verdict::Rejected {
             reason: reason_or("unknown product"),
         }),
+        // Applied once, its stock returned since: never confirmed now (for
+        // a CANCELLED order the rejection is a replay that keeps it).
+        ApplyOutcome::Released => Some(Verdict::Rejected {
+            reason: reason_or("its stock was returned"),
+        }),
         ApplyOutcome::Unspecified => None,
     }
 }
@@ -322,5 +327,9 @@ mod tests {
             })
         );
         assert_eq!(verdict(ApplyOutcome::Unspecified, ""), None);
+        assert!(matches!(
+            verdict(ApplyOutcome::Released, ""),
+            Some(Verdict::Rejected { .. })
+        ));
     }
 }

@@ -143,6 +143,7 @@ impl Inventory {
             ApplyOutcome::Applied => "applied",
             ApplyOutcome::InsufficientStock => "insufficient_stock",
             ApplyOutcome::UnknownProduct => "unknown_product",
+            ApplyOutcome::Released => "released",
         };
         let replayed = if result.replayed { "true" } else { "false" };
         self.apply_outcomes

@@ -393,6 +393,8 @@ pub enum ApplyOutcome {
     Applied,
     InsufficientStock,
     UnknownProduct,
+    /// Only ever a replay: the order was applied and its stock went back.
+    Released,
 }
 
 /// The state of an order in the ledger: the first outcome, or RELEASED once
@@ -425,11 +427,13 @@ impl LedgerState {
         })
     }
 
-    /// The ApplyOrder outcome this state answers to a repeat: a released
-    /// order was applied first.
+    /// The ApplyOrder outcome this state answers to a repeat. A released
+    /// order holds no stock any more: answering APPLIED would let a late or
+    /// republished event confirm an order whose stock was returned.
     pub fn apply_outcome(self) -> ApplyOutcome {
         match self {
-            LedgerState::Applied | LedgerState::Released => ApplyOutcome::Applied,
+            LedgerState::Applied => ApplyOutcome::Applied,
+            LedgerState::Released => ApplyOutcome::Released,
             LedgerState::InsufficientStock => ApplyOutcome::InsufficientStock,
             LedgerState::UnknownProduct => ApplyOutcome::UnknownProduct,
         }
@@ -442,6 +446,7 @@ impl From<ApplyOutcome> for LedgerState {
             ApplyOutcome::Applied => LedgerState::Applied,
             ApplyOutcome::InsufficientStock => LedgerState::InsufficientStock,
             ApplyOutcome::UnknownProduct => LedgerState::UnknownProduct,
+            ApplyOutcome::Released => LedgerState::Released,
         }
     }
 }

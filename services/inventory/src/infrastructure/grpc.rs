@@ -177,6 +177,7 @@ impl InventoryService for InventoryGrpc {
             ApplyOutcome::Applied => pb::ApplyOutcome::Applied,
             ApplyOutcome::InsufficientStock => pb::ApplyOutcome::InsufficientStock,
             ApplyOutcome::UnknownProduct => pb::ApplyOutcome::UnknownProduct,
+            ApplyOutcome::Released => pb::ApplyOutcome::Released,
         };
         Ok(Response::new(pb::ApplyOrderResponse {
             outcome: outcome as i32,

@@ -156,10 +156,10 @@ async fn release_returns_applied_stock_exactly_once() {
     assert!(again.replayed);
     assert_eq!((app.stock(&a).await, app.stock(&b).await), (10, 10));
 
-    // A late redelivery of the creation neither takes stock again nor
-    // changes its answer.
+    // A late (or republished) redelivery of the creation takes no stock
+    // again, and says the stock went back: it must not confirm the order.
     let late = app.apply(order, &[(&a, 4), (&b, 1)]).await;
-    assert_eq!(late.outcome, ApplyOutcome::Applied);
+    assert_eq!(late.outcome, ApplyOutcome::Released);
     assert!(late.replayed);
     assert_eq!((app.stock(&a).await, app.stock(&b).await), (10, 10));
 }

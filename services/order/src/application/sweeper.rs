@@ -131,8 +131,13 @@ impl PendingSweeper {
             self.settings.timeout.as_secs()
         );
         for order_id in expired {
-            if self.orders.expire_pending(order_id, &reason).await? {
-                count("rejected_timeout", 1);
+            match self.orders.expire_pending(order_id, &reason).await {
+                Ok(true) => count("rejected_timeout", 1),
+                Ok(false) => {}
+                // One order must not hold up the others.
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "could not reject an order PENDING too long")
+                }
             }
         }
 

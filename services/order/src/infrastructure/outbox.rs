@@ -144,8 +144,11 @@ pub async fn prune_sent<C: ConnectionTrait>(
     let result = conn
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
+            // The outer condition again: a record the sweeper handed back
+            // to the relay meanwhile (sent_at NULL) is not deleted.
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox \
-             WHERE sent_at < now() - $1 * interval '1 millisecond' LIMIT $2)",
+             WHERE sent_at < now() - $1 * interval '1 millisecond' LIMIT $2) \
+             AND sent_at < now() - $1 * interval '1 millisecond'",
             [retention_ms.into(), (limit as i64).into()],
         ))
         .await?;
