@@ -118,9 +118,10 @@ where
                             .and_then(|v| v.to_str().ok())
                             .map(|c| tonic::Code::from_bytes(c.as_bytes()))
                             .unwrap_or(tonic::Code::Ok),
-                        response.headers().get("grpc-message").is_some_and(|m| {
-                            m.as_bytes() == crate::internal_auth::REFUSAL.as_bytes()
-                        }),
+                        response
+                            .extensions()
+                            .get::<crate::internal_auth::Refused>()
+                            .is_some(),
                     ),
                     Err(_) => (tonic::Code::Unknown, false),
                 };

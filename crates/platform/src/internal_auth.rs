@@ -24,8 +24,13 @@ pub const MIN_LEN: usize = 32;
 /// The metadata key the token travels in.
 pub const HEADER: &str = "x-internal-token";
 
-/// The message of a refusal (the gRPC metrics know a refused call by it).
+/// The message of a refusal.
 pub const REFUSAL: &str = "missing or wrong internal token";
+
+/// Marks a refusal's response, so that the gRPC metrics tell it from a
+/// method's own UNAUTHENTICATED (a wrong password).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refused;
 
 static TOKEN: OnceLock<Option<String>> = OnceLock::new();
 
@@ -124,7 +129,7 @@ where
         }
         tracing::warn!(path = %request.uri().path(), "internal call without a valid {HEADER} refused");
         // A trailers-only gRPC answer.
-        let refused = http::Response::builder()
+        let mut refused = http::Response::builder()
             .status(http::StatusCode::OK)
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(
@@ -134,6 +139,7 @@ where
             .header("grpc-message", REFUSAL)
             .body(ResBody::default())
             .expect("a valid response");
+        refused.extensions_mut().insert(Refused);
         Box::pin(async move { Ok(refused) })
     }
 }

@@ -99,7 +99,9 @@ fn metrics() -> &'static RelayMetrics {
 
 /// What one pass over a batch did.
 struct Pass {
-    picked: usize,
+    /// Records may be waiting right now: the batch was full, or the lease ran
+    /// out before every claimed record was published.
+    more_waiting: bool,
     failure: Option<PublishError>,
 }
 
@@ -154,12 +156,11 @@ impl OutboxRelay {
             self.refresh_backlog().await;
             let retry_in = match pass {
                 Ok(Pass {
-                    picked,
+                    more_waiting,
                     failure: None,
                 }) => {
                     backoff = self.backoff();
-                    if picked as u64 == self.settings.batch_size {
-                        // There may be more waiting right now.
+                    if more_waiting {
                         continue;
                     }
                     None
@@ -206,7 +207,7 @@ impl OutboxRelay {
         )
         .await?;
         let mut pass = Pass {
-            picked: records.len(),
+            more_waiting: records.len() as u64 == self.settings.batch_size,
             failure: None,
         };
         let mut sent = Vec::with_capacity(records.len());
@@ -249,9 +250,9 @@ impl OutboxRelay {
         }
         outbox::mark_sent(&self.db, &sent).await?;
         metrics().relayed.inc_by(sent.len() as u64);
-        if pass.failure.is_none() && !unsent.is_empty() && !stop.is_cancelled() {
-            // Out of lease: the next pass goes on at once.
-            pass.picked = self.settings.batch_size as usize;
+        if !unsent.is_empty() && !stop.is_cancelled() {
+            // Out of lease (or stopped by a failure, which the caller sees).
+            pass.more_waiting = true;
         }
         outbox::release_claims(&self.db, &unsent).await?;
         Ok(pass)

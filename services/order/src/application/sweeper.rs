@@ -121,7 +121,7 @@ impl PendingSweeper {
             self.orders.wake_relay();
         }
 
-        let (expired, _) = self
+        let expired = self
             .orders
             .store()
             .pending_older_than(self.settings.timeout, BATCH)
@@ -141,10 +141,10 @@ impl PendingSweeper {
             }
         }
 
-        let (_, overdue) = self
+        let overdue = self
             .orders
             .store()
-            .pending_older_than(self.settings.republish_after, 0)
+            .count_pending_older_than(self.settings.republish_after)
             .await?;
         metrics()
             .overdue

@@ -166,29 +166,35 @@ impl OrderStore {
         Ok((orders, total))
     }
 
-    /// Orders PENDING since before `age` ago, oldest first (at most `limit`),
-    /// and how many there are in all (by the PENDING index: the cost does
-    /// not grow with the orders table).
+    /// Orders PENDING since before `age` ago (by the PENDING index: the cost
+    /// does not grow with the orders table).
+    fn pending_since(age: std::time::Duration) -> sea_orm::Select<orders::Entity> {
+        let cutoff =
+            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+        orders::Entity::find()
+            .filter(orders::Column::Status.eq(OrderStatus::Pending.as_str()))
+            .filter(orders::Column::CreatedAt.lt(cutoff))
+    }
+
+    /// The oldest `limit` orders PENDING since before `age` ago.
     pub async fn pending_older_than(
         &self,
         age: std::time::Duration,
         limit: u64,
-    ) -> Result<(Vec<Uuid>, u64), DbErr> {
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        let pending = orders::Entity::find()
-            .filter(orders::Column::Status.eq(OrderStatus::Pending.as_str()))
-            .filter(orders::Column::CreatedAt.lt(cutoff));
-        let total = pending.clone().count(&self.db).await?;
-        let ids = pending
+    ) -> Result<Vec<Uuid>, DbErr> {
+        Ok(Self::pending_since(age)
             .order_by_asc(orders::Column::CreatedAt)
             .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
             .map(|m| m.id)
-            .collect();
-        Ok((ids, total))
+            .collect())
+    }
+
+    /// How many orders are PENDING since before `age` ago.
+    pub async fn count_pending_older_than(&self, age: std::time::Duration) -> Result<u64, DbErr> {
+        Self::pending_since(age).count(&self.db).await
     }
 
     /// Applies `decide` to the order as it is and writes its decision, with
