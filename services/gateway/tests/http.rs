@@ -485,6 +485,14 @@ async fn behind_a_trusted_proxy_one_clients_bad_logins_never_limit_another() {
     )
     .await;
     problem(response, 429).await;
+    // Client-written junk left of the address the proxy added changes
+    // nothing: it is still A, still limited, and not the proxy's bucket.
+    let response = test::call_service(
+        &service,
+        login_via(Some("not-an-address, 198.51.100.1"), proxy, "a", "x").to_request(),
+    )
+    .await;
+    problem(response, 429).await;
     // ...and never B's, behind the same proxy (and a second proxy hop).
     let response = test::call_service(
         &service,

@@ -446,16 +446,19 @@ fn client_ip(req: &HttpRequest, trusted: &crate::config::TrustedProxies) -> IpAd
     if !trusted.contains(peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = req
+    let forwarded: Vec<&str> = req
         .headers()
         .get_all("x-forwarded-for")
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .map(|text| parse_ip(text.trim()))
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_default();
+        .collect();
+    // Each proxy appends the address it saw, always a valid one; something
+    // unreadable can only be client-written, left of the client's address.
     let mut client = peer;
-    for ip in forwarded.into_iter().rev() {
+    for text in forwarded.into_iter().rev() {
+        let Some(ip) = parse_ip(text.trim()) else {
+            break;
+        };
         client = ip;
         if !trusted.contains(ip) {
             break;
