@@ -185,6 +185,42 @@ async function tabToAndPress(page, target, describe) {
   throw new Error(`Tab never reached ${describe}`);
 }
 
+// WCAG 2.1 AA contrast (1.4.3) of every visible text on the page: 4.5:1, or
+// 3:1 for large text (24 px, or 18.66 px bold); disabled controls are exempt.
+async function contrastIsReadable(page, what) {
+  const failures = await page.evaluate(() => {
+    const rgb = (text) => (text.match(/[\d.]+/g) || []).map(Number);
+    const luminance = ([r, g, b]) => {
+      const lin = (c) => ((c /= 255) <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+    };
+    const background = (el) => {
+      for (let node = el; node; node = node.parentElement) {
+        const [r, g, b, a = 1] = rgb(getComputedStyle(node).backgroundColor);
+        if (a > 0) return [r, g, b];
+      }
+      return [255, 255, 255];
+    };
+    const out = [];
+    for (const el of document.querySelectorAll("body *")) {
+      const hasText = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      const style = getComputedStyle(el);
+      if (!hasText || el.closest(":disabled, [aria-disabled=true]")) continue;
+      if (style.visibility === "hidden" || el.getClientRects().length === 0) continue;
+      const fg = luminance(rgb(style.color));
+      const bg = luminance(background(el));
+      const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+      const size = parseFloat(style.fontSize);
+      const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) {
+        out.push(`${el.tagName.toLowerCase()} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+      }
+    }
+    return out;
+  });
+  check(failures.length === 0, `${what}: text below WCAG AA contrast: ${failures.join("; ")}`);
+}
+
 async function noHorizontalScroll(page, what) {
   const { scroll, width } = await page.evaluate(() => ({
     scroll: Math.max(document.documentElement.scrollWidth, document.body.scrollWidth),
@@ -520,18 +556,22 @@ try {
     await phone.goto(`${BASE}/#/`);
     await heading(phone, "Products");
     await noHorizontalScroll(phone, "the catalogue");
+    await contrastIsReadable(phone, "the catalogue");
     await phone.goto(`${BASE}/#/products/${rust.id}`);
     await heading(phone, "Rust in Action");
     await noHorizontalScroll(phone, "a product");
+    await contrastIsReadable(phone, "a product");
     await phone.getByRole("button", { name: "Add to cart" }).click();
     await phone.goto(`${BASE}/#/cart`);
     await heading(phone, "Your cart");
     await noHorizontalScroll(phone, "the cart");
+    await contrastIsReadable(phone, "the cart");
     await shot(phone, "phone-cart");
     await login(phone, customer);
     await phone.goto(`${BASE}/#/orders/${shippedOrderId}`);
     await orderStatus(phone, "Delivered");
     await noHorizontalScroll(phone, "an order");
+    await contrastIsReadable(phone, "an order");
     await adminPage.setViewportSize({ width: 375, height: 667 });
     await adminPage.goto(`${BASE}/#/admin`);
     await heading(adminPage, "Administration");
