@@ -1774,3 +1774,149 @@ async fn with_the_user_service_stopped_the_catalogue_still_answers() {
         .await
         .expect(503, "downstreams, user down");
 }
+
+/// Polls `path` on every gateway until each answers a body `done` accepts;
+/// fails when that takes longer than `within`.
+async fn visible_on_every_gateway(
+    gateways: &[&Api],
+    path: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) {
+    let started = std::time::Instant::now();
+    loop {
+        let mut bodies = Vec::new();
+        for gateway in gateways {
+            bodies.push(gateway.get(path, None).await.expect(200, what).json());
+        }
+        if bodies.iter().all(&done) {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what}: not on every gateway within {within:?}: {bodies:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_product_change_reaches_the_cache_of_every_gateway_within_a_second() {
+    // A TTL far past the bound: only Inventory's announcements can make the
+    // changes visible in time.
+    let stack = Stack::start(StackOptions::default().with_service_env(
+        "gateway",
+        "PRODUCT_CACHE_TTL_MS",
+        "600000",
+    ))
+    .await;
+    let first = Api::new(&stack);
+    let addr = format!("127.0.0.1:{}", testkit::free_port());
+    let mut env = stack.env_of("gateway").to_vec();
+    env.retain(|(k, _)| k != "API_GATEWAY_ADDR");
+    env.push(("API_GATEWAY_ADDR".into(), addr.clone()));
+    let mut replica = testkit::ServiceProcess::spawn("gateway", env);
+    replica
+        .wait_http_ok(&addr, "/healthz", Duration::from_secs(30))
+        .await;
+    let second = Api {
+        base: format!("http://{addr}"),
+        http: first.http.clone(),
+    };
+    let gateways = [&first, &second];
+
+    let admin = first.admin().await;
+    let product = first
+        .create_product(
+            &admin,
+            json!({"name": "Desk lamp", "category": "home", "stock": 10, "price": 25.00}),
+        )
+        .await;
+    let id = product["id"].as_str().unwrap().to_owned();
+    let path = format!("/products/{id}");
+    // Both gateways read it, and hold it from now on.
+    visible_on_every_gateway(&gateways, &path, Duration::from_secs(1), "cached", |p| {
+        p["stock"] == 10
+    })
+    .await;
+
+    // An admin's write through one gateway.
+    first
+        .patch(
+            &path,
+            Some(&admin),
+            json!({"stock": 25, "name": "Desk lamp XL"}),
+        )
+        .await
+        .expect(200, "patch");
+    visible_on_every_gateway(&gateways, &path, Duration::from_secs(1), "patched", |p| {
+        p["stock"] == 25 && p["name"] == "Desk lamp XL"
+    })
+    .await;
+
+    // Stock taken by an order: its confirmation comes after Inventory's
+    // commit, so from then on both must show it within the bound.
+    let (customer, _) = first.customer("cache").await;
+    let order = first.order(&customer, &id, 3).await;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    first
+        .wait_order_status(&customer, &order_id, "CONFIRMED")
+        .await;
+    visible_on_every_gateway(&gateways, &path, Duration::from_secs(1), "ordered", |p| {
+        p["stock"] == 22
+    })
+    .await;
+
+    // Stock returned by a cancel: Inventory is asked directly when it is
+    // back (the gateways would only show what they hold).
+    first
+        .post(
+            &format!("/orders/{order_id}/cancel"),
+            Some(&customer),
+            json!({}),
+        )
+        .await
+        .expect(200, "cancel");
+    let inventory = proto::inventory::v1::inventory_service_client::InventoryServiceClient::new(
+        stack.channel("inventory").await,
+    );
+    eventually(Duration::from_secs(30), "the stock to go back", || {
+        let mut inventory = inventory.clone();
+        let id = id.clone();
+        async move {
+            let product = inventory
+                .get_product(proto::inventory::v1::GetProductRequest { id })
+                .await
+                .ok()?
+                .into_inner()
+                .product?;
+            (product.stock == 25).then_some(())
+        }
+    })
+    .await;
+    visible_on_every_gateway(&gateways, &path, Duration::from_secs(1), "cancelled", |p| {
+        p["stock"] == 25
+    })
+    .await;
+
+    // A deleted product is gone from both.
+    first
+        .send(Method::DELETE, &path, Some(&admin), &[], Body::None)
+        .await
+        .expect(204, "delete");
+    let started = std::time::Instant::now();
+    for gateway in gateways {
+        loop {
+            let answer = gateway.get(&path, None).await;
+            if answer.status == StatusCode::NOT_FOUND {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "still served after delete"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -172,7 +172,7 @@ async fn every_service_exports_requests_latencies_errors_backlog_and_lag() {
         ),
         (
             "producer",
-            "/ecommerce.producer.v1.ProducerService/PublishOrderCreated",
+            "/ecommerce.producer.v1.ProducerService/PublishBatch",
             None,
             "nats",
         ),

@@ -385,6 +385,13 @@ impl NatsSettings {
     pub fn dead_letter_subjects(&self) -> String {
         format!("{}_dead.>", self.subject_prefix)
     }
+
+    /// Where Inventory announces product changes (plain NATS, no stream):
+    /// `<prefix>_products.changed`, each message the changed ids, one per
+    /// line. The gateways' product caches listen.
+    pub fn product_changes_subject(&self) -> String {
+        format!("{}_products.changed", self.subject_prefix)
+    }
 }
 
 /// The seed's service addresses, with its ports.

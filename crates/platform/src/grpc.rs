@@ -244,6 +244,24 @@ pub fn normalize_client_status(status: Status) -> Status {
     }
 }
 
+/// One call's failure as an entry of a batch answer.
+pub fn item_error(status: &Status) -> proto::common::v1::ItemError {
+    proto::common::v1::ItemError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: status.details().to_vec(),
+    }
+}
+
+/// The status an entry of a batch answer stands for.
+pub fn from_item_error(error: proto::common::v1::ItemError) -> Status {
+    Status::with_details(
+        Code::from_i32(error.code),
+        error.message,
+        error.details.into(),
+    )
+}
+
 /// Parses a UUID field of a request, naming the field when it is not one.
 pub fn parse_uuid(field: &str, value: &str) -> Result<uuid::Uuid, Status> {
     uuid::Uuid::parse_str(value.trim())

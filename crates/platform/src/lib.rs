@@ -1,6 +1,7 @@
 //! Shared plumbing of the platform's services. Each service owns its domain;
 //! this crate holds only what every one of them needs in the same way.
 
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod db;

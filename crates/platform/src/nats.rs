@@ -149,6 +149,36 @@ pub mod headers {
     pub const ORIGINAL_MSG_ID: &str = "Original-Msg-Id";
 }
 
+/// A client that connects in the background and keeps reconnecting, for a
+/// service that works without NATS and only does better with it (announcing
+/// or hearing product changes): start-up never waits for it. `on_event`
+/// hears every connection event (connected, disconnected, ...).
+pub async fn connect_in_background<F>(
+    settings: &NatsSettings,
+    name: &str,
+    on_event: F,
+) -> anyhow::Result<async_nats::Client>
+where
+    F: Fn(&async_nats::Event) + Send + Sync + 'static,
+{
+    let on_event = std::sync::Arc::new(on_event);
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(3))
+        .max_reconnects(None)
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let on_event = on_event.clone();
+            async move {
+                tracing::info!(%event, "NATS connection event");
+                on_event(&event);
+            }
+        })
+        .connect(settings.addr.as_str())
+        .await
+        .map_err(|e| anyhow::anyhow!("bad NATS address {}: {e}", settings.addr))
+}
+
 /// The JetStream message id of an order event: `<order id>.<event>`, so that a
 /// repeated publish is deduplicated but a cancel is never taken for a creation.
 pub fn message_id(order_id: &str, event: &str) -> String {

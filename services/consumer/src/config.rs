@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use platform::ConfigError;
+use platform::batch::BatchSettings;
 use platform::config::{
     AppEnv, CallSettings, NatsSettings, ServiceAddr, millis_or, parse_or, string_or,
 };
@@ -22,6 +23,10 @@ pub struct Config {
     pub consumer: ConsumerSettings,
 }
 
+/// Batches to one receiver in flight at once: one being answered while the
+/// next fills.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 /// How the durable consumer reads and retries.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -35,8 +40,13 @@ pub struct ConsumerSettings {
     /// `CONSUMER_MAX_ACK_PENDING` (default 256): unacknowledged messages the
     /// server hands out across all replicas.
     pub max_ack_pending: i64,
-    /// `CONSUMER_CONCURRENCY` (default 8): messages one replica handles at once.
+    /// `CONSUMER_CONCURRENCY` (default 64): messages one replica handles at
+    /// once. Their ApplyOrder and RecordOutcome calls travel together in
+    /// batches, so more at once costs fewer round trips and commits each.
     pub concurrency: usize,
+    /// `CONSUMER_BATCH_MAX` (default 64): the most calls one batch to
+    /// Inventory or Order carries.
+    pub batch: BatchSettings,
     /// `CONSUMER_MAX_PERMANENT_ATTEMPTS` (default 3): attempts of a message
     /// that fails permanently before it is dead-lettered.
     pub max_permanent_attempts: u32,
@@ -102,7 +112,11 @@ impl ConsumerSettings {
             ));
         }
         let max_ack_pending: i64 = at_least("CONSUMER_MAX_ACK_PENDING", 256, 1)?;
-        let concurrency: usize = at_least("CONSUMER_CONCURRENCY", 8, 1)?;
+        let concurrency: usize = at_least("CONSUMER_CONCURRENCY", 64, 1)?;
+        let batch = BatchSettings {
+            max_batch: at_least("CONSUMER_BATCH_MAX", 64, 1)?,
+            max_in_flight: BATCHES_IN_FLIGHT,
+        };
         let max_permanent_attempts: u32 = at_least("CONSUMER_MAX_PERMANENT_ATTEMPTS", 3, 1)?;
         let max_transient_attempts: u32 = at_least("CONSUMER_MAX_TRANSIENT_ATTEMPTS", 10, 1)?;
         let retry_base = positive_millis("CONSUMER_RETRY_BASE_MS", Duration::from_millis(200))?;
@@ -126,6 +140,7 @@ impl ConsumerSettings {
             ack_wait,
             max_ack_pending,
             concurrency,
+            batch,
             max_permanent_attempts,
             max_transient_attempts,
             retry_base,
@@ -182,6 +197,10 @@ mod tests {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 256,
             concurrency: 8,
+            batch: platform::batch::BatchSettings {
+                max_batch: 8,
+                max_in_flight: 2,
+            },
             max_permanent_attempts: 3,
             max_transient_attempts: 10,
             retry_base: Duration::from_millis(200),

@@ -1,6 +1,7 @@
 //! The Consumer's outside world: gRPC clients of Inventory and Order, and the
 //! durable JetStream pull consumer that feeds the [`Processor`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,31 +15,79 @@ use tonic::Status;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use platform::batch::{BatchSettings, Batcher};
 use platform::config::{CallSettings, NatsSettings, ServiceAddr};
 use platform::grpc::TracedChannel;
+use platform::grpc::from_item_error;
 use platform::nats::headers;
 use platform::shutdown::CancellationToken;
 use proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use proto::inventory::v1::{
-    ApplyOrderRequest, ApplyOrderResponse, OrderLine, ReleaseOrderRequest, ReleaseOrderResponse,
+    ApplyOrderRequest, ApplyOrderResponse, ApplyOrdersItem, ApplyOrdersRequest, OrderLine,
+    ReleaseOrderRequest, ReleaseOrderResponse, apply_orders_result,
 };
 use proto::order::v1::order_service_client::OrderServiceClient;
-use proto::order::v1::{OrderOutcome, RecordOutcomeRequest};
+use proto::order::v1::{
+    OrderOutcome, RecordOutcomeRequest, RecordOutcomesItem, RecordOutcomesRequest,
+    record_outcomes_result,
+};
 
 use crate::application::{self, Disposition, Incoming, Processor, RejectError};
 use crate::config::ConsumerSettings;
 use crate::domain::{EventKind, Line, Verdict};
 use crate::metrics::Metrics;
 
-/// Inventory over gRPC.
+/// Inventory over gRPC. Concurrent ApplyOrder calls of this replica's
+/// handlers are coalesced into ApplyOrders batches (one transaction in
+/// Inventory for all of them); a call alone goes out as it is.
 #[derive(Clone)]
-pub struct GrpcInventory(InventoryServiceClient<TracedChannel>);
+pub struct GrpcInventory {
+    client: InventoryServiceClient<TracedChannel>,
+    apply: Batcher<ApplyOrdersItem, ApplyOrderResponse>,
+}
 
 impl GrpcInventory {
-    pub fn new(addr: &ServiceAddr, calls: CallSettings) -> anyhow::Result<Self> {
-        Ok(GrpcInventory(InventoryServiceClient::new(
-            platform::grpc::channel(addr, calls)?,
-        )))
+    pub fn new(
+        addr: &ServiceAddr,
+        calls: CallSettings,
+        batching: BatchSettings,
+    ) -> anyhow::Result<Self> {
+        let client = InventoryServiceClient::new(platform::grpc::channel(addr, calls)?);
+        let batch_client = client.clone();
+        let apply = Batcher::spawn(batching, move |items: Vec<ApplyOrdersItem>| {
+            let mut client = batch_client.clone();
+            async move {
+                let span = batch_span(
+                    "inventory.apply_orders",
+                    items.len(),
+                    &items[0].trace_context,
+                );
+                if items.len() == 1 {
+                    let order = items
+                        .into_iter()
+                        .next()
+                        .and_then(|i| i.order)
+                        .unwrap_or_default();
+                    let answer = client.apply_order(order).instrument(span).await?;
+                    return Ok(vec![Ok(answer.into_inner())]);
+                }
+                let answer = client
+                    .apply_orders(ApplyOrdersRequest { orders: items })
+                    .instrument(span)
+                    .await?
+                    .into_inner();
+                Ok(answer
+                    .results
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Some(apply_orders_result::Result::Applied(applied)) => Ok(applied),
+                        Some(apply_orders_result::Result::Error(e)) => Err(from_item_error(e)),
+                        None => Err(Status::internal("ApplyOrders answered an empty result")),
+                    })
+                    .collect())
+            }
+        });
+        Ok(GrpcInventory { client, apply })
     }
 }
 
@@ -48,7 +97,7 @@ impl application::Inventory for GrpcInventory {
         order_id: Uuid,
         lines: &[Line],
     ) -> Result<ApplyOrderResponse, Status> {
-        let request = ApplyOrderRequest {
+        let order = ApplyOrderRequest {
             order_id: order_id.to_string(),
             items: lines
                 .iter()
@@ -58,12 +107,16 @@ impl application::Inventory for GrpcInventory {
                 })
                 .collect(),
         };
-        let mut client = self.0.clone();
-        Ok(client.apply_order(request).await?.into_inner())
+        self.apply
+            .call(ApplyOrdersItem {
+                order: Some(order),
+                trace_context: platform::telemetry::current_context_map(),
+            })
+            .await
     }
 
     async fn release_order(&self, order_id: Uuid) -> Result<ReleaseOrderResponse, Status> {
-        let mut client = self.0.clone();
+        let mut client = self.client.clone();
         let request = ReleaseOrderRequest {
             order_id: order_id.to_string(),
         };
@@ -71,15 +124,54 @@ impl application::Inventory for GrpcInventory {
     }
 }
 
-/// Order over gRPC.
+/// Order over gRPC; concurrent RecordOutcome calls are coalesced into
+/// RecordOutcomes batches like Inventory's.
 #[derive(Clone)]
-pub struct GrpcOrders(OrderServiceClient<TracedChannel>);
+pub struct GrpcOrders {
+    record: Batcher<RecordOutcomesItem, bool>,
+}
 
 impl GrpcOrders {
-    pub fn new(addr: &ServiceAddr, calls: CallSettings) -> anyhow::Result<Self> {
-        Ok(GrpcOrders(OrderServiceClient::new(
-            platform::grpc::channel(addr, calls)?,
-        )))
+    pub fn new(
+        addr: &ServiceAddr,
+        calls: CallSettings,
+        batching: BatchSettings,
+    ) -> anyhow::Result<Self> {
+        let client = OrderServiceClient::new(platform::grpc::channel(addr, calls)?);
+        let record = Batcher::spawn(batching, move |items: Vec<RecordOutcomesItem>| {
+            let mut client = client.clone();
+            async move {
+                let span = batch_span(
+                    "order.record_outcomes",
+                    items.len(),
+                    &items[0].trace_context,
+                );
+                if items.len() == 1 {
+                    let outcome = items
+                        .into_iter()
+                        .next()
+                        .and_then(|i| i.outcome)
+                        .unwrap_or_default();
+                    let answer = client.record_outcome(outcome).instrument(span).await?;
+                    return Ok(vec![Ok(answer.into_inner().replayed)]);
+                }
+                let answer = client
+                    .record_outcomes(RecordOutcomesRequest { outcomes: items })
+                    .instrument(span)
+                    .await?
+                    .into_inner();
+                Ok(answer
+                    .results
+                    .into_iter()
+                    .map(|r| match r.result {
+                        Some(record_outcomes_result::Result::Replayed(replayed)) => Ok(replayed),
+                        Some(record_outcomes_result::Result::Error(e)) => Err(from_item_error(e)),
+                        None => Err(Status::internal("RecordOutcomes answered an empty result")),
+                    })
+                    .collect())
+            }
+        });
+        Ok(GrpcOrders { record })
     }
 }
 
@@ -89,16 +181,32 @@ impl application::Orders for GrpcOrders {
             Verdict::Confirmed => (OrderOutcome::Confirmed, String::new()),
             Verdict::Rejected { reason } => (OrderOutcome::Rejected, reason.clone()),
         };
-        let mut client = self.0.clone();
-        client
-            .record_outcome(RecordOutcomeRequest {
-                order_id: order_id.to_string(),
-                outcome: outcome as i32,
-                reason,
+        self.record
+            .call(RecordOutcomesItem {
+                outcome: Some(RecordOutcomeRequest {
+                    order_id: order_id.to_string(),
+                    outcome: outcome as i32,
+                    reason,
+                }),
+                trace_context: platform::telemetry::current_context_map(),
             })
             .await?;
         Ok(())
     }
+}
+
+/// The span of one outgoing call for a batch: a child of the first call's
+/// trace (each call's own trace continues on the server, from the context
+/// it carries).
+fn batch_span(name: &'static str, size: usize, first: &HashMap<String, String>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "batch",
+        otel.name = name,
+        otel.kind = "client",
+        batch_size = size
+    );
+    platform::telemetry::set_parent_from(&span, first);
+    span
 }
 
 /// Why the durable consumer could not be bound (NATS down, stream missing...).

@@ -101,8 +101,8 @@ async fn consume(
     };
     readiness.add_nats(client.clone());
     let processor = application::Processor::new(
-        infrastructure::GrpcInventory::new(&config.inventory, config.calls)?,
-        infrastructure::GrpcOrders::new(&config.order, config.calls)?,
+        infrastructure::GrpcInventory::new(&config.inventory, config.calls, config.consumer.batch)?,
+        infrastructure::GrpcOrders::new(&config.order, config.calls, config.consumer.batch)?,
         config.consumer.clone(),
         metrics.clone(),
     );

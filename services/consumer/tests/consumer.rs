@@ -170,6 +170,32 @@ impl InventoryService for FakeInventory {
         }))
     }
 
+    /// Each order as its own ApplyOrder, with the trace it carries.
+    async fn apply_orders(
+        &self,
+        request: Request<ApplyOrdersRequest>,
+    ) -> Result<Response<ApplyOrdersResponse>, Status> {
+        let calls = request.into_inner().orders.into_iter().map(|item| {
+            self.apply_order(with_trace(
+                item.order.unwrap_or_default(),
+                &item.trace_context,
+            ))
+        });
+        let results = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|answer| ApplyOrdersResult {
+                result: Some(match answer {
+                    Ok(answer) => apply_orders_result::Result::Applied(answer.into_inner()),
+                    Err(status) => {
+                        apply_orders_result::Result::Error(platform::grpc::item_error(&status))
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(ApplyOrdersResponse { results }))
+    }
+
     async fn release_order(
         &self,
         request: Request<ReleaseOrderRequest>,
@@ -185,6 +211,24 @@ impl InventoryService for FakeInventory {
             replayed: false,
         }))
     }
+}
+
+/// A call of a batch as the single call it stands for, its trace context
+/// in the metadata as the client would have sent it.
+fn with_trace<T>(
+    message: T,
+    trace_context: &std::collections::HashMap<String, String>,
+) -> Request<T> {
+    let mut request = Request::new(message);
+    for (key, value) in trace_context {
+        if let (Ok(key), Ok(value)) = (
+            key.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(),
+            value.parse(),
+        ) {
+            request.metadata_mut().insert(key, value);
+        }
+    }
+    request
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -308,6 +352,35 @@ impl OrderService for FakeOrders {
             order: None,
             replayed: false,
         }))
+    }
+
+    /// Each outcome as its own RecordOutcome, at the same time (the gate
+    /// holds them all alike).
+    async fn record_outcomes(
+        &self,
+        request: Request<RecordOutcomesRequest>,
+    ) -> Result<Response<RecordOutcomesResponse>, Status> {
+        let calls = request.into_inner().outcomes.into_iter().map(|item| {
+            self.record_outcome(with_trace(
+                item.outcome.unwrap_or_default(),
+                &item.trace_context,
+            ))
+        });
+        let results = futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .map(|answer| RecordOutcomesResult {
+                result: Some(match answer {
+                    Ok(answer) => {
+                        record_outcomes_result::Result::Replayed(answer.into_inner().replayed)
+                    }
+                    Err(status) => {
+                        record_outcomes_result::Result::Error(platform::grpc::item_error(&status))
+                    }
+                }),
+            })
+            .collect();
+        Ok(Response::new(RecordOutcomesResponse { results }))
     }
 }
 

@@ -39,6 +39,13 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// `HTTP_WORKERS`: actix worker threads (0: one per core).
     pub workers: usize,
+    /// `PRODUCT_CACHE_TTL_MS` (default 1000; 0 turns the cache off): the
+    /// longest a product is answered from memory (`catalogue`).
+    pub product_cache_ttl: Duration,
+    /// `PRODUCT_CACHE_CAPACITY` (default 10000): the most products held.
+    pub product_cache_capacity: usize,
+    /// `NATS_ADDR`, `NATS_SUBJECT_PREFIX`: where product changes are heard.
+    pub nats: platform::config::NatsSettings,
 }
 
 impl Config {
@@ -80,6 +87,9 @@ impl Config {
             )?,
             max_body_bytes,
             workers: config::parse_or("HTTP_WORKERS", 0)?,
+            product_cache_ttl: config::millis_or("PRODUCT_CACHE_TTL_MS", Duration::from_secs(1))?,
+            product_cache_capacity: config::parse_or("PRODUCT_CACHE_CAPACITY", 10_000)?,
+            nats: platform::config::NatsSettings::from_env()?,
         })
     }
 }

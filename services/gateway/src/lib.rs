@@ -4,6 +4,7 @@
 //! - `auth`: JWTs and the verified caller;
 //! - `problem`: the one mapping of every failure to problem+json;
 //! - `clients`: the gRPC clients, each behind a `breaker`;
+//! - `catalogue`: the product cache, kept in step by Inventory's announcements;
 //! - `limiter`: per-client rate limits on login and order creation.
 
 // A `Problem` is built at most once per failed request, and is the error
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod breaker;
+pub mod catalogue;
 pub mod clients;
 pub mod config;
 pub mod http;
@@ -58,6 +60,10 @@ pub fn state(config: &Config) -> anyhow::Result<AppState> {
         register_limiter: RateLimiter::per_minute(config.register_per_minute),
         order_limiter: RateLimiter::per_minute(config.orders_per_minute),
         trusted_proxies: config.trusted_proxies.clone(),
+        products: std::sync::Arc::new(catalogue::ProductCache::new(
+            config.product_cache_ttl,
+            config.product_cache_capacity,
+        )),
         readiness_timeout: config.calls.request_timeout.min(Duration::from_secs(2)),
     })
 }
@@ -69,6 +75,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     http::observe::register_metrics();
     let state = web::Data::new(state(&config)?);
+    if state.products.enabled() {
+        catalogue::follow_changes(config.nats.clone(), state.products.clone()).await?;
+    }
     let keys = web::Data::new(JwtKeys::new(&config.jwt));
     let document = web::Data::new(ApiDocument::new(&http::openapi())?);
     let max_body_bytes = config.max_body_bytes;

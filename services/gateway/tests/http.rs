@@ -54,6 +54,15 @@ fn config(login_per_minute: u32) -> gateway::Config {
         breaker_cooldown: Duration::from_secs(60),
         max_body_bytes: 4096,
         workers: 1,
+        // Every read goes to Inventory: these tests are about the edge.
+        product_cache_ttl: Duration::ZERO,
+        product_cache_capacity: 0,
+        nats: platform::config::NatsSettings {
+            addr: "nats://127.0.0.1:1".into(),
+            stream: "UNUSED".into(),
+            subject_prefix: "unused".into(),
+            dead_letter_stream: "UNUSED_DLQ".into(),
+        },
     }
 }
 

@@ -1,4 +1,4 @@
-use platform::config::{AppEnv, DbSettings, ServiceAddr};
+use platform::config::{AppEnv, DbSettings, NatsSettings, ServiceAddr};
 
 /// The Inventory service's settings.
 #[derive(Debug, Clone)]
@@ -9,6 +9,8 @@ pub struct Config {
     pub app_env: AppEnv,
     /// `DB_*`, database `INVENTORY_DB_NAME` (default `<DB_NAME>_inventory`).
     pub db: DbSettings,
+    /// `NATS_*`: where product changes are announced (best effort).
+    pub nats: NatsSettings,
 }
 
 impl Config {
@@ -18,6 +20,7 @@ impl Config {
             listen: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
             app_env,
             db: DbSettings::from_env("inventory", app_env)?,
+            nats: NatsSettings::from_env()?,
         })
     }
 }

@@ -505,11 +505,13 @@ pub enum ReleaseOutcome {
     NotApplied,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseResult {
     pub outcome: ReleaseOutcome,
     /// An earlier call already released it.
     pub replayed: bool,
+    /// The products whose stock this call returned.
+    pub released: Vec<Uuid>,
 }
 
 #[cfg(test)]

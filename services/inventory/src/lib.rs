@@ -37,7 +37,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let listener = platform::grpc::bind(&config.listen).await?;
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
-    let inventory = application::Inventory::new(db.clone());
+    // Product changes go to the gateways' caches; Inventory serves without NATS.
+    let nats = platform::nats::connect_in_background(&config.nats, "inventory", |_| {}).await?;
+    let announcer =
+        infrastructure::announce::NatsAnnouncer::spawn(nats, config.nats.product_changes_subject());
+    let inventory = application::Inventory::announcing(db.clone(), std::sync::Arc::new(announcer));
     let service = infrastructure::grpc::InventoryGrpc::new(inventory);
 
     let (reporter, health) = tonic_health::server::health_reporter();

@@ -8,8 +8,10 @@ use platform::grpc::{invalid_argument, violation};
 use proto::events::v1::{OrderCancelled, OrderCreated};
 use proto::producer::v1::producer_service_server::ProducerService;
 use proto::producer::v1::{
-    PublishOrderCancelledRequest, PublishOrderCreatedRequest, PublishResponse,
+    PublishBatchRequest, PublishBatchResponse, PublishBatchResult, PublishOrderCancelledRequest,
+    PublishOrderCreatedRequest, PublishResponse, batch_event, publish_batch_result,
 };
+use tracing::Instrument;
 
 use crate::infrastructure::{JetStreamPublisher, OutgoingEvent, PublishError, Published};
 
@@ -42,8 +44,26 @@ impl ProducerGrpc {
     }
 }
 
+/// The most events one PublishBatch call may carry.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+
 fn check_order_id(order_id: &str) -> Result<(), Status> {
     platform::grpc::parse_uuid("event.order_id", order_id).map(|_| ())
+}
+
+fn check_created(event: &OrderCreated) -> Result<(), Status> {
+    check_order_id(&event.order_id)?;
+    if event.items.is_empty() {
+        return Err(invalid_argument(vec![violation(
+            "event.items",
+            "must not be empty",
+        )]));
+    }
+    Ok(())
+}
+
+fn item_error(status: &Status) -> proto::common::v1::ItemError {
+    platform::grpc::item_error(status)
 }
 
 fn to_status(error: PublishError) -> Status {
@@ -70,13 +90,7 @@ impl ProducerService for ProducerGrpc {
             .into_inner()
             .event
             .ok_or_else(|| invalid_argument(vec![violation("event", "is required")]))?;
-        check_order_id(&event.order_id)?;
-        if event.items.is_empty() {
-            return Err(invalid_argument(vec![violation(
-                "event.items",
-                "must not be empty",
-            )]));
-        }
+        check_created(&event)?;
         tracing::Span::current().record("order_id", event.order_id.as_str());
         let published = self
             .publisher
@@ -115,5 +129,92 @@ impl ProducerService for ProducerGrpc {
             .map_err(to_status)?;
         self.count("order.cancelled", &published);
         Ok(reply(published))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<PublishBatchRequest>,
+    ) -> Result<Response<PublishBatchResponse>, Status> {
+        let events = request.into_inner().events;
+        if events.len() > MAX_BATCH_EVENTS {
+            return Err(invalid_argument(vec![violation(
+                "events",
+                format!("at most {MAX_BATCH_EVENTS} events, got {}", events.len()),
+            )]));
+        }
+        // Every valid event is sent first, then every acknowledgement is
+        // awaited: one round trip to the stream for the whole batch.
+        let mut pending = Vec::with_capacity(events.len());
+        for event in events {
+            let span = tracing::info_span!(
+                "producer.publish",
+                otel.kind = "producer",
+                order_id = tracing::field::Empty
+            );
+            platform::telemetry::set_parent_from(&span, &event.trace_context);
+            let sent = match event.event {
+                Some(batch_event::Event::Created(created)) => match check_created(&created) {
+                    Ok(()) => {
+                        span.record("order_id", created.order_id.as_str());
+                        let outgoing = OutgoingEvent {
+                            order_id: &created.order_id,
+                            kind: "created",
+                            subject: self.publisher.settings().created_subject(),
+                            payload: &created,
+                        };
+                        Ok((
+                            "order.created",
+                            self.publisher.send(outgoing).instrument(span.clone()).await,
+                        ))
+                    }
+                    Err(status) => Err(status),
+                },
+                Some(batch_event::Event::Cancelled(cancelled)) => {
+                    match check_order_id(&cancelled.order_id) {
+                        Ok(()) => {
+                            span.record("order_id", cancelled.order_id.as_str());
+                            let outgoing = OutgoingEvent {
+                                order_id: &cancelled.order_id,
+                                kind: "cancelled",
+                                subject: self.publisher.settings().cancelled_subject(),
+                                payload: &cancelled,
+                            };
+                            Ok((
+                                "order.cancelled",
+                                self.publisher.send(outgoing).instrument(span.clone()).await,
+                            ))
+                        }
+                        Err(status) => Err(status),
+                    }
+                }
+                None => Err(invalid_argument(vec![violation("event", "is required")])),
+            };
+            pending.push(sent);
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for sent in pending {
+            let result = match sent {
+                Err(status) => Err(status),
+                Ok((_, Err(error))) => Err(to_status(error)),
+                Ok((event, Ok(ack))) => match ack.acknowledged().await {
+                    Ok(published) => {
+                        self.count(event, &published);
+                        Ok(published)
+                    }
+                    Err(error) => Err(to_status(error)),
+                },
+            };
+            results.push(PublishBatchResult {
+                result: Some(match result {
+                    Ok(published) => publish_batch_result::Result::Published(PublishResponse {
+                        stream: published.stream,
+                        sequence: published.sequence,
+                        duplicate: published.duplicate,
+                    }),
+                    Err(status) => publish_batch_result::Result::Error(item_error(&status)),
+                }),
+            });
+        }
+        Ok(Response::new(PublishBatchResponse { results }))
     }
 }

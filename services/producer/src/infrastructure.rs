@@ -68,6 +68,15 @@ impl JetStreamPublisher {
         &self,
         event: OutgoingEvent<'_, M>,
     ) -> Result<Published, PublishError> {
+        self.send(event).await?.acknowledged().await
+    }
+
+    /// Sends the message and returns at once; the acknowledgement is awaited
+    /// from the returned future, so many messages can be in flight together.
+    pub async fn send<M: Message>(
+        &self,
+        event: OutgoingEvent<'_, M>,
+    ) -> Result<PendingAck, PublishError> {
         let mut map = HeaderMap::new();
         let event_type = format!("order.{}", event.kind);
         map.insert(
@@ -84,7 +93,17 @@ impl JetStreamPublisher {
             .publish_with_headers(event.subject, map, event.payload.encode_to_vec().into())
             .await
             .map_err(|e| PublishError::Rejected(e.to_string()))?;
-        let ack = ack_future
+        Ok(PendingAck(ack_future))
+    }
+}
+
+/// A message sent, its acknowledgement not yet awaited.
+pub struct PendingAck(jetstream::context::PublishAckFuture);
+
+impl PendingAck {
+    pub async fn acknowledged(self) -> Result<Published, PublishError> {
+        let ack = self
+            .0
             .await
             .map_err(|e| PublishError::NoAck(e.to_string()))?;
         Ok(Published {

@@ -47,6 +47,8 @@ pub struct AppState {
     /// How long `/readyz` and `/readyz/downstreams` wait for each service's
     /// health answer.
     pub readiness_timeout: Duration,
+    /// `GET /products/{id}` answers from here when it can.
+    pub products: std::sync::Arc<crate::catalogue::ProductCache>,
 }
 
 /// The OpenAPI document, rendered once, and the routes it lists (to tell a

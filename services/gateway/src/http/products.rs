@@ -101,18 +101,31 @@ pub async fn list_products(
 pub async fn get_product(
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-) -> Result<web::Json<Product>, Problem> {
-    let request = pb::GetProductRequest {
-        id: id.into_inner().to_string(),
-    };
+) -> Result<HttpResponse, Problem> {
+    let id = id.into_inner();
+    if let Some(json) = state.products.get(&id) {
+        return Ok(json_response(json));
+    }
+    let read_at = std::time::Instant::now();
+    let request = pb::GetProductRequest { id: id.to_string() };
     let response = state
         .clients
         .inventory
         .call(|mut c| async move { c.get_product(request).await })
         .await?;
-    Ok(web::Json(Product::from_proto(
-        response.product.ok_or_else(missing_product)?,
-    )?))
+    let product = Product::from_proto(response.product.ok_or_else(missing_product)?)?;
+    let json = web::Bytes::from(
+        serde_json::to_vec(&product)
+            .map_err(|e| Problem::internal(format!("product {id} does not serialize: {e}")))?,
+    );
+    state.products.put(id, json.clone(), read_at);
+    Ok(json_response(json))
+}
+
+fn json_response(json: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(json)
 }
 
 #[utoipa::path(
@@ -141,8 +154,9 @@ pub async fn update_product(
     caller.require_admin()?;
     let body = body.into_inner();
     body.validate()?;
+    let id = id.into_inner();
     let request = pb::UpdateProductRequest {
-        id: id.into_inner().to_string(),
+        id: id.to_string(),
         name: body.name.map(|n| n.trim().to_owned()),
         category: body.category.map(|c| c.trim().to_owned()),
         stock: body.stock,
@@ -153,6 +167,8 @@ pub async fn update_product(
         .inventory
         .call(|mut c| async move { c.update_product(request).await })
         .await?;
+    // This replica reads its own write at once; the others hear Inventory.
+    state.products.changed(&[id]);
     Ok(web::Json(Product::from_proto(
         response.product.ok_or_else(missing_product)?,
     )?))
@@ -178,14 +194,14 @@ pub async fn delete_product(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     caller.require_admin()?;
-    let request = pb::DeleteProductRequest {
-        id: id.into_inner().to_string(),
-    };
+    let id = id.into_inner();
+    let request = pb::DeleteProductRequest { id: id.to_string() };
     state
         .clients
         .inventory
         .call(|mut c| async move { c.delete_product(request).await })
         .await?;
+    state.products.changed(&[id]);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -7,8 +7,8 @@ use platform::grpc::{invalid_argument, status_with_detail, timestamp, violation}
 use proto::inventory::v1 as pb;
 use proto::inventory::v1::inventory_service_server::InventoryService;
 
-use crate::application::{Inventory, InventoryError};
-use crate::domain::{ApplyOutcome, Product, ReleaseOutcome};
+use crate::application::{BatchedOrder, Inventory, InventoryError};
+use crate::domain::{ApplyOutcome, ApplyResult, Product, ReleaseOutcome};
 
 pub struct InventoryGrpc {
     inventory: Inventory,
@@ -39,6 +39,23 @@ pub fn to_status(error: InventoryError) -> Status {
             vec![],
         ),
         InventoryError::Database(e) => platform::db::status_from_db(&e),
+    }
+}
+
+/// The most orders one ApplyOrders call may carry.
+pub const MAX_BATCH_ORDERS: usize = 1000;
+
+fn apply_response(result: ApplyResult) -> pb::ApplyOrderResponse {
+    let outcome = match result.outcome {
+        ApplyOutcome::Applied => pb::ApplyOutcome::Applied,
+        ApplyOutcome::InsufficientStock => pb::ApplyOutcome::InsufficientStock,
+        ApplyOutcome::UnknownProduct => pb::ApplyOutcome::UnknownProduct,
+        ApplyOutcome::Released => pb::ApplyOutcome::Released,
+    };
+    pb::ApplyOrderResponse {
+        outcome: outcome as i32,
+        reason: result.reason,
+        replayed: result.replayed,
     }
 }
 
@@ -173,16 +190,62 @@ impl InventoryService for InventoryGrpc {
             .apply_order(&r.order_id, &items)
             .await
             .map_err(to_status)?;
-        let outcome = match result.outcome {
-            ApplyOutcome::Applied => pb::ApplyOutcome::Applied,
-            ApplyOutcome::InsufficientStock => pb::ApplyOutcome::InsufficientStock,
-            ApplyOutcome::UnknownProduct => pb::ApplyOutcome::UnknownProduct,
-            ApplyOutcome::Released => pb::ApplyOutcome::Released,
-        };
-        Ok(Response::new(pb::ApplyOrderResponse {
-            outcome: outcome as i32,
-            reason: result.reason,
-            replayed: result.replayed,
+        Ok(Response::new(apply_response(result)))
+    }
+
+    #[tracing::instrument(skip_all, fields(batch_size))]
+    async fn apply_orders(
+        &self,
+        request: Request<pb::ApplyOrdersRequest>,
+    ) -> Result<Response<pb::ApplyOrdersResponse>, Status> {
+        let items = request.into_inner().orders;
+        tracing::Span::current().record("batch_size", items.len());
+        if items.len() > MAX_BATCH_ORDERS {
+            return Err(invalid_argument(vec![violation(
+                "orders",
+                format!("at most {MAX_BATCH_ORDERS} orders, got {}", items.len()),
+            )]));
+        }
+        let orders: Vec<BatchedOrder> = items
+            .into_iter()
+            .map(|item| {
+                let order = item.order.unwrap_or_default();
+                let span = tracing::info_span!(
+                    "apply_order",
+                    otel.name = "/ecommerce.inventory.v1.InventoryService/ApplyOrders item",
+                    order_id = %order.order_id,
+                );
+                platform::telemetry::set_parent_from(&span, &item.trace_context);
+                BatchedOrder {
+                    order_id: order.order_id,
+                    items: order
+                        .items
+                        .into_iter()
+                        .map(|line| (line.product_id, line.quantity))
+                        .collect(),
+                    span,
+                }
+            })
+            .collect();
+        let results = self
+            .inventory
+            .apply_orders(&orders)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::ApplyOrdersResponse {
+            results: results
+                .into_iter()
+                .map(|result| pb::ApplyOrdersResult {
+                    result: Some(match result {
+                        Ok(applied) => {
+                            pb::apply_orders_result::Result::Applied(apply_response(applied))
+                        }
+                        Err(error) => pb::apply_orders_result::Result::Error(
+                            platform::grpc::item_error(&to_status(error)),
+                        ),
+                    }),
+                })
+                .collect(),
         }))
     }
 

@@ -1,6 +1,6 @@
 //! Products and the order ledger in PostgreSQL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
@@ -244,6 +244,162 @@ impl ProductStore {
         })
     }
 
+    /// Applies several orders in one transaction (one commit for all), each
+    /// all or nothing and once per order id, with the same rules as
+    /// [`ProductStore::apply_order`]: every product row any of them needs is
+    /// locked once, in ascending id order, and the orders are decided one
+    /// after the other against the stock the earlier ones left. Results come
+    /// in the requests' order; an order id given twice is decided once and
+    /// its second answer is a replay. When a concurrent call recorded one of
+    /// these orders meanwhile (the ledger insert skipped it), everything is
+    /// rolled back and each order is applied alone instead, which answers
+    /// that one from the ledger.
+    pub async fn apply_orders(&self, requests: &[StockRequest]) -> Result<Vec<ApplyResult>, DbErr> {
+        if requests.len() == 1 {
+            return Ok(vec![self.apply_order(&requests[0]).await?]);
+        }
+        let txn = self.db.begin().await?;
+        let order_ids: Vec<Uuid> = requests.iter().map(|r| r.order_id).collect();
+        let recorded: HashMap<Uuid, order_ledger::Model> = order_ledger::Entity::find()
+            .filter(order_ledger::Column::OrderId.is_in(order_ids.iter().copied()))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|entry| (entry.order_id, entry))
+            .collect();
+
+        // The first request of each order id not yet in the ledger.
+        let mut seen = HashSet::new();
+        let fresh: Vec<&StockRequest> = requests
+            .iter()
+            .filter(|r| !recorded.contains_key(&r.order_id) && seen.insert(r.order_id))
+            .collect();
+        let product_ids: BTreeSet<Uuid> = fresh
+            .iter()
+            .flat_map(|r| r.lines.iter().map(|l| l.product_id))
+            .collect();
+        let mut stock: BTreeMap<Uuid, i32> = if product_ids.is_empty() {
+            BTreeMap::new()
+        } else {
+            product::Entity::find()
+                .filter(product::Column::Id.is_in(product_ids.iter().copied()))
+                .order_by_asc(product::Column::Id)
+                .lock_exclusive()
+                .all(&txn)
+                .await?
+                .into_iter()
+                .map(|p| (p.id, p.stock))
+                .collect()
+        };
+
+        let mut decided: HashMap<Uuid, (ApplyOutcome, String)> = HashMap::new();
+        let mut taken: BTreeMap<Uuid, i32> = BTreeMap::new();
+        for request in &fresh {
+            let (outcome, reason) = domain::decide(&request.lines, &stock);
+            if outcome == ApplyOutcome::Applied {
+                for line in &request.lines {
+                    *stock
+                        .get_mut(&line.product_id)
+                        .expect("decided on locked rows") -= line.quantity;
+                    *taken.entry(line.product_id).or_default() += line.quantity;
+                }
+            }
+            decided.insert(request.order_id, (outcome, reason));
+        }
+
+        if !taken.is_empty() {
+            let (ids, quantities): (Vec<Uuid>, Vec<i32>) = taken.into_iter().unzip();
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE products p SET stock = p.stock - t.quantity, updated_at = CURRENT_TIMESTAMP \
+                 FROM unnest($1::uuid[], $2::int4[]) AS t(id, quantity) WHERE p.id = t.id",
+                [ids.into(), quantities.into()],
+            ))
+            .await?;
+        }
+        if !fresh.is_empty() {
+            let ids: Vec<Uuid> = fresh.iter().map(|r| r.order_id).collect();
+            let outcomes: Vec<String> = fresh
+                .iter()
+                .map(|r| {
+                    LedgerState::from(decided[&r.order_id].0)
+                        .as_str()
+                        .to_owned()
+                })
+                .collect();
+            let reasons: Vec<String> = fresh
+                .iter()
+                .map(|r| decided[&r.order_id].1.clone())
+                .collect();
+            let inserted = txn
+                .execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "INSERT INTO order_ledger (order_id, outcome, reason) \
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[]) \
+                     ON CONFLICT (order_id) DO NOTHING",
+                    [ids.into(), outcomes.into(), reasons.into()],
+                ))
+                .await?
+                .rows_affected();
+            if inserted != fresh.len() as u64 {
+                // Lost a race for at least one order: let each go alone.
+                txn.rollback().await?;
+                let mut results = Vec::with_capacity(requests.len());
+                for request in requests {
+                    results.push(self.apply_order(request).await?);
+                }
+                return Ok(results);
+            }
+            let lines: Vec<(Uuid, Uuid, i32)> = fresh
+                .iter()
+                .filter(|r| decided[&r.order_id].0 == ApplyOutcome::Applied)
+                .flat_map(|r| {
+                    r.lines
+                        .iter()
+                        .map(|l| (r.order_id, l.product_id, l.quantity))
+                })
+                .collect();
+            if !lines.is_empty() {
+                let (orders, rest): (Vec<Uuid>, Vec<(Uuid, i32)>) =
+                    lines.into_iter().map(|(o, p, q)| (o, (p, q))).unzip();
+                let (products, quantities): (Vec<Uuid>, Vec<i32>) = rest.into_iter().unzip();
+                txn.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "INSERT INTO order_ledger_lines (order_id, product_id, quantity) \
+                     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[])",
+                    [orders.into(), products.into(), quantities.into()],
+                ))
+                .await?;
+            }
+        }
+        txn.commit().await?;
+
+        let mut answered = HashSet::new();
+        requests
+            .iter()
+            .map(|request| match recorded.get(&request.order_id) {
+                Some(entry) => replay(entry),
+                None if answered.insert(request.order_id) => {
+                    let (outcome, reason) = decided[&request.order_id].clone();
+                    Ok(ApplyResult {
+                        outcome,
+                        reason,
+                        replayed: false,
+                    })
+                }
+                // The same order twice in one batch: the second is a repeat.
+                None => {
+                    let (outcome, reason) = decided[&request.order_id].clone();
+                    Ok(ApplyResult {
+                        outcome,
+                        reason,
+                        replayed: true,
+                    })
+                }
+            })
+            .collect()
+    }
+
     /// Returns an applied order's stock, once. An order id the ledger does not
     /// know is answered NOT_APPLIED and not recorded: orders are cancelled only
     /// once confirmed, so a release always follows its apply.
@@ -258,6 +414,7 @@ impl ProductStore {
             return Ok(ReleaseResult {
                 outcome: ReleaseOutcome::NotApplied,
                 replayed: false,
+                released: Vec::new(),
             });
         };
         match ledger_state(&entry)? {
@@ -266,6 +423,7 @@ impl ProductStore {
                 return Ok(ReleaseResult {
                     outcome: ReleaseOutcome::Released,
                     replayed: true,
+                    released: Vec::new(),
                 });
             }
             LedgerState::InsufficientStock | LedgerState::UnknownProduct => {
@@ -273,6 +431,7 @@ impl ProductStore {
                 return Ok(ReleaseResult {
                     outcome: ReleaseOutcome::NotApplied,
                     replayed: false,
+                    released: Vec::new(),
                 });
             }
             LedgerState::Applied => {}
@@ -318,6 +477,7 @@ impl ProductStore {
         Ok(ReleaseResult {
             outcome: ReleaseOutcome::Released,
             replayed: false,
+            released: lines.iter().map(|l| l.product_id).collect(),
         })
     }
 }

@@ -9,9 +9,10 @@ use proto::order::v1 as pb;
 use proto::order::v1::order_service_server::OrderService;
 
 use super::error::OrderError;
-use super::orders::{ListRequest, NewOrderRequest, Orders};
+use super::orders::{BatchedOutcome, ListRequest, NewOrderRequest, Orders};
 use crate::domain::order::{money, validate_idempotency_key, validate_lines};
 use crate::domain::{Caller, FieldViolation, Order, OrderStatus, Outcome, Role};
+use platform::grpc::{invalid_argument, violation};
 
 /// ListOrders page size when none is asked for, and the largest allowed.
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
@@ -255,33 +256,97 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<pb::RecordOutcomeRequest>,
     ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
-        let request = request.into_inner();
-        let mut checks = Checks::default();
-        let id = checks.uuid("order_id", &request.order_id);
-        let outcome = match pb::OrderOutcome::try_from(request.outcome) {
-            Ok(pb::OrderOutcome::Confirmed) => Some(Outcome::Confirmed),
-            Ok(pb::OrderOutcome::Rejected) => Some(Outcome::Rejected),
-            _ => {
-                checks.add(
-                    "outcome",
-                    "must be ORDER_OUTCOME_CONFIRMED or ORDER_OUTCOME_REJECTED",
-                );
-                None
-            }
-        };
-        let (id, outcome) = checks.finish(|| Some((id?, outcome?)))?;
-        // One line of text: PostgreSQL cannot store NUL, and a reason is shown.
-        let reason: String = request
-            .reason
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let reason = reason.trim();
-        let reason = (!reason.is_empty()).then(|| reason.chars().take(MAX_REASON_CHARS).collect());
+        let (id, outcome, reason) = parse_outcome(request.into_inner())?;
         let reply = self.orders.record_outcome(id, outcome, reason).await?;
         Ok(Response::new(pb::RecordOutcomeResponse {
             order: Some(to_wire(reply.order)),
             replayed: reply.replayed,
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(batch_size))]
+    async fn record_outcomes(
+        &self,
+        request: Request<pb::RecordOutcomesRequest>,
+    ) -> Result<Response<pb::RecordOutcomesResponse>, Status> {
+        let items = request.into_inner().outcomes;
+        tracing::Span::current().record("batch_size", items.len());
+        if items.len() > MAX_BATCH_OUTCOMES {
+            return Err(invalid_argument(vec![violation(
+                "outcomes",
+                format!("at most {MAX_BATCH_OUTCOMES} outcomes, got {}", items.len()),
+            )]));
+        }
+        let mut parsed = Vec::with_capacity(items.len());
+        let mut valid = Vec::new();
+        for item in items {
+            let span = tracing::info_span!("record_outcome", otel.name = "RecordOutcomes item");
+            platform::telemetry::set_parent_from(&span, &item.trace_context);
+            let outcome = parse_outcome(item.outcome.unwrap_or_default());
+            if let Ok((id, outcome, reason)) = &outcome {
+                valid.push(BatchedOutcome {
+                    id: *id,
+                    outcome: *outcome,
+                    reason: reason.clone(),
+                    span,
+                });
+            }
+            parsed.push(outcome);
+        }
+        let mut answers = self.orders.record_outcomes(valid).await?.into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|outcome| {
+                let answer = match outcome {
+                    Err(status) => Err(status),
+                    Ok(_) => answers
+                        .next()
+                        .expect("one answer per valid outcome")
+                        .map_err(Status::from),
+                };
+                pb::RecordOutcomesResult {
+                    result: Some(match answer {
+                        Ok(replayed) => pb::record_outcomes_result::Result::Replayed(replayed),
+                        Err(status) => pb::record_outcomes_result::Result::Error(
+                            platform::grpc::item_error(&status),
+                        ),
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::RecordOutcomesResponse { results }))
+    }
+}
+
+/// The most outcomes one RecordOutcomes call may carry.
+pub const MAX_BATCH_OUTCOMES: usize = 1000;
+
+/// A RecordOutcome request checked: the order, the outcome and the reason as
+/// it is stored (one line of text: PostgreSQL cannot store NUL, and a reason
+/// is shown).
+fn parse_outcome(
+    request: pb::RecordOutcomeRequest,
+) -> Result<(Uuid, Outcome, Option<String>), Status> {
+    let mut checks = Checks::default();
+    let id = checks.uuid("order_id", &request.order_id);
+    let outcome = match pb::OrderOutcome::try_from(request.outcome) {
+        Ok(pb::OrderOutcome::Confirmed) => Some(Outcome::Confirmed),
+        Ok(pb::OrderOutcome::Rejected) => Some(Outcome::Rejected),
+        _ => {
+            checks.add(
+                "outcome",
+                "must be ORDER_OUTCOME_CONFIRMED or ORDER_OUTCOME_REJECTED",
+            );
+            None
+        }
+    };
+    let (id, outcome) = checks.finish(|| Some((id?, outcome?)))?;
+    let reason: String = request
+        .reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let reason = reason.trim();
+    let reason = (!reason.is_empty()).then(|| reason.chars().take(MAX_REASON_CHARS).collect());
+    Ok((id, outcome, reason))
 }

@@ -3,6 +3,7 @@
 
 use chrono::{SubsecRound, Utc};
 use prost::Message;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use proto::events::v1::{OrderCancelled, OrderCreated, OrderLine as EventLine};
@@ -31,6 +32,15 @@ pub struct NewOrderRequest {
 pub struct Reply {
     pub order: Order,
     pub replayed: bool,
+}
+
+/// One verdict of a RecordOutcomes batch, with the span of its order's
+/// trace that it is reported in.
+pub struct BatchedOutcome {
+    pub id: Uuid,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub span: tracing::Span,
 }
 
 /// A validated page request.
@@ -236,6 +246,44 @@ impl Orders {
         Ok(changed.order)
     }
 
+    /// The order flow's verdicts for several orders: those still PENDING
+    /// move in one statement, the others are answered one by one as
+    /// [`Orders::record_outcome`] would (a replay, or a conflict). Whether
+    /// each was a replay, in the given order.
+    pub async fn record_outcomes(
+        &self,
+        outcomes: Vec<BatchedOutcome>,
+    ) -> Result<Vec<Result<bool, OrderError>>, OrderError> {
+        let decided: Vec<(Uuid, OrderStatus, Option<String>)> = outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.id,
+                    o.outcome.status(),
+                    outcome_reason(o.outcome, o.reason.clone()),
+                )
+            })
+            .collect();
+        let mut moved = self.store.record_pending_outcomes(&decided).await?;
+        let mut answers = Vec::with_capacity(outcomes.len());
+        for (o, (_, to, _)) in outcomes.into_iter().zip(&decided) {
+            // `remove`: an id given twice is moved once, then a replay.
+            if moved.remove(&o.id) {
+                o.span.in_scope(
+                    || tracing::info!(order_id = %o.id, status = %to, "order outcome recorded"),
+                );
+                answers.push(Ok(false));
+            } else {
+                let answer = self
+                    .record_outcome(o.id, o.outcome, o.reason)
+                    .instrument(o.span)
+                    .await;
+                answers.push(answer.map(|r| r.replayed));
+            }
+        }
+        Ok(answers)
+    }
+
     /// The order flow's verdict, idempotent (see [`status::record_outcome`]).
     pub async fn record_outcome(
         &self,
@@ -243,12 +291,7 @@ impl Orders {
         outcome: Outcome,
         reason: Option<String>,
     ) -> Result<Reply, OrderError> {
-        let reason = match outcome {
-            Outcome::Confirmed => None,
-            Outcome::Rejected => {
-                Some(reason.unwrap_or_else(|| "rejected by the order flow".to_owned()))
-            }
-        };
+        let reason = outcome_reason(outcome, reason);
         let changed = self
             .store
             .change_status(id, |order| {
@@ -312,6 +355,17 @@ impl Orders {
 
     pub fn wake_relay(&self) {
         self.relay.wake();
+    }
+}
+
+/// The reason an outcome is stored with: none for a confirmation, a default
+/// for a rejection that gave none.
+fn outcome_reason(outcome: Outcome, reason: Option<String>) -> Option<String> {
+    match outcome {
+        Outcome::Confirmed => None,
+        Outcome::Rejected => {
+            Some(reason.unwrap_or_else(|| "rejected by the order flow".to_owned()))
+        }
     }
 }
 

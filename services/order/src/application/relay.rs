@@ -26,13 +26,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::Notify;
-use tracing::Instrument;
 
 use platform::shutdown::CancellationToken;
 
 use crate::config::RelaySettings;
 use crate::infrastructure::outbox::{self, OutboxRecord};
-use crate::infrastructure::producer::{ProducerClient, PublishError, Published};
+use crate::infrastructure::producer::{ProducerClient, PublishError};
 
 /// Crash-test fault point: the Producer confirmed, the record is not yet
 /// marked sent.
@@ -110,6 +109,22 @@ pub struct OutboxRelay {
     producer: ProducerClient,
     settings: RelaySettings,
     notify: Arc<Notify>,
+}
+
+/// The span a record is relayed in: a child of the request that wrote it.
+fn record_span(record: &OutboxRecord) -> tracing::Span {
+    let span = tracing::info_span!(
+        "outbox.relay",
+        otel.kind = "producer",
+        outbox_id = record.id,
+        order_id = %record.order_id,
+        event_type = %record.event_type,
+        attempt = record.attempts + 1,
+    );
+    let carrier: HashMap<String, String> =
+        serde_json::from_value(record.trace_context.clone()).unwrap_or_default();
+    platform::telemetry::set_parent_from(&span, &carrier);
+    span
 }
 
 impl OutboxRelay {
@@ -193,13 +208,12 @@ impl OutboxRelay {
         tracing::info!("outbox relay stopped");
     }
 
-    /// Claims a batch, publishes it and marks what the stream took. Stops at
-    /// the first transient failure (the Producer is down: the rest would fail
-    /// the same way, and it keeps the records in order) or when the lease
-    /// leaves no room for another call; a record that can never be published
-    /// is set aside and the pass goes on. What it did not get to is released.
+    /// Claims a batch, hands it to the Producer in one call and marks what
+    /// the stream took, in one statement. A record the Producer refused for
+    /// what it is (or that cannot even be read) is set aside and the others
+    /// go on; records the Producer could not take now are released for the
+    /// next pass, whose backoff the failure sets.
     async fn pass(&self, stop: &CancellationToken) -> Result<Pass, DbErr> {
-        let claimed_at = tokio::time::Instant::now();
         let records = outbox::claim_unsent(
             &self.db,
             self.settings.batch_size,
@@ -210,19 +224,26 @@ impl OutboxRelay {
             more_waiting: records.len() as u64 == self.settings.batch_size,
             failure: None,
         };
+        if records.is_empty() {
+            return Ok(pass);
+        }
+        if stop.is_cancelled() {
+            let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+            outbox::release_claims(&self.db, &ids).await?;
+            pass.more_waiting = false;
+            return Ok(pass);
+        }
+        let spans: Vec<tracing::Span> = records.iter().map(record_span).collect();
+        let outcomes = self
+            .producer
+            .publish_batch(&records, &spans, self.settings.publish_timeout)
+            .await;
         let mut sent = Vec::with_capacity(records.len());
         let mut unsent = Vec::new();
-        for record in &records {
-            if stop.is_cancelled()
-                || pass.failure.is_some()
-                || claimed_at.elapsed() >= self.settings.publish_window()
-            {
-                unsent.push(record.id);
-                continue;
-            }
-            match self.publish(record).await {
+        for ((record, span), outcome) in records.iter().zip(&spans).zip(outcomes) {
+            let _entered = span.enter();
+            match outcome {
                 Ok(published) => {
-                    platform::fault::point(FAULT_AFTER_PUBLISH);
                     sent.push(record.id);
                     tracing::debug!(
                         outbox_id = record.id,
@@ -235,8 +256,8 @@ impl OutboxRelay {
                 }
                 Err(error) if error.is_transient() => {
                     metrics().errors.inc();
-                    outbox::record_failure(&self.db, record.id, &error.to_string()).await?;
-                    pass.failure = Some(error);
+                    unsent.push(record.id);
+                    pass.failure.get_or_insert(error);
                 }
                 Err(error) => {
                     // Retrying will not help: set it aside (unsent, with the
@@ -248,13 +269,14 @@ impl OutboxRelay {
                 }
             }
         }
+        if !sent.is_empty() {
+            platform::fault::point(FAULT_AFTER_PUBLISH);
+        }
         outbox::mark_sent(&self.db, &sent).await?;
         metrics().relayed.inc_by(sent.len() as u64);
-        if !unsent.is_empty() && !stop.is_cancelled() {
-            // Out of lease (or stopped by a failure, which the caller sees).
-            pass.more_waiting = true;
+        if let Some(error) = &pass.failure {
+            outbox::record_failures(&self.db, &unsent, &error.to_string()).await?;
         }
-        outbox::release_claims(&self.db, &unsent).await?;
         Ok(pass)
     }
 
@@ -276,23 +298,6 @@ impl OutboxRelay {
                 }
             }
         }
-    }
-
-    /// Publishes in a span that continues the trace of the request that
-    /// wrote the record.
-    async fn publish(&self, record: &OutboxRecord) -> Result<Published, PublishError> {
-        let span = tracing::info_span!(
-            "outbox.relay",
-            otel.kind = "producer",
-            outbox_id = record.id,
-            order_id = %record.order_id,
-            event_type = %record.event_type,
-            attempt = record.attempts + 1,
-        );
-        let carrier: HashMap<String, String> =
-            serde_json::from_value(record.trace_context.clone()).unwrap_or_default();
-        platform::telemetry::set_parent_from(&span, &carrier);
-        self.producer.publish(record).instrument(span).await
     }
 
     async fn refresh_backlog(&self) {

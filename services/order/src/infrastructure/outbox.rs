@@ -205,11 +205,15 @@ pub async fn republish_stale<C: ConnectionTrait>(
     rows.iter().map(|row| row.try_get("", "order_id")).collect()
 }
 
-pub async fn record_failure<C: ConnectionTrait>(
-    txn: &C,
-    id: i64,
+/// Records a failed attempt of these records and frees them for the next pass.
+pub async fn record_failures<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[i64],
     error: &str,
 ) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     outbox::Entity::update_many()
         .col_expr(
             outbox::Column::Attempts,
@@ -220,8 +224,8 @@ pub async fn record_failure<C: ConnectionTrait>(
             outbox::Column::ClaimedUntil,
             Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
         )
-        .filter(outbox::Column::Id.eq(id))
-        .exec(txn)
+        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
+        .exec(conn)
         .await?;
     Ok(())
 }

@@ -150,6 +150,12 @@ impl InventoryService for InventoryFace {
     ) -> Result<Response<inv::ApplyOrderResponse>, Status> {
         unimplemented()
     }
+    async fn apply_orders(
+        &self,
+        _: Request<inv::ApplyOrdersRequest>,
+    ) -> Result<Response<inv::ApplyOrdersResponse>, Status> {
+        unimplemented()
+    }
     async fn release_order(
         &self,
         _: Request<inv::ReleaseOrderRequest>,
@@ -263,6 +269,41 @@ impl ProducerService for ProducerFace {
         self.0
             .accept("order.cancelled", event.order_id, trace, None)
             .await
+    }
+    /// Each event as its own publish, one after the other, with the trace
+    /// context it carries; a failure of the fake fails the whole call, as a
+    /// Producer that cannot reach the stream would.
+    async fn publish_batch(
+        &self,
+        request: Request<prod::PublishBatchRequest>,
+    ) -> Result<Response<prod::PublishBatchResponse>, Status> {
+        let mut results = Vec::new();
+        for event in request.into_inner().events {
+            let trace = event.trace_context.get("traceparent").cloned();
+            let answer = match event.event.expect("event") {
+                prod::batch_event::Event::Created(created) => {
+                    self.0
+                        .accept(
+                            "order.created",
+                            created.order_id.clone(),
+                            trace,
+                            Some(created),
+                        )
+                        .await?
+                }
+                prod::batch_event::Event::Cancelled(cancelled) => {
+                    self.0
+                        .accept("order.cancelled", cancelled.order_id, trace, None)
+                        .await?
+                }
+            };
+            results.push(prod::PublishBatchResult {
+                result: Some(prod::publish_batch_result::Result::Published(
+                    answer.into_inner(),
+                )),
+            });
+        }
+        Ok(Response::new(prod::PublishBatchResponse { results }))
     }
 }
 

@@ -1,0 +1,195 @@
+//! Call coalescing: many concurrent callers, few round trips.
+//!
+//! A [`Batcher`] takes single calls from any number of tasks and hands them
+//! to one `send` function as batches: whatever queued up while the previous
+//! batches were in flight goes out together (at most `max_batch`), so a lone
+//! call waits for nothing and a busy one shares its round trip and its
+//! commit with the calls beside it. Each caller gets its own answer back.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::Status;
+
+type Waiting<Req, Resp> = (Req, oneshot::Sender<Result<Resp, Status>>);
+
+/// How a batcher groups calls.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSettings {
+    /// The most calls in one batch.
+    pub max_batch: usize,
+    /// Batches in flight at once; more calls wait and join the next batch.
+    pub max_in_flight: usize,
+}
+
+pub struct Batcher<Req, Resp> {
+    queue: mpsc::UnboundedSender<Waiting<Req, Resp>>,
+}
+
+impl<Req, Resp> Clone for Batcher<Req, Resp> {
+    fn clone(&self) -> Self {
+        Batcher {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<Req, Resp> Batcher<Req, Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+{
+    /// Starts the task that forms batches. `send` answers a batch with one
+    /// result per call, in the batch's order; an error of the whole batch
+    /// (the receiver unreachable, say) is every caller's answer. The task
+    /// ends when every clone of the batcher is dropped.
+    pub fn spawn<F, Fut>(settings: BatchSettings, send: F) -> Self
+    where
+        F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Result<Resp, Status>>, Status>> + Send + 'static,
+    {
+        let max_batch = settings.max_batch.max(1);
+        let (queue, mut incoming) = mpsc::unbounded_channel::<Waiting<Req, Resp>>();
+        let slots = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
+        let send = Arc::new(send);
+        tokio::spawn(async move {
+            while let Some(first) = incoming.recv().await {
+                // Wait for a free slot first: the calls arriving meanwhile
+                // join this batch instead of each taking a slot alone.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < max_batch {
+                    match incoming.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                // Callers that gave up (their future dropped) need no answer.
+                batch.retain(|(_, reply)| !reply.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
+                let (requests, replies): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
+                let answer = send(requests);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    deliver(answer.await, replies);
+                });
+            }
+        });
+        Batcher { queue }
+    }
+
+    /// Makes one call as part of the next batch.
+    pub async fn call(&self, request: Req) -> Result<Resp, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((request, reply))
+            .map_err(|_| Status::unavailable("the batcher has stopped"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the batch was dropped before it was answered"))?
+    }
+}
+
+fn deliver<Resp>(
+    answer: Result<Vec<Result<Resp, Status>>, Status>,
+    replies: Vec<oneshot::Sender<Result<Resp, Status>>>,
+) {
+    match answer {
+        Ok(results) if results.len() == replies.len() => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Ok(results) => {
+            let status = Status::internal(format!(
+                "a batch of {} calls was answered with {} results",
+                replies.len(),
+                results.len()
+            ));
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_calls_share_batches_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher = Batcher::spawn(
+            BatchSettings {
+                max_batch: 10,
+                max_in_flight: 1,
+            },
+            move |batch: Vec<u32>| {
+                seen.lock().unwrap().push(batch.len());
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(batch.into_iter().map(|n| Ok(n * 2)).collect())
+                }
+            },
+        );
+        let calls = (0..25u32).map(|n| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { (n, batcher.call(n).await) })
+        });
+        for call in futures::future::join_all(calls).await {
+            let (n, answer) = call.unwrap();
+            assert_eq!(answer.unwrap(), n * 2);
+        }
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 25);
+        assert!(sizes.iter().all(|&s| s <= 10), "{sizes:?}");
+        assert!(sizes.len() < 25, "calls were not batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn an_error_of_the_whole_batch_reaches_every_caller() {
+        let batcher = Batcher::spawn(
+            BatchSettings {
+                max_batch: 4,
+                max_in_flight: 2,
+            },
+            |_: Vec<u32>| async { Err::<Vec<Result<u32, Status>>, _>(Status::unavailable("down")) },
+        );
+        let answers = futures::future::join_all((0..6u32).map(|n| batcher.call(n))).await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().unwrap_err().code() == tonic::Code::Unavailable)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_miscounted_answer_is_an_error_not_a_wrong_reply() {
+        let batcher = Batcher::spawn(
+            BatchSettings {
+                max_batch: 4,
+                max_in_flight: 1,
+            },
+            |_: Vec<u32>| async { Ok(vec![Ok(1u32)]) },
+        );
+        let answers = futures::future::join_all((0..3u32).map(|n| batcher.call(n))).await;
+        let wrong = answers.iter().filter(|a| a.is_err()).count();
+        // The first call may travel alone and be answered rightly.
+        assert!(wrong >= 2, "{answers:?}");
+    }
+}
