@@ -40,7 +40,7 @@ from kubernetes_validate import utils as kv
 ROOT = Path(__file__).resolve().parent.parent
 KUBE_VERSION = "1.37.0"
 
-# The settled conventions (README.md, the services' READMEs).
+# The settled conventions (docs/configuration.md, the services' READMEs).
 PORTS = {
     "gateway": 8080,
     "inventory": 50051,
@@ -128,16 +128,19 @@ def known_env_names() -> set[str]:
         # `format!("{}_DB_NAME", service)`: the per-service database names
         if re.search(r'format!\("\{\}_DB_NAME"', text):
             names |= {f"{s.upper()}_DB_NAME" for s in DB_SERVICES}
-    # The six services' READMEs only: the operator's documents its own settings.
-    readmes = [ROOT / "README.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
-                                      if (ROOT / f"services/{s}/README.md").exists()]
+    # The shared settings' page and the six services' READMEs only: the
+    # operator's documents its own settings.
+    readmes = [ROOT / "docs/configuration.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
+                                                  if (ROOT / f"services/{s}/README.md").exists()]
+    if not readmes[0].is_file():
+        fail("docs/configuration.md (the shared settings) is missing")
     for path in readmes:
         names |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", path.read_text()))
     return names
 
 
 def env_name_known(name: str, known: set[str]) -> bool:
-    # OTEL_* are the OpenTelemetry SDK's own (README: "other `OTEL_*`").
+    # OTEL_* are the OpenTelemetry SDK's own (docs/configuration.md: "other `OTEL_*`").
     return name in known or name.startswith("OTEL_")
 
 
