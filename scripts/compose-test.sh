@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make compose-test`: the images and docker-compose.yml on a real Docker
-# engine (docs/docker.md says what this proves and how long it takes).
+# engine (docs/docker.md says what this proves and where its time goes).
 #
 #  1. installs docker.io, debootstrap and Compose v2 (scripts/ensure-docker.sh)
 #     and starts dockerd unless an engine answers; fails loudly if none starts
