@@ -10,6 +10,8 @@ against the Kubernetes 1.37 OpenAPI schemas in strict mode (the library behind
 here), custom resources against their CRD's openAPIV3Schema, and the rest is
 parsed and checked with assertions.
 
+Also checks that the Markdown files' relative links resolve.
+
 Prints one line per check and closes with `packaging: N passed, N failed`;
 exits 1 when any check failed.
 """
@@ -40,7 +42,7 @@ from kubernetes_validate import utils as kv
 ROOT = Path(__file__).resolve().parent.parent
 KUBE_VERSION = "1.37.0"
 
-# The settled conventions (README.md, the services' READMEs).
+# The settled conventions (docs/configuration.md, the services' READMEs).
 PORTS = {
     "gateway": 8080,
     "inventory": 50051,
@@ -128,16 +130,19 @@ def known_env_names() -> set[str]:
         # `format!("{}_DB_NAME", service)`: the per-service database names
         if re.search(r'format!\("\{\}_DB_NAME"', text):
             names |= {f"{s.upper()}_DB_NAME" for s in DB_SERVICES}
-    # The six services' READMEs only: the operator's documents its own settings.
-    readmes = [ROOT / "README.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
-                                      if (ROOT / f"services/{s}/README.md").exists()]
+    # The shared settings' page and the six services' READMEs only: the
+    # operator's documents its own settings.
+    readmes = [ROOT / "docs/configuration.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
+                                                  if (ROOT / f"services/{s}/README.md").exists()]
+    if not readmes[0].is_file():
+        fail("docs/configuration.md (the shared settings) is missing")
     for path in readmes:
         names |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", path.read_text()))
     return names
 
 
 def env_name_known(name: str, known: set[str]) -> bool:
-    # OTEL_* are the OpenTelemetry SDK's own (README: "other `OTEL_*`").
+    # OTEL_* are the OpenTelemetry SDK's own (docs/configuration.md: "other `OTEL_*`").
     return name in known or name.startswith("OTEL_")
 
 
@@ -1337,6 +1342,99 @@ def check_monitoring(chart: helm.Chart, ci: dict, crds: "CrdIndex") -> None:
 
 
 # --------------------------------------------------------------------------
+# the documentation's links
+
+MD_SKIP_DIRS = {".git", ".venv", "target", "node_modules", ".run"}
+MD_FENCE = re.compile(r"^\s*(```|~~~)")
+MD_CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
+MD_INLINE_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+MD_REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\"[^\"]*\")?\s*$")
+MD_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+
+
+def markdown_files() -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = sorted(d for d in dirnames if d not in MD_SKIP_DIRS)
+        files += [Path(dirpath) / f for f in sorted(filenames) if f.endswith(".md")]
+    return files
+
+
+def markdown_prose(text: str) -> list[str]:
+    """The lines outside fenced code blocks, code spans blanked."""
+    lines, fenced = [], False
+    for line in text.splitlines():
+        if MD_FENCE.match(line):
+            fenced = not fenced
+            lines.append("")
+            continue
+        lines.append("" if fenced else MD_CODE_SPAN.sub("``", line))
+    return lines
+
+
+def markdown_anchors(text: str) -> set[str]:
+    """The fragment ids GitHub gives a file's headings (lowercased, punctuation
+    dropped, spaces to hyphens, repeats numbered -1, -2, ...)."""
+    anchors: set[str] = set()
+    seen: dict[str, int] = {}
+    fenced = False
+    for line in text.splitlines():
+        if MD_FENCE.match(line):
+            fenced = not fenced
+            continue
+        m = None if fenced else MD_HEADING.match(line)
+        if not m:
+            continue
+        title = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", m.group(2))
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+def check_markdown_links() -> int:
+    """Every relative link and image of every Markdown file names a file or
+    folder that exists, and a `#fragment` a heading of the Markdown file it
+    points at. Links to other sites are not followed (no network here)."""
+    problems, count = [], 0
+    anchors: dict[Path, set[str]] = {}
+
+    def anchors_of(path: Path) -> set[str]:
+        if path not in anchors:
+            anchors[path] = markdown_anchors(path.read_text())
+        return anchors[path]
+
+    files = markdown_files()
+    for md in files:
+        rel = md.relative_to(ROOT)
+        for lineno, line in enumerate(markdown_prose(md.read_text()), 1):
+            targets = MD_INLINE_LINK.findall(line)
+            ref = MD_REFERENCE.match(line)
+            if ref:
+                targets.append(ref.group(1))
+            for target in targets:
+                if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", target):
+                    continue  # https:, mailto: ...
+                count += 1
+                path_part, _, fragment = target.partition("#")
+                dest = md if not path_part else (
+                    ROOT / path_part.lstrip("/") if path_part.startswith("/") else md.parent / path_part)
+                dest = Path(os.path.normpath(dest))
+                if not dest.exists():
+                    problems.append(f"{rel}:{lineno}: {target}: no such file")
+                elif ROOT not in dest.parents and dest != ROOT:
+                    problems.append(f"{rel}:{lineno}: {target}: outside the repository")
+                elif fragment and dest.suffix == ".md" and fragment not in anchors_of(dest):
+                    problems.append(f"{rel}:{lineno}: {target}: no heading #{fragment} in {dest.relative_to(ROOT)}")
+    if problems:
+        fail(f"{len(problems)} broken: " + "; ".join(problems))
+    if count == 0:
+        fail("no relative link found: the scan is broken")
+    return count
+
+
+# --------------------------------------------------------------------------
 
 def charts() -> list[Path]:
     return sorted(Path(p).parent for p in glob.glob(str(ROOT / "charts/*/Chart.yaml")))
@@ -1349,6 +1447,7 @@ def main() -> int:
     known = r.check("service settings found in sources and READMEs", known_env_names) or set()
     if known and not {"DB_PASSWORD", "JWT_SECRET", "INVENTORY_ADDR", "NATS_ADDR"} <= known:
         r.check("service settings include the basics", fail, "the settings scan found too little")
+    r.check(f"markdown links resolve ({len(markdown_files())} files: every relative link and #heading)", check_markdown_links)
 
     crds = CrdIndex()
     crds.schemas.update(PROMETHEUS_OPERATOR_SCHEMAS)

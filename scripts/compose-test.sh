@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make compose-test`: the images and docker-compose.yml on a real Docker
-# engine (docs/docker.md says what this proves and how long it takes).
+# engine (docs/docker.md says what this proves and where its time goes).
 #
 #  1. installs docker.io, debootstrap and Compose v2 (scripts/ensure-docker.sh)
 #     and starts dockerd unless an engine answers; fails loudly if none starts
@@ -12,7 +12,7 @@
 #  5. `docker compose up -d --wait`, then: every container healthy, read-only
 #     root filesystem with a writable /tmp, processes as uid 10001;
 #     `docker run --rm ecommerce/<svc>:dev migrate` into a fresh database
-#  6. the README's curl user story against http://127.0.0.1:$GATEWAY_PORT
+#  6. the curl user story of docs/api.md against http://127.0.0.1:$GATEWAY_PORT
 #  7. a burst of 50 orders with one service container restarted in the middle:
 #     every order terminal, stock conserved
 #  8. `docker compose down -v`: no container, network or volume left; stops
@@ -161,8 +161,8 @@ for s in "${DB_SERVICES[@]}"; do
   ok "docker run --rm ecommerce/$s:$TAG migrate: exit 0, $applied migrations, $tables tables in a fresh database"
 done
 
-# --- 6. the README's user story ----------------------------------------------
-step "the README's curl user story on $GW"
+# --- 6. docs/api.md's user story --------------------------------------------
+step "the curl user story of docs/api.md on $GW"
 # json EXPR: EXPR over the JSON document d on stdin (decimals stay exact).
 json() { python3 -c 'import decimal, json, sys; d = json.load(sys.stdin, parse_float=decimal.Decimal); print(eval(sys.argv[1]))' "$1"; }
 token() { curl -fsS -X POST "$GW/users/login" -H 'Content-Type: application/json' \

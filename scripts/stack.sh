@@ -3,7 +3,7 @@
 #   stack.sh run   start everything in the foreground; Ctrl-C stops it all
 #   stack.sh up    start everything in the background, return once every service is ready
 #   stack.sh down  stop everything `up` started; no process is left behind
-# Settings come from the environment or .env (see README); the defaults below
+# Settings come from the environment or .env (docs/configuration.md); the defaults below
 # are for a developer machine only.
 set -euo pipefail
 

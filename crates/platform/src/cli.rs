@@ -18,7 +18,7 @@ fn parse(service: &str, mut args: impl Iterator<Item = String>) -> Result<Comman
         Some("migrate") => Command::Migrate,
         Some("-h") | Some("--help") | Some("help") => {
             return Err(format!(
-                "usage: {service} [serve|migrate]\n  serve    run the service (default)\n  migrate  apply database migrations and exit\nConfiguration comes from the environment or a .env file; see README.md."
+                "usage: {service} [serve|migrate]\n  serve    run the service (default)\n  migrate  apply database migrations and exit\nConfiguration comes from the environment or a .env file; see docs/configuration.md."
             ));
         }
         Some(other) => return Err(format!("unknown command {other:?}; try {service} --help")),

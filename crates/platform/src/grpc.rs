@@ -44,8 +44,8 @@ pub async fn bind(addr: &ServiceAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves `routes` on `listener` until `shutdown` resolves, then drains
-/// in-flight calls. Plain HTTP/1.1 `GET /metrics` and `GET /healthz` are served
-/// on the same port.
+/// in-flight calls. Plain HTTP/1.1 `GET /healthz` is served on the same port
+/// (`GET /metrics` has a port of its own: [`crate::metrics`]).
 ///
 /// Build `routes` with `tonic::service::Routes::new(health).add_service(svc)`.
 /// Services with dependencies use [`serve_ready`].
