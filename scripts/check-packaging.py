@@ -356,8 +356,21 @@ def container_env(c: dict, configmaps: dict[str, dict]) -> tuple[dict, dict]:
     return plain, refs
 
 
+def profile(merged: dict) -> dict[str, bool]:
+    """What the development profile adds (templates/_helpers.tpl): the
+    in-cluster PostgreSQL and NATS where no external one is set (or when
+    forced), and the chart's own Secret without secrets.existingSecret."""
+    dev = merged["appEnv"] == "development"
+    return {
+        "postgresql": bool(merged["postgresql"]["enabled"] or (dev and not merged["externalDatabase"]["host"])),
+        "nats": bool(merged["nats"]["enabled"] or (dev and not merged["externalNats"]["url"])),
+        "secret": dev and not merged["secrets"]["existingSecret"],
+    }
+
+
 def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: str) -> None:
     merged = values
+    wants = profile(merged)
     by_kind: dict[str, dict[str, dict]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
@@ -453,10 +466,29 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
         leaked = SECRET_VARS & set(cm.get("data") or {})
         if leaked:
             fail(f"{origin}: ConfigMap/{cm['metadata']['name']} holds {sorted(leaked)}; secrets come from a Secret")
-    # production: nothing secret in the release itself
-    if merged["appEnv"] == "production":
-        if by_kind.get("Secret"):
-            fail(f"{origin}: production renders a Secret: {sorted(by_kind['Secret'])}")
+    # production: nothing secret in the release itself; development without
+    # existingSecret: one Secret with every key the pods read, kept on uninstall
+    # (the PostgreSQL volume outlives the release and keeps its password).
+    secrets = by_kind.get("Secret", {})
+    if not wants["secret"] and secrets:
+        fail(f"{origin}: appEnv={merged['appEnv']} with existingSecret={merged['secrets']['existingSecret']!r} renders a Secret: {sorted(secrets)}")
+    if wants["secret"]:
+        if len(secrets) != 1:
+            fail(f"{origin}: the development profile without existingSecret renders Secrets {sorted(secrets)}, expected one")
+        secret = next(iter(secrets.values()))
+        if (secret["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            fail(f"{origin}: the generated Secret is not kept by `helm uninstall` (helm.sh/resource-policy: keep)")
+        data = secret.get("stringData") or {}
+        pods = list(by_kind.get("Deployment", {}).values()) + list(by_kind.get("StatefulSet", {}).values())
+        read = {ref["secretKeyRef"]["key"] for d in pods
+                for c in pod_spec(d)["containers"] for e in c.get("env") or [] for ref in [e.get("valueFrom") or {}]
+                if "secretKeyRef" in ref and ref["secretKeyRef"]["name"] == secret["metadata"]["name"]}
+        if read - set(data):
+            fail(f"{origin}: pods read keys {sorted(read - set(data))} the generated Secret lacks")
+        keys = merged["secrets"]["keys"]
+        for value, minimum in (("jwtSecret", 32), ("internalAuthToken", 32), ("dbPassword", 16)):
+            if len(data.get(keys[value], "")) < minimum:
+                fail(f"{origin}: the generated Secret's {keys[value]} is shorter than {minimum}")
     if merged["networkPolicy"]["enabled"]:
         check_network_policies(by_kind, merged, origin)
     hpas = by_kind.get("HorizontalPodAutoscaler", {})
@@ -473,9 +505,14 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
     for dep, kind in (("postgresql", "StatefulSet"), ("nats", "StatefulSet")):
         rendered = any(dep == d["metadata"]["labels"].get("app.kubernetes.io/component")
                        for d in by_kind.get(kind, {}).values())
-        if rendered != bool(merged[dep]["enabled"]):
-            fail(f"{origin}: {dep}.enabled={merged[dep]['enabled']} but its StatefulSet rendered={rendered}")
-    for job in by_kind.get("Job", {}).values():
+        if rendered != wants[dep]:
+            fail(f"{origin}: appEnv={merged['appEnv']}, {dep}.enabled={merged[dep]['enabled']}: its StatefulSet rendered={rendered}, expected {wants[dep]}")
+    migrations = [j for j in by_kind.get("Job", {}).values()
+                  if j["metadata"]["labels"]["app.kubernetes.io/component"].endswith("-migrate")]
+    want_migrations = bool(merged["migrations"]["enabled"]) and not wants["postgresql"] and not wants["secret"]
+    if bool(migrations) != want_migrations:
+        fail(f"{origin}: migration Jobs rendered={bool(migrations)}, expected {want_migrations} (they precede the release's own database and Secret)")
+    for job in migrations:
         c = pod_spec(job)["containers"][0]
         if c.get("args") != ["migrate"] or c.get("command"):
             fail(f"{origin}: Job {job['metadata']['name']} does not run `<service> migrate`")
@@ -516,10 +553,11 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
     policies = {d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component"): d
                 for d in by_kind.get("NetworkPolicy", {}).values()}
     nats_port = 4222
-    if not merged["nats"]["enabled"]:
+    wants = profile(merged)
+    if not wants["nats"]:
         m = re.search(r":(\d+)$", merged["externalNats"]["url"].split("://", 1)[-1].split("/")[0])
         nats_port = int(m.group(1)) if m else 4222
-    db_port = 5432 if merged["postgresql"]["enabled"] else merged["externalDatabase"]["port"]
+    db_port = 5432 if wants["postgresql"] else merged["externalDatabase"]["port"]
     otlp = merged["tracing"]["otlpEndpoint"]
     otlp_port = None
     if otlp:
@@ -637,6 +675,56 @@ def check_operator_install_parity(chart: helm.Chart) -> None:
             fail(f"{'.'.join(field)}: chart {a!r}, k8s/operator {b!r}: switching install method would hit an immutable field")
     if pod_spec(dep)["serviceAccountName"] != pod_spec(manifest)["serviceAccountName"]:
         fail("the ServiceAccounts differ")
+
+
+def check_default_profile(chart: helm.Chart) -> None:
+    manifests = render(chart, None)
+    docs = rendered_docs(manifests)
+    components = {(d["kind"], d["metadata"]["labels"].get("app.kubernetes.io/component")) for d in docs}
+    for want in (("StatefulSet", "postgresql"), ("StatefulSet", "nats"), ("Secret", "secrets")):
+        if want not in components:
+            fail(f"the defaults render no {want[0]} {want[1]}")
+    env = {d["data"].get("APP_ENV") for d in docs if d["kind"] == "ConfigMap"}
+    if env != {"development"}:
+        fail(f"the defaults set APP_ENV {sorted(env)}")
+    if any(d["kind"] == "Job" for d in docs):
+        fail("the defaults render hook Jobs that would precede their database")
+    if "DEVELOPMENT PROFILE" not in manifests["ecommerce/templates/NOTES.txt"]:
+        fail("NOTES.txt does not say the defaults are the development profile")
+
+
+def check_generated_secret(chart_dir: Path) -> None:
+    """`lookup` returns nothing without a cluster, so the chart's one call of
+    it (ecommerce.existingSecretData) is replaced in a copy by the data of a
+    Secret the release already has: an upgrade must keep every value."""
+    def secret_of(chart, values=None, **kw):
+        docs = rendered_docs(render(chart, values, **kw))
+        return next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    chart = helm.Chart.load(str(chart_dir))
+    first, second = secret_of(chart), secret_of(chart)
+    if any(first[k] == second[k] for k in first):
+        fail(f"two installs share generated values: {sorted(k for k in first if first[k] == second[k])}")
+    helpers = (chart_dir / "templates/_helpers.tpl").read_text()
+    define = re.search(r'(\{\{- define "ecommerce.existingSecretData" -\}\}\n)(.*?)(\n\{\{- end \}\})', helpers, re.S)
+    if not define or "lookup" not in define.group(2) or helpers.count("lookup ") != 1:
+        fail("templates/_helpers.tpl: expected the chart's only lookup in ecommerce.existingSecretData")
+    if any("lookup " in p.read_text() for p in (chart_dir / "templates").glob("*.yaml")):
+        fail("a template calls lookup outside ecommerce.existingSecretData")
+    import base64
+    kept = {k: f"kept-{k}-" + "x" * 40 for k in ("DB_PASSWORD", "JWT_SECRET", "INTERNAL_AUTH_TOKEN", "ADMIN_PASSWORD")}
+    stub = "{{- toYaml (dict " + " ".join(f'"{k}" "{base64.b64encode(v.encode()).decode()}"' for k, v in kept.items()) + ") }}"
+    with tempfile.TemporaryDirectory(prefix="packaging-") as tmp:
+        copy_dir = Path(tmp) / "ecommerce"
+        shutil.copytree(chart_dir, copy_dir)
+        (copy_dir / "templates/_helpers.tpl").write_text(helpers.replace(define.group(0), define.group(1) + stub + define.group(3)))
+        upgraded = helm.Chart.load(str(copy_dir))
+        admin = {"admin": {"username": "admin", "email": "admin@example.com"}}
+        again = secret_of(upgraded, admin, is_install=False, is_upgrade=True, revision=2)
+        if again != kept:
+            fail(f"an upgrade rotates {sorted(k for k in kept if again.get(k) != kept[k])}")
+        given = deep_merge(admin, {"secrets": {"values": {"jwtSecret": "given-" + "j" * 40}}})
+        if secret_of(upgraded, given, is_install=False, is_upgrade=True, revision=2)["JWT_SECRET"] != "given-" + "j" * 40:
+            fail("secrets.values.jwtSecret does not win over the value already in the Secret")
 
 
 def must_fail_render(chart: helm.Chart, values: dict | None, needle: str) -> None:
@@ -1421,18 +1509,25 @@ def main() -> int:
             no_secret.setdefault("secrets", {})["existingSecret"] = ""
             r.check("production values without secrets.existingSecret fail to render",
                     must_fail_render, chart, no_secret, "secrets.existingSecret")
-            r.check("the chart's defaults alone fail to render (no secret in production)",
-                    must_fail_render, chart, None, "secrets.existingSecret")
-            with_created = copy.deepcopy(prod)
-            with_created["secrets"].update({"create": True, "values": {"dbPassword": "x", "jwtSecret": "y" * 40, "adminPassword": "z"}})
-            r.check("production refuses secrets.create (secrets in values)",
-                    must_fail_render, chart, with_created, "development only")
+            r.check("appEnv=production alone fails to render (no secret)",
+                    must_fail_render, chart, {"appEnv": "production"}, "secrets.existingSecret")
+            with_values = copy.deepcopy(prod)
+            with_values["secrets"]["values"] = {"jwtSecret": "y" * 40}
+            r.check("production refuses secrets.values (secrets in values)",
+                    must_fail_render, chart, with_values, "development only")
+            r.check("the chart's defaults are the development profile: APP_ENV=development, in-cluster PostgreSQL and NATS, "
+                    "a generated Secret, no migration hooks, NOTES.txt says so",
+                    check_default_profile, chart)
+            r.check("the generated Secret: random at install, every value read back on upgrade (lookup stood in for), given values win",
+                    check_generated_secret, chart_dir)
             short = copy.deepcopy(ci.get("dev-values") or {})
             short.setdefault("secrets", {}).setdefault("values", {})["jwtSecret"] = "too-short"
             r.check("development refuses a JWT secret under 32 bytes", must_fail_render, chart, short, "32 bytes")
-            no_db = copy.deepcopy(ci.get("defaults-values") or {})
+            r.check("development with externalDatabase.host and no existingSecret needs that database's password",
+                    must_fail_render, chart, {"externalDatabase": {"host": "db.example"}}, "secrets.values.dbPassword")
+            no_db = copy.deepcopy(ci.get("minimal-production-values") or {})
             no_db.pop("externalDatabase", None)
-            r.check("no database configured fails to render", must_fail_render, chart, no_db, "externalDatabase.host")
+            r.check("production without a database fails to render", must_fail_render, chart, no_db, "externalDatabase.host")
             typo = copy.deepcopy(ci.get("defaults-values") or {})
             typo["replicas"] = 3
             r.check("values.schema.json rejects unknown keys", must_fail_render, chart, typo, "replicas")
