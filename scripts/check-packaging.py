@@ -500,8 +500,7 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
             fail(f"{origin}: {s}: autoscaling.enabled={auto.get('enabled')} but HPA rendered={has_hpa}")
         if has_hpa and "replicas" in d["spec"]:
             fail(f"{origin}: {s}: both an HPA and a fixed replicas count")
-    if merged["podDisruptionBudget"]["enabled"] and len(by_kind.get("PodDisruptionBudget", {})) != len(SERVICES):
-        fail(f"{origin}: podDisruptionBudget.enabled but {len(by_kind.get('PodDisruptionBudget', {}))} PDBs")
+    check_availability(by_kind, deployments, merged, origin)
     for dep, kind in (("postgresql", "StatefulSet"), ("nats", "StatefulSet")):
         rendered = any(dep == d["metadata"]["labels"].get("app.kubernetes.io/component")
                        for d in by_kind.get(kind, {}).values())
@@ -535,6 +534,39 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
         for name in list(plain) + list(refs):
             if not env_name_known(name, known):
                 fail(f"{origin}: Job {job['metadata']['name']} sets {name}, which no service reads")
+
+
+def check_availability(by_kind: dict, deployments: dict[str, dict], merged: dict, origin: str) -> None:
+    """Every service: a PDB of its own (podDisruptionBudget.enabled), spread
+    over topologySpread.topologyKey, a preStop pause that leaves time within
+    the grace period to drain, and resources on its container."""
+    pdbs = by_kind.get("PodDisruptionBudget", {}).values()
+    sleep = merged["lifecycle"]["preStopSleepSeconds"]
+    for s, d in deployments.items():
+        where = f"{origin}: Deployment/{d['metadata']['name']}"
+        labels, spec = pod_labels(d), pod_spec(d)
+        mine = [p for p in pdbs if selector_matches(p["spec"]["selector"], labels)]
+        if merged["podDisruptionBudget"]["enabled"] and len(mine) != 1:
+            fail(f"{where}: {len(mine)} PodDisruptionBudgets select it, expected 1")
+        if not merged["podDisruptionBudget"]["enabled"] and mine:
+            fail(f"{where}: a PodDisruptionBudget though podDisruptionBudget.enabled is false")
+        spread = spec.get("topologySpreadConstraints") or []
+        if merged["topologySpread"]["enabled"] and not any(
+                c["topologyKey"] == merged["topologySpread"]["topologyKey"] and selector_matches(c["labelSelector"], labels)
+                and c["whenUnsatisfiable"] == "ScheduleAnyway" for c in spread):
+            fail(f"{where}: not spread over {merged['topologySpread']['topologyKey']} (best effort) by its own labels: {spread}")
+        c = spec["containers"][0]
+        pre = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command")
+        if sleep and pre != ["/usr/local/bin/busybox", "sleep", str(sleep)]:
+            fail(f"{where}: preStop {pre}, expected a {sleep} s busybox sleep")
+        if sleep and spec["terminationGracePeriodSeconds"] <= sleep:
+            fail(f"{where}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} leaves no time to drain after the {sleep} s preStop")
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if not c.get(probe):
+                fail(f"{where}: no {probe}")
+        res = c.get("resources") or {}
+        if not {"cpu", "memory"} <= set(res.get("requests") or {}) or "memory" not in (res.get("limits") or {}):
+            fail(f"{where}: resources {res} lack cpu/memory requests or a memory limit")
 
 
 def peer_component(peer: dict) -> str | None:
@@ -1498,7 +1530,7 @@ def main() -> int:
             docs = r.check(f"render + validate + workload invariants: {label}", render_and_validate)
             if docs and cname == "ecommerce":
                 merged = chart.merge_values(copy.deepcopy(values))
-                r.check(f"stack conventions (ports, probes, env names, secrets, NetworkPolicies): {label}",
+                r.check(f"stack conventions (ports, probes, env names, secrets, NetworkPolicies, PDB, spread, preStop): {label}",
                         check_stack_chart, docs, merged, known, label)
             if vf:
                 r.check(f"upgrade render: {label}", lambda values=values: rendered_docs(render(chart, values, is_install=False, is_upgrade=True, revision=2)))
@@ -1557,9 +1589,10 @@ def main() -> int:
         if cname == "ecommerce":
             def network_policies_by_default():
                 merged = chart.merge_values(None)
-                if merged["networkPolicy"]["enabled"] is not True:
-                    fail("networkPolicy.enabled is not true by default")
-            r.check("ecommerce: NetworkPolicies are on by default", network_policies_by_default)
+                for key in ("networkPolicy", "podDisruptionBudget", "topologySpread"):
+                    if merged[key]["enabled"] is not True:
+                        fail(f"{key}.enabled is not true by default")
+            r.check("ecommerce: NetworkPolicies, PodDisruptionBudgets and topology spread are on by default", network_policies_by_default)
         if cname == "ecommerce-operator":
             r.check("ecommerce-operator: RBAC rules are k8s/operator/10-rbac.yaml's; with watchNamespace a Role there and no cluster-wide write",
                     check_operator_rbac, chart)
