@@ -73,7 +73,7 @@ CALLERS = {s: {c for c, callees in CALLS.items() if s in callees} for s in SERVI
 SECRET_VARS = {"DB_PASSWORD", "JWT_SECRET", "ADMIN_PASSWORD", "INTERNAL_AUTH_TOKEN"}
 UID = 10001
 
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
 LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet"}
 
 
@@ -220,6 +220,8 @@ def validate_object(doc: dict, origin: str, crds: CrdIndex) -> None:
 
 
 def pod_spec(doc: dict) -> dict:
+    if doc["kind"] == "Pod":
+        return doc["spec"]
     if doc["kind"] == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return doc["spec"]["template"]["spec"]
@@ -269,7 +271,7 @@ def check_workload_invariants(docs: list[dict], origin: str) -> None:
         name = f"{d['kind']}/{d['metadata']['name']}"
         spec = pod_spec(d)
         psc = spec.get("securityContext") or {}
-        if d["kind"] != "Job":
+        if d["kind"] not in ("Job", "Pod"):
             sel = d["spec"].get("selector") or {}
             if not sel.get("matchLabels") or not selector_matches(sel, pod_labels(d)):
                 fail(f"{origin}: {name}: selector {sel} does not match its pod labels {pod_labels(d)}")
@@ -301,7 +303,7 @@ def check_workload_invariants(docs: list[dict], origin: str) -> None:
                     if not c.get(probe):
                         fail(f"{origin}: {cname}: no {probe}")
     # Services, PDBs, HPAs and NetworkPolicies point at something real.
-    pods = [pod_labels(d) for d in workloads if d["kind"] != "Job"]
+    pods = [pod_labels(d) for d in workloads if d["kind"] not in ("Job", "Pod")]
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     for d in docs:
         name = f"{d['kind']}/{d['metadata']['name']}"
@@ -569,6 +571,52 @@ def check_availability(by_kind: dict, deployments: dict[str, dict], merged: dict
             fail(f"{where}: resources {res} lack cpu/memory requests or a memory limit")
 
 
+# The release's own pods that call the gateway's API: `helm test` and loadgen.
+GATEWAY_CLIENTS = ["test", "loadgen"]
+
+
+def release_clients_peer(merged: dict) -> dict:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ecommerce", "app.kubernetes.io/instance": "ci"},
+                            "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": GATEWAY_CLIENTS}]}}
+
+
+def check_helm_tests(chart: helm.Chart, ci: dict) -> None:
+    """`helm test`: two test-hook Pods of the gateway's image, one reading
+    /readyz, one GET /products, both on the gateway's Service, both deleted
+    when they pass; with gatewayFrom the gateway's NetworkPolicy admits them."""
+    for label, values in (("defaults", None), ("all-features", ci.get("all-features-values"))):
+        docs = rendered_docs(render(chart, values))
+        tests = [d for d in docs if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
+        if sorted(d["kind"] for d in tests) != ["Pod", "Pod"]:
+            fail(f"{label}: test hooks {[(d['kind'], d['metadata']['name']) for d in tests]}, expected two Pods")
+        gateway = next(d for d in docs if d["kind"] == "Service" and d["spec"]["selector"].get("app.kubernetes.io/component") == "gateway")
+        base = f"http://{gateway['metadata']['name']}:{PORTS['gateway']}"
+        commands = {" ".join(pod_spec(d)["containers"][0]["command"]) for d in tests}
+        for path in ("/readyz", "/products"):
+            if not any(f"{base}{path}" in c for c in commands):
+                fail(f"{label}: no test reads {base}{path}: {sorted(commands)}")
+        for d in tests:
+            spec = pod_spec(d)
+            if spec.get("restartPolicy") != "Never" or "hook-succeeded" not in d["metadata"]["annotations"].get("helm.sh/hook-delete-policy", ""):
+                fail(f"{label}: {d['metadata']['name']} is retried or kept after passing")
+            if not re.fullmatch(r"(.+/)?ecommerce/gateway:[^:/]+", spec["containers"][0]["image"]):
+                fail(f"{label}: {d['metadata']['name']} runs {spec['containers'][0]['image']}, not the gateway's image")
+            if pod_labels_of(d).get("app.kubernetes.io/component") not in GATEWAY_CLIENTS:
+                fail(f"{label}: {d['metadata']['name']} is not labelled as a release client of the gateway")
+        merged = chart.merge_values(copy.deepcopy(values))
+        if merged["networkPolicy"]["enabled"] and merged["networkPolicy"]["gatewayFrom"]:
+            policy = next(d for d in docs if d["kind"] == "NetworkPolicy"
+                          and d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway")
+            for d in tests:
+                if not any(selector_matches(p["podSelector"], pod_labels_of(d))
+                           for r in policy["spec"]["ingress"] for p in r.get("from") or [] if "podSelector" in p and "namespaceSelector" not in p):
+                    fail(f"{label}: the gateway's NetworkPolicy (gatewayFrom set) does not admit {d['metadata']['name']}")
+
+
+def pod_labels_of(doc: dict) -> dict:
+    return doc["metadata"].get("labels") or {} if doc["kind"] == "Pod" else pod_labels(doc)
+
+
 def peer_component(peer: dict) -> str | None:
     """The chart component a pod-selector peer of the same namespace picks."""
     if "namespaceSelector" in peer or "ipBlock" in peer:
@@ -621,6 +669,8 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
                 fail(f"{where}: an ingress rule for ports {ports}: the scrapers reach only {METRICS_PORTS[s]}, callers only {PORTS[s]}")
             if s != "gateway" and not rule.get("from"):
                 fail(f"{where} admits everyone")
+            if s == "gateway" and rule.get("from") == [release_clients_peer(merged)] and merged["networkPolicy"]["gatewayFrom"]:
+                continue
             if s == "gateway" and rule.get("from") != (merged["networkPolicy"]["gatewayFrom"] or None):
                 fail(f"{where}: the API admits {rule.get('from')}, not gatewayFrom")
             for peer in rule.get("from") or []:
@@ -1582,6 +1632,8 @@ def main() -> int:
                     if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
                         fail(f"NOTES.txt does not list {s}")
             r.check("NOTES.txt renders and lists every service", notes)
+            r.check("helm test: Pods reading the gateway's /readyz and GET /products, deleted when they pass, admitted by its NetworkPolicy",
+                    check_helm_tests, chart, ci)
             r.check("monitoring: off by default and without monitoring.coreos.com/v1, each kind on when the cluster serves it; the PrometheusRule's alerts read "
                     f"metrics the services export, the PodMonitor scrapes every service's metrics port, {RULES_FILE} is its rendering",
                     check_monitoring, chart, ci, crds)

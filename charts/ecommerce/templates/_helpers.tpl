@@ -18,6 +18,11 @@ order: [inventory, producer]
 consumer: [inventory, order]
 {{- end }}
 
+{{/* The release's own clients of the gateway's API: `helm test` pods, the load generator. */}}
+{{- define "ecommerce.gatewayClients" -}}
+test loadgen
+{{- end }}
+
 {{/* The port of a URL (`scheme://host:port/...`), or .default without one. */}}
 {{- define "ecommerce.urlPort" -}}
 {{- $authority := regexReplaceAll "^[a-z0-9+.-]+://" .url "" | splitList "/" | first | splitList "@" | last }}
