@@ -1394,17 +1394,77 @@ def check_prometheus_rule(doc: dict, series: dict[str, str], origin: str) -> Non
             for a in ("summary", "description"):
                 if not str(rule["annotations"].get(a) or "").strip():
                     fail(f"{where}: no {a} annotation")
-            expr = str(rule["expr"])
-            metrics = promql_metric_names(expr)
-            if not metrics:
-                fail(f"{where}: the expression reads no metric: {expr}")
-            unknown = sorted(metrics - set(series))
-            if unknown:
-                near = {u: difflib.get_close_matches(u, series, n=2) for u in unknown}
-                fail(f"{where}: {unknown} are not exported by the services (closest registered: {near})")
-            for label, value in re.findall(r'([a-z_]+)\s*=\s*"([^"]*)"', expr):
-                if f'"{value}"' not in sources:
-                    fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
+            check_promql(str(rule["expr"]), series, sources, where)
+
+
+def check_promql(expr: str, series: dict[str, str], sources: str, where: str, also: frozenset = frozenset()) -> set[str]:
+    """The expression reads metrics the services export (or `also`), and
+    every exact label value it matches is one their sources set (a Grafana
+    variable, `$name`, stands for any). Returns the metrics it reads."""
+    metrics = promql_metric_names(expr)
+    if not metrics:
+        fail(f"{where}: the expression reads no metric: {expr}")
+    unknown = sorted(metrics - set(series) - also)
+    if unknown:
+        near = {u: difflib.get_close_matches(u, series, n=2) for u in unknown}
+        fail(f"{where}: {unknown} are not exported by the services (closest registered: {near})")
+    for label, value in re.findall(r'([a-z_]+)\s*=\s*"([^"]*)"', expr):
+        if not value.startswith("$") and f'"{value}"' not in sources:
+            fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
+    return metrics
+
+
+DASHBOARD_FILE = "charts/ecommerce/dashboards/order-flow.json"
+# The kubelet's cAdvisor series (kube-prometheus-stack scrapes them): a
+# process cannot export its own container's usage against its limits.
+KUBELET_METRICS = frozenset({"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"})
+# What the dashboard must show, by the metric it is read from.
+DASHBOARD_COVERS = {
+    "orders by outcome": "ecommerce_consumer_events_processed_total",
+    "latency": "ecommerce_gateway_http_request_duration_seconds_bucket",
+    "outbox backlog": "ecommerce_order_outbox_backlog",
+    "consumer lag": "ecommerce_consumer_pending",
+    "dead letters": "ecommerce_consumer_dead_lettered_total",
+    "CPU per service": "container_cpu_usage_seconds_total",
+    "memory per service": "container_memory_working_set_bytes",
+}
+
+
+def check_dashboard(chart: helm.Chart) -> None:
+    """Off by default; on, one ConfigMap labelled grafana_dashboard: "1"
+    holding dashboards/order-flow.json, whose every query is scoped to the
+    $namespace variable, reads registered metrics (or the kubelet's CPU and
+    memory) and label values the services set, and which covers the order
+    flow."""
+    if any(d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})
+           for d in rendered_docs(render(chart, None))):
+        fail("the dashboard ConfigMap is rendered by default")
+    docs = rendered_docs(render(chart, {"monitoring": {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Shop"}}}}))
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})]
+    if len(maps) != 1 or maps[0]["metadata"]["labels"]["grafana_dashboard"] != "1":
+        fail(f"expected one ConfigMap labelled grafana_dashboard: \"1\", got {[m['metadata'] for m in maps]}")
+    if maps[0]["metadata"].get("annotations") != {"grafana_folder": "Shop"}:
+        fail("monitoring.grafanaDashboard.annotations are not on the ConfigMap")
+    (name, text), = maps[0]["data"].items()
+    dash = json.loads(text)
+    if not name.endswith(".json") or dash != json.loads((ROOT / DASHBOARD_FILE).read_text()):
+        fail(f"the ConfigMap's {name} is not {DASHBOARD_FILE}")
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    if not {"datasource", "namespace"} <= variables or not dash.get("uid"):
+        fail(f"the dashboard lacks a uid or the datasource/namespace variables: {sorted(variables)}")
+    series, sources, read = exported_metrics(), "\n".join(Path(p).read_text() for p in metric_sources()), set()
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    for p in panels:
+        where = f"{DASHBOARD_FILE}: panel {p['title']!r}"
+        if p.get("datasource", {}).get("uid") != "${datasource}" or not p.get("targets"):
+            fail(f"{where}: no targets, or not on the ${{datasource}} variable")
+        for target in p["targets"]:
+            if 'namespace="$namespace"' not in target["expr"]:
+                fail(f"{where}: {target['expr']} is not scoped to namespace=\"$namespace\"")
+            read |= check_promql(target["expr"], series, sources, where, KUBELET_METRICS)
+    missing = [topic for topic, metric in DASHBOARD_COVERS.items() if metric not in read]
+    if missing:
+        fail(f"the dashboard does not show {missing}")
 
 
 def render_for_cluster(chart: helm.Chart, values: dict | None, api_versions: list[str]) -> list[dict]:
@@ -1632,6 +1692,9 @@ def main() -> int:
                     if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
                         fail(f"NOTES.txt does not list {s}")
             r.check("NOTES.txt renders and lists every service", notes)
+            r.check("Grafana dashboard: off by default; a grafana_dashboard ConfigMap of dashboards/order-flow.json whose queries read "
+                    "registered metrics (or the kubelet's CPU/memory) per namespace and cover orders, latency, outbox, lag, dead letters, CPU, memory",
+                    check_dashboard, chart)
             r.check("helm test: Pods reading the gateway's /readyz and GET /products, deleted when they pass, admitted by its NetworkPolicy",
                     check_helm_tests, chart, ci)
             r.check("monitoring: off by default and without monitoring.coreos.com/v1, each kind on when the cluster serves it; the PrometheusRule's alerts read "
