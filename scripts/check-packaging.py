@@ -1038,11 +1038,34 @@ def check_dockerfile() -> None:
             fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {port}")
         if "/usr/local/bin/busybox" in hc[0] and not any("/usr/local/bin/busybox" in r for c in chain for w, r in c["lines"] if w == "COPY"):
             fail(f"Dockerfile {s}: HEALTHCHECK uses busybox, which the image lacks")
+    check_dockerfile_tools(stages)
     ignore = (ROOT / ".dockerignore").read_text().split()
     for entry in ("target/", ".git", ".run", ".venv"):
         if entry not in ignore and entry.rstrip("/") not in ignore:
             fail(f".dockerignore lacks {entry}")
     check_dockerfile_binaries(stages, ignore)
+
+
+# Workspace binaries imaged like the services (from `binaries`) that serve
+# nothing: no port, no health check (tools/loadgen, the chart's loadgen Job).
+TOOLS = ["loadgen"]
+
+
+def check_dockerfile_tools(stages: dict) -> None:
+    for s in TOOLS:
+        st = stages.get(s)
+        if st is None:
+            fail(f"Dockerfile: no target {s}")
+        chain = stage_chain(stages, s)
+        if chain[1:2] != [stages["runtime"]]:
+            fail(f"Dockerfile {s}: not built FROM runtime like the services")
+        words = [w for w, _ in st["lines"]]
+        if [r for w, r in st["lines"] if w == "ENTRYPOINT"] != [f'["/usr/local/bin/{s}"]']:
+            fail(f"Dockerfile {s}: ENTRYPOINT is not [\"/usr/local/bin/{s}\"]")
+        if {"EXPOSE", "HEALTHCHECK", "CMD", "RUN", "USER"} & set(words):
+            fail(f"Dockerfile {s}: a tool has only its binary and ENTRYPOINT on runtime (found {words})")
+        if [r for w, r in st["lines"] if w == "COPY"] != [f"--from=binaries /out/{s} /usr/local/bin/{s}"]:
+            fail(f"Dockerfile {s}: the binary is not copied from binaries to /usr/local/bin/{s}")
 
 
 def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
@@ -1059,7 +1082,14 @@ def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
         fail("Dockerfile: no prebuilt stage (BINARIES=prebuilt)")
     builder_copies = " ".join(r for w, r in stages["builder"]["lines"] if w == "RUN")
     prebuilt_copies = " ".join(r for w, r in stages["prebuilt"]["lines"] if w == "COPY")
-    for s in SERVICES:
+    pkgs = " ".join(r for w, r in stages["builder"]["lines"] if w == "ARG" and r.startswith("PACKAGES"))
+    compose_test = (ROOT / "scripts/compose-test.sh").read_text()
+    for s in TOOLS:
+        if f"-p {s}" not in pkgs or not re.search(rf"for s in [^;]*\b{s}\b", builder_copies):
+            fail(f"Dockerfile: the builder does not build {s} into /out/{s}")
+        if not re.search(rf"for s in [^;]*\b{s}\b; do packages\+=", compose_test):
+            fail(f"scripts/compose-test.sh does not build {s}, which BINARIES=prebuilt copies")
+    for s in SERVICES + TOOLS:
         if f"/out/$s" not in builder_copies and f"/out/{s}" not in builder_copies:
             fail(f"Dockerfile: the builder does not leave /out/{s}")
         if f"target/release/{s} " not in prebuilt_copies + " " or not prebuilt_copies.endswith("/out/"):
