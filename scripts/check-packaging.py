@@ -1252,6 +1252,10 @@ def check_tiltfile(chart_docs_cache: dict) -> None:
         ctx, kw = built[ref]
         if kw.get("target") != s or ctx not in (".", "./") or kw.get("dockerfile", "Dockerfile") != "Dockerfile":
             fail(f"Tiltfile: docker_build {ref} is not the Dockerfile's target {s}: {ctx} {kw}")
+        copied = {r.split()[0].strip("./") for w, r in dockerfile_stages((ROOT / "Dockerfile").read_text())["builder"]["lines"]
+                  if w == "COPY" and "--from" not in r}
+        if kw.get("only") and not copied | {"Cargo.toml", "Cargo.lock"} <= set(kw["only"]):
+            fail(f"Tiltfile: docker_build {ref} sends only {kw['only']}, the builder copies {sorted(copied)} and the manifests")
     if not calls["helm"] or not calls["k8s_yaml"]:
         fail("Tiltfile: no k8s_yaml(helm(...))")
     docs = [d for batch in calls["k8s_yaml"] for d in (batch if isinstance(batch, list) else [])]
