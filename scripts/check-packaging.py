@@ -613,6 +613,69 @@ def check_helm_tests(chart: helm.Chart, ci: dict) -> None:
                     fail(f"{label}: the gateway's NetworkPolicy (gatewayFrom set) does not admit {d['metadata']['name']}")
 
 
+def loadgen_cli() -> tuple[set[str], set[str]]:
+    """The flags and scenarios of tools/loadgen's clap Args."""
+    text = (ROOT / "tools/loadgen/src/main.rs").read_text()
+    args = re.search(r"struct Args \{(.*?)\n\}", text, re.S).group(1)
+    flags = {"--" + f.replace("_", "-") for f in re.findall(r"#\[arg\((?:[^()]|\([^()]*\))*\)\]\s*(\w+)\s*:", args, re.S)}
+    enum = re.search(r"enum Scenario \{(.*?)\n\}", text, re.S).group(1)
+    scenarios = {re.sub(r"(?<!^)([A-Z])", r"-\1", v).lower() for v in re.findall(r"^\s*([A-Z]\w*),", enum, re.M)}
+    if "--base-url" not in flags or "mix" not in scenarios:
+        fail(f"tools/loadgen/src/main.rs: found flags {sorted(flags)}, scenarios {sorted(scenarios)}")
+    return flags, scenarios
+
+
+def check_loadgen(chart: helm.Chart, ci: dict) -> None:
+    """Off by default; on, one Job of the loadgen image that waits for the
+    gateway's Service and runs loadgen against it with flags and a scenario
+    its clap Args know, as the admin; its name changes with its settings;
+    refused without an admin; admitted by the gateway's NetworkPolicy."""
+    flags, scenarios = loadgen_cli()
+    if set(chart.values["loadgen"]) - {"enabled", "extraArgs", "backoffLimit", "resources"} - {f[2:] for f in flags}:
+        fail(f"values loadgen.* name settings loadgen has no flag for: {sorted(chart.values['loadgen'])}")
+    schema = chart.schema["properties"]["loadgen"]["properties"]["scenario"]["enum"]
+    if set(schema) != scenarios:
+        fail(f"values.schema.json's loadgen.scenario {sorted(schema)}, loadgen's {sorted(scenarios)}")
+
+    def jobs(values):
+        return [d for d in rendered_docs(render(chart, values)) if d["kind"] == "Job"
+                and d["metadata"]["labels"]["app.kubernetes.io/component"] == "loadgen"]
+    if jobs(None):
+        fail("a loadgen Job is rendered by default")
+    must_fail_render(chart, {"loadgen": {"enabled": True}}, "admin.username")
+    values = copy.deepcopy(ci["all-features-values"])
+    docs = rendered_docs(render(chart, values))
+    job, = [d for d in docs if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "loadgen"]
+    spec = pod_spec(job)
+    c, = spec["containers"]
+    gateway = next(d for d in docs if d["kind"] == "Service" and d["spec"]["selector"].get("app.kubernetes.io/component") == "gateway")
+    base = f"http://{gateway['metadata']['name']}:{PORTS['gateway']}"
+    args = dict(zip(c["args"][::2], c["args"][1::2]))
+    lg = chart.merge_values(copy.deepcopy(values))["loadgen"]
+    want = {"--base-url": base, "--scenario": lg["scenario"], "--rate": str(lg["rate"]), "--vus": str(lg["vus"]),
+            "--duration": lg["duration"], "--warmup": lg["warmup"]}
+    if args != want or set(args) - flags:
+        fail(f"loadgen args {c['args']}, expected {want} (flags of loadgen: {sorted(flags)})")
+    if not re.fullmatch(r"(.+/)?ecommerce/loadgen:[^:/]+", c["image"]) or c.get("command"):
+        fail(f"the Job runs {c['image']} {c.get('command')}, not the loadgen image's entrypoint")
+    if not any(f"{base}/readyz" in " ".join(i.get("command") or []) for i in spec.get("initContainers") or []):
+        fail("the Job does not wait for the gateway before its set-up")
+    env = {e["name"]: e for e in c.get("env") or []}
+    ref = (env.get("ADMIN_PASSWORD", {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    if env.get("ADMIN_USERNAME", {}).get("value") != values["admin"]["username"] or ref.get("name") != secret["metadata"]["name"]:
+        fail(f"the Job does not log in as admin.username with the release Secret's ADMIN_PASSWORD: {c.get('env')}")
+    same = jobs(values)[0]["metadata"]["name"]
+    values["loadgen"]["rate"] = values["loadgen"]["rate"] + 1
+    if same != job["metadata"]["name"] or jobs(values)[0]["metadata"]["name"] == same:
+        fail("the Job's name does not follow its settings (an upgrade could not replace it)")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy"
+                  and d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway")
+    if not any(selector_matches(p["podSelector"], pod_labels(job)) for r in policy["spec"]["ingress"]
+               for p in r.get("from") or [] if "podSelector" in p and "namespaceSelector" not in p):
+        fail("the gateway's NetworkPolicy (gatewayFrom set) does not admit the loadgen Job")
+
+
 def pod_labels_of(doc: dict) -> dict:
     return doc["metadata"].get("labels") or {} if doc["kind"] == "Pod" else pod_labels(doc)
 
@@ -1729,6 +1792,9 @@ def main() -> int:
             r.check("Grafana dashboard: off by default; a grafana_dashboard ConfigMap of dashboards/order-flow.json whose queries read "
                     "registered metrics (or the kubelet's CPU/memory) per namespace and cover orders, latency, outbox, lag, dead letters, CPU, memory",
                     check_dashboard, chart)
+            r.check("loadgen Job: off by default; runs the loadgen image against the gateway's Service with flags its clap Args declare, "
+                    "as the admin, named by its settings, refused without an admin, admitted by the gateway's NetworkPolicy",
+                    check_loadgen, chart, ci)
             r.check("helm test: Pods reading the gateway's /readyz and GET /products, deleted when they pass, admitted by its NetworkPolicy",
                     check_helm_tests, chart, ci)
             r.check("monitoring: off by default and without monitoring.coreos.com/v1, each kind on when the cluster serves it; the PrometheusRule's alerts read "
