@@ -1664,6 +1664,130 @@ def check_monitoring(chart: helm.Chart, ci: dict, crds: "CrdIndex") -> None:
 
 
 # --------------------------------------------------------------------------
+# k8s/stack/: plain manifests generated from the chart (scripts/render-k8s-stack.py)
+
+STACK_DIR = "k8s/stack"
+
+
+def stack_renderer():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("render_k8s_stack", ROOT / "scripts/render-k8s-stack.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def json_pointer_apply(doc: dict, op: dict, where: str) -> None:
+    """One RFC 6902 add/remove/replace, as kustomize applies it."""
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    cur = doc
+    for p in parts[:-1]:
+        cur = cur[int(p)] if isinstance(cur, list) else cur[p]
+    last = parts[-1]
+    key = int(last) if isinstance(cur, list) else last
+    if op["op"] == "add":
+        if isinstance(cur, list):
+            cur.insert(key, op["value"])
+        else:
+            cur[key] = op["value"]
+    elif op["op"] in ("replace", "remove"):
+        if isinstance(cur, dict) and key not in cur or isinstance(cur, list) and key >= len(cur):
+            fail(f"{where}: {op['op']} {op['path']}: no such field")
+        if op["op"] == "replace":
+            cur[key] = op["value"]
+        else:
+            del cur[key]
+    else:
+        fail(f"{where}: op {op['op']} is not one this check applies")
+
+
+def kustomize_build(directory: Path) -> list[dict]:
+    """What `kubectl kustomize` makes of the few fields k8s/stack uses
+    (resources, secretGenerator, JSON patches by kind and name); any other
+    field fails, so this never silently builds something else."""
+    import base64
+    rel = os.path.relpath(directory, ROOT)
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(k) - {"apiVersion", "kind", "resources", "secretGenerator", "patches"}
+    if unknown or k.get("kind") != "Kustomization":
+        fail(f"{rel}/kustomization.yaml: fields {sorted(unknown)} (or kind {k.get('kind')}) that this check does not build")
+    docs: list[dict] = []
+    for res in k.get("resources") or []:
+        path = (directory / res).resolve()
+        if path.is_dir():
+            docs += kustomize_build(path)
+        elif path.is_file():
+            docs += load_docs(path.read_text(), os.path.relpath(path, ROOT))
+        else:
+            fail(f"{rel}/kustomization.yaml: resource {res} does not exist")
+    for gen in k.get("secretGenerator") or []:
+        if (gen.get("options") or {}).get("disableNameSuffixHash") is not True:
+            fail(f"{rel}: secretGenerator {gen['name']} gets a name suffix the base's references do not have")
+        literals = dict(l.split("=", 1) for l in gen["literals"])
+        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": gen["name"]}, "type": "Opaque",
+                     "data": {n: base64.b64encode(v.encode()).decode() for n, v in literals.items()}})
+    for patch in k.get("patches") or []:
+        target = patch["target"]
+        hits = [d for d in docs if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]]
+        if len(hits) != 1:
+            fail(f"{rel}: a patch targets {target}, which matches {len(hits)} objects")
+        for op in yaml.safe_load(patch["patch"]):
+            json_pointer_apply(hits[0], op, f"{rel} patch of {target['kind']}/{target['name']}")
+    return docs
+
+
+def keyed(docs: list[dict]) -> dict:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def check_k8s_stack(chart: helm.Chart, known: set[str], crds: "CrdIndex") -> None:
+    """k8s/stack/ is exactly what scripts/render-k8s-stack.py writes; its base
+    builds to the chart's production rendering and overlays/dev to its
+    development one (without Helm's labels and hooks, the Secret from the
+    generator), each object valid and held to the chart's conventions; and
+    `kubectl kustomize` (when on PATH) builds the same."""
+    mod = stack_renderer()
+    files = mod.render()
+    on_disk = {os.path.relpath(p, ROOT) for p in (ROOT / STACK_DIR).rglob("*") if p.is_file()} if (ROOT / STACK_DIR).is_dir() else set()
+    stale = sorted(set(files) ^ on_disk) + sorted(f for f in set(files) & on_disk if (ROOT / f).read_text() != files[f])
+    if stale:
+        fail(f"{stale} differ from a fresh render: run `.venv/bin/python scripts/render-k8s-stack.py`")
+    for name, profile in (("base", mod.BASE), ("overlays/dev", mod.DEV)):
+        built = kustomize_build(ROOT / STACK_DIR / name)
+        values = chart.merge_values(mod.values(profile))
+        want = keyed(mod.rendering(chart, profile).values())
+        got = keyed(built)
+        generated = {k: v for k, v in got.items() if k[0] == "Secret"}
+        for key in generated:
+            del got[key]
+        if got != want:
+            differ = sorted(set(got) ^ set(want)) + sorted(k for k in set(got) & set(want) if got[k] != want[k])
+            fail(f"{STACK_DIR}/{name} does not build to the chart's rendering: {differ[:5]}")
+        for d in built:
+            validate_object(d, f"{STACK_DIR}/{name}", crds)
+        check_workload_invariants(built, f"{STACK_DIR}/{name}")
+        check_stack_chart(list(got.values()), values, known, f"{STACK_DIR}/{name}")
+        refs = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for d in built if d["kind"] in LONG_RUNNING for c in pod_spec(d)["containers"]
+                for e in c.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})}
+        if name == "overlays/dev":
+            have = {(k[1], key) for k, s in generated.items() for key in s["data"]}
+            if refs - have:
+                fail(f"{STACK_DIR}/{name}: the generated Secret lacks {sorted(refs - have)}")
+            for (secret, key) in refs:
+                if key in ("JWT_SECRET", "INTERNAL_AUTH_TOKEN") and len(mod.DEV_SECRETS[key]) < 32:
+                    fail(f"{STACK_DIR}/{name}: {key} is shorter than 32")
+        elif generated:
+            fail(f"{STACK_DIR}/{name} carries a Secret")
+        if shutil.which("kubectl"):
+            out = subprocess.run(["kubectl", "kustomize", str(ROOT / STACK_DIR / name)], capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                fail(f"kubectl kustomize {STACK_DIR}/{name}: {out.stderr.strip()[-400:]}")
+            if keyed(d for d in yaml.safe_load_all(out.stdout) if d) != keyed(built):
+                fail(f"kubectl kustomize {STACK_DIR}/{name} builds something else than this check's reading of it")
+
+
+# --------------------------------------------------------------------------
 
 def charts() -> list[Path]:
     return sorted(Path(p).parent for p in glob.glob(str(ROOT / "charts/*/Chart.yaml")))
@@ -1681,7 +1805,9 @@ def main() -> int:
     crds.schemas.update(PROMETHEUS_OPERATOR_SCHEMAS)
     cli_docs: list[dict] = []
     # CRDs first: k8s/ and every chart's crds/ folder.
-    k8s_files = sorted(glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True))
+    # kustomization.yaml is kustomize's, not an object: check_k8s_stack builds it.
+    k8s_files = sorted(f for f in glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True)
+                       if Path(f).name != "kustomization.yaml")
     crd_files = k8s_files + sorted(glob.glob(str(ROOT / "charts/*/crds/**/*.yaml"), recursive=True))
     k8s_docs: dict[str, list[dict]] = {}
 
@@ -1802,6 +1928,9 @@ def main() -> int:
                     check_monitoring, chart, ci, crds)
 
         if cname == "ecommerce":
+            r.check(f"{STACK_DIR}: equals a fresh scripts/render-k8s-stack.py; base and overlays/dev build (kustomize's way, and with "
+                    "kubectl kustomize when on PATH) to the chart's production and development renderings, valid and conventional",
+                    check_k8s_stack, chart, known, crds)
             def network_policies_by_default():
                 merged = chart.merge_values(None)
                 for key in ("networkPolicy", "podDisruptionBudget", "topologySpread"):
