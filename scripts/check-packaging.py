@@ -1928,6 +1928,29 @@ def main() -> int:
                     check_monitoring, chart, ci, crds)
 
         if cname == "ecommerce":
+            def readme_values():
+                import importlib.util
+                spec = importlib.util.spec_from_file_location("render_chart_readme", ROOT / "scripts/render-chart-readme.py")
+                mod = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(mod)
+                readme = (chart_dir / "README.md").read_text()
+                if mod.readme_with_table(readme) != readme:
+                    fail("charts/ecommerce/README.md's values table differs from values.yaml: run `.venv/bin/python scripts/render-chart-readme.py`")
+                documented = {row[0] for row in mod.rows((chart_dir / "values.yaml").read_text())}
+                leaves = set()
+
+                def walk(v, path):
+                    if isinstance(v, dict) and v:
+                        for k, x in v.items():
+                            walk(x, path + [k])
+                    else:
+                        leaves.add(".".join(path))
+                walk(chart.values, [])
+                missing = sorted(l for l in leaves if l not in documented and not any(l.startswith(d + ".") for d in documented))
+                if missing:
+                    fail(f"values the README's table leaves out: {missing[:8]}")
+            r.check("charts/ecommerce/README.md: its values table is scripts/render-chart-readme.py's from values.yaml, with every value",
+                    readme_values)
             r.check(f"{STACK_DIR}: equals a fresh scripts/render-k8s-stack.py; base and overlays/dev build (kustomize's way, and with "
                     "kubectl kustomize when on PATH) to the chart's production and development renderings, valid and conventional",
                     check_k8s_stack, chart, known, crds)
