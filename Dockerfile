@@ -1,10 +1,11 @@
-# One Dockerfile for the six services. The builder compiles all six binaries
-# once; each service has a small final stage of its own:
+# One Dockerfile for the six services and the load generator. The builder
+# compiles all seven binaries once; each has a small final stage of its own:
 #
 #   docker build --target gateway -t ecommerce/gateway:dev .
 #
-# targets: gateway inventory order user producer consumer, and operator
-# (the kube-rs operator, built in a stage of its own only when asked for)
+# targets: gateway inventory order user producer consumer, loadgen (the load
+# generator, tools/loadgen: a batch tool, no port), and operator (the kube-rs
+# operator, built in a stage of its own only when asked for)
 # (scripts/check-packaging.py checks this file: every target, its port,
 # its binary, the non-root user, the entrypoint.)
 #
@@ -28,7 +29,7 @@
 #                  prebuilt: take target/release/<service> from the build
 #                  context instead, as built on a glibc 2.36 (Debian 12) host by
 #                  `cargo build --release --locked -p gateway -p inventory
-#                  -p order -p user -p producer -p consumer` (CI does this:
+#                  -p order -p user -p producer -p consumer -p loadgen` (CI does this:
 #                  scripts/compose-test.sh). The final stages are the same.
 # CI builds with local stand-ins for the images (scripts/docker-base-images.sh).
 
@@ -71,11 +72,11 @@ ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 COPY --from=planner /recipe/ ./
 
-# --- builder: the six services, dependencies first, then the sources ---------
+# --- builder: the six services and loadgen, dependencies first, then the sources
 FROM recipe AS builder
 # -p keeps the build (and its feature resolution) the same in both steps below
 # and leaves the other workspace members (tests, the operator) out.
-ARG PACKAGES="-p gateway -p inventory -p order -p user -p producer -p consumer"
+ARG PACKAGES="-p gateway -p inventory -p order -p user -p producer -p consumer -p loadgen"
 # Dependency layer: every third-party crate, compiled against the stubs.
 RUN cargo build --release --locked ${PACKAGES}
 # The real sources. COPY keeps the files' own modification times, which can be
@@ -90,7 +91,7 @@ RUN set -eu; \
     find crates services e2e tools proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
     cargo build --release --locked ${PACKAGES}; \
     mkdir -p /out; \
-    for s in gateway inventory order user producer consumer; do \
+    for s in gateway inventory order user producer consumer loadgen; do \
       cp "target/release/$s" "/out/$s"; \
     done
 
@@ -110,11 +111,12 @@ RUN set -eu; \
     mkdir -p /out; \
     cp target/release/operator /out/operator
 
-# --- prebuilt: the six binaries from the host's target/release ---------------
-# (.dockerignore lets exactly these six files of target/ into the context.)
+# --- prebuilt: the seven binaries from the host's target/release -------------
+# (.dockerignore lets exactly these seven files of target/ into the context.)
 FROM scratch AS prebuilt
 COPY target/release/gateway target/release/inventory target/release/order \
-     target/release/user target/release/producer target/release/consumer /out/
+     target/release/user target/release/producer target/release/consumer \
+     target/release/loadgen /out/
 
 # --- binaries: /out/<service> from the builder or from the host --------------
 FROM ${BINARIES} AS binaries
@@ -175,6 +177,12 @@ EXPOSE 50055
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
 ENTRYPOINT ["/usr/local/bin/consumer"]
+
+# The load generator (tools/loadgen): runs once against the gateway and exits
+# (the chart's loadgen Job); no port, no health check.
+FROM runtime AS loadgen
+COPY --from=binaries /out/loadgen /usr/local/bin/loadgen
+ENTRYPOINT ["/usr/local/bin/loadgen"]
 
 # The operator (services/operator): watches EcommerceStack resources; metrics,
 # /healthz and /readyz on METRICS_ADDR (charts/ecommerce-operator: port 8080).

@@ -75,7 +75,7 @@ CALLERS = {s: {c for c, callees in CALLS.items() if s in callees} for s in SERVI
 SECRET_VARS = {"DB_PASSWORD", "JWT_SECRET", "ADMIN_PASSWORD", "INTERNAL_AUTH_TOKEN"}
 UID = 10001
 
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "Pod"}
 LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet"}
 
 
@@ -225,6 +225,8 @@ def validate_object(doc: dict, origin: str, crds: CrdIndex) -> None:
 
 
 def pod_spec(doc: dict) -> dict:
+    if doc["kind"] == "Pod":
+        return doc["spec"]
     if doc["kind"] == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     return doc["spec"]["template"]["spec"]
@@ -274,7 +276,7 @@ def check_workload_invariants(docs: list[dict], origin: str) -> None:
         name = f"{d['kind']}/{d['metadata']['name']}"
         spec = pod_spec(d)
         psc = spec.get("securityContext") or {}
-        if d["kind"] != "Job":
+        if d["kind"] not in ("Job", "Pod"):
             sel = d["spec"].get("selector") or {}
             if not sel.get("matchLabels") or not selector_matches(sel, pod_labels(d)):
                 fail(f"{origin}: {name}: selector {sel} does not match its pod labels {pod_labels(d)}")
@@ -306,7 +308,7 @@ def check_workload_invariants(docs: list[dict], origin: str) -> None:
                     if not c.get(probe):
                         fail(f"{origin}: {cname}: no {probe}")
     # Services, PDBs, HPAs and NetworkPolicies point at something real.
-    pods = [pod_labels(d) for d in workloads if d["kind"] != "Job"]
+    pods = [pod_labels(d) for d in workloads if d["kind"] not in ("Job", "Pod")]
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     for d in docs:
         name = f"{d['kind']}/{d['metadata']['name']}"
@@ -361,8 +363,21 @@ def container_env(c: dict, configmaps: dict[str, dict]) -> tuple[dict, dict]:
     return plain, refs
 
 
+def profile(merged: dict) -> dict[str, bool]:
+    """What the development profile adds (templates/_helpers.tpl): the
+    in-cluster PostgreSQL and NATS where no external one is set (or when
+    forced), and the chart's own Secret without secrets.existingSecret."""
+    dev = merged["appEnv"] == "development"
+    return {
+        "postgresql": bool(merged["postgresql"]["enabled"] or (dev and not merged["externalDatabase"]["host"])),
+        "nats": bool(merged["nats"]["enabled"] or (dev and not merged["externalNats"]["url"])),
+        "secret": dev and not merged["secrets"]["existingSecret"],
+    }
+
+
 def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: str) -> None:
     merged = values
+    wants = profile(merged)
     by_kind: dict[str, dict[str, dict]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
@@ -458,10 +473,29 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
         leaked = SECRET_VARS & set(cm.get("data") or {})
         if leaked:
             fail(f"{origin}: ConfigMap/{cm['metadata']['name']} holds {sorted(leaked)}; secrets come from a Secret")
-    # production: nothing secret in the release itself
-    if merged["appEnv"] == "production":
-        if by_kind.get("Secret"):
-            fail(f"{origin}: production renders a Secret: {sorted(by_kind['Secret'])}")
+    # production: nothing secret in the release itself; development without
+    # existingSecret: one Secret with every key the pods read, kept on uninstall
+    # (the PostgreSQL volume outlives the release and keeps its password).
+    secrets = by_kind.get("Secret", {})
+    if not wants["secret"] and secrets:
+        fail(f"{origin}: appEnv={merged['appEnv']} with existingSecret={merged['secrets']['existingSecret']!r} renders a Secret: {sorted(secrets)}")
+    if wants["secret"]:
+        if len(secrets) != 1:
+            fail(f"{origin}: the development profile without existingSecret renders Secrets {sorted(secrets)}, expected one")
+        secret = next(iter(secrets.values()))
+        if (secret["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") != "keep":
+            fail(f"{origin}: the generated Secret is not kept by `helm uninstall` (helm.sh/resource-policy: keep)")
+        data = secret.get("stringData") or {}
+        pods = list(by_kind.get("Deployment", {}).values()) + list(by_kind.get("StatefulSet", {}).values())
+        read = {ref["secretKeyRef"]["key"] for d in pods
+                for c in pod_spec(d)["containers"] for e in c.get("env") or [] for ref in [e.get("valueFrom") or {}]
+                if "secretKeyRef" in ref and ref["secretKeyRef"]["name"] == secret["metadata"]["name"]}
+        if read - set(data):
+            fail(f"{origin}: pods read keys {sorted(read - set(data))} the generated Secret lacks")
+        keys = merged["secrets"]["keys"]
+        for value, minimum in (("jwtSecret", 32), ("internalAuthToken", 32), ("dbPassword", 16)):
+            if len(data.get(keys[value], "")) < minimum:
+                fail(f"{origin}: the generated Secret's {keys[value]} is shorter than {minimum}")
     if merged["networkPolicy"]["enabled"]:
         check_network_policies(by_kind, merged, origin)
     hpas = by_kind.get("HorizontalPodAutoscaler", {})
@@ -473,14 +507,18 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
             fail(f"{origin}: {s}: autoscaling.enabled={auto.get('enabled')} but HPA rendered={has_hpa}")
         if has_hpa and "replicas" in d["spec"]:
             fail(f"{origin}: {s}: both an HPA and a fixed replicas count")
-    if merged["podDisruptionBudget"]["enabled"] and len(by_kind.get("PodDisruptionBudget", {})) != len(SERVICES):
-        fail(f"{origin}: podDisruptionBudget.enabled but {len(by_kind.get('PodDisruptionBudget', {}))} PDBs")
+    check_availability(by_kind, deployments, merged, origin)
     for dep, kind in (("postgresql", "StatefulSet"), ("nats", "StatefulSet")):
         rendered = any(dep == d["metadata"]["labels"].get("app.kubernetes.io/component")
                        for d in by_kind.get(kind, {}).values())
-        if rendered != bool(merged[dep]["enabled"]):
-            fail(f"{origin}: {dep}.enabled={merged[dep]['enabled']} but its StatefulSet rendered={rendered}")
-    for job in by_kind.get("Job", {}).values():
+        if rendered != wants[dep]:
+            fail(f"{origin}: appEnv={merged['appEnv']}, {dep}.enabled={merged[dep]['enabled']}: its StatefulSet rendered={rendered}, expected {wants[dep]}")
+    migrations = [j for j in by_kind.get("Job", {}).values()
+                  if j["metadata"]["labels"]["app.kubernetes.io/component"].endswith("-migrate")]
+    want_migrations = bool(merged["migrations"]["enabled"]) and not wants["postgresql"] and not wants["secret"]
+    if bool(migrations) != want_migrations:
+        fail(f"{origin}: migration Jobs rendered={bool(migrations)}, expected {want_migrations} (they precede the release's own database and Secret)")
+    for job in migrations:
         c = pod_spec(job)["containers"][0]
         if c.get("args") != ["migrate"] or c.get("command"):
             fail(f"{origin}: Job {job['metadata']['name']} does not run `<service> migrate`")
@@ -505,6 +543,148 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
                 fail(f"{origin}: Job {job['metadata']['name']} sets {name}, which no service reads")
 
 
+def check_availability(by_kind: dict, deployments: dict[str, dict], merged: dict, origin: str) -> None:
+    """Every service: a PDB of its own (podDisruptionBudget.enabled), spread
+    over topologySpread.topologyKey, a preStop pause that leaves time within
+    the grace period to drain, and resources on its container."""
+    pdbs = by_kind.get("PodDisruptionBudget", {}).values()
+    sleep = merged["lifecycle"]["preStopSleepSeconds"]
+    for s, d in deployments.items():
+        where = f"{origin}: Deployment/{d['metadata']['name']}"
+        labels, spec = pod_labels(d), pod_spec(d)
+        mine = [p for p in pdbs if selector_matches(p["spec"]["selector"], labels)]
+        if merged["podDisruptionBudget"]["enabled"] and len(mine) != 1:
+            fail(f"{where}: {len(mine)} PodDisruptionBudgets select it, expected 1")
+        if not merged["podDisruptionBudget"]["enabled"] and mine:
+            fail(f"{where}: a PodDisruptionBudget though podDisruptionBudget.enabled is false")
+        spread = spec.get("topologySpreadConstraints") or []
+        if merged["topologySpread"]["enabled"] and not any(
+                c["topologyKey"] == merged["topologySpread"]["topologyKey"] and selector_matches(c["labelSelector"], labels)
+                and c["whenUnsatisfiable"] == "ScheduleAnyway" for c in spread):
+            fail(f"{where}: not spread over {merged['topologySpread']['topologyKey']} (best effort) by its own labels: {spread}")
+        c = spec["containers"][0]
+        pre = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command")
+        if sleep and pre != ["/usr/local/bin/busybox", "sleep", str(sleep)]:
+            fail(f"{where}: preStop {pre}, expected a {sleep} s busybox sleep")
+        if sleep and spec["terminationGracePeriodSeconds"] <= sleep:
+            fail(f"{where}: terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} leaves no time to drain after the {sleep} s preStop")
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            if not c.get(probe):
+                fail(f"{where}: no {probe}")
+        res = c.get("resources") or {}
+        if not {"cpu", "memory"} <= set(res.get("requests") or {}) or "memory" not in (res.get("limits") or {}):
+            fail(f"{where}: resources {res} lack cpu/memory requests or a memory limit")
+
+
+# The release's own pods that call the gateway's API: `helm test` and loadgen.
+GATEWAY_CLIENTS = ["test", "loadgen"]
+
+
+def release_clients_peer(merged: dict) -> dict:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ecommerce", "app.kubernetes.io/instance": "ci"},
+                            "matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": GATEWAY_CLIENTS}]}}
+
+
+def check_helm_tests(chart: helm.Chart, ci: dict) -> None:
+    """`helm test`: two test-hook Pods of the gateway's image, one reading
+    /readyz, one GET /products, both on the gateway's Service, both deleted
+    when they pass; with gatewayFrom the gateway's NetworkPolicy admits them."""
+    for label, values in (("defaults", None), ("all-features", ci.get("all-features-values"))):
+        docs = rendered_docs(render(chart, values))
+        tests = [d for d in docs if (d["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"]
+        if sorted(d["kind"] for d in tests) != ["Pod", "Pod"]:
+            fail(f"{label}: test hooks {[(d['kind'], d['metadata']['name']) for d in tests]}, expected two Pods")
+        gateway = next(d for d in docs if d["kind"] == "Service" and d["spec"]["selector"].get("app.kubernetes.io/component") == "gateway")
+        base = f"http://{gateway['metadata']['name']}:{PORTS['gateway']}"
+        commands = {" ".join(pod_spec(d)["containers"][0]["command"]) for d in tests}
+        for path in ("/readyz", "/products"):
+            if not any(f"{base}{path}" in c for c in commands):
+                fail(f"{label}: no test reads {base}{path}: {sorted(commands)}")
+        for d in tests:
+            spec = pod_spec(d)
+            if spec.get("restartPolicy") != "Never" or "hook-succeeded" not in d["metadata"]["annotations"].get("helm.sh/hook-delete-policy", ""):
+                fail(f"{label}: {d['metadata']['name']} is retried or kept after passing")
+            if not re.fullmatch(r"(.+/)?ecommerce/gateway:[^:/]+", spec["containers"][0]["image"]):
+                fail(f"{label}: {d['metadata']['name']} runs {spec['containers'][0]['image']}, not the gateway's image")
+            if pod_labels_of(d).get("app.kubernetes.io/component") not in GATEWAY_CLIENTS:
+                fail(f"{label}: {d['metadata']['name']} is not labelled as a release client of the gateway")
+        merged = chart.merge_values(copy.deepcopy(values))
+        if merged["networkPolicy"]["enabled"] and merged["networkPolicy"]["gatewayFrom"]:
+            policy = next(d for d in docs if d["kind"] == "NetworkPolicy"
+                          and d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway")
+            for d in tests:
+                if not any(selector_matches(p["podSelector"], pod_labels_of(d))
+                           for r in policy["spec"]["ingress"] for p in r.get("from") or [] if "podSelector" in p and "namespaceSelector" not in p):
+                    fail(f"{label}: the gateway's NetworkPolicy (gatewayFrom set) does not admit {d['metadata']['name']}")
+
+
+def loadgen_cli() -> tuple[set[str], set[str]]:
+    """The flags and scenarios of tools/loadgen's clap Args."""
+    text = (ROOT / "tools/loadgen/src/main.rs").read_text()
+    args = re.search(r"struct Args \{(.*?)\n\}", text, re.S).group(1)
+    flags = {"--" + f.replace("_", "-") for f in re.findall(r"#\[arg\((?:[^()]|\([^()]*\))*\)\]\s*(\w+)\s*:", args, re.S)}
+    enum = re.search(r"enum Scenario \{(.*?)\n\}", text, re.S).group(1)
+    scenarios = {re.sub(r"(?<!^)([A-Z])", r"-\1", v).lower() for v in re.findall(r"^\s*([A-Z]\w*),", enum, re.M)}
+    if "--base-url" not in flags or "mix" not in scenarios:
+        fail(f"tools/loadgen/src/main.rs: found flags {sorted(flags)}, scenarios {sorted(scenarios)}")
+    return flags, scenarios
+
+
+def check_loadgen(chart: helm.Chart, ci: dict) -> None:
+    """Off by default; on, one Job of the loadgen image that waits for the
+    gateway's Service and runs loadgen against it with flags and a scenario
+    its clap Args know, as the admin; its name changes with its settings;
+    refused without an admin; admitted by the gateway's NetworkPolicy."""
+    flags, scenarios = loadgen_cli()
+    if set(chart.values["loadgen"]) - {"enabled", "extraArgs", "backoffLimit", "resources"} - {f[2:] for f in flags}:
+        fail(f"values loadgen.* name settings loadgen has no flag for: {sorted(chart.values['loadgen'])}")
+    schema = chart.schema["properties"]["loadgen"]["properties"]["scenario"]["enum"]
+    if set(schema) != scenarios:
+        fail(f"values.schema.json's loadgen.scenario {sorted(schema)}, loadgen's {sorted(scenarios)}")
+
+    def jobs(values):
+        return [d for d in rendered_docs(render(chart, values)) if d["kind"] == "Job"
+                and d["metadata"]["labels"]["app.kubernetes.io/component"] == "loadgen"]
+    if jobs(None):
+        fail("a loadgen Job is rendered by default")
+    must_fail_render(chart, {"loadgen": {"enabled": True}}, "admin.username")
+    values = copy.deepcopy(ci["all-features-values"])
+    docs = rendered_docs(render(chart, values))
+    job, = [d for d in docs if d["kind"] == "Job" and d["metadata"]["labels"]["app.kubernetes.io/component"] == "loadgen"]
+    spec = pod_spec(job)
+    c, = spec["containers"]
+    gateway = next(d for d in docs if d["kind"] == "Service" and d["spec"]["selector"].get("app.kubernetes.io/component") == "gateway")
+    base = f"http://{gateway['metadata']['name']}:{PORTS['gateway']}"
+    args = dict(zip(c["args"][::2], c["args"][1::2]))
+    lg = chart.merge_values(copy.deepcopy(values))["loadgen"]
+    want = {"--base-url": base, "--scenario": lg["scenario"], "--rate": str(lg["rate"]), "--vus": str(lg["vus"]),
+            "--duration": lg["duration"], "--warmup": lg["warmup"]}
+    if args != want or set(args) - flags:
+        fail(f"loadgen args {c['args']}, expected {want} (flags of loadgen: {sorted(flags)})")
+    if not re.fullmatch(r"(.+/)?ecommerce/loadgen:[^:/]+", c["image"]) or c.get("command"):
+        fail(f"the Job runs {c['image']} {c.get('command')}, not the loadgen image's entrypoint")
+    if not any(f"{base}/readyz" in " ".join(i.get("command") or []) for i in spec.get("initContainers") or []):
+        fail("the Job does not wait for the gateway before its set-up")
+    env = {e["name"]: e for e in c.get("env") or []}
+    ref = (env.get("ADMIN_PASSWORD", {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    if env.get("ADMIN_USERNAME", {}).get("value") != values["admin"]["username"] or ref.get("name") != secret["metadata"]["name"]:
+        fail(f"the Job does not log in as admin.username with the release Secret's ADMIN_PASSWORD: {c.get('env')}")
+    same = jobs(values)[0]["metadata"]["name"]
+    values["loadgen"]["rate"] = values["loadgen"]["rate"] + 1
+    if same != job["metadata"]["name"] or jobs(values)[0]["metadata"]["name"] == same:
+        fail("the Job's name does not follow its settings (an upgrade could not replace it)")
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy"
+                  and d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "gateway")
+    if not any(selector_matches(p["podSelector"], pod_labels(job)) for r in policy["spec"]["ingress"]
+               for p in r.get("from") or [] if "podSelector" in p and "namespaceSelector" not in p):
+        fail("the gateway's NetworkPolicy (gatewayFrom set) does not admit the loadgen Job")
+
+
+def pod_labels_of(doc: dict) -> dict:
+    return doc["metadata"].get("labels") or {} if doc["kind"] == "Pod" else pod_labels(doc)
+
+
 def peer_component(peer: dict) -> str | None:
     """The chart component a pod-selector peer of the same namespace picks."""
     if "namespaceSelector" in peer or "ipBlock" in peer:
@@ -521,10 +701,11 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
     policies = {d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component"): d
                 for d in by_kind.get("NetworkPolicy", {}).values()}
     nats_port = 4222
-    if not merged["nats"]["enabled"]:
+    wants = profile(merged)
+    if not wants["nats"]:
         m = re.search(r":(\d+)$", merged["externalNats"]["url"].split("://", 1)[-1].split("/")[0])
         nats_port = int(m.group(1)) if m else 4222
-    db_port = 5432 if merged["postgresql"]["enabled"] else merged["externalDatabase"]["port"]
+    db_port = 5432 if wants["postgresql"] else merged["externalDatabase"]["port"]
     otlp = merged["tracing"]["otlpEndpoint"]
     otlp_port = None
     if otlp:
@@ -556,6 +737,8 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
                 fail(f"{where}: an ingress rule for ports {ports}: the scrapers reach only {METRICS_PORTS[s]}, callers only {PORTS[s]}")
             if s != "gateway" and not rule.get("from"):
                 fail(f"{where} admits everyone")
+            if s == "gateway" and rule.get("from") == [release_clients_peer(merged)] and merged["networkPolicy"]["gatewayFrom"]:
+                continue
             if s == "gateway" and rule.get("from") != (merged["networkPolicy"]["gatewayFrom"] or None):
                 fail(f"{where}: the API admits {rule.get('from')}, not gatewayFrom")
             for peer in rule.get("from") or []:
@@ -642,6 +825,56 @@ def check_operator_install_parity(chart: helm.Chart) -> None:
             fail(f"{'.'.join(field)}: chart {a!r}, k8s/operator {b!r}: switching install method would hit an immutable field")
     if pod_spec(dep)["serviceAccountName"] != pod_spec(manifest)["serviceAccountName"]:
         fail("the ServiceAccounts differ")
+
+
+def check_default_profile(chart: helm.Chart) -> None:
+    manifests = render(chart, None)
+    docs = rendered_docs(manifests)
+    components = {(d["kind"], d["metadata"]["labels"].get("app.kubernetes.io/component")) for d in docs}
+    for want in (("StatefulSet", "postgresql"), ("StatefulSet", "nats"), ("Secret", "secrets")):
+        if want not in components:
+            fail(f"the defaults render no {want[0]} {want[1]}")
+    env = {d["data"].get("APP_ENV") for d in docs if d["kind"] == "ConfigMap"}
+    if env != {"development"}:
+        fail(f"the defaults set APP_ENV {sorted(env)}")
+    if any(d["kind"] == "Job" for d in docs):
+        fail("the defaults render hook Jobs that would precede their database")
+    if "DEVELOPMENT PROFILE" not in manifests["ecommerce/templates/NOTES.txt"]:
+        fail("NOTES.txt does not say the defaults are the development profile")
+
+
+def check_generated_secret(chart_dir: Path) -> None:
+    """`lookup` returns nothing without a cluster, so the chart's one call of
+    it (ecommerce.existingSecretData) is replaced in a copy by the data of a
+    Secret the release already has: an upgrade must keep every value."""
+    def secret_of(chart, values=None, **kw):
+        docs = rendered_docs(render(chart, values, **kw))
+        return next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    chart = helm.Chart.load(str(chart_dir))
+    first, second = secret_of(chart), secret_of(chart)
+    if any(first[k] == second[k] for k in first):
+        fail(f"two installs share generated values: {sorted(k for k in first if first[k] == second[k])}")
+    helpers = (chart_dir / "templates/_helpers.tpl").read_text()
+    define = re.search(r'(\{\{- define "ecommerce.existingSecretData" -\}\}\n)(.*?)(\n\{\{- end \}\})', helpers, re.S)
+    if not define or "lookup" not in define.group(2) or helpers.count("lookup ") != 1:
+        fail("templates/_helpers.tpl: expected the chart's only lookup in ecommerce.existingSecretData")
+    if any("lookup " in p.read_text() for p in (chart_dir / "templates").glob("*.yaml")):
+        fail("a template calls lookup outside ecommerce.existingSecretData")
+    import base64
+    kept = {k: f"kept-{k}-" + "x" * 40 for k in ("DB_PASSWORD", "JWT_SECRET", "INTERNAL_AUTH_TOKEN", "ADMIN_PASSWORD")}
+    stub = "{{- toYaml (dict " + " ".join(f'"{k}" "{base64.b64encode(v.encode()).decode()}"' for k, v in kept.items()) + ") }}"
+    with tempfile.TemporaryDirectory(prefix="packaging-") as tmp:
+        copy_dir = Path(tmp) / "ecommerce"
+        shutil.copytree(chart_dir, copy_dir)
+        (copy_dir / "templates/_helpers.tpl").write_text(helpers.replace(define.group(0), define.group(1) + stub + define.group(3)))
+        upgraded = helm.Chart.load(str(copy_dir))
+        admin = {"admin": {"username": "admin", "email": "admin@example.com"}}
+        again = secret_of(upgraded, admin, is_install=False, is_upgrade=True, revision=2)
+        if again != kept:
+            fail(f"an upgrade rotates {sorted(k for k in kept if again.get(k) != kept[k])}")
+        given = deep_merge(admin, {"secrets": {"values": {"jwtSecret": "given-" + "j" * 40}}})
+        if secret_of(upgraded, given, is_install=False, is_upgrade=True, revision=2)["JWT_SECRET"] != "given-" + "j" * 40:
+            fail("secrets.values.jwtSecret does not win over the value already in the Secret")
 
 
 def must_fail_render(chart: helm.Chart, values: dict | None, needle: str) -> None:
@@ -873,11 +1106,34 @@ def check_dockerfile() -> None:
             fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {port}")
         if "/usr/local/bin/busybox" in hc[0] and not any("/usr/local/bin/busybox" in r for c in chain for w, r in c["lines"] if w == "COPY"):
             fail(f"Dockerfile {s}: HEALTHCHECK uses busybox, which the image lacks")
+    check_dockerfile_tools(stages)
     ignore = (ROOT / ".dockerignore").read_text().split()
     for entry in ("target/", ".git", ".run", ".venv"):
         if entry not in ignore and entry.rstrip("/") not in ignore:
             fail(f".dockerignore lacks {entry}")
     check_dockerfile_binaries(stages, ignore)
+
+
+# Workspace binaries imaged like the services (from `binaries`) that serve
+# nothing: no port, no health check (tools/loadgen, the chart's loadgen Job).
+TOOLS = ["loadgen"]
+
+
+def check_dockerfile_tools(stages: dict) -> None:
+    for s in TOOLS:
+        st = stages.get(s)
+        if st is None:
+            fail(f"Dockerfile: no target {s}")
+        chain = stage_chain(stages, s)
+        if chain[1:2] != [stages["runtime"]]:
+            fail(f"Dockerfile {s}: not built FROM runtime like the services")
+        words = [w for w, _ in st["lines"]]
+        if [r for w, r in st["lines"] if w == "ENTRYPOINT"] != [f'["/usr/local/bin/{s}"]']:
+            fail(f"Dockerfile {s}: ENTRYPOINT is not [\"/usr/local/bin/{s}\"]")
+        if {"EXPOSE", "HEALTHCHECK", "CMD", "RUN", "USER"} & set(words):
+            fail(f"Dockerfile {s}: a tool has only its binary and ENTRYPOINT on runtime (found {words})")
+        if [r for w, r in st["lines"] if w == "COPY"] != [f"--from=binaries /out/{s} /usr/local/bin/{s}"]:
+            fail(f"Dockerfile {s}: the binary is not copied from binaries to /usr/local/bin/{s}")
 
 
 def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
@@ -894,7 +1150,14 @@ def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
         fail("Dockerfile: no prebuilt stage (BINARIES=prebuilt)")
     builder_copies = " ".join(r for w, r in stages["builder"]["lines"] if w == "RUN")
     prebuilt_copies = " ".join(r for w, r in stages["prebuilt"]["lines"] if w == "COPY")
-    for s in SERVICES:
+    pkgs = " ".join(r for w, r in stages["builder"]["lines"] if w == "ARG" and r.startswith("PACKAGES"))
+    compose_test = (ROOT / "scripts/compose-test.sh").read_text()
+    for s in TOOLS:
+        if f"-p {s}" not in pkgs or not re.search(rf"for s in [^;]*\b{s}\b", builder_copies):
+            fail(f"Dockerfile: the builder does not build {s} into /out/{s}")
+        if not re.search(rf"for s in [^;]*\b{s}\b; do packages\+=", compose_test):
+            fail(f"scripts/compose-test.sh does not build {s}, which BINARIES=prebuilt copies")
+    for s in SERVICES + TOOLS:
         if f"/out/$s" not in builder_copies and f"/out/{s}" not in builder_copies:
             fail(f"Dockerfile: the builder does not leave /out/{s}")
         if f"target/release/{s} " not in prebuilt_copies + " " or not prebuilt_copies.endswith("/out/"):
@@ -1057,6 +1320,10 @@ def check_tiltfile(chart_docs_cache: dict) -> None:
         ctx, kw = built[ref]
         if kw.get("target") != s or ctx not in (".", "./") or kw.get("dockerfile", "Dockerfile") != "Dockerfile":
             fail(f"Tiltfile: docker_build {ref} is not the Dockerfile's target {s}: {ctx} {kw}")
+        copied = {r.split()[0].strip("./") for w, r in dockerfile_stages((ROOT / "Dockerfile").read_text())["builder"]["lines"]
+                  if w == "COPY" and "--from" not in r}
+        if kw.get("only") and not copied | {"Cargo.toml", "Cargo.lock"} <= set(kw["only"]):
+            fail(f"Tiltfile: docker_build {ref} sends only {kw['only']}, the builder copies {sorted(copied)} and the manifests")
     if not calls["helm"] or not calls["k8s_yaml"]:
         fail("Tiltfile: no k8s_yaml(helm(...))")
     docs = [d for batch in calls["k8s_yaml"] for d in (batch if isinstance(batch, list) else [])]
@@ -1229,17 +1496,77 @@ def check_prometheus_rule(doc: dict, series: dict[str, str], origin: str) -> Non
             for a in ("summary", "description"):
                 if not str(rule["annotations"].get(a) or "").strip():
                     fail(f"{where}: no {a} annotation")
-            expr = str(rule["expr"])
-            metrics = promql_metric_names(expr)
-            if not metrics:
-                fail(f"{where}: the expression reads no metric: {expr}")
-            unknown = sorted(metrics - set(series))
-            if unknown:
-                near = {u: difflib.get_close_matches(u, series, n=2) for u in unknown}
-                fail(f"{where}: {unknown} are not exported by the services (closest registered: {near})")
-            for label, value in re.findall(r'([a-z_]+)\s*=\s*"([^"]*)"', expr):
-                if f'"{value}"' not in sources:
-                    fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
+            check_promql(str(rule["expr"]), series, sources, where)
+
+
+def check_promql(expr: str, series: dict[str, str], sources: str, where: str, also: frozenset = frozenset()) -> set[str]:
+    """The expression reads metrics the services export (or `also`), and
+    every exact label value it matches is one their sources set (a Grafana
+    variable, `$name`, stands for any). Returns the metrics it reads."""
+    metrics = promql_metric_names(expr)
+    if not metrics:
+        fail(f"{where}: the expression reads no metric: {expr}")
+    unknown = sorted(metrics - set(series) - also)
+    if unknown:
+        near = {u: difflib.get_close_matches(u, series, n=2) for u in unknown}
+        fail(f"{where}: {unknown} are not exported by the services (closest registered: {near})")
+    for label, value in re.findall(r'([a-z_]+)\s*=\s*"([^"]*)"', expr):
+        if not value.startswith("$") and f'"{value}"' not in sources:
+            fail(f"{where}: {label}=\"{value}\" is a label value no service sets")
+    return metrics
+
+
+DASHBOARD_FILE = "charts/ecommerce/dashboards/order-flow.json"
+# The kubelet's cAdvisor series (kube-prometheus-stack scrapes them): a
+# process cannot export its own container's usage against its limits.
+KUBELET_METRICS = frozenset({"container_cpu_usage_seconds_total", "container_memory_working_set_bytes"})
+# What the dashboard must show, by the metric it is read from.
+DASHBOARD_COVERS = {
+    "orders by outcome": "ecommerce_consumer_events_processed_total",
+    "latency": "ecommerce_gateway_http_request_duration_seconds_bucket",
+    "outbox backlog": "ecommerce_order_outbox_backlog",
+    "consumer lag": "ecommerce_consumer_pending",
+    "dead letters": "ecommerce_consumer_dead_lettered_total",
+    "CPU per service": "container_cpu_usage_seconds_total",
+    "memory per service": "container_memory_working_set_bytes",
+}
+
+
+def check_dashboard(chart: helm.Chart) -> None:
+    """Off by default; on, one ConfigMap labelled grafana_dashboard: "1"
+    holding dashboards/order-flow.json, whose every query is scoped to the
+    $namespace variable, reads registered metrics (or the kubelet's CPU and
+    memory) and label values the services set, and which covers the order
+    flow."""
+    if any(d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})
+           for d in rendered_docs(render(chart, None))):
+        fail("the dashboard ConfigMap is rendered by default")
+    docs = rendered_docs(render(chart, {"monitoring": {"grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "Shop"}}}}))
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})]
+    if len(maps) != 1 or maps[0]["metadata"]["labels"]["grafana_dashboard"] != "1":
+        fail(f"expected one ConfigMap labelled grafana_dashboard: \"1\", got {[m['metadata'] for m in maps]}")
+    if maps[0]["metadata"].get("annotations") != {"grafana_folder": "Shop"}:
+        fail("monitoring.grafanaDashboard.annotations are not on the ConfigMap")
+    (name, text), = maps[0]["data"].items()
+    dash = json.loads(text)
+    if not name.endswith(".json") or dash != json.loads((ROOT / DASHBOARD_FILE).read_text()):
+        fail(f"the ConfigMap's {name} is not {DASHBOARD_FILE}")
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    if not {"datasource", "namespace"} <= variables or not dash.get("uid"):
+        fail(f"the dashboard lacks a uid or the datasource/namespace variables: {sorted(variables)}")
+    series, sources, read = exported_metrics(), "\n".join(Path(p).read_text() for p in metric_sources()), set()
+    panels = [p for p in dash["panels"] if p["type"] != "row"]
+    for p in panels:
+        where = f"{DASHBOARD_FILE}: panel {p['title']!r}"
+        if p.get("datasource", {}).get("uid") != "${datasource}" or not p.get("targets"):
+            fail(f"{where}: no targets, or not on the ${{datasource}} variable")
+        for target in p["targets"]:
+            if 'namespace="$namespace"' not in target["expr"]:
+                fail(f"{where}: {target['expr']} is not scoped to namespace=\"$namespace\"")
+            read |= check_promql(target["expr"], series, sources, where, KUBELET_METRICS)
+    missing = [topic for topic, metric in DASHBOARD_COVERS.items() if metric not in read]
+    if missing:
+        fail(f"the dashboard does not show {missing}")
 
 
 def render_for_cluster(chart: helm.Chart, values: dict | None, api_versions: list[str]) -> list[dict]:
@@ -1435,6 +1762,130 @@ def check_markdown_links() -> int:
 
 
 # --------------------------------------------------------------------------
+# k8s/stack/: plain manifests generated from the chart (scripts/render-k8s-stack.py)
+
+STACK_DIR = "k8s/stack"
+
+
+def stack_renderer():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("render_k8s_stack", ROOT / "scripts/render-k8s-stack.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def json_pointer_apply(doc: dict, op: dict, where: str) -> None:
+    """One RFC 6902 add/remove/replace, as kustomize applies it."""
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+    cur = doc
+    for p in parts[:-1]:
+        cur = cur[int(p)] if isinstance(cur, list) else cur[p]
+    last = parts[-1]
+    key = int(last) if isinstance(cur, list) else last
+    if op["op"] == "add":
+        if isinstance(cur, list):
+            cur.insert(key, op["value"])
+        else:
+            cur[key] = op["value"]
+    elif op["op"] in ("replace", "remove"):
+        if isinstance(cur, dict) and key not in cur or isinstance(cur, list) and key >= len(cur):
+            fail(f"{where}: {op['op']} {op['path']}: no such field")
+        if op["op"] == "replace":
+            cur[key] = op["value"]
+        else:
+            del cur[key]
+    else:
+        fail(f"{where}: op {op['op']} is not one this check applies")
+
+
+def kustomize_build(directory: Path) -> list[dict]:
+    """What `kubectl kustomize` makes of the few fields k8s/stack uses
+    (resources, secretGenerator, JSON patches by kind and name); any other
+    field fails, so this never silently builds something else."""
+    import base64
+    rel = os.path.relpath(directory, ROOT)
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(k) - {"apiVersion", "kind", "resources", "secretGenerator", "patches"}
+    if unknown or k.get("kind") != "Kustomization":
+        fail(f"{rel}/kustomization.yaml: fields {sorted(unknown)} (or kind {k.get('kind')}) that this check does not build")
+    docs: list[dict] = []
+    for res in k.get("resources") or []:
+        path = (directory / res).resolve()
+        if path.is_dir():
+            docs += kustomize_build(path)
+        elif path.is_file():
+            docs += load_docs(path.read_text(), os.path.relpath(path, ROOT))
+        else:
+            fail(f"{rel}/kustomization.yaml: resource {res} does not exist")
+    for gen in k.get("secretGenerator") or []:
+        if (gen.get("options") or {}).get("disableNameSuffixHash") is not True:
+            fail(f"{rel}: secretGenerator {gen['name']} gets a name suffix the base's references do not have")
+        literals = dict(l.split("=", 1) for l in gen["literals"])
+        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": gen["name"]}, "type": "Opaque",
+                     "data": {n: base64.b64encode(v.encode()).decode() for n, v in literals.items()}})
+    for patch in k.get("patches") or []:
+        target = patch["target"]
+        hits = [d for d in docs if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]]
+        if len(hits) != 1:
+            fail(f"{rel}: a patch targets {target}, which matches {len(hits)} objects")
+        for op in yaml.safe_load(patch["patch"]):
+            json_pointer_apply(hits[0], op, f"{rel} patch of {target['kind']}/{target['name']}")
+    return docs
+
+
+def keyed(docs: list[dict]) -> dict:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def check_k8s_stack(chart: helm.Chart, known: set[str], crds: "CrdIndex") -> None:
+    """k8s/stack/ is exactly what scripts/render-k8s-stack.py writes; its base
+    builds to the chart's production rendering and overlays/dev to its
+    development one (without Helm's labels and hooks, the Secret from the
+    generator), each object valid and held to the chart's conventions; and
+    `kubectl kustomize` (when on PATH) builds the same."""
+    mod = stack_renderer()
+    files = mod.render()
+    on_disk = {os.path.relpath(p, ROOT) for p in (ROOT / STACK_DIR).rglob("*") if p.is_file()} if (ROOT / STACK_DIR).is_dir() else set()
+    stale = sorted(set(files) ^ on_disk) + sorted(f for f in set(files) & on_disk if (ROOT / f).read_text() != files[f])
+    if stale:
+        fail(f"{stale} differ from a fresh render: run `.venv/bin/python scripts/render-k8s-stack.py`")
+    for name, profile in (("base", mod.BASE), ("overlays/dev", mod.DEV)):
+        built = kustomize_build(ROOT / STACK_DIR / name)
+        values = chart.merge_values(mod.values(profile))
+        want = keyed(mod.rendering(chart, profile).values())
+        got = keyed(built)
+        generated = {k: v for k, v in got.items() if k[0] == "Secret"}
+        for key in generated:
+            del got[key]
+        if got != want:
+            differ = sorted(set(got) ^ set(want)) + sorted(k for k in set(got) & set(want) if got[k] != want[k])
+            fail(f"{STACK_DIR}/{name} does not build to the chart's rendering: {differ[:5]}")
+        for d in built:
+            validate_object(d, f"{STACK_DIR}/{name}", crds)
+        check_workload_invariants(built, f"{STACK_DIR}/{name}")
+        check_stack_chart(list(got.values()), values, known, f"{STACK_DIR}/{name}")
+        refs = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                for d in built if d["kind"] in LONG_RUNNING for c in pod_spec(d)["containers"]
+                for e in c.get("env") or [] if "secretKeyRef" in (e.get("valueFrom") or {})}
+        if name == "overlays/dev":
+            have = {(k[1], key) for k, s in generated.items() for key in s["data"]}
+            if refs - have:
+                fail(f"{STACK_DIR}/{name}: the generated Secret lacks {sorted(refs - have)}")
+            for (secret, key) in refs:
+                if key in ("JWT_SECRET", "INTERNAL_AUTH_TOKEN") and len(mod.DEV_SECRETS[key]) < 32:
+                    fail(f"{STACK_DIR}/{name}: {key} is shorter than 32")
+        elif generated:
+            fail(f"{STACK_DIR}/{name} carries a Secret")
+        if shutil.which("kubectl"):
+            out = subprocess.run(["kubectl", "kustomize", str(ROOT / STACK_DIR / name)], capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                fail(f"kubectl kustomize {STACK_DIR}/{name}: {out.stderr.strip()[-400:]}")
+            if keyed(d for d in yaml.safe_load_all(out.stdout) if d) != keyed(built):
+                fail(f"kubectl kustomize {STACK_DIR}/{name} builds something else than this check's reading of it")
+
+
+# --------------------------------------------------------------------------
 
 def charts() -> list[Path]:
     return sorted(Path(p).parent for p in glob.glob(str(ROOT / "charts/*/Chart.yaml")))
@@ -1453,7 +1904,9 @@ def main() -> int:
     crds.schemas.update(PROMETHEUS_OPERATOR_SCHEMAS)
     cli_docs: list[dict] = []
     # CRDs first: k8s/ and every chart's crds/ folder.
-    k8s_files = sorted(glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True))
+    # kustomization.yaml is kustomize's, not an object: check_k8s_stack builds it.
+    k8s_files = sorted(f for f in glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True)
+                       if Path(f).name != "kustomization.yaml")
     crd_files = k8s_files + sorted(glob.glob(str(ROOT / "charts/*/crds/**/*.yaml"), recursive=True))
     k8s_docs: dict[str, list[dict]] = {}
 
@@ -1509,7 +1962,7 @@ def main() -> int:
             docs = r.check(f"render + validate + workload invariants: {label}", render_and_validate)
             if docs and cname == "ecommerce":
                 merged = chart.merge_values(copy.deepcopy(values))
-                r.check(f"stack conventions (ports, probes, env names, secrets, NetworkPolicies): {label}",
+                r.check(f"stack conventions (ports, probes, env names, secrets, NetworkPolicies, PDB, spread, preStop): {label}",
                         check_stack_chart, docs, merged, known, label)
             if vf:
                 r.check(f"upgrade render: {label}", lambda values=values: rendered_docs(render(chart, values, is_install=False, is_upgrade=True, revision=2)))
@@ -1520,18 +1973,25 @@ def main() -> int:
             no_secret.setdefault("secrets", {})["existingSecret"] = ""
             r.check("production values without secrets.existingSecret fail to render",
                     must_fail_render, chart, no_secret, "secrets.existingSecret")
-            r.check("the chart's defaults alone fail to render (no secret in production)",
-                    must_fail_render, chart, None, "secrets.existingSecret")
-            with_created = copy.deepcopy(prod)
-            with_created["secrets"].update({"create": True, "values": {"dbPassword": "x", "jwtSecret": "y" * 40, "adminPassword": "z"}})
-            r.check("production refuses secrets.create (secrets in values)",
-                    must_fail_render, chart, with_created, "development only")
+            r.check("appEnv=production alone fails to render (no secret)",
+                    must_fail_render, chart, {"appEnv": "production"}, "secrets.existingSecret")
+            with_values = copy.deepcopy(prod)
+            with_values["secrets"]["values"] = {"jwtSecret": "y" * 40}
+            r.check("production refuses secrets.values (secrets in values)",
+                    must_fail_render, chart, with_values, "development only")
+            r.check("the chart's defaults are the development profile: APP_ENV=development, in-cluster PostgreSQL and NATS, "
+                    "a generated Secret, no migration hooks, NOTES.txt says so",
+                    check_default_profile, chart)
+            r.check("the generated Secret: random at install, every value read back on upgrade (lookup stood in for), given values win",
+                    check_generated_secret, chart_dir)
             short = copy.deepcopy(ci.get("dev-values") or {})
             short.setdefault("secrets", {}).setdefault("values", {})["jwtSecret"] = "too-short"
             r.check("development refuses a JWT secret under 32 bytes", must_fail_render, chart, short, "32 bytes")
-            no_db = copy.deepcopy(ci.get("defaults-values") or {})
+            r.check("development with externalDatabase.host and no existingSecret needs that database's password",
+                    must_fail_render, chart, {"externalDatabase": {"host": "db.example"}}, "secrets.values.dbPassword")
+            no_db = copy.deepcopy(ci.get("minimal-production-values") or {})
             no_db.pop("externalDatabase", None)
-            r.check("no database configured fails to render", must_fail_render, chart, no_db, "externalDatabase.host")
+            r.check("production without a database fails to render", must_fail_render, chart, no_db, "externalDatabase.host")
             typo = copy.deepcopy(ci.get("defaults-values") or {})
             typo["replicas"] = 3
             r.check("values.schema.json rejects unknown keys", must_fail_render, chart, typo, "replicas")
@@ -1554,16 +2014,51 @@ def main() -> int:
                     if f"{s}:{PORTS[s]}" not in text.replace("ci-ecommerce-", ""):
                         fail(f"NOTES.txt does not list {s}")
             r.check("NOTES.txt renders and lists every service", notes)
+            r.check("Grafana dashboard: off by default; a grafana_dashboard ConfigMap of dashboards/order-flow.json whose queries read "
+                    "registered metrics (or the kubelet's CPU/memory) per namespace and cover orders, latency, outbox, lag, dead letters, CPU, memory",
+                    check_dashboard, chart)
+            r.check("loadgen Job: off by default; runs the loadgen image against the gateway's Service with flags its clap Args declare, "
+                    "as the admin, named by its settings, refused without an admin, admitted by the gateway's NetworkPolicy",
+                    check_loadgen, chart, ci)
+            r.check("helm test: Pods reading the gateway's /readyz and GET /products, deleted when they pass, admitted by its NetworkPolicy",
+                    check_helm_tests, chart, ci)
             r.check("monitoring: off by default and without monitoring.coreos.com/v1, each kind on when the cluster serves it; the PrometheusRule's alerts read "
                     f"metrics the services export, the PodMonitor scrapes every service's metrics port, {RULES_FILE} is its rendering",
                     check_monitoring, chart, ci, crds)
 
         if cname == "ecommerce":
+            def readme_values():
+                import importlib.util
+                spec = importlib.util.spec_from_file_location("render_chart_readme", ROOT / "scripts/render-chart-readme.py")
+                mod = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(mod)
+                readme = (chart_dir / "README.md").read_text()
+                if mod.readme_with_table(readme) != readme:
+                    fail("charts/ecommerce/README.md's values table differs from values.yaml: run `.venv/bin/python scripts/render-chart-readme.py`")
+                documented = {row[0] for row in mod.rows((chart_dir / "values.yaml").read_text())}
+                leaves = set()
+
+                def walk(v, path):
+                    if isinstance(v, dict) and v:
+                        for k, x in v.items():
+                            walk(x, path + [k])
+                    else:
+                        leaves.add(".".join(path))
+                walk(chart.values, [])
+                missing = sorted(l for l in leaves if l not in documented and not any(l.startswith(d + ".") for d in documented))
+                if missing:
+                    fail(f"values the README's table leaves out: {missing[:8]}")
+            r.check("charts/ecommerce/README.md: its values table is scripts/render-chart-readme.py's from values.yaml, with every value",
+                    readme_values)
+            r.check(f"{STACK_DIR}: equals a fresh scripts/render-k8s-stack.py; base and overlays/dev build (kustomize's way, and with "
+                    "kubectl kustomize when on PATH) to the chart's production and development renderings, valid and conventional",
+                    check_k8s_stack, chart, known, crds)
             def network_policies_by_default():
                 merged = chart.merge_values(None)
-                if merged["networkPolicy"]["enabled"] is not True:
-                    fail("networkPolicy.enabled is not true by default")
-            r.check("ecommerce: NetworkPolicies are on by default", network_policies_by_default)
+                for key in ("networkPolicy", "podDisruptionBudget", "topologySpread"):
+                    if merged[key]["enabled"] is not True:
+                        fail(f"{key}.enabled is not true by default")
+            r.check("ecommerce: NetworkPolicies, PodDisruptionBudgets and topology spread are on by default", network_policies_by_default)
         if cname == "ecommerce-operator":
             r.check("ecommerce-operator: RBAC rules are k8s/operator/10-rbac.yaml's; with watchNamespace a Role there and no cluster-wide write",
                     check_operator_rbac, chart)

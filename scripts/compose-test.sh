@@ -93,7 +93,7 @@ if [ "$(ldd --version | head -1 | grep -o '[0-9.]*$')" != "2.36" ]; then
   fail "BINARIES=prebuilt needs a glibc 2.36 (Debian 12) host like the runtime image; this one has $(ldd --version | head -1)"
 fi
 packages=()
-for s in "${SERVICES[@]}"; do packages+=(-p "$s"); done
+for s in "${SERVICES[@]}" loadgen; do packages+=(-p "$s"); done  # the Dockerfile's prebuilt stage copies loadgen too
 cargo build --release --locked "${packages[@]}"
 
 # --- 3. images ---------------------------------------------------------------

@@ -18,6 +18,11 @@ order: [inventory, producer]
 consumer: [inventory, order]
 {{- end }}
 
+{{/* The release's own clients of the gateway's API: `helm test` pods, the load generator. */}}
+{{- define "ecommerce.gatewayClients" -}}
+test loadgen
+{{- end }}
+
 {{/* The port of a URL (`scheme://host:port/...`), or .default without one. */}}
 {{- define "ecommerce.urlPort" -}}
 {{- $authority := regexReplaceAll "^[a-z0-9+.-]+://" .url "" | splitList "/" | first | splitList "@" | last }}
@@ -99,39 +104,69 @@ long fullname is shortened, never the component, so names stay distinct.
 {{- end }}
 
 {{/*
+The development profile (appEnv: development, the default) brings what a
+local cluster lacks: the in-cluster PostgreSQL unless externalDatabase.host is
+set, NATS unless externalNats.url is set, and a generated Secret unless
+secrets.existingSecret is set. postgresql.enabled and nats.enabled force theirs
+in either profile. Each gives "true" or "".
+*/}}
+{{- define "ecommerce.development" -}}
+{{- if eq .Values.appEnv "development" }}true{{ end }}
+{{- end }}
+
+{{- define "ecommerce.postgresql" -}}
+{{- if or .Values.postgresql.enabled (and (include "ecommerce.development" .) (not .Values.externalDatabase.host)) }}true{{ end }}
+{{- end }}
+
+{{- define "ecommerce.nats" -}}
+{{- if or .Values.nats.enabled (and (include "ecommerce.development" .) (not .Values.externalNats.url)) }}true{{ end }}
+{{- end }}
+
+{{- define "ecommerce.secretCreated" -}}
+{{- if and (include "ecommerce.development" .) (not .Values.secrets.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{/*
+The data of the release's Secret as the cluster has it (empty for
+`helm template` and on first install): generated values are read back from
+it. scripts/check-packaging.py stands in for the cluster by replacing this.
+*/}}
+{{- define "ecommerce.existingSecretData" -}}
+{{- toYaml ((lookup "v1" "Secret" .Release.Namespace (include "ecommerce.secretName" .)).data | default dict) }}
+{{- end }}
+
+{{/*
 Refuses settings that cannot work. Included by every service's Deployment, so
 a bad combination fails the render.
 */}}
 {{- define "ecommerce.validate" -}}
 {{- $v := .Values }}
-{{- if eq $v.appEnv "production" }}
+{{- if not (include "ecommerce.development" .) }}
 {{- if not $v.secrets.existingSecret }}
 {{- fail "appEnv is production: set secrets.existingSecret to a Secret holding DB_PASSWORD, JWT_SECRET and INTERNAL_AUTH_TOKEN (and ADMIN_PASSWORD with admin.username); production secrets never come from values" }}
 {{- end }}
-{{- if $v.secrets.create }}
-{{- fail "secrets.create is for development only: with appEnv production use secrets.existingSecret" }}
-{{- end }}
-{{- else }}
-{{- if and (not $v.secrets.existingSecret) (not $v.secrets.create) }}
-{{- fail "set secrets.existingSecret, or secrets.create with secrets.values (development)" }}
-{{- end }}
-{{- if and $v.secrets.create (not $v.secrets.existingSecret) }}
-{{- if lt (len $v.secrets.values.jwtSecret) 32 }}
-{{- fail "secrets.values.jwtSecret must be at least 32 bytes" }}
-{{- end }}
-{{- if and $v.postgresql.enabled (not $v.secrets.values.dbPassword) }}
-{{- fail "postgresql.enabled needs secrets.values.dbPassword (the in-cluster PostgreSQL's password)" }}
-{{- end }}
-{{- if and $v.admin.username (not $v.secrets.values.adminPassword) }}
-{{- fail "admin.username needs secrets.values.adminPassword" }}
+{{- range $value, $secret := $v.secrets.values }}
+{{- if $secret }}
+{{- fail (printf "secrets.values.%s is for development only: with appEnv production the secrets come from secrets.existingSecret" $value) }}
 {{- end }}
 {{- end }}
 {{- end }}
-{{- if and (not $v.postgresql.enabled) (not $v.externalDatabase.host) }}
-{{- fail "set externalDatabase.host, or postgresql.enabled=true (development)" }}
+{{- if include "ecommerce.secretCreated" . }}
+{{- range $value := list "jwtSecret" "internalAuthToken" }}
+{{- $secret := index $v.secrets.values $value }}
+{{- if and $secret (lt (len $secret) 32) }}
+{{- fail (printf "secrets.values.%s must be at least 32 bytes (or empty: generated)" $value) }}
 {{- end }}
-{{- if and (not $v.nats.enabled) (not $v.externalNats.url) }}
-{{- fail "set externalNats.url (nats://host:4222), or nats.enabled=true (development)" }}
+{{- end }}
+{{- if and (not (include "ecommerce.postgresql" .)) (not $v.secrets.values.dbPassword) }}
+{{- fail "externalDatabase.host without secrets.existingSecret needs secrets.values.dbPassword (that database's password: only the in-cluster PostgreSQL's is generated)" }}
+{{- end }}
+{{- end }}
+{{- if and (not (include "ecommerce.postgresql" .)) (not $v.externalDatabase.host) }}
+{{- fail "appEnv is production: set externalDatabase.host (or postgresql.enabled=true)" }}
+{{- end }}
+{{- if and (not (include "ecommerce.nats" .)) (not $v.externalNats.url) }}
+{{- fail "appEnv is production: set externalNats.url (nats://host:4222) (or nats.enabled=true)" }}
 {{- end }}
 {{- if or (and $v.admin.username (not $v.admin.email)) (and $v.admin.email (not $v.admin.username)) }}
 {{- fail "admin.username and admin.email go together (with the secret's ADMIN_PASSWORD)" }}
@@ -180,7 +215,7 @@ services' READMEs). (dict "root" $ "component" "order")
 {{- $_ := set $env "GRPC_REQUEST_TIMEOUT_MS" (toString $v.grpc.requestTimeoutMs) }}
 {{- end }}
 {{- if has $name (splitList " " (include "ecommerce.dbServices" $root)) }}
-{{- if $v.postgresql.enabled }}
+{{- if include "ecommerce.postgresql" $root }}
 {{- $_ := set $env "DB_HOST" (include "ecommerce.componentName" (dict "root" $root "component" "postgresql")) }}
 {{- $_ := set $env "DB_PORT" "5432" }}
 {{- $_ := set $env "DB_USER" "postgres" }}
@@ -189,7 +224,7 @@ services' READMEs). (dict "root" $ "component" "order")
 {{- $_ := set $env "DB_PORT" (toString $v.externalDatabase.port) }}
 {{- $_ := set $env "DB_USER" $v.externalDatabase.user }}
 {{- end }}
-{{- if $v.postgresql.enabled }}
+{{- if include "ecommerce.postgresql" $root }}
 {{- /* The in-cluster PostgreSQL starts with the release: wait longer for it than the 30 s default. */}}
 {{- $_ := set $env "DB_CONNECT_WAIT_MS" "120000" }}
 {{- end }}
@@ -197,7 +232,7 @@ services' READMEs). (dict "root" $ "component" "order")
 {{- $_ := set $env "DB_MAX_CONNECTIONS" (toString $v.externalDatabase.maxConnections) }}
 {{- end }}
 {{- if has $name (list "producer" "consumer") }}
-{{- if $v.nats.enabled }}
+{{- if include "ecommerce.nats" $root }}
 {{- $_ := set $env "NATS_ADDR" (printf "nats://%s:4222" (include "ecommerce.componentName" (dict "root" $root "component" "nats"))) }}
 {{- $_ := set $env "NATS_CONNECT_WAIT_MS" "120000" }}
 {{- else }}
