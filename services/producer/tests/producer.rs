@@ -214,3 +214,96 @@ async fn answers_unavailable_while_nats_is_down_and_recovers() {
     .await;
     assert!(!published.into_inner().duplicate);
 }
+
+#[tokio::test]
+async fn a_batch_publishes_every_valid_event_with_its_own_trace_and_refuses_the_rest() {
+    use proto::producer::v1::{BatchEvent, PublishBatchRequest, batch_event, publish_batch_result};
+    let mut producer = start_producer().await;
+    let ids: Vec<String> = (0..5).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let traceparent = |n: usize| format!("00-{:032x}-{:016x}-01", n + 1, n + 1);
+    let mut events: Vec<BatchEvent> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| BatchEvent {
+            event: Some(batch_event::Event::Created(created(id))),
+            trace_context: [("traceparent".to_owned(), traceparent(n))].into(),
+        })
+        .collect();
+    // A repeat of the first, an event without items, and an empty entry.
+    events.push(events[0].clone());
+    let mut no_items = created(&uuid::Uuid::new_v4().to_string());
+    no_items.items.clear();
+    events.push(BatchEvent {
+        event: Some(batch_event::Event::Created(no_items)),
+        trace_context: Default::default(),
+    });
+    events.push(BatchEvent::default());
+    let results: Vec<publish_batch_result::Result> = producer
+        .client
+        .publish_batch(PublishBatchRequest { events })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.result.unwrap())
+        .collect();
+    assert_eq!(results.len(), 8);
+    let published: Vec<_> = results[..6]
+        .iter()
+        .map(|r| match r {
+            publish_batch_result::Result::Published(p) => p.clone(),
+            other => panic!("expected published, got {other:?}"),
+        })
+        .collect();
+    assert!(published[..5].iter().all(|p| !p.duplicate));
+    assert!(
+        published[5].duplicate,
+        "the repeat is deduplicated by the stream"
+    );
+    assert_eq!(published[5].sequence, published[0].sequence);
+    for refused in &results[6..] {
+        match refused {
+            publish_batch_result::Result::Error(e) => {
+                assert_eq!(tonic::Code::from_i32(e.code), tonic::Code::InvalidArgument)
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    // Each message carries the trace of its own event.
+    let js = producer.nats.jetstream().await;
+    let stream = js.get_stream(&producer.nats.stream).await.unwrap();
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.fetch().max_messages(5).messages().await.unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let message = messages.next().await.unwrap().unwrap();
+        let headers = message.headers.clone().unwrap();
+        assert_eq!(
+            headers.get("Nats-Msg-Id").unwrap().as_str(),
+            format!("{id}.order.created")
+        );
+        let trace_id = &traceparent(n)[3..35];
+        assert!(
+            headers
+                .get("traceparent")
+                .unwrap()
+                .as_str()
+                .contains(trace_id),
+            "message {n} continues its event's trace"
+        );
+    }
+    assert!(
+        producer
+            .process
+            .terminate(Duration::from_secs(10))
+            .await
+            .success()
+    );
+}

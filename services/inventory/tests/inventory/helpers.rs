@@ -1,4 +1,4 @@
-use inventory::application::{Inventory, InventoryError};
+use inventory::application::{BatchedOrder, Inventory, InventoryError};
 use inventory::domain::{ApplyOutcome, ApplyResult, Product};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use testkit::TestDb;
@@ -76,4 +76,45 @@ pub fn invalid_fields(error: InventoryError) -> Vec<String> {
 
 pub fn applied(result: &ApplyResult) -> bool {
     result.outcome == ApplyOutcome::Applied
+}
+
+impl App {
+    /// One ApplyOrders batch: each order's answer, in their order.
+    pub async fn apply_batch(
+        &self,
+        orders: &[(uuid::Uuid, Vec<(&Product, u32)>)],
+    ) -> Vec<Result<ApplyResult, InventoryError>> {
+        let batch: Vec<BatchedOrder> = orders
+            .iter()
+            .map(|(order_id, items)| BatchedOrder {
+                order_id: order_id.to_string(),
+                items: items.iter().map(|(p, q)| (p.id.to_string(), *q)).collect(),
+                span: tracing::Span::none(),
+            })
+            .collect();
+        self.inventory
+            .apply_orders(&batch)
+            .await
+            .expect("apply the batch")
+    }
+
+    /// Rows of the ledger (one per order recorded) and of its lines.
+    pub async fn ledger_rows(&self) -> (i64, i64) {
+        let count = |table: &'static str| async move {
+            self.conn
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    format!("SELECT count(*) AS n FROM {table}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get::<i64>("", "n")
+                .unwrap()
+        };
+        (
+            count("order_ledger").await,
+            count("order_ledger_lines").await,
+        )
+    }
 }

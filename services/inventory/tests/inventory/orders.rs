@@ -369,3 +369,105 @@ async fn the_same_order_delivered_five_times_at_once_changes_stock_once() {
     assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
     assert_eq!(app.stock(&p).await, before + 10);
 }
+
+#[tokio::test]
+async fn a_batch_decides_its_orders_one_after_the_other_in_one_transaction() {
+    let app = app().await;
+    let a = app.product("A", 10, "1.00").await;
+    let b = app.product("B", 3, "2.00").await;
+    let orders: Vec<(Uuid, Vec<(&_, u32)>)> = (0..12)
+        .map(|i| {
+            let items = if i % 3 == 0 {
+                vec![(&a, 1), (&b, 1)]
+            } else {
+                vec![(&a, 1)]
+            };
+            (Uuid::new_v4(), items)
+        })
+        .collect();
+    let results = app.apply_batch(&orders).await;
+    let outcomes: Vec<ApplyOutcome> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().outcome)
+        .collect();
+    // In order, against what the earlier ones left: 0, 3 and 6 take one of
+    // B's three, so 9 (which wants B too) is refused and 10 takes A's last
+    // unit; 11 finds none.
+    let refused = [9, 11];
+    for (i, outcome) in outcomes.iter().enumerate() {
+        let expected = if refused.contains(&i) {
+            ApplyOutcome::InsufficientStock
+        } else {
+            ApplyOutcome::Applied
+        };
+        assert_eq!(*outcome, expected, "order {i}: {outcomes:?}");
+    }
+    assert!(results.iter().all(|r| !r.as_ref().unwrap().replayed));
+    assert_eq!((app.stock(&a).await, app.stock(&b).await), (0, 0));
+    // Ten orders applied, three of them with two lines.
+    let lines: i64 = 10 + 3;
+    assert_eq!(app.ledger_rows().await, (12, lines));
+}
+
+#[tokio::test]
+async fn a_batch_answers_repeats_and_bad_orders_without_changing_the_rest() {
+    let app = app().await;
+    let a = app.product("A", 10, "1.00").await;
+    let earlier = Uuid::new_v4();
+    assert!(applied(&app.apply(earlier, &[(&a, 2)]).await));
+    let twice = Uuid::new_v4();
+    let fresh = Uuid::new_v4();
+    let results = app
+        .apply_batch(&[
+            (earlier, vec![(&a, 2)]),
+            (twice, vec![(&a, 3)]),
+            (Uuid::nil(), vec![(&a, 0)]),
+            (twice, vec![(&a, 3)]),
+            (fresh, vec![(&a, 1)]),
+        ])
+        .await;
+    let earlier_again = results[0].as_ref().unwrap();
+    assert!(applied(earlier_again) && earlier_again.replayed);
+    let first = results[1].as_ref().unwrap();
+    assert!(applied(first) && !first.replayed);
+    match &results[2] {
+        Err(inventory::application::InventoryError::Invalid(invalid)) => {
+            assert!(!invalid.0.is_empty())
+        }
+        other => panic!("expected invalid input, got {other:?}"),
+    }
+    let repeat = results[3].as_ref().unwrap();
+    assert!(
+        applied(repeat) && repeat.replayed,
+        "the same order twice in a batch is taken once"
+    );
+    assert!(applied(results[4].as_ref().unwrap()));
+    assert_eq!(app.stock(&a).await, 10 - 2 - 3 - 1);
+}
+
+#[tokio::test]
+async fn batches_racing_over_the_same_orders_take_each_orders_stock_once() {
+    let app = Arc::new(app().await);
+    app.warm_pool().await;
+    let a = app.product("A", 100, "1.00").await;
+    let b = app.product("B", 100, "1.00").await;
+    let orders: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+    // Four batches at once, each with all twenty orders in its own order:
+    // the ledger lets each order take its stock once, whichever batch wins.
+    let racing = (0..4).map(|round| {
+        let app = app.clone();
+        let (a, b) = (a.clone(), b.clone());
+        let mut ids = orders.clone();
+        ids.rotate_left(round * 5);
+        async move {
+            let batch: Vec<(Uuid, Vec<(&_, u32)>)> =
+                ids.iter().map(|id| (*id, vec![(&a, 1), (&b, 2)])).collect();
+            app.apply_batch(&batch).await
+        }
+    });
+    for results in join_all(racing).await {
+        assert!(results.iter().all(|r| applied(r.as_ref().unwrap())));
+    }
+    assert_eq!((app.stock(&a).await, app.stock(&b).await), (80, 60));
+    assert_eq!(app.ledger_rows().await, (20, 40));
+}

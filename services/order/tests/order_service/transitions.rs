@@ -334,3 +334,80 @@ async fn a_rejection_reason_with_control_characters_is_recorded_not_an_internal_
     assert_eq!(order.status, S::Rejected as i32);
     assert_eq!(order.status_reason, "out of stock");
 }
+
+#[tokio::test]
+async fn record_outcomes_answers_each_order_as_record_outcome_would() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let owner = customer();
+    let confirm = h.pending_order(&owner).await;
+    let reject = h.pending_order(&owner).await;
+    let twice = h.pending_order(&owner).await;
+    let done = order_in(&h, &owner, S::Confirmed).await;
+    let refused = order_in(&h, &owner, S::Rejected).await;
+    let item = |id: &str, outcome: pb::OrderOutcome, reason: &str| pb::RecordOutcomesItem {
+        outcome: Some(pb::RecordOutcomeRequest {
+            order_id: id.into(),
+            outcome: outcome as i32,
+            reason: reason.into(),
+        }),
+        trace_context: Default::default(),
+    };
+    let answer = h
+        .client
+        .clone()
+        .record_outcomes(pb::RecordOutcomesRequest {
+            outcomes: vec![
+                item(&confirm.id, pb::OrderOutcome::Confirmed, ""),
+                item(&reject.id, pb::OrderOutcome::Rejected, "insufficient stock"),
+                item(&twice.id, pb::OrderOutcome::Confirmed, ""),
+                item(&twice.id, pb::OrderOutcome::Confirmed, ""),
+                item(&done.id, pb::OrderOutcome::Confirmed, ""),
+                item(&refused.id, pb::OrderOutcome::Confirmed, ""),
+                item(
+                    &uuid::Uuid::new_v4().to_string(),
+                    pb::OrderOutcome::Confirmed,
+                    "",
+                ),
+                item("not-an-id", pb::OrderOutcome::Confirmed, ""),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use pb::record_outcomes_result::Result as R;
+    let results: Vec<R> = answer
+        .results
+        .into_iter()
+        .map(|r| r.result.unwrap())
+        .collect();
+    assert!(matches!(results[0], R::Replayed(false)), "{results:?}");
+    assert!(matches!(results[1], R::Replayed(false)), "{results:?}");
+    assert!(matches!(results[2], R::Replayed(false)), "{results:?}");
+    assert!(
+        matches!(results[3], R::Replayed(true)),
+        "the same order twice: {results:?}"
+    );
+    assert!(matches!(results[4], R::Replayed(true)), "{results:?}");
+    let code = |r: &R| match r {
+        R::Error(e) => tonic::Code::from_i32(e.code),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    assert_eq!(code(&results[5]), Code::FailedPrecondition);
+    assert_eq!(code(&results[6]), Code::NotFound);
+    assert_eq!(code(&results[7]), Code::InvalidArgument);
+
+    for (order, status, reason) in [
+        (&confirm, S::Confirmed, ""),
+        (&reject, S::Rejected, "insufficient stock"),
+        (&twice, S::Confirmed, ""),
+        (&refused, S::Rejected, "out of stock"),
+    ] {
+        let now = h.get(&owner, &order.id).await.unwrap();
+        assert_eq!(now.status, status as i32, "{}", order.id);
+        assert_eq!(now.status_reason, reason);
+    }
+}
