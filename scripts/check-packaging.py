@@ -64,7 +64,10 @@ METRICS_PORTS = {
 DEFAULT_TRUSTED_PROXIES = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
 LISTEN_VAR = {s: ("API_GATEWAY_ADDR" if s == "gateway" else f"{s.upper()}_ADDR") for s in SERVICES}
 DB_SERVICES = {"inventory", "order", "user"}
-NATS_SERVICES = {"producer", "consumer"}
+# NATS_ADDR and NATS_SUBJECT_PREFIX: the order events' producer and consumer
+# (JetStream), Inventory announcing product changes and the gateways' product
+# caches hearing them (plain NATS, best effort).
+NATS_SERVICES = {"inventory", "producer", "consumer", "gateway"}
 # gRPC calls: who dials whom.
 CALLS = {
     "gateway": {"inventory", "order", "user"},
@@ -456,8 +459,13 @@ def check_stack_chart(docs: list[dict], values: dict, known: set[str], origin: s
             needs |= {"ADMIN_PASSWORD"}
             if not plain.get("ADMIN_USERNAME") or not plain.get("ADMIN_EMAIL"):
                 fail(f"{where}: admin.username is set but ADMIN_USERNAME/ADMIN_EMAIL are not")
-        if s in NATS_SERVICES and not plain.get("NATS_ADDR", "").startswith("nats://"):
-            fail(f"{where}: NATS_ADDR={plain.get('NATS_ADDR')!r}")
+        if s in NATS_SERVICES:
+            if not plain.get("NATS_ADDR", "").startswith("nats://"):
+                fail(f"{where}: NATS_ADDR={plain.get('NATS_ADDR')!r}")
+            if plain.get("NATS_SUBJECT_PREFIX") != merged["events"]["subjectPrefix"]:
+                fail(f"{where}: NATS_SUBJECT_PREFIX={plain.get('NATS_SUBJECT_PREFIX')!r}, events.subjectPrefix is {merged['events']['subjectPrefix']!r}")
+        elif any(name.startswith("NATS_") for name in plain):
+            fail(f"{where}: sets {sorted(n for n in plain if n.startswith('NATS_'))}, but {s} does not use NATS")
         for v in needs:
             ref = (refs.get(v) or {}).get("secretKeyRef")
             if not ref:
@@ -696,8 +704,9 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
     """Ingress: each service's API from its callers only (the gateway's from
     anywhere or gatewayFrom), its metrics port from metricsFrom only. Egress:
     DNS, exactly the services it calls, PostgreSQL for the database services
-    only, NATS for the producer and consumer only, the OTLP collector when
-    tracing is configured."""
+    only, NATS for the services that use it only, the OTLP collector when
+    tracing is configured. The in-cluster PostgreSQL and NATS admit exactly
+    the services (and migration Jobs) that use them."""
     policies = {d["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/component"): d
                 for d in by_kind.get("NetworkPolicy", {}).values()}
     nats_port = 4222
@@ -787,6 +796,35 @@ def check_network_policies(by_kind: dict, merged: dict, origin: str) -> None:
             expected_open.add(otlp_port)
         if open_ports != expected_open:
             fail(f"{where}: egress opens ports {sorted(open_ports)} outside its calls, expected {sorted(expected_open)} (PostgreSQL, NATS, OTLP)")
+    for dep, port, users in (("postgresql", 5432, DB_SERVICES | {f"{s}-migrate" for s in DB_SERVICES}),
+                             ("nats", 4222, NATS_SERVICES)):
+        if not wants[dep]:
+            continue
+        pol = policies.get(dep)
+        where = f"{origin}: NetworkPolicy {dep}"
+        if pol is None:
+            fail(f"{origin}: no NetworkPolicy for the in-cluster {dep}")
+        admitted = set()
+        for rule in pol["spec"].get("ingress") or []:
+            if {p["port"] for p in rule.get("ports") or []} != {port}:
+                continue
+            if not rule.get("from"):
+                fail(f"{where} admits everyone to {port}")
+            for peer in rule["from"]:
+                sel = peer.get("podSelector") or {}
+                if "namespaceSelector" in peer or "ipBlock" in peer or not sel:
+                    fail(f"{where}: port {port} admits {peer}")
+                comps = set()
+                if "app.kubernetes.io/component" in (sel.get("matchLabels") or {}):
+                    comps.add(sel["matchLabels"]["app.kubernetes.io/component"])
+                for expr in sel.get("matchExpressions") or []:
+                    if expr.get("key") == "app.kubernetes.io/component" and expr.get("operator") == "In":
+                        comps |= set(expr.get("values") or [])
+                if not comps:
+                    fail(f"{where}: port {port} admits every pod of {sel}")
+                admitted |= comps
+        if admitted != users:
+            fail(f"{where} admits {sorted(admitted)} to {port}, its users are {sorted(users)}")
 
 
 def k8s_docs_of(path: str) -> list[dict]:

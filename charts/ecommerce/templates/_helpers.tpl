@@ -9,6 +9,20 @@ inventory order user
 {{- end }}
 
 {{/*
+Services that use NATS (NATS_ADDR, NATS_SUBJECT_PREFIX): the order event
+stream's producer and consumer, and Inventory announcing product changes to
+the gateways' product caches (plain NATS, best effort: both work without it).
+*/}}
+{{- define "ecommerce.natsServices" -}}
+inventory producer consumer gateway
+{{- end }}
+
+{{/* Those of them that use the JetStream stream of order events (NATS_STREAM, NATS_DLQ_STREAM, NATS_CONNECT_WAIT_MS). */}}
+{{- define "ecommerce.streamServices" -}}
+producer consumer
+{{- end }}
+
+{{/*
 Who calls whom (gRPC): the services' addresses and their NetworkPolicies
 (egress to these only; each callee admits its callers only) follow from it.
 */}}
@@ -231,15 +245,20 @@ services' READMEs). (dict "root" $ "component" "order")
 {{- $_ := set $env "DB_NAME" $v.externalDatabase.database }}
 {{- $_ := set $env "DB_MAX_CONNECTIONS" (toString $v.externalDatabase.maxConnections) }}
 {{- end }}
-{{- if has $name (list "producer" "consumer") }}
+{{- if has $name (splitList " " (include "ecommerce.natsServices" $root)) }}
 {{- if include "ecommerce.nats" $root }}
 {{- $_ := set $env "NATS_ADDR" (printf "nats://%s:4222" (include "ecommerce.componentName" (dict "root" $root "component" "nats"))) }}
-{{- $_ := set $env "NATS_CONNECT_WAIT_MS" "120000" }}
 {{- else }}
 {{- $_ := set $env "NATS_ADDR" $v.externalNats.url }}
 {{- end }}
-{{- $_ := set $env "NATS_STREAM" $v.events.stream }}
 {{- $_ := set $env "NATS_SUBJECT_PREFIX" $v.events.subjectPrefix }}
+{{- end }}
+{{- if has $name (splitList " " (include "ecommerce.streamServices" $root)) }}
+{{- if include "ecommerce.nats" $root }}
+{{- /* The in-cluster NATS starts with the release: wait longer for it than the 30 s default. */}}
+{{- $_ := set $env "NATS_CONNECT_WAIT_MS" "120000" }}
+{{- end }}
+{{- $_ := set $env "NATS_STREAM" $v.events.stream }}
 {{- if $v.events.deadLetterStream }}
 {{- $_ := set $env "NATS_DLQ_STREAM" $v.events.deadLetterStream }}
 {{- end }}
