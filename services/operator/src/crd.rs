@@ -160,9 +160,11 @@ fn default_db_name() -> String {
     "ecommerce".to_owned()
 }
 
-/// NATS JetStream used by producer and consumer. The stream, subject prefix
-/// and durable consumer default to names of this stack's own, so that two
-/// stacks on one NATS never share events; a stack whose names another stack
+/// NATS: JetStream for the order events (producer, consumer), and plain
+/// subjects for Inventory's product change announcements to the gateways.
+/// The stream, subject prefix and durable consumer default to names of this
+/// stack's own, so that two stacks on one NATS never share events or
+/// announcements; a stack whose names another stack
 /// on the same NATS already uses is refused (condition `Degraded`,
 /// reason `EventNamesShared`).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -1015,6 +1015,28 @@ mod tests {
         let producer = &objects(&state, Service::Producer).deployment;
         assert!(env(producer, "NATS_STREAM").is_some());
         assert!(env(producer, "DB_PASSWORD").is_none());
+        // Inventory announces product changes, the gateway's cache hears
+        // them: both on the stack's own subject prefix, as the producer's.
+        for service in [Service::Gateway, Service::Inventory, Service::Producer] {
+            let deployment = &objects(&state, service).deployment;
+            for name in ["NATS_ADDR", "NATS_SUBJECT_PREFIX"] {
+                let key = env(deployment, name)
+                    .unwrap_or_else(|| panic!("{} reads {name}", service.name()))
+                    .value_from
+                    .as_ref()
+                    .unwrap()
+                    .config_map_key_ref
+                    .as_ref()
+                    .unwrap();
+                assert_eq!((key.name.as_str(), key.key.as_str()), ("shop-config", name));
+            }
+        }
+        assert!(env(gateway, "NATS_STREAM").is_none());
+        assert!(env(&objects(&state, Service::Order).deployment, "NATS_ADDR").is_none());
+        assert_eq!(
+            state.config_map.data.as_ref().unwrap()["NATS_SUBJECT_PREFIX"],
+            "testns.shop.order"
+        );
         // No secret value is ever written into a Deployment.
         for o in &state.services {
             for e in container(&o.deployment).env.as_ref().unwrap() {
@@ -1201,8 +1223,19 @@ mod tests {
         for service in Service::ALL {
             let old = config_hash_of(&objects(&before, service).deployment);
             let new = config_hash_of(&objects(&after, service).deployment);
-            let reads_nats = matches!(service, Service::Producer | Service::Consumer);
-            assert_eq!(old != new, reads_nats, "{}", service.name());
+            let reads_stream = matches!(service, Service::Producer | Service::Consumer);
+            assert_eq!(old != new, reads_stream, "{}", service.name());
+        }
+        // The subject prefix is read by every NATS user: the order events'
+        // producer and consumer, and the product change announcements'
+        // Inventory and gateway.
+        let mut changed = stack();
+        changed.spec.nats.subject_prefix = Some("other.order".into());
+        let after = desired_state(&changed).unwrap();
+        for service in Service::ALL {
+            let old = config_hash_of(&objects(&before, service).deployment);
+            let new = config_hash_of(&objects(&after, service).deployment);
+            assert_eq!(old != new, service.uses_nats(), "{}", service.name());
         }
         // Stable: the same spec gives the same hash.
         assert_eq!(

@@ -34,7 +34,11 @@ impl SecretSetting {
 }
 
 const DB: [&str; 4] = ["DB_HOST", "DB_PORT", "DB_USER", "DB_NAME"];
+/// The order events' stream (producer, consumer).
 const NATS: [&str; 3] = ["NATS_ADDR", "NATS_STREAM", "NATS_SUBJECT_PREFIX"];
+/// Product change announcements (plain NATS, `<prefix>_products.changed`):
+/// Inventory sends them, the gateways' product caches hear them.
+const NATS_ANNOUNCEMENTS: [&str; 2] = ["NATS_ADDR", "NATS_SUBJECT_PREFIX"];
 const COMMON: [&str; 2] = ["APP_ENV", "LOG_FORMAT"];
 
 impl Service {
@@ -122,13 +126,17 @@ impl Service {
         keys.push(self.addr_env());
         keys.extend(self.dials().iter().map(|s| s.addr_env()));
         match self {
-            Service::Inventory | Service::Order | Service::User => keys.extend(DB),
+            Service::Inventory => {
+                keys.extend(DB);
+                keys.extend(NATS_ANNOUNCEMENTS);
+            }
+            Service::Order | Service::User => keys.extend(DB),
             Service::Producer => keys.extend(NATS),
             Service::Consumer => {
                 keys.extend(NATS);
                 keys.push("NATS_CONSUMER_NAME");
             }
-            Service::Gateway => {}
+            Service::Gateway => keys.extend(NATS_ANNOUNCEMENTS),
         }
         keys
     }
@@ -149,9 +157,14 @@ impl Service {
         matches!(self, Service::Inventory | Service::Order | Service::User)
     }
 
-    /// Whether it talks to NATS.
+    /// Whether it talks to NATS: the order events (producer, consumer) or
+    /// the product change announcements (inventory, gateway; best effort,
+    /// both work without NATS).
     pub fn uses_nats(self) -> bool {
-        matches!(self, Service::Producer | Service::Consumer)
+        matches!(
+            self,
+            Service::Gateway | Service::Inventory | Service::Producer | Service::Consumer
+        )
     }
 }
 
@@ -169,11 +182,35 @@ mod tests {
                 "API_GATEWAY_ADDR",
                 "INVENTORY_ADDR",
                 "ORDER_ADDR",
-                "USER_ADDR"
+                "USER_ADDR",
+                "NATS_ADDR",
+                "NATS_SUBJECT_PREFIX"
             ]
         );
         assert!(Service::Order.config_keys().contains(&"PRODUCER_ADDR"));
         assert!(Service::Consumer.config_keys().contains(&"NATS_STREAM"));
         assert!(!Service::Gateway.config_keys().contains(&"DB_HOST"));
+    }
+
+    #[test]
+    fn nats_is_for_the_events_and_the_product_change_announcements() {
+        for service in Service::ALL {
+            let keys = service.config_keys();
+            assert_eq!(
+                keys.contains(&"NATS_ADDR") && keys.contains(&"NATS_SUBJECT_PREFIX"),
+                service.uses_nats(),
+                "{}",
+                service.name()
+            );
+            // Only the stream's producer and consumer read the stream.
+            assert_eq!(
+                keys.contains(&"NATS_STREAM"),
+                matches!(service, Service::Producer | Service::Consumer),
+                "{}",
+                service.name()
+            );
+        }
+        assert!(Service::Inventory.uses_nats() && Service::Gateway.uses_nats());
+        assert!(!Service::Order.uses_nats() && !Service::User.uses_nats());
     }
 }
