@@ -20,6 +20,9 @@ BASELINE_ADDR = ENV["BENCH_BASELINE_ADDR"]
 SERVICES = ["gateway", "inventory", "order", "user", "producer", "consumer"]
 TICK_US = 1_000_000 / os.sysconf("SC_CLK_TCK")
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAt", "-v", "ON_ERROR_STOP=1"]
+# make bench runs the order figure again after this many orders exist
+# (scripts/bench.sh sets it for the full run; 0 skips it).
+PREFILL_ORDERS = int(ENV.get("BENCH_PREFILL_ORDERS", "0"))
 PRODUCT_IDS = [f"00000000-0000-4000-8000-0000000000{p}" for p in range(10, 30)]
 
 
@@ -28,7 +31,10 @@ def log(msg):
 
 
 def sh(args, **kw):
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
+    done = subprocess.run(args, capture_output=True, text=True, **kw)
+    if done.returncode != 0:
+        raise SystemExit(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.stdout
 
 
 # ------------------------------------------------------------- processes
@@ -174,6 +180,33 @@ def prepare_pgbench_data():
     return sh(PSQL + ["-d", f"{DB}_user", "-c", "SELECT id FROM users ORDER BY created_at LIMIT 1"]).strip()
 
 
+def prefill(count, user_id):
+    """`count` orders as a shop that has run for a while holds them: CONFIRMED
+    orders with a line, an idempotency key and their sent outbox record, and
+    the inventory ledger's rows of them."""
+    order_sql = f"""
+        INSERT INTO orders (id, user_id, status, total, status_reason, idempotency_key,
+                            request_fingerprint, created_at, updated_at)
+        SELECT gen_random_uuid(), '{user_id}', 'CONFIRMED', 1.50, NULL, 'prefill-' || g, 'prefill',
+               now() - interval '1 hour', now() - interval '1 hour'
+        FROM generate_series(1, {count}) g;
+        INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price)
+        SELECT id, 0, '{PRODUCT_IDS[0]}', 1, 1.50 FROM orders WHERE request_fingerprint = 'prefill';
+        INSERT INTO outbox (order_id, event_type, payload, trace_context, created_at, sent_at, attempts)
+        SELECT id, 'order.created', '\\x00', '{{}}', created_at, created_at, 1
+        FROM orders WHERE request_fingerprint = 'prefill';"""
+    inventory_sql = f"""
+        INSERT INTO order_ledger (order_id, outcome, reason)
+        SELECT gen_random_uuid(), 'APPLIED', 'prefill' FROM generate_series(1, {count});
+        INSERT INTO order_ledger_lines (order_id, product_id, quantity)
+        SELECT order_id, '{PRODUCT_IDS[0]}', 1 FROM order_ledger WHERE reason = 'prefill';"""
+    # Each -c is a transaction of its own: VACUUM cannot run inside one.
+    vacuum = lambda *tables: [arg for t in tables for arg in ("-c", f"VACUUM ANALYZE {t}")]
+    sh(PSQL + ["-d", f"{DB}_order", "-c", order_sql, *vacuum("orders", "order_items", "outbox")], timeout=1800)
+    sh(PSQL + ["-d", f"{DB}_inventory", "-c", inventory_sql, *vacuum("order_ledger", "order_ledger_lines")],
+       timeout=1800)
+
+
 def product_id_via_api():
     def call(path, body=None, token=None):
         req = urllib.request.Request(GATEWAY + path, method="POST" if body else "GET",
@@ -190,7 +223,37 @@ def main():
     product = product_id_via_api()
     pids = service_pids()
     idle_rss = {svc: status_kb(pid, "VmRSS") for svc, pid in pids.items()}
-    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql"]}
+    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled"]}
+
+    def orders():
+        s = loadgen("create-order")
+        op = s["operations"]["create-order"]
+        if any(k.startswith("5") or not k.isdigit() for k in op["errors"]) or s["stock"]["conserved"] is not True:
+            raise SystemExit(f"order run failed: {json.dumps(s)}")
+        return {"rate": op["rate"], "p50": op["p50_ms"], "p99": op["p99_ms"], "ops": op["count"],
+                "confirmed_rate": s["orders"]["confirmed_per_s"], "confirmed": s["orders"]["confirmed_total"],
+                "drain_s": s["orders"]["drain_s"]}
+
+    def order_figure():
+        result = measured(orders)
+        # The user service only served loadgen's set-up (bcrypt logins).
+        result["cpu"].pop("user", None)
+        return result
+
+    def order_sql():
+        with subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
+                               "-c", str(CONNECTIONS // 2), "-j", "1", "-T", str(SECONDS),
+                               "-f", "bench/order-inventory.sql", f"{DB}_inventory"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as inv:
+            orders_db = pgbench(f"{DB}_order", "bench/order-orders.sql", CONNECTIONS // 2,
+                                extra=["-D", f"user_id={user_id}"])
+            out, err = inv.communicate()
+            if inv.returncode != 0:
+                raise SystemExit(f"pgbench order-inventory failed: {err}")
+        inventory_tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        rate = min(orders_db["rate"], inventory_tps)
+        return {"rate": rate, "ops": int(rate * SECONDS), "order_db": orders_db["rate"], "inventory_db": inventory_tps}
+
     for r in range(REPEATS):
         log(f"repeat {r + 1}/{REPEATS}: GET /products/{{id}} (wrk -c{CONNECTIONS}, {SECONDS} s)")
         runs["get"].append(measured(lambda: wrk(f"{GATEWAY}/products/{product}")))
@@ -199,33 +262,15 @@ def main():
         log(f"pgbench: the product SELECT (prepared, -c {CONNECTIONS})")
         runs["select"].append(measured(lambda: pgbench(f"{DB}_inventory", "bench/product-select.sql", CONNECTIONS)))
         log(f"orders: loadgen create-order, closed loop, {CONNECTIONS} users")
-        def orders():
-            s = loadgen("create-order")
-            op = s["operations"]["create-order"]
-            if any(k.startswith("5") or not k.isdigit() for k in op["errors"]) or s["stock"]["conserved"] is not True:
-                raise SystemExit(f"order run failed: {json.dumps(s)}")
-            return {"rate": op["rate"], "p50": op["p50_ms"], "p99": op["p99_ms"], "ops": op["count"],
-                    "confirmed_rate": s["orders"]["confirmed_per_s"], "confirmed": s["orders"]["confirmed_total"],
-                    "drain_s": s["orders"]["drain_s"]}
-        result = measured(orders)
-        # The user service only served loadgen's set-up (bcrypt logins).
-        result["cpu"].pop("user", None)
-        runs["orders"].append(result)
+        runs["orders"].append(order_figure())
         log(f"pgbench: one order's SQL on both databases at once (prepared, -c {CONNECTIONS // 2} each)")
-        def order_sql():
-            with subprocess.Popen(["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-M", "prepared",
-                                   "-c", str(CONNECTIONS // 2), "-j", "1", "-T", str(SECONDS),
-                                   "-f", "bench/order-inventory.sql", f"{DB}_inventory"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as inv:
-                orders_db = pgbench(f"{DB}_order", "bench/order-orders.sql", CONNECTIONS // 2,
-                                    extra=["-D", f"user_id={user_id}"])
-                out, err = inv.communicate()
-                if inv.returncode != 0:
-                    raise SystemExit(f"pgbench order-inventory failed: {err}")
-            inventory_tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
-            rate = min(orders_db["rate"], inventory_tps)
-            return {"rate": rate, "ops": int(rate * SECONDS), "order_db": orders_db["rate"], "inventory_db": inventory_tps}
         runs["order_sql"].append(measured(order_sql))
+    if PREFILL_ORDERS:
+        log(f"filling {PREFILL_ORDERS:,} orders (orders, lines, sent outbox records, ledger)")
+        prefill(PREFILL_ORDERS, user_id)
+        for r in range(REPEATS):
+            log(f"repeat {r + 1}/{REPEATS}: orders again, {PREFILL_ORDERS:,} orders in the tables")
+            runs["orders_filled"].append(order_figure())
     peak_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
     report(runs, idle_rss, peak_rss)
 
@@ -251,7 +296,8 @@ def cpu_line(items, per="ops", only=None):
 
 
 def report(runs, idle_rss, peak_rss):
-    get, bare, select, orders, sql = (runs[k] for k in ["get", "bare", "select", "orders", "order_sql"])
+    get, bare, select, orders, sql, filled = (
+        runs[k] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled"])
     rows = [
         ("GET /products/{id} (wrk -c%d)" % CONNECTIONS, f"{med(get, 'rate'):,.0f} req/s", "pgbench SELECT",
          med(get, "rate") / med(select, "rate"), cpu_line(get), f"{med(get, 'p50'):.2f} / {med(get, 'p99'):.2f}"),
@@ -261,6 +307,13 @@ def report(runs, idle_rss, peak_rss):
          med(orders, "rate") / med(sql, "rate"), "", f"{med(orders, 'p50'):.2f} / {med(orders, 'p99'):.2f}"),
         ("orders CONFIRMED end to end", f"{med(orders, 'confirmed_rate'):,.0f} orders/s (drain {med(orders, 'drain_s'):.1f} s)",
          "pgbench order SQL", med(orders, "confirmed_rate") / med(sql, "rate"), cpu_line(orders, per="confirmed"), ""),
+        *([("POST /orders accepted, %s orders already in the tables" % f"{PREFILL_ORDERS:,}",
+             f"{med(filled, 'rate'):,.0f} orders/s", "empty tables (above)", med(filled, "rate") / med(orders, "rate"),
+             "", f"{med(filled, 'p50'):.2f} / {med(filled, 'p99'):.2f}"),
+            ("orders CONFIRMED, %s orders already in the tables" % f"{PREFILL_ORDERS:,}",
+             f"{med(filled, 'confirmed_rate'):,.0f} orders/s (drain {med(filled, 'drain_s'):.1f} s)",
+             "empty tables (above)", med(filled, "confirmed_rate") / med(orders, "confirmed_rate"),
+             cpu_line(filled, per="confirmed"), "")] if filled else []),
         ("baseline: pgbench product SELECT (prepared, -c%d)" % CONNECTIONS, f"{med(select, 'rate'):,.0f} tps", "", None,
          cpu_line(select, only=["postgres"]), f"avg {med(select, 'avg_ms'):.2f}"),
         ("baseline: bare actix-web handler (wrk -c%d)" % CONNECTIONS, f"{med(bare, 'rate'):,.0f} req/s", "", None,

@@ -28,10 +28,13 @@ need psql postgresql-client
 case "$MODE" in
   full)
     export BENCH_REPEATS="${BENCH_REPEATS:-3}" BENCH_SECONDS="${BENCH_SECONDS:-10}"
+    # The order figure again with this many orders already in the tables.
+    export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000000}"
     [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --release --workspace --bins
     export SERVICE_BIN_DIR="$ROOT/target/release" ;;
   quick | capture)
     export BENCH_REPEATS="${BENCH_REPEATS:-1}" BENCH_SECONDS="${BENCH_SECONDS:-3}"
+    export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000}"
     [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --workspace --bins
     export SERVICE_BIN_DIR="$ROOT/target/debug" ;;
   *) echo "usage: $0 [full|quick|capture]" >&2; exit 2 ;;

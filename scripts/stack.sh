@@ -24,6 +24,8 @@ export ADMIN_USERNAME="${ADMIN_USERNAME:-admin}"
 export ADMIN_EMAIL="${ADMIN_EMAIL:-admin@example.com}"
 export ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin-password}"
 export RUST_LOG="${RUST_LOG:-info}"
+# The local PostgreSQL is on the loopback: TLS there only costs CPU.
+export DB_SSLMODE="${DB_SSLMODE:-disable}"
 GATEWAY_ADDR="${API_GATEWAY_ADDR:-:8080}"
 GATEWAY_PORT="${GATEWAY_ADDR##*:}"
 GATEWAY_HOST="${GATEWAY_ADDR%:*}"

@@ -214,6 +214,10 @@ pub struct DbSettings {
     pub password: SecretString,
     pub database: String,
     pub max_connections: u32,
+    /// `DB_SSLMODE` (default `prefer`, as libpq's): `disable`, `prefer`,
+    /// `require`, `verify-ca` or `verify-full`. A database on the same host
+    /// or pod network may turn TLS off to save its cost per round trip.
+    pub ssl_mode: String,
 }
 
 impl fmt::Debug for DbSettings {
@@ -225,6 +229,7 @@ impl fmt::Debug for DbSettings {
             .field("password", &"[redacted]")
             .field("database", &self.database)
             .field("max_connections", &self.max_connections)
+            .field("ssl_mode", &self.ssl_mode)
             .finish()
     }
 }
@@ -245,7 +250,25 @@ impl DbSettings {
                 hint: " (set it, or set it empty for trust authentication)".into(),
             })?,
         };
+        let ssl_mode = string_or("DB_SSLMODE", "prefer");
+        if ![
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ]
+        .contains(&ssl_mode.as_str())
+        {
+            return Err(ConfigError::invalid(
+                "DB_SSLMODE",
+                &ssl_mode,
+                "use disable, allow, prefer, require, verify-ca or verify-full",
+            ));
+        }
         Ok(DbSettings {
+            ssl_mode,
             host: string_or("DB_HOST", "127.0.0.1"),
             port: parse_or("DB_PORT", 5432)?,
             user: string_or("DB_USER", "postgres"),
@@ -268,10 +291,11 @@ impl DbSettings {
             )
         };
         format!(
-            "postgres://{auth}@{}:{}/{}",
+            "postgres://{auth}@{}:{}/{}?sslmode={}",
             self.host,
             self.port,
-            percent_encode(database)
+            percent_encode(database),
+            self.ssl_mode
         )
     }
 
@@ -468,8 +492,12 @@ mod tests {
             password: SecretString::from("p@ss word".to_owned()),
             database: "shop".into(),
             max_connections: 5,
+            ssl_mode: "require".into(),
         };
-        assert_eq!(s.url(), "postgres://app:p%40ss%20word@db:5432/shop");
+        assert_eq!(
+            s.url(),
+            "postgres://app:p%40ss%20word@db:5432/shop?sslmode=require"
+        );
         assert!(!format!("{s:?}").contains("p@ss"));
     }
 }

@@ -90,6 +90,8 @@ impl TestDb {
             password: String::new().into(),
             database: self.name.clone(),
             max_connections: 10,
+            // The test server is local: no TLS.
+            ssl_mode: "disable".into(),
         }
     }
 }

@@ -73,6 +73,11 @@ struct Args {
     /// Share of confirmed orders cancelled again (the mix scenario only).
     #[arg(long, default_value_t = 0.2)]
     cancel_ratio: f64,
+    /// How often one order is polled while it is not terminal (a shop's page
+    /// asks now and then; polling as fast as possible would spend the
+    /// stack's capacity on answering polls).
+    #[arg(long, default_value = "250ms", value_parser = parse_duration)]
+    poll_interval: Duration,
     /// How long to wait after the load for orders to become terminal.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     drain_timeout: Duration,
@@ -266,6 +271,8 @@ struct TrackedOrder {
     state: OrderState,
     /// Decided at creation: cancel it once it is CONFIRMED.
     cancel: bool,
+    /// Not polled before this.
+    next_poll: Instant,
 }
 
 /// An order whose POST got no clear answer (no response or a 5xx): it may
@@ -299,6 +306,7 @@ struct Run {
     catalogue_pages: u32,
     recorder: std::sync::Mutex<Recorder>,
     orders: Mutex<OrderBook>,
+    poll_interval: Duration,
     started: AtomicU64,
     finished: AtomicU64,
 }
@@ -432,6 +440,7 @@ impl Run {
             scheduled,
             state,
             cancel,
+            next_poll: Instant::now() + self.poll_interval,
         };
         if state == OrderState::Pending || (state == OrderState::Confirmed && cancel) {
             book.pending.push(order);
@@ -441,17 +450,24 @@ impl Run {
         }
     }
 
-    /// One pass over the orders not yet terminal: polls each, and cancels
-    /// the confirmed ones chosen for it. Returns how many are left.
+    /// One pass over the orders not yet terminal: polls each that is due,
+    /// and cancels the confirmed ones chosen for it. Returns how many are
+    /// left.
     async fn poll_orders(&self) -> usize {
-        let pending = std::mem::take(&mut self.orders.lock().await.pending);
-        let polled: Vec<TrackedOrder> = futures::stream::iter(pending)
+        let now = Instant::now();
+        let (due, waiting): (Vec<TrackedOrder>, Vec<TrackedOrder>) =
+            std::mem::take(&mut self.orders.lock().await.pending)
+                .into_iter()
+                .partition(|order| order.next_poll <= now);
+        self.orders.lock().await.pending.extend(waiting);
+        let polled: Vec<TrackedOrder> = futures::stream::iter(due)
             .map(|order| self.advance(order))
             .buffer_unordered(32)
             .collect()
             .await;
         let mut book = self.orders.lock().await;
-        for order in polled {
+        for mut order in polled {
+            order.next_poll = Instant::now() + self.poll_interval;
             let done = match order.state {
                 OrderState::Pending => false,
                 OrderState::Confirmed => !order.cancel,
@@ -656,6 +672,7 @@ async fn setup(args: &Args) -> anyhow::Result<Run> {
         catalogue_pages,
         recorder: std::sync::Mutex::new(Recorder::new(now, now)),
         orders: Mutex::new(OrderBook::default()),
+        poll_interval: args.poll_interval,
         started: AtomicU64::new(0),
         finished: AtomicU64::new(0),
     })
@@ -832,9 +849,8 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         let (run, stop) = (run.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                if run.poll_orders().await == 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                run.poll_orders().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
     };
