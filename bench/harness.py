@@ -136,10 +136,10 @@ def pgbench(db, script, clients, extra=()):
     return {"rate": tps, "ops": int(tps * SECONDS), "avg_ms": lat}
 
 
-def loadgen(scenario, rate="0", extra=()):
+def loadgen(scenario, rate="0", vus=CONNECTIONS, extra=()):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         sh([f"{BIN_DIR}/loadgen", "--base-url", GATEWAY, "--scenario", scenario,
-            "--rate", rate, "--vus", str(CONNECTIONS), "--duration", f"{SECONDS}s",
+            "--rate", rate, "--vus", str(vus), "--duration", f"{SECONDS}s",
             "--warmup", "1s", "--users", "8", "--json", f.name, *extra])
         return json.load(open(f.name))
 
@@ -223,7 +223,15 @@ def main():
     product = product_id_via_api()
     pids = service_pids()
     idle_rss = {svc: status_kb(pid, "VmRSS") for svc, pid in pids.items()}
-    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled"]}
+    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "half"]}
+
+    def open_loop(scenario, rate):
+        """Latency at a given rate, open loop: requests go out on schedule
+        whether or not earlier ones were answered (no coordinated omission)."""
+        s = loadgen(scenario, rate=f"{rate:.0f}", vus=CONNECTIONS * 4)
+        op = s["operations"][scenario]
+        return {"scenario": scenario, "target": rate, "rate": op["rate"], "p50": op["p50_ms"],
+                "p99": op["p99_ms"], "ops": op["count"]}
 
     def orders():
         s = loadgen("create-order")
@@ -265,6 +273,10 @@ def main():
         runs["orders"].append(order_figure())
         log(f"pgbench: one order's SQL on both databases at once (prepared, -c {CONNECTIONS // 2} each)")
         runs["order_sql"].append(measured(order_sql))
+    for scenario, key in [("get-product", "get"), ("create-order", "orders")]:
+        rate = med(runs[key], "rate") / 2
+        log(f"{scenario} open loop at half the maximum ({rate:,.0f}/s)")
+        runs["half"].append(open_loop(scenario, rate))
     if PREFILL_ORDERS:
         log(f"filling {PREFILL_ORDERS:,} orders (orders, lines, sent outbox records, ledger)")
         prefill(PREFILL_ORDERS, user_id)
@@ -314,6 +326,8 @@ def report(runs, idle_rss, peak_rss):
              f"{med(filled, 'confirmed_rate'):,.0f} orders/s (drain {med(filled, 'drain_s'):.1f} s)",
              "empty tables (above)", med(filled, "confirmed_rate") / med(orders, "confirmed_rate"),
              cpu_line(filled, per="confirmed"), "")] if filled else []),
+        *[(f"{h['scenario']} open loop at half the maximum ({h['target']:,.0f}/s asked)",
+           f"{h['rate']:,.0f}/s", "", None, "", f"{h['p50']:.2f} / {h['p99']:.2f}") for h in runs["half"]],
         ("baseline: pgbench product SELECT (prepared, -c%d)" % CONNECTIONS, f"{med(select, 'rate'):,.0f} tps", "", None,
          cpu_line(select, only=["postgres"]), f"avg {med(select, 'avg_ms'):.2f}"),
         ("baseline: bare actix-web handler (wrk -c%d)" % CONNECTIONS, f"{med(bare, 'rate'):,.0f} req/s", "", None,
