@@ -53,11 +53,6 @@ pub struct RelaySettings {
 }
 
 impl RelaySettings {
-    /// How long after its claim a pass may still start a Producer call.
-    pub fn publish_window(&self) -> Duration {
-        self.claim_lease.saturating_sub(self.publish_timeout)
-    }
-
     pub fn from_env(calls: &CallSettings) -> Result<Self, ConfigError> {
         let settings = RelaySettings {
             enabled: bool_or("OUTBOX_RELAY_ENABLED", true)?,
