@@ -12,6 +12,11 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::Status;
 
+/// The most calls one batch call may carry, for every batch RPC of the
+/// platform (ApplyOrders, RecordOutcomes, PublishBatch): a receiver refuses
+/// more, and a sender never forms more.
+pub const MAX_BATCH_CALLS: usize = 1000;
+
 type Waiting<Req, Resp> = (Req, oneshot::Sender<Result<Resp, Status>>);
 
 /// How a batcher groups calls.

@@ -113,8 +113,16 @@ impl ConsumerSettings {
         }
         let max_ack_pending: i64 = at_least("CONSUMER_MAX_ACK_PENDING", 256, 1)?;
         let concurrency: usize = at_least("CONSUMER_CONCURRENCY", 64, 1)?;
+        let max_batch: usize = at_least("CONSUMER_BATCH_MAX", 64, 1)?;
+        if max_batch > platform::batch::MAX_BATCH_CALLS {
+            return Err(ConfigError::invalid(
+                "CONSUMER_BATCH_MAX",
+                &max_batch.to_string(),
+                format!("must be at most {}", platform::batch::MAX_BATCH_CALLS),
+            ));
+        }
         let batch = BatchSettings {
-            max_batch: at_least("CONSUMER_BATCH_MAX", 64, 1)?,
+            max_batch,
             max_in_flight: BATCHES_IN_FLIGHT,
         };
         let max_permanent_attempts: u32 = at_least("CONSUMER_MAX_PERMANENT_ATTEMPTS", 3, 1)?;

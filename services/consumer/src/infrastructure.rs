@@ -71,11 +71,27 @@ impl GrpcInventory {
                     let answer = client.apply_order(order).instrument(span).await?;
                     return Ok(vec![Ok(answer.into_inner())]);
                 }
-                let answer = client
-                    .apply_orders(ApplyOrdersRequest { orders: items })
-                    .instrument(span)
-                    .await?
-                    .into_inner();
+                let answer = match client
+                    .apply_orders(ApplyOrdersRequest {
+                        orders: items.clone(),
+                    })
+                    .instrument(span.clone())
+                    .await
+                {
+                    Ok(answer) => answer.into_inner(),
+                    // A refusal of the whole call (too large, say) is no
+                    // verdict on any one order: each goes alone.
+                    Err(status) if !platform::grpc::is_transient(&status) => {
+                        let mut results = Vec::with_capacity(items.len());
+                        for item in items {
+                            let order = item.order.unwrap_or_default();
+                            let answer = client.apply_order(order).instrument(span.clone()).await;
+                            results.push(answer.map(|a| a.into_inner()));
+                        }
+                        return Ok(results);
+                    }
+                    Err(status) => return Err(status),
+                };
                 Ok(answer
                     .results
                     .into_iter()
@@ -155,11 +171,29 @@ impl GrpcOrders {
                     let answer = client.record_outcome(outcome).instrument(span).await?;
                     return Ok(vec![Ok(answer.into_inner().replayed)]);
                 }
-                let answer = client
-                    .record_outcomes(RecordOutcomesRequest { outcomes: items })
-                    .instrument(span)
-                    .await?
-                    .into_inner();
+                let answer = match client
+                    .record_outcomes(RecordOutcomesRequest {
+                        outcomes: items.clone(),
+                    })
+                    .instrument(span.clone())
+                    .await
+                {
+                    Ok(answer) => answer.into_inner(),
+                    // As for ApplyOrders: each goes alone.
+                    Err(status) if !platform::grpc::is_transient(&status) => {
+                        let mut results = Vec::with_capacity(items.len());
+                        for item in items {
+                            let outcome = item.outcome.unwrap_or_default();
+                            let answer = client
+                                .record_outcome(outcome)
+                                .instrument(span.clone())
+                                .await;
+                            results.push(answer.map(|a| a.into_inner().replayed));
+                        }
+                        return Ok(results);
+                    }
+                    Err(status) => return Err(status),
+                };
                 Ok(answer
                     .results
                     .into_iter()

@@ -45,7 +45,7 @@ impl ProducerGrpc {
 }
 
 /// The most events one PublishBatch call may carry.
-pub const MAX_BATCH_EVENTS: usize = 1000;
+pub const MAX_BATCH_EVENTS: usize = platform::batch::MAX_BATCH_CALLS;
 
 fn check_order_id(order_id: &str) -> Result<(), Status> {
     platform::grpc::parse_uuid("event.order_id", order_id).map(|_| ())
@@ -192,18 +192,24 @@ impl ProducerService for ProducerGrpc {
             pending.push(sent);
         }
         let mut results = Vec::with_capacity(pending.len());
-        for sent in pending {
-            let result = match sent {
+        // Every acknowledgement at once: a stream that stops answering costs
+        // one timeout, not one per event.
+        let answers = futures::future::join_all(pending.into_iter().map(|sent| async move {
+            match sent {
                 Err(status) => Err(status),
                 Ok((_, Err(error))) => Err(to_status(error)),
                 Ok((event, Ok(ack))) => match ack.acknowledged().await {
-                    Ok(published) => {
-                        self.count(event, &published);
-                        Ok(published)
-                    }
+                    Ok(published) => Ok((event, published)),
                     Err(error) => Err(to_status(error)),
                 },
-            };
+            }
+        }))
+        .await;
+        for answer in answers {
+            let result = answer.map(|(event, published)| {
+                self.count(event, &published);
+                published
+            });
             results.push(PublishBatchResult {
                 result: Some(match result {
                     Ok(published) => publish_batch_result::Result::Published(PublishResponse {

@@ -12,6 +12,9 @@ use uuid::Uuid;
 
 use crate::application::ProductChangeFeed;
 
+/// How long one announcement may wait for the NATS client.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct NatsAnnouncer {
     queue: mpsc::UnboundedSender<Vec<Uuid>>,
 }
@@ -26,8 +29,20 @@ impl NatsAnnouncer {
                     ids.extend(more);
                 }
                 let body: String = ids.iter().map(|id| format!("{id}\n")).collect();
-                if let Err(error) = client.publish(subject.clone(), body.into()).await {
-                    tracing::debug!(%error, "a product change announcement was not sent");
+                // While NATS is away the client's queue fills and a publish
+                // waits: give up on this one rather than let changes pile up
+                // behind it (the caches' TTL covers what is lost).
+                match tokio::time::timeout(
+                    PUBLISH_WAIT,
+                    client.publish(subject.clone(), body.into()),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "a product change announcement was not sent")
+                    }
+                    Err(_) => tracing::debug!("NATS is not taking announcements; one dropped"),
                 }
             }
         });

@@ -43,7 +43,7 @@ pub fn to_status(error: InventoryError) -> Status {
 }
 
 /// The most orders one ApplyOrders call may carry.
-pub const MAX_BATCH_ORDERS: usize = 1000;
+pub const MAX_BATCH_ORDERS: usize = platform::batch::MAX_BATCH_CALLS;
 
 fn apply_response(result: ApplyResult) -> pb::ApplyOrderResponse {
     let outcome = match result.outcome {

@@ -318,6 +318,10 @@ impl ProductStore {
             .await?;
         }
         if !fresh.is_empty() {
+            // Ledger rows in order id order: two batches over the same orders
+            // take their key locks in the same order and cannot deadlock.
+            let mut fresh = fresh.clone();
+            fresh.sort_by_key(|r| r.order_id);
             let ids: Vec<Uuid> = fresh.iter().map(|r| r.order_id).collect();
             let outcomes: Vec<String> = fresh
                 .iter()

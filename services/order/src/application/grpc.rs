@@ -319,7 +319,7 @@ impl OrderService for OrderGrpc {
 }
 
 /// The most outcomes one RecordOutcomes call may carry.
-pub const MAX_BATCH_OUTCOMES: usize = 1000;
+pub const MAX_BATCH_OUTCOMES: usize = platform::batch::MAX_BATCH_CALLS;
 
 /// A RecordOutcome request checked: the order, the outcome and the reason as
 /// it is stored (one line of text: PostgreSQL cannot store NUL, and a reason

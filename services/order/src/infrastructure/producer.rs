@@ -81,7 +81,12 @@ impl ProducerClient {
         let call = client.publish_batch(PublishBatchRequest { events });
         let reply = match tokio::time::timeout(deadline, call).await {
             Ok(Ok(reply)) => Ok(reply.into_inner().results),
-            Ok(Err(status)) => Err(call_error(status)),
+            // A refusal of the whole call (too large, say) is no verdict on
+            // any one record: only an entry's own error can set one aside.
+            Ok(Err(status)) => Err(PublishError::Unavailable {
+                code: status.code(),
+                message: status.message().to_owned(),
+            }),
             Err(_) => Err(PublishError::Unavailable {
                 code: tonic::Code::DeadlineExceeded,
                 message: format!("no answer within {deadline:?}"),
