@@ -55,52 +55,41 @@ impl GrpcInventory {
         let client = InventoryServiceClient::new(platform::grpc::channel(addr, calls)?);
         let batch_client = client.clone();
         let apply = Batcher::spawn(batching, move |items: Vec<ApplyOrdersItem>| {
-            let mut client = batch_client.clone();
+            let client = batch_client.clone();
             async move {
                 let span = batch_span(
                     "inventory.apply_orders",
                     items.len(),
                     &items[0].trace_context,
                 );
-                if items.len() == 1 {
-                    let order = items
-                        .into_iter()
-                        .next()
-                        .and_then(|i| i.order)
-                        .unwrap_or_default();
-                    let answer = client.apply_order(order).instrument(span).await?;
-                    return Ok(vec![Ok(answer.into_inner())]);
-                }
-                let answer = match client
-                    .apply_orders(ApplyOrdersRequest {
-                        orders: items.clone(),
-                    })
-                    .instrument(span.clone())
-                    .await
-                {
-                    Ok(answer) => answer.into_inner(),
-                    // A refusal of the whole call (too large, say) is no
-                    // verdict on any one order: each goes alone.
-                    Err(status) if !platform::grpc::is_transient(&status) => {
-                        let mut results = Vec::with_capacity(items.len());
-                        for item in items {
-                            let order = item.order.unwrap_or_default();
-                            let answer = client.apply_order(order).instrument(span.clone()).await;
-                            results.push(answer.map(|a| a.into_inner()));
-                        }
-                        return Ok(results);
+                let single = |item: ApplyOrdersItem| {
+                    let mut client = client.clone();
+                    async move {
+                        let order = item.order.unwrap_or_default();
+                        Ok(client.apply_order(order).await?.into_inner())
                     }
-                    Err(status) => return Err(status),
                 };
-                Ok(answer
-                    .results
-                    .into_iter()
-                    .map(|r| match r.result {
-                        Some(apply_orders_result::Result::Applied(applied)) => Ok(applied),
-                        Some(apply_orders_result::Result::Error(e)) => Err(from_item_error(e)),
-                        None => Err(Status::internal("ApplyOrders answered an empty result")),
-                    })
-                    .collect())
+                let many = |orders: Vec<ApplyOrdersItem>| {
+                    let mut client = client.clone();
+                    async move {
+                        let answer = client.apply_orders(ApplyOrdersRequest { orders }).await?;
+                        Ok(answer
+                            .into_inner()
+                            .results
+                            .into_iter()
+                            .map(|r| match r.result {
+                                Some(apply_orders_result::Result::Applied(applied)) => Ok(applied),
+                                Some(apply_orders_result::Result::Error(e)) => {
+                                    Err(from_item_error(e))
+                                }
+                                None => {
+                                    Err(Status::internal("ApplyOrders answered an empty result"))
+                                }
+                            })
+                            .collect())
+                    }
+                };
+                send_batch(items, span, single, many).await
             }
         });
         Ok(GrpcInventory { client, apply })
@@ -155,54 +144,45 @@ impl GrpcOrders {
     ) -> anyhow::Result<Self> {
         let client = OrderServiceClient::new(platform::grpc::channel(addr, calls)?);
         let record = Batcher::spawn(batching, move |items: Vec<RecordOutcomesItem>| {
-            let mut client = client.clone();
+            let client = client.clone();
             async move {
                 let span = batch_span(
                     "order.record_outcomes",
                     items.len(),
                     &items[0].trace_context,
                 );
-                if items.len() == 1 {
-                    let outcome = items
-                        .into_iter()
-                        .next()
-                        .and_then(|i| i.outcome)
-                        .unwrap_or_default();
-                    let answer = client.record_outcome(outcome).instrument(span).await?;
-                    return Ok(vec![Ok(answer.into_inner().replayed)]);
-                }
-                let answer = match client
-                    .record_outcomes(RecordOutcomesRequest {
-                        outcomes: items.clone(),
-                    })
-                    .instrument(span.clone())
-                    .await
-                {
-                    Ok(answer) => answer.into_inner(),
-                    // As for ApplyOrders: each goes alone.
-                    Err(status) if !platform::grpc::is_transient(&status) => {
-                        let mut results = Vec::with_capacity(items.len());
-                        for item in items {
-                            let outcome = item.outcome.unwrap_or_default();
-                            let answer = client
-                                .record_outcome(outcome)
-                                .instrument(span.clone())
-                                .await;
-                            results.push(answer.map(|a| a.into_inner().replayed));
-                        }
-                        return Ok(results);
+                let single = |item: RecordOutcomesItem| {
+                    let mut client = client.clone();
+                    async move {
+                        let outcome = item.outcome.unwrap_or_default();
+                        Ok(client.record_outcome(outcome).await?.into_inner().replayed)
                     }
-                    Err(status) => return Err(status),
                 };
-                Ok(answer
-                    .results
-                    .into_iter()
-                    .map(|r| match r.result {
-                        Some(record_outcomes_result::Result::Replayed(replayed)) => Ok(replayed),
-                        Some(record_outcomes_result::Result::Error(e)) => Err(from_item_error(e)),
-                        None => Err(Status::internal("RecordOutcomes answered an empty result")),
-                    })
-                    .collect())
+                let many = |outcomes: Vec<RecordOutcomesItem>| {
+                    let mut client = client.clone();
+                    async move {
+                        let answer = client
+                            .record_outcomes(RecordOutcomesRequest { outcomes })
+                            .await?;
+                        Ok(answer
+                            .into_inner()
+                            .results
+                            .into_iter()
+                            .map(|r| match r.result {
+                                Some(record_outcomes_result::Result::Replayed(replayed)) => {
+                                    Ok(replayed)
+                                }
+                                Some(record_outcomes_result::Result::Error(e)) => {
+                                    Err(from_item_error(e))
+                                }
+                                None => {
+                                    Err(Status::internal("RecordOutcomes answered an empty result"))
+                                }
+                            })
+                            .collect())
+                    }
+                };
+                send_batch(items, span, single, many).await
             }
         });
         Ok(GrpcOrders { record })
@@ -226,6 +206,41 @@ impl application::Orders for GrpcOrders {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Sends a batch of calls: a lone call through `single`, as it is; more in
+/// one call of `many`. When the receiver refuses the batch as a whole (too
+/// large, say), that is no verdict on any one call: each goes alone.
+async fn send_batch<Item, Answer, S, SF, M, MF>(
+    items: Vec<Item>,
+    span: tracing::Span,
+    single: S,
+    many: M,
+) -> Result<Vec<Result<Answer, Status>>, Status>
+where
+    Item: Clone,
+    S: Fn(Item) -> SF,
+    SF: std::future::Future<Output = Result<Answer, Status>>,
+    M: FnOnce(Vec<Item>) -> MF,
+    MF: std::future::Future<Output = Result<Vec<Result<Answer, Status>>, Status>>,
+{
+    if items.len() == 1 {
+        let item = items.into_iter().next().expect("one call");
+        return single(item)
+            .instrument(span)
+            .await
+            .map(|answer| vec![Ok(answer)]);
+    }
+    match many(items.clone()).instrument(span.clone()).await {
+        Err(status) if !platform::grpc::is_transient(&status) => {
+            let mut results = Vec::with_capacity(items.len());
+            for item in items {
+                results.push(single(item).instrument(span.clone()).await);
+            }
+            Ok(results)
+        }
+        answer => answer,
     }
 }
 
