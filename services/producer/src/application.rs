@@ -36,6 +36,24 @@ impl ProducerGrpc {
         }
     }
 
+    fn created<'a>(&self, event: &'a OrderCreated) -> OutgoingEvent<'a, OrderCreated> {
+        OutgoingEvent {
+            order_id: &event.order_id,
+            kind: "created",
+            subject: self.publisher.settings().created_subject(),
+            payload: event,
+        }
+    }
+
+    fn cancelled<'a>(&self, event: &'a OrderCancelled) -> OutgoingEvent<'a, OrderCancelled> {
+        OutgoingEvent {
+            order_id: &event.order_id,
+            kind: "cancelled",
+            subject: self.publisher.settings().cancelled_subject(),
+            payload: event,
+        }
+    }
+
     fn count(&self, event: &'static str, published: &Published) {
         let duplicate = if published.duplicate { "true" } else { "false" };
         self.published
@@ -94,12 +112,7 @@ impl ProducerService for ProducerGrpc {
         tracing::Span::current().record("order_id", event.order_id.as_str());
         let published = self
             .publisher
-            .publish(OutgoingEvent {
-                order_id: &event.order_id,
-                kind: "created",
-                subject: self.publisher.settings().created_subject(),
-                payload: &event,
-            })
+            .publish(self.created(&event))
             .await
             .map_err(to_status)?;
         self.count("order.created", &published);
@@ -119,12 +132,7 @@ impl ProducerService for ProducerGrpc {
         tracing::Span::current().record("order_id", event.order_id.as_str());
         let published = self
             .publisher
-            .publish(OutgoingEvent {
-                order_id: &event.order_id,
-                kind: "cancelled",
-                subject: self.publisher.settings().cancelled_subject(),
-                payload: &event,
-            })
+            .publish(self.cancelled(&event))
             .await
             .map_err(to_status)?;
         self.count("order.cancelled", &published);
@@ -156,16 +164,8 @@ impl ProducerService for ProducerGrpc {
                 Some(batch_event::Event::Created(created)) => match check_created(&created) {
                     Ok(()) => {
                         span.record("order_id", created.order_id.as_str());
-                        let outgoing = OutgoingEvent {
-                            order_id: &created.order_id,
-                            kind: "created",
-                            subject: self.publisher.settings().created_subject(),
-                            payload: &created,
-                        };
-                        Ok((
-                            "order.created",
-                            self.publisher.send(outgoing).instrument(span.clone()).await,
-                        ))
+                        let sent = self.publisher.send(self.created(&created));
+                        Ok(("order.created", sent.instrument(span.clone()).await))
                     }
                     Err(status) => Err(status),
                 },
@@ -173,16 +173,8 @@ impl ProducerService for ProducerGrpc {
                     match check_order_id(&cancelled.order_id) {
                         Ok(()) => {
                             span.record("order_id", cancelled.order_id.as_str());
-                            let outgoing = OutgoingEvent {
-                                order_id: &cancelled.order_id,
-                                kind: "cancelled",
-                                subject: self.publisher.settings().cancelled_subject(),
-                                payload: &cancelled,
-                            };
-                            Ok((
-                                "order.cancelled",
-                                self.publisher.send(outgoing).instrument(span.clone()).await,
-                            ))
+                            let sent = self.publisher.send(self.cancelled(&cancelled));
+                            Ok(("order.cancelled", sent.instrument(span.clone()).await))
                         }
                         Err(status) => Err(status),
                     }
