@@ -35,31 +35,12 @@ pub fn server() -> Server {
         })
 }
 
-/// Binds the address a service listens on.
-pub async fn bind(addr: &ServiceAddr) -> anyhow::Result<TcpListener> {
-    let listen = addr.listen_addr();
-    TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))
-}
-
-/// Serves `routes` on `listener` until `shutdown` resolves, then drains
-/// in-flight calls. Plain HTTP/1.1 `GET /healthz` is served on the same port
-/// (`GET /metrics` has a port of its own: [`crate::metrics`]).
-///
-/// Build `routes` with `tonic::service::Routes::new(health).add_service(svc)`.
-/// Services with dependencies use [`serve_ready`].
-pub async fn serve(
-    routes: tonic::service::Routes,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    serve_routes(routes, crate::metrics::http_routes(), listener, shutdown).await
-}
-
-/// Like [`serve`], with `GET /readyz` from `readiness` (whose reporter must
-/// be the one of the health service in `routes`). When `shutdown` resolves
-/// the service turns NOT_SERVING before it drains.
+/// Serves `routes` on `listener` until `shutdown` resolves, with plain
+/// HTTP/1.1 `GET /healthz` and `GET /readyz` (from `readiness`, whose reporter
+/// must be the one of the health service in `routes`) on the same port
+/// (`GET /metrics` has a port of its own: [`crate::metrics`]). When
+/// `shutdown` resolves the service turns NOT_SERVING, then drains in-flight
+/// calls. Services reach it through [`crate::service::GrpcService`].
 pub async fn serve_ready(
     routes: tonic::service::Routes,
     listener: TcpListener,
@@ -72,15 +53,6 @@ pub async fn serve_ready(
         shutdown.await;
         readiness.shutting_down().await;
     };
-    serve_routes(routes, http, listener, shutdown).await
-}
-
-async fn serve_routes(
-    routes: tonic::service::Routes,
-    http: axum::Router,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
     let mut routes = routes;
     let merged = std::mem::take(routes.axum_router_mut()).merge(http);
     *routes.axum_router_mut() = merged;

@@ -1,6 +1,6 @@
 //! Request metrics of every gRPC server: calls by method and status code,
 //! failed calls (any code but OK), and their latency, recorded by a tower
-//! layer that `grpc::serve` installs.
+//! layer that `grpc::serve_ready` installs.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod nats;
 pub mod readiness;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

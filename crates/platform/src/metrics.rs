@@ -63,7 +63,7 @@ pub fn router() -> axum::Router {
 }
 
 /// `GET /healthz` (liveness) as an axum router, merged into every gRPC
-/// server by [`crate::grpc::serve`].
+/// server by [`crate::grpc::serve_ready`].
 pub fn http_routes() -> axum::Router {
     use axum::routing::get;
     axum::Router::new().route("/healthz", get(|| async { "ok" }))

@@ -22,7 +22,9 @@ use std::future::Future;
 
 use platform::cli::Command;
 use platform::readiness::{Readiness, ReadyFlag};
+use platform::service::GrpcService;
 use platform::shutdown::CancellationToken;
+use tokio::net::TcpListener;
 
 pub use config::Config;
 
@@ -38,31 +40,30 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             infrastructure::bind(&js, &config.nats, &config.consumer).await?;
             Ok(())
         }
-        Command::Serve => serve(config, platform::shutdown::signal()).await,
+        Command::Serve => {
+            let listener = platform::service::bind(&config.listen).await?;
+            serve(config, listener, platform::shutdown::signal()).await
+        }
     }
 }
 
-/// Serves health and metrics, and consumes order events until `shutdown`;
-/// then stops fetching, finishes the messages in hand and returns.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = platform::grpc::bind(&config.listen).await?;
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+/// Serves health and readiness on `listener`, and consumes order events until
+/// `shutdown`; then stops fetching, finishes the messages in hand and returns.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let server = GrpcService::health_only("consumer").await;
+    let readiness = server.readiness().clone();
     // SERVING only once connected to NATS with the durable consumer bound.
-    let readiness = Readiness::new(reporter, &[]).await;
     let bound = readiness.add_flag("durable", false, "the durable consumer is not bound");
-    let checks = CancellationToken::new();
-    let _checker = checks.clone().drop_guard();
-    readiness.start(checks).await?;
-    let routes = tonic::service::Routes::new(health_service);
     let metrics = metrics::Metrics::register();
-    tracing::info!(addr = %config.listen, "consumer listening (health and metrics)");
 
     let stop = CancellationToken::new();
     let server_stop = CancellationToken::new();
     let server = async {
-        let result =
-            platform::grpc::serve_ready(routes, listener, &readiness, server_stop.cancelled())
-                .await;
+        let result = server.serve(listener, server_stop.cancelled()).await;
         // Without its health endpoint the process cannot be watched: stop.
         stop.cancel();
         result
@@ -83,9 +84,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     };
     let (server_result, consume_result, ()) = tokio::join!(server, consuming, signalled);
     consume_result?;
-    server_result?;
-    tracing::info!("consumer stopped");
-    Ok(())
+    server_result
 }
 
 async fn consume(

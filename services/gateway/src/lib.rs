@@ -21,11 +21,11 @@ pub mod limiter;
 pub mod problem;
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::{HttpServer, web};
 use platform::cli::Command;
+use tokio::net::TcpListener;
 
 pub use config::Config;
 
@@ -42,7 +42,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("the gateway has no database: nothing to migrate");
             Ok(())
         }
-        Command::Serve => serve(config, platform::shutdown::signal()).await,
+        Command::Serve => {
+            let listener = platform::service::bind(&config.listen).await?;
+            serve(config, listener, platform::shutdown::signal()).await
+        }
     }
 }
 
@@ -68,11 +71,15 @@ pub fn state(config: &Config) -> anyhow::Result<AppState> {
     })
 }
 
-/// Serves the API until `shutdown`, then lets in-flight requests finish.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listen = config.listen.listen_addr();
-    let listener =
-        TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+/// Serves the API on `listener` until `shutdown`, then lets in-flight
+/// requests finish.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let listener = listener.into_std()?;
     http::observe::register_metrics();
     let state = web::Data::new(state(&config)?);
     if state.products.enabled() {
@@ -98,7 +105,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let server = server.listen(listener)?.run();
     let handle = server.handle();
     let mut server = Box::pin(server);
-    tracing::info!(addr = %config.listen, "gateway listening");
+    tracing::info!(%addr, "gateway listening");
     tokio::select! {
         result = &mut server => result?,
         () = shutdown => {

@@ -13,12 +13,9 @@ pub mod infrastructure;
 use std::future::Future;
 
 use platform::cli::Command;
-use platform::readiness::Readiness;
-use platform::shutdown::CancellationToken;
+use platform::service::GrpcService;
 use proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use tonic::server::NamedService;
-
-type InventoryServer = InventoryServiceServer<infrastructure::grpc::InventoryGrpc>;
+use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use infrastructure::migration::Migrator;
@@ -28,13 +25,19 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match command {
         Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
-        Command::Serve => serve(config, platform::shutdown::signal()).await,
+        Command::Serve => {
+            let listener = platform::service::bind(&config.listen).await?;
+            serve(config, listener, platform::shutdown::signal()).await
+        }
     }
 }
 
-/// Migrates the database, then serves gRPC until `shutdown`.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = platform::grpc::bind(&config.listen).await?;
+/// Migrates the database, then serves gRPC on `listener` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     // Product changes go to the gateways' caches; Inventory serves without NATS.
@@ -43,16 +46,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         infrastructure::announce::NatsAnnouncer::spawn(nats, config.nats.product_changes_subject());
     let inventory = application::Inventory::announcing(db.clone(), std::sync::Arc::new(announcer));
     let service = infrastructure::grpc::InventoryGrpc::new(inventory);
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(reporter, &[InventoryServer::NAME]).await;
-    readiness.add_database(db);
-    let checks = CancellationToken::new();
-    let _checker = checks.clone().drop_guard();
-    readiness.start(checks).await?;
-    let routes = tonic::service::Routes::new(health).add_service(InventoryServer::new(service));
-    tracing::info!(addr = %config.listen, database = %config.db.database, "inventory listening");
-    platform::grpc::serve_ready(routes, listener, &readiness, shutdown).await?;
-    tracing::info!("inventory stopped");
-    Ok(())
+    let server = GrpcService::new("inventory", InventoryServiceServer::new(service)).await;
+    server.readiness().add_database(db);
+    server.serve(listener, shutdown).await
 }

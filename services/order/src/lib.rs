@@ -14,10 +14,9 @@ use std::future::Future;
 use tokio::net::TcpListener;
 
 use platform::cli::Command;
-use platform::readiness::Readiness;
+use platform::service::GrpcService;
 use platform::shutdown::CancellationToken;
 use proto::order::v1::order_service_server::OrderServiceServer;
-use tonic::server::NamedService;
 
 use application::grpc::OrderGrpc;
 use application::{OutboxRelay, PendingSweeper, RelayWakeup};
@@ -33,19 +32,16 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match command {
         Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
-        Command::Serve => serve(config, platform::shutdown::signal()).await,
+        Command::Serve => {
+            let listener = platform::service::bind(&config.listen).await?;
+            serve(config, listener, platform::shutdown::signal()).await
+        }
     }
-}
-
-/// Listens on `ORDER_ADDR` and serves until `shutdown`.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = platform::grpc::bind(&config.listen).await?;
-    serve_on(config, listener, shutdown).await
 }
 
 /// Applies the migrations, starts the outbox relay and serves on `listener`
 /// until `shutdown`; then stops the server (draining calls) and the relay.
-pub async fn serve_on(
+pub async fn serve(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -69,24 +65,10 @@ pub async fn serve_on(
     let orders = application::Orders::new(OrderStore::new(db.clone()), inventory, wakeup);
     let sweeper =
         tokio::spawn(PendingSweeper::new(orders.clone(), config.sweeper).run(stop.clone()));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(reporter, &[OrderServiceServer::<OrderGrpc>::NAME]).await;
-    readiness.add_database(db.clone());
-    let checker = readiness.start(stop.clone()).await?;
-    let routes = tonic::service::Routes::new(health)
-        .add_service(OrderServiceServer::new(OrderGrpc::new(orders)));
-    tracing::info!(addr = %config.listen, "order listening");
-
-    let server_stop = stop.clone();
-    let served = platform::grpc::serve_ready(routes, listener, &readiness, async move {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = server_stop.cancelled() => {}
-        }
-    })
-    .await;
+    let server = GrpcService::new("order", OrderServiceServer::new(OrderGrpc::new(orders))).await;
+    server.readiness().add_database(db.clone());
+    let served = server.serve(listener, shutdown).await;
     stop.cancel();
-    let _ = checker.await;
     let _ = sweeper.await;
     if let Some(relay) = relay
         && let Err(e) = relay.await
@@ -94,6 +76,5 @@ pub async fn serve_on(
         tracing::error!(error = %e, "outbox relay task failed");
     }
     db.close().await?;
-    tracing::info!("order stopped");
     served
 }

@@ -12,12 +12,9 @@ pub mod infrastructure;
 use std::future::Future;
 
 use platform::cli::Command;
-use platform::readiness::Readiness;
-use platform::shutdown::CancellationToken;
+use platform::service::GrpcService;
 use proto::producer::v1::producer_service_server::ProducerServiceServer;
-use tonic::server::NamedService;
-
-type ProducerServer = ProducerServiceServer<application::ProducerGrpc>;
+use tokio::net::TcpListener;
 
 pub use config::Config;
 
@@ -31,27 +28,25 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             infrastructure::ensure_streams(&client, &config.nats).await?;
             Ok(())
         }
-        Command::Serve => serve(config, platform::shutdown::signal()).await,
+        Command::Serve => {
+            let listener = platform::service::bind(&config.listen).await?;
+            serve(config, listener, platform::shutdown::signal()).await
+        }
     }
 }
 
-/// Connects to NATS, declares the streams and serves until `shutdown`.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = platform::grpc::bind(&config.listen).await?;
+/// Connects to NATS, declares the streams and serves on `listener` until
+/// `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let client = platform::nats::connect(&config.nats, "producer").await?;
     infrastructure::ensure_streams(&client, &config.nats).await?;
     let publisher = infrastructure::JetStreamPublisher::new(client.clone(), config.nats.clone());
     let service = application::ProducerGrpc::new(publisher);
-
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(reporter, &[ProducerServer::NAME]).await;
-    readiness.add_nats(client);
-    let checks = CancellationToken::new();
-    let _checker = checks.clone().drop_guard();
-    readiness.start(checks).await?;
-    let routes = tonic::service::Routes::new(health).add_service(ProducerServer::new(service));
-    tracing::info!(addr = %config.listen, "producer listening");
-    platform::grpc::serve_ready(routes, listener, &readiness, shutdown).await?;
-    tracing::info!("producer stopped");
-    Ok(())
+    let server = GrpcService::new("producer", ProducerServiceServer::new(service)).await;
+    server.readiness().add_nats(client);
+    server.serve(listener, shutdown).await
 }

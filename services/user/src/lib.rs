@@ -14,12 +14,9 @@ pub mod infrastructure;
 use std::future::Future;
 
 use platform::cli::Command;
-use platform::readiness::Readiness;
-use platform::shutdown::CancellationToken;
+use platform::service::GrpcService;
 use proto::user::v1::user_service_server::UserServiceServer;
-use tonic::server::NamedService;
-
-type UserServer = UserServiceServer<infrastructure::grpc::UserGrpc>;
+use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use infrastructure::migration::Migrator;
@@ -32,14 +29,20 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env()?;
     match command {
         Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
-        Command::Serve => serve(config, platform::shutdown::signal()).await,
+        Command::Serve => {
+            let listener = platform::service::bind(&config.listen).await?;
+            serve(config, listener, platform::shutdown::signal()).await
+        }
     }
 }
 
 /// Migrates, creates the first admin if configured and absent, then serves
-/// gRPC until `shutdown`.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let listener = platform::grpc::bind(&config.listen).await?;
+/// gRPC on `listener` until `shutdown`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;
@@ -68,15 +71,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     }
 
     let service = infrastructure::grpc::UserGrpc::new(users);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let readiness = Readiness::new(reporter, &[UserServer::NAME]).await;
-    readiness.add_database(db);
-    let checks = CancellationToken::new();
-    let _checker = checks.clone().drop_guard();
-    readiness.start(checks).await?;
-    let routes = tonic::service::Routes::new(health).add_service(UserServer::new(service));
-    tracing::info!(addr = %config.listen, database = %config.db.database, "user listening");
-    platform::grpc::serve_ready(routes, listener, &readiness, shutdown).await?;
-    tracing::info!("user stopped");
-    Ok(())
+    let server = GrpcService::new("user", UserServiceServer::new(service)).await;
+    server.readiness().add_database(db);
+    server.serve(listener, shutdown).await
 }

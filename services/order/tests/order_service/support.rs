@@ -444,7 +444,7 @@ impl Harness {
             sweeper: options.sweeper,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(order::serve_on(config, listener, async move {
+        let task = tokio::spawn(order::serve(config, listener, async move {
             let _ = stopped.await;
         }));
         let client = client_for(&addr);
