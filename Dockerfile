@@ -7,13 +7,13 @@
 # generator, tools/loadgen: a batch tool, no port), and operator (the kube-rs
 # operator, built in a stage of its own only when asked for)
 # (scripts/check-packaging.py checks this file: every target, its port,
-# its binary, the non-root user, the entrypoint.)
+# its binary, the non-root user, the entrypoint, the health check.)
 #
 # Runtime: distroless cc (glibc, CA certificates, no shell, no package
 # manager) as uid 10001, plus one static busybox binary at
-# /usr/local/bin/busybox, used only by health checks
-# (`busybox wget -q -O /dev/null http://127.0.0.1:<port>/readyz`), since the
-# services have no probe mode of their own. About 25 MB + the binary.
+# /usr/local/bin/busybox, used only by health checks (`busybox sh -c` running
+# `busybox wget -q -O /dev/null http://127.0.0.1:$HEALTHCHECK_PORT/healthz`),
+# since the services have no probe mode of their own. About 25 MB + the binary.
 #
 # Needs BuildKit (the default builder of Docker 23+, and of `docker compose
 # build`): it builds only the stages a target uses, so BINARIES=prebuilt
@@ -72,44 +72,47 @@ ENV CARGO_TERM_COLOR=never \
     CARGO_INCREMENTAL=0
 COPY --from=planner /recipe/ ./
 
-# --- builder: the six services and loadgen, dependencies first, then the sources
+# --- sources: the workspace's sources, copied once for both builders ---------
+FROM scratch AS sources
+COPY proto /proto
+COPY crates /crates
+COPY services /services
+COPY e2e /e2e
+COPY tools /tools
+
+# --- builder and operator-builder: the same steps, each its own PACKAGES ------
+# builder: the six services and loadgen; operator-builder: the kube-rs
+# operator, with a dependency layer of its own (kube, k8s-openapi), so the six
+# services' builds never compile it and it is built only for --target
+# operator. Each runs, on the stub workspace: the dependency layer (every
+# third-party crate, compiled against the stubs), then the real sources, then
+# the workspace crates, leaving /out/<binary> for each of BINS.
+# -p keeps the build (and its feature resolution) the same in both cargo runs
+# and leaves the other workspace members out. COPY keeps the files' own
+# modification times, which can be older than the stubs', so the sources are
+# touched for cargo to rebuild the workspace crates (only those: the
+# dependencies stay cached). The two stages differ only in their ARG lines.
 FROM recipe AS builder
-# -p keeps the build (and its feature resolution) the same in both steps below
-# and leaves the other workspace members (tests, the operator) out.
 ARG PACKAGES="-p gateway -p inventory -p order -p user -p producer -p consumer -p loadgen"
-# Dependency layer: every third-party crate, compiled against the stubs.
+ARG BINS="gateway inventory order user producer consumer loadgen"
 RUN cargo build --release --locked ${PACKAGES}
-# The real sources. COPY keeps the files' own modification times, which can be
-# older than the stubs', so touch them for cargo to rebuild the workspace
-# crates (only those: the dependencies stay cached).
-COPY proto ./proto
-COPY crates ./crates
-COPY services ./services
-COPY e2e ./e2e
-COPY tools ./tools
+COPY --from=sources / ./
 RUN set -eu; \
     find crates services e2e tools proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
     cargo build --release --locked ${PACKAGES}; \
     mkdir -p /out; \
-    for s in gateway inventory order user producer consumer loadgen; do \
-      cp "target/release/$s" "/out/$s"; \
-    done
+    for s in ${BINS}; do cp "target/release/$s" "/out/$s"; done
 
-# --- operator-builder: the kube-rs operator, built only for --target operator --
-# Its own dependency layer (kube, k8s-openapi), so the six services' builds
-# never compile it.
 FROM recipe AS operator-builder
-RUN cargo build --release --locked -p operator --bin operator
-COPY proto ./proto
-COPY crates ./crates
-COPY services ./services
-COPY e2e ./e2e
-COPY tools ./tools
+ARG PACKAGES="-p operator --bin operator"
+ARG BINS="operator"
+RUN cargo build --release --locked ${PACKAGES}
+COPY --from=sources / ./
 RUN set -eu; \
     find crates services e2e tools proto -type f \( -name '*.rs' -o -name '*.proto' \) -exec touch {} +; \
-    cargo build --release --locked -p operator --bin operator; \
+    cargo build --release --locked ${PACKAGES}; \
     mkdir -p /out; \
-    cp target/release/operator /out/operator
+    for s in ${BINS}; do cp "target/release/$s" "/out/$s"; done
 
 # --- prebuilt: the seven binaries from the host's target/release -------------
 # (.dockerignore lets exactly these seven files of target/ into the context.)
@@ -135,60 +138,69 @@ ENV APP_ENV=production \
 WORKDIR /app
 USER 10001:10001
 
-# --- one final stage per service ---------------------------------------------
-FROM runtime AS gateway
-COPY --from=binaries /out/gateway /usr/local/bin/gateway
-EXPOSE 8080
+# --- service: the health check, once for every image that serves ------------
+# Docker substitutes no variable in a HEALTHCHECK (nor in an exec-form
+# ENTRYPOINT or CMD) and the runtime base has no /bin/sh for the shell form,
+# so the probe runs busybox's own sh, which reads HEALTHCHECK_PORT (set by each
+# target below to the port it EXPOSEs) from the container's environment when
+# it probes; `:?` turns an unset port into a failed probe that says so. No
+# `wget -T` (see busybox above); nothing is written to the root filesystem.
+FROM runtime AS service
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
+  CMD ["/usr/local/bin/busybox", "sh", "-c", "exec /usr/local/bin/busybox wget -q -O /dev/null http://127.0.0.1:${HEALTHCHECK_PORT:?}/healthz"]
+
+# --- one target per image ------------------------------------------------------
+# What stays per target is what Docker cannot share: the port (the probe's ENV,
+# EXPOSEd from it), the binary's name and the exec-form ENTRYPOINT (it takes no
+# variable; a shell form would need /bin/sh and make the shell PID 1). A single
+# stage parametrised by build args would not do: `docker build --target
+# gateway` with no argument must give the gateway image.
+FROM service AS gateway
+ENV HEALTHCHECK_PORT=8080
+EXPOSE ${HEALTHCHECK_PORT}
+COPY --from=binaries /out/gateway /usr/local/bin/gateway
 ENTRYPOINT ["/usr/local/bin/gateway"]
 
-FROM runtime AS inventory
+FROM service AS inventory
+ENV HEALTHCHECK_PORT=50051
+EXPOSE ${HEALTHCHECK_PORT}
 COPY --from=binaries /out/inventory /usr/local/bin/inventory
-EXPOSE 50051
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50051/healthz"]
 ENTRYPOINT ["/usr/local/bin/inventory"]
 
-FROM runtime AS order
+FROM service AS order
+ENV HEALTHCHECK_PORT=50052
+EXPOSE ${HEALTHCHECK_PORT}
 COPY --from=binaries /out/order /usr/local/bin/order
-EXPOSE 50052
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50052/healthz"]
 ENTRYPOINT ["/usr/local/bin/order"]
 
-FROM runtime AS user
+FROM service AS user
+ENV HEALTHCHECK_PORT=50053
+EXPOSE ${HEALTHCHECK_PORT}
 COPY --from=binaries /out/user /usr/local/bin/user
-EXPOSE 50053
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50053/healthz"]
 ENTRYPOINT ["/usr/local/bin/user"]
 
-FROM runtime AS producer
+FROM service AS producer
+ENV HEALTHCHECK_PORT=50054
+EXPOSE ${HEALTHCHECK_PORT}
 COPY --from=binaries /out/producer /usr/local/bin/producer
-EXPOSE 50054
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50054/healthz"]
 ENTRYPOINT ["/usr/local/bin/producer"]
 
-FROM runtime AS consumer
+FROM service AS consumer
+ENV HEALTHCHECK_PORT=50055
+EXPOSE ${HEALTHCHECK_PORT}
 COPY --from=binaries /out/consumer /usr/local/bin/consumer
-EXPOSE 50055
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:50055/healthz"]
 ENTRYPOINT ["/usr/local/bin/consumer"]
-
-# The load generator (tools/loadgen): runs once against the gateway and exits
-# (the chart's loadgen Job); no port, no health check.
-FROM runtime AS loadgen
-COPY --from=binaries /out/loadgen /usr/local/bin/loadgen
-ENTRYPOINT ["/usr/local/bin/loadgen"]
 
 # The operator (services/operator): watches EcommerceStack resources; metrics,
 # /healthz and /readyz on METRICS_ADDR (charts/ecommerce-operator: port 8080).
-FROM runtime AS operator
+FROM service AS operator
+ENV HEALTHCHECK_PORT=8080
+EXPOSE ${HEALTHCHECK_PORT}
 COPY --from=operator-builder /out/operator /usr/local/bin/operator
-EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["/usr/local/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]
 ENTRYPOINT ["/usr/local/bin/operator"]
+
+# The load generator (tools/loadgen): runs once against the gateway and exits
+# (the chart's loadgen Job); no port, no health check, so straight on runtime.
+FROM runtime AS loadgen
+COPY --from=binaries /out/loadgen /usr/local/bin/loadgen
+ENTRYPOINT ["/usr/local/bin/loadgen"]

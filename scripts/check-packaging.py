@@ -1083,6 +1083,71 @@ def stage_chain(stages: dict, name: str) -> list[dict]:
     return chain
 
 
+def inherited(chain: list[dict], word: str) -> list[str]:
+    """A word's instructions along a stage chain, base first: the image's own
+    setting is the last one (ENTRYPOINT, HEALTHCHECK, CMD) or all (EXPOSE)."""
+    return [r for c in reversed(chain) for w, r in c["lines"] if w == word]
+
+
+def stage_vars(chain: list[dict], words=("ARG", "ENV")) -> dict[str, str]:
+    """The values that ARG defaults and ENV set along a stage chain, base
+    first: ENV alone for what a container sees at run time."""
+    out: dict[str, str] = {}
+    for w, r in (l for c in reversed(chain) for l in c["lines"]):
+        if w not in words:
+            continue
+        tokens = shlex.split(r)
+        if w == "ENV" and tokens and "=" not in tokens[0]:  # legacy `ENV KEY value`
+            out[tokens[0]] = " ".join(tokens[1:])
+            continue
+        for tok in tokens:
+            key, eq, value = tok.partition("=")
+            if eq:
+                out[key] = value
+    return out
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    """$VAR, ${VAR} and ${VAR:?...}-style references replaced by the values
+    known; unknown ones (a shell's own $s) stay as they are."""
+    def sub(m):
+        name = m.group(1) or m.group(2)
+        return values.get(name, m.group(0))
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+?][^}]*)?\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, text)
+
+
+def copy_sources(stages: dict, copy: str, seen: tuple = ()) -> set[str]:
+    """The build context's top-level folders and files one COPY brings in:
+    its own sources, or all a stage copies when it copies that stage whole
+    (`COPY --from=sources / ./`)."""
+    parts = copy.split()
+    source = next((p.split("=", 1)[1] for p in parts if p.startswith("--from=")), None)
+    paths = [p for p in parts if not p.startswith("--")][:-1]
+    if source is None:
+        return {p.strip("./").split("/")[0] for p in paths} - {""}
+    if source in stages and source not in seen and paths == ["/"]:
+        return copied_sources(stages, source, seen)
+    return set()
+
+
+def copied_sources(stages: dict, name: str, seen: tuple = ()) -> set[str]:
+    """What copy_sources gives for every COPY of a stage chain."""
+    return {f for c in stage_chain(stages, name) for w, r in c["lines"] if w == "COPY"
+            for f in copy_sources(stages, r, seen + (name,))}
+
+
+def healthcheck_test(hc: str) -> list[str] | None:
+    """The exec-form command of a HEALTHCHECK line, or None for another form."""
+    m = re.search(r"(?:^|\s)CMD\s+(\[.*\])\s*$", hc)
+    if not m:
+        return None
+    try:
+        cmd = json.loads(m.group(1))
+    except ValueError:
+        return None
+    return cmd if isinstance(cmd, list) and all(isinstance(a, str) for a in cmd) else None
+
+
 def check_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
     stages = dockerfile_stages(text)
@@ -1107,6 +1172,11 @@ def check_dockerfile() -> None:
         copies_before = [r for w, r in chain_lines[:first_build] if w == "COPY"]
         if any(re.search(r"(^|\s)(\.|crates|services)(\s|$)", c) and "--from" not in c for c in copies_before):
             fail(f"Dockerfile {bname}: the sources are copied before the dependency layer is built")
+        if any({"crates", "services"} & copy_sources(stages, c) for c in copies_before):
+            fail(f"Dockerfile {bname}: the sources are copied (through a stage) before the dependency layer is built")
+        after = {f for w, r in chain_lines[first_build:] if w == "COPY" for f in copy_sources(stages, r)}
+        if not {"crates", "services", "proto"} <= after:
+            fail(f"Dockerfile {bname}: after the dependency layer it copies {sorted(after)}, not crates, services and proto")
         if "COPY" not in [w for w, _ in chain_lines[first_build:]]:
             fail(f"Dockerfile {bname}: the sources are never copied after the dependency layer")
     pkgs = " ".join(r for w, r in builder["lines"] if w == "ARG" and r.startswith("PACKAGES"))
@@ -1122,12 +1192,16 @@ def check_dockerfile() -> None:
         users = [r for c in reversed(chain) for w, r in c["lines"] if w == "USER"]
         if not users or users[-1].split(":")[0] != str(UID):
             fail(f"Dockerfile {s}: USER is {users[-1] if users else 'root (none)'}, expected {UID}")
-        entry = [r for w, r in st["lines"] if w == "ENTRYPOINT"]
+        # What the image ends up with: the last ENTRYPOINT and HEALTHCHECK of
+        # its chain (a shared stage may set them), every EXPOSE, with the ARG
+        # and ENV values the chain gives them.
+        entry = inherited(chain, "ENTRYPOINT")[-1:]
         if entry != [f'["/usr/local/bin/{s}"]']:
             fail(f"Dockerfile {s}: ENTRYPOINT {entry}, expected [\"/usr/local/bin/{s}\"]")
-        if [r for w, r in st["lines"] if w == "CMD"]:
+        if inherited(chain, "CMD"):
             fail(f"Dockerfile {s}: a CMD would be passed as arguments")
-        exposes = [r for w, r in st["lines"] if w == "EXPOSE"]
+        build_vars = stage_vars(chain)
+        exposes = [expand(r, build_vars) for r in inherited(chain, "EXPOSE")]
         if exposes != [str(port)]:
             fail(f"Dockerfile {s}: EXPOSE {exposes}, expected {port}")
         copies = [r for w, r in st["lines"] if w == "COPY"]
@@ -1139,10 +1213,25 @@ def check_dockerfile() -> None:
             fail(f"Dockerfile {s}: runtime base {base} is neither distroless cc nor debian-slim")
         if any(w == "RUN" for w, _ in lines):
             fail(f"Dockerfile {s}: its runtime stages RUN commands (the base has no shell)")
-        hc = [r for w, r in st["lines"] if w == "HEALTHCHECK"]
-        if not hc or f"127.0.0.1:{port}/healthz" not in hc[0]:
-            fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {port}")
-        if "/usr/local/bin/busybox" in hc[0] and not any("/usr/local/bin/busybox" in r for c in chain for w, r in c["lines"] if w == "COPY"):
+        hc = inherited(chain, "HEALTHCHECK")[-1:]
+        if not hc or hc[0].upper() == "NONE":
+            fail(f"Dockerfile {s}: no HEALTHCHECK")
+        test = healthcheck_test(hc[0])
+        if test is None:
+            fail(f"Dockerfile {s}: HEALTHCHECK is not exec form CMD [...] (the runtime base has no /bin/sh): {hc[0]}")
+        if any("$" in a for a in test):
+            # Docker expands no variable in a HEALTHCHECK: a shell must, from
+            # the container's environment, so only ENV values count here.
+            shell = (test[0].endswith("/sh") and test[1:2] == ["-c"]) or (test[0].endswith("/busybox") and test[1:3] == ["sh", "-c"])
+            if not shell:
+                fail(f"Dockerfile {s}: HEALTHCHECK {test} has variables but no shell to expand them")
+            run_env = stage_vars(chain, ("ENV",))
+            test = [expand(a, run_env) for a in test]
+            if any(re.search(r"\$\{?[A-Za-z_]", a) for a in test):
+                fail(f"Dockerfile {s}: HEALTHCHECK {test} reads a variable that no ENV of the image sets")
+        if f"127.0.0.1:{port}/healthz" not in " ".join(test):
+            fail(f"Dockerfile {s}: no HEALTHCHECK of /healthz on {port}: {test}")
+        if "/usr/local/bin/busybox" in test[0] and not any("/usr/local/bin/busybox" in r for c in chain for w, r in c["lines"] if w == "COPY"):
             fail(f"Dockerfile {s}: HEALTHCHECK uses busybox, which the image lacks")
     check_dockerfile_tools(stages)
     ignore = (ROOT / ".dockerignore").read_text().split()
@@ -1170,6 +1259,9 @@ def check_dockerfile_tools(stages: dict) -> None:
             fail(f"Dockerfile {s}: ENTRYPOINT is not [\"/usr/local/bin/{s}\"]")
         if {"EXPOSE", "HEALTHCHECK", "CMD", "RUN", "USER"} & set(words):
             fail(f"Dockerfile {s}: a tool has only its binary and ENTRYPOINT on runtime (found {words})")
+        from_base = {w for c in chain[1:] for w, _ in c["lines"]} & {"EXPOSE", "HEALTHCHECK", "CMD", "ENTRYPOINT"}
+        if from_base:
+            fail(f"Dockerfile {s}: runtime gives it {sorted(from_base)}, which only the services' stages should have")
         if [r for w, r in st["lines"] if w == "COPY"] != [f"--from=binaries /out/{s} /usr/local/bin/{s}"]:
             fail(f"Dockerfile {s}: the binary is not copied from binaries to /usr/local/bin/{s}")
 
@@ -1186,7 +1278,8 @@ def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
         fail("Dockerfile: no `FROM ${BINARIES} AS binaries` with ARG BINARIES=builder")
     if "prebuilt" not in stages:
         fail("Dockerfile: no prebuilt stage (BINARIES=prebuilt)")
-    builder_copies = " ".join(r for w, r in stages["builder"]["lines"] if w == "RUN")
+    builder_copies = expand(" ".join(r for w, r in stages["builder"]["lines"] if w == "RUN"),
+                            stage_vars(stage_chain(stages, "builder"), ("ARG",)))
     prebuilt_copies = " ".join(r for w, r in stages["prebuilt"]["lines"] if w == "COPY")
     pkgs = " ".join(r for w, r in stages["builder"]["lines"] if w == "ARG" and r.startswith("PACKAGES"))
     compose_test = (ROOT / "scripts/compose-test.sh").read_text()
@@ -1263,8 +1356,7 @@ def check_dockerfile_recipe() -> None:
             for kind, name, path in stub[pkg]:
                 if not (recipe / path).is_file():
                     fail(f"package {pkg}: the recipe has no stub for {kind} {name} ({path})")
-    builder = dockerfile_stages(text)["builder"]
-    copied = {r.split()[0].strip("./") for w, r in builder["lines"] if w == "COPY" and "--from" not in r}
+    copied = copied_sources(dockerfile_stages(text), "builder")
     members = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
                              cwd=ROOT, capture_output=True, text=True, check=True)
     meta = json.loads(members.stdout)
@@ -1358,8 +1450,7 @@ def check_tiltfile(chart_docs_cache: dict) -> None:
         ctx, kw = built[ref]
         if kw.get("target") != s or ctx not in (".", "./") or kw.get("dockerfile", "Dockerfile") != "Dockerfile":
             fail(f"Tiltfile: docker_build {ref} is not the Dockerfile's target {s}: {ctx} {kw}")
-        copied = {r.split()[0].strip("./") for w, r in dockerfile_stages((ROOT / "Dockerfile").read_text())["builder"]["lines"]
-                  if w == "COPY" and "--from" not in r}
+        copied = copied_sources(dockerfile_stages((ROOT / "Dockerfile").read_text()), "builder")
         if kw.get("only") and not copied | {"Cargo.toml", "Cargo.lock"} <= set(kw["only"]):
             fail(f"Tiltfile: docker_build {ref} sends only {kw['only']}, the builder copies {sorted(copied)} and the manifests")
     if not calls["helm"] or not calls["k8s_yaml"]:

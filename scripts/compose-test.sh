@@ -8,7 +8,7 @@
 #     (scripts/docker-base-images.sh) and the six release binaries on the host
 #  3. `docker compose build` of the Dockerfile's final stages with
 #     BINARIES=prebuilt and the stand-ins as build arguments
-#  4. image facts: uid 10001, entrypoint, healthcheck, size
+#  4. image facts: uid 10001, entrypoint, healthcheck and its port, size
 #  5. `docker compose up -d --wait`, then: every container healthy, read-only
 #     root filesystem with a writable /tmp, processes as uid 10001;
 #     `docker run --rm ecommerce/<svc>:dev migrate` into a fresh database
@@ -112,12 +112,17 @@ for s in "${SERVICES[@]}"; do
   [ "$entry" = "[\"/usr/local/bin/$s\"]" ] || fail "$image: ENTRYPOINT $entry"
   hc=$(docker image inspect -f '{{json .Config.Healthcheck.Test}}' "$image")
   case $hc in *"/usr/local/bin/busybox"*"/healthz"*) ;; *) fail "$image: HEALTHCHECK $hc" ;; esac
+  # The shared HEALTHCHECK probes $HEALTHCHECK_PORT: each target's ENV, which
+  # must be the one port it EXPOSEs.
+  port=$(docker image inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$image" | sed -n 's/^HEALTHCHECK_PORT=//p')
+  exposed=$(docker image inspect -f '{{range $p, $_ := .Config.ExposedPorts}}{{$p}} {{end}}' "$image")
+  [ -n "$port" ] && [ "$exposed" = "$port/tcp " ] || fail "$image: EXPOSE $exposed, but HEALTHCHECK_PORT is '$port'"
   bytes=$(docker image inspect -f '{{.Size}}' "$image")
   mb=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1000000 }')
   note=""
   [ "$bytes" -lt 40000000 ] || note="  (over the 40 MB aim)"
   sizes+=("$(printf '%-28s %6s MB%s' "$image" "$mb" "$note")")
-  ok "$image: uid 10001, entrypoint /usr/local/bin/$s, busybox healthcheck, $mb MB"
+  ok "$image: uid 10001, entrypoint /usr/local/bin/$s, busybox healthcheck of its EXPOSEd port $port, $mb MB"
 done
 
 # --- 5. the stack ------------------------------------------------------------
