@@ -120,27 +120,30 @@ def fail(msg: str) -> None:
 # --------------------------------------------------------------------------
 # what the services read
 
+SETTINGS_BEGIN = "<!-- settings: generated from the services' config::SETTINGS"
+SETTINGS_END = "<!-- /settings -->"
+
+
 def known_env_names() -> set[str]:
-    """Every variable name the services can read: quoted literals in their
-    configuration code, and the names their READMEs document."""
+    """Every variable the services read: the first column of the settings
+    tables generated from their declarations (`config::SETTINGS`; the e2e
+    test `settings` keeps the tables equal to them)."""
     names: set[str] = set()
-    sources = glob.glob(str(ROOT / "crates/platform/src/**/*.rs"), recursive=True)
-    for s in SERVICES:
-        sources += glob.glob(str(ROOT / f"services/{s}/src/**/*.rs"), recursive=True)
-    for path in sources:
-        text = Path(path).read_text()
-        names |= set(re.findall(r'"([A-Z][A-Z0-9_]{2,})"', text))
-        # `format!("{}_DB_NAME", service)`: the per-service database names
-        if re.search(r'format!\("\{\}_DB_NAME"', text):
-            names |= {f"{s.upper()}_DB_NAME" for s in DB_SERVICES}
-    # The shared settings' page and the six services' READMEs only: the
-    # operator's documents its own settings.
-    readmes = [ROOT / "docs/configuration.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
-                                                  if (ROOT / f"services/{s}/README.md").exists()]
-    if not readmes[0].is_file():
+    pages = [ROOT / "docs/configuration.md"] + [ROOT / f"services/{s}/README.md" for s in SERVICES
+                                               if (ROOT / f"services/{s}/README.md").exists()]
+    if not pages[0].is_file():
         fail("docs/configuration.md (the shared settings) is missing")
-    for path in readmes:
-        names |= set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", path.read_text()))
+    for path in pages:
+        text = path.read_text()
+        start = text.find(SETTINGS_BEGIN)
+        if start < 0:
+            continue
+        end = text.find(SETTINGS_END, start)
+        if end < 0:
+            fail(f"{path}: the generated settings table has no end marker")
+        names |= set(re.findall(r"^\| `([A-Z][A-Z0-9_]{2,})` \|", text[start:end], re.M))
+    if len(names) < 30:
+        fail(f"only {len(names)} declared settings found in the generated tables")
     return names
 
 

@@ -71,8 +71,9 @@ where
         if command == Command::Serve {
             // Only a serving process makes and takes internal calls: `migrate`
             // (a Job before a rollout) needs no token.
-            if let Err(e) =
-                crate::config::AppEnv::from_env().and_then(crate::internal_auth::init_from_env)
+            let env = crate::settings::Env::process();
+            if let Err(e) = crate::config::AppEnv::from_env(&env)
+                .and_then(|app_env| crate::internal_auth::init_from_env(&env, app_env))
             {
                 eprintln!("{service}: configuration error: {e}");
                 return ExitCode::from(1);

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::settings::{self as set, Env, Setting};
+
 /// A configuration error that names the offending variable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -44,49 +46,6 @@ pub fn load_dotenv() -> Result<(), ConfigError> {
     }
 }
 
-/// Reads a variable; empty counts as unset.
-pub fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// Reads and parses a variable, or returns `default` when unset.
-pub fn parse_or<T>(name: &str, default: T) -> Result<T, ConfigError>
-where
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(raw) => raw
-            .trim()
-            .parse()
-            .map_err(|e| ConfigError::invalid(name, &raw, e)),
-    }
-}
-
-/// Reads a string variable, or `default` when unset.
-pub fn string_or(name: &str, default: &str) -> String {
-    var(name).unwrap_or_else(|| default.to_owned())
-}
-
-/// Reads a duration given in milliseconds.
-pub fn millis_or(name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let ms: u64 = parse_or(name, default.as_millis() as u64)?;
-    Ok(Duration::from_millis(ms))
-}
-
-/// Reads a boolean (`true/false/1/0/yes/no`).
-pub fn bool_or(name: &str, default: bool) -> Result<bool, ConfigError> {
-    match var(name) {
-        None => Ok(default),
-        Some(raw) => match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError::invalid(name, &raw, "expected true or false")),
-        },
-    }
-}
-
 /// `APP_ENV`: development relaxes the rules for secrets; production (the
 /// default) requires every secret to be set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +55,11 @@ pub enum AppEnv {
 }
 
 impl AppEnv {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        match var("APP_ENV").as_deref().map(str::trim) {
-            None | Some("production") | Some("prod") => Ok(AppEnv::Production),
-            Some("development") | Some("dev") => Ok(AppEnv::Development),
-            Some(other) => Err(ConfigError::invalid(
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        match env.string(&set::APP_ENV).trim() {
+            "production" | "prod" => Ok(AppEnv::Production),
+            "development" | "dev" => Ok(AppEnv::Development),
+            other => Err(ConfigError::invalid(
                 "APP_ENV",
                 other,
                 "expected development or production",
@@ -159,15 +118,9 @@ impl fmt::Display for ServiceAddr {
 }
 
 impl ServiceAddr {
-    /// Reads `name`, defaulting to `:<default_port>`.
-    pub fn from_env(name: &str, default_port: u16) -> Result<Self, ConfigError> {
-        match var(name) {
-            None => Ok(ServiceAddr {
-                host: None,
-                port: default_port,
-            }),
-            Some(raw) => raw.parse().map_err(|e| ConfigError::invalid(name, &raw, e)),
-        }
+    /// Reads one of the `<SERVICE>_ADDR` settings.
+    pub fn from_env(env: &Env, setting: &Setting) -> Result<Self, ConfigError> {
+        env.parse(setting)
     }
 
     /// Where to listen: all interfaces for an empty host, otherwise the host's
@@ -235,22 +188,31 @@ impl fmt::Debug for DbSettings {
 }
 
 impl DbSettings {
-    /// Reads the `DB_*` variables for `service` (e.g. "inventory").
-    pub fn from_env(service: &str, app_env: AppEnv) -> Result<Self, ConfigError> {
-        let base = string_or("DB_NAME", "ecommerce");
-        let db_var = format!("{}_DB_NAME", service.to_ascii_uppercase());
-        let database = string_or(&db_var, &format!("{base}_{service}"));
-        validate_identifier(&db_var, &database)?;
-        let password = match var("DB_PASSWORD") {
+    /// Reads the `DB_*` variables, the database being `database` (the
+    /// service's `<SERVICE>_DB_NAME`, e.g. [`set::ORDER_DB_NAME`]).
+    pub fn from_env(env: &Env, database: &Setting, app_env: AppEnv) -> Result<Self, ConfigError> {
+        let service = database
+            .name
+            .strip_suffix("_DB_NAME")
+            .expect("a <SERVICE>_DB_NAME setting")
+            .to_ascii_lowercase();
+        let base = env.string(&set::DB_NAME);
+        let database_name = env
+            .get(database)
+            .unwrap_or_else(|| format!("{base}_{service}"));
+        validate_identifier(database.name, &database_name)?;
+        let password = match env.raw(&set::DB_PASSWORD) {
             Some(p) => p,
             // Local PostgreSQL uses trust auth; a deployment must say.
             None if app_env.is_development() => String::new(),
-            None => std::env::var("DB_PASSWORD").map_err(|_| ConfigError::Missing {
-                name: "DB_PASSWORD".into(),
-                hint: " (set it, or set it empty for trust authentication)".into(),
-            })?,
+            None => {
+                return Err(ConfigError::Missing {
+                    name: set::DB_PASSWORD.name.into(),
+                    hint: " (set it, or set it empty for trust authentication)".into(),
+                });
+            }
         };
-        let ssl_mode = string_or("DB_SSLMODE", "prefer");
+        let ssl_mode = env.string(&set::DB_SSLMODE);
         if ![
             "disable",
             "allow",
@@ -262,19 +224,19 @@ impl DbSettings {
         .contains(&ssl_mode.as_str())
         {
             return Err(ConfigError::invalid(
-                "DB_SSLMODE",
+                set::DB_SSLMODE.name,
                 &ssl_mode,
                 "use disable, allow, prefer, require, verify-ca or verify-full",
             ));
         }
         Ok(DbSettings {
             ssl_mode,
-            host: string_or("DB_HOST", "127.0.0.1"),
-            port: parse_or("DB_PORT", 5432)?,
-            user: string_or("DB_USER", "postgres"),
+            host: env.string(&set::DB_HOST),
+            port: env.parse(&set::DB_PORT)?,
+            user: env.string(&set::DB_USER),
             password: SecretString::from(password),
-            database,
-            max_connections: parse_or("DB_MAX_CONNECTIONS", 10)?,
+            database: database_name,
+            max_connections: env.parse(&set::DB_MAX_CONNECTIONS)?,
         })
     }
 
@@ -350,14 +312,16 @@ pub struct NatsSettings {
 }
 
 impl NatsSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let addr = string_or("NATS_ADDR", "nats://127.0.0.1:4222");
-        let stream = string_or("NATS_STREAM", "ORDER_EVENTS");
-        let subject_prefix = string_or("NATS_SUBJECT_PREFIX", "order");
-        let dead_letter_stream = string_or("NATS_DLQ_STREAM", &format!("{stream}_DLQ"));
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let addr = env.string(&set::NATS_ADDR);
+        let stream = env.string(&set::NATS_STREAM);
+        let subject_prefix = env.string(&set::NATS_SUBJECT_PREFIX);
+        let dead_letter_stream = env
+            .get(&set::NATS_DLQ_STREAM)
+            .unwrap_or_else(|| format!("{stream}_DLQ"));
         for (name, value) in [
-            ("NATS_STREAM", &stream),
-            ("NATS_DLQ_STREAM", &dead_letter_stream),
+            (set::NATS_STREAM.name, &stream),
+            (set::NATS_DLQ_STREAM.name, &dead_letter_stream),
         ] {
             if value.is_empty()
                 || !value
@@ -380,7 +344,7 @@ impl NatsSettings {
                 .any(|c| c.is_whitespace() || c == '*' || c == '>')
         {
             return Err(ConfigError::invalid(
-                "NATS_SUBJECT_PREFIX",
+                set::NATS_SUBJECT_PREFIX.name,
                 &subject_prefix,
                 "use dot-separated tokens without wildcards, e.g. order",
             ));
@@ -430,14 +394,14 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Endpoints {
-            gateway: ServiceAddr::from_env("API_GATEWAY_ADDR", 8080)?,
-            inventory: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
-            order: ServiceAddr::from_env("ORDER_ADDR", 50052)?,
-            user: ServiceAddr::from_env("USER_ADDR", 50053)?,
-            producer: ServiceAddr::from_env("PRODUCER_ADDR", 50054)?,
-            consumer: ServiceAddr::from_env("CONSUMER_ADDR", 50055)?,
+            gateway: ServiceAddr::from_env(env, &set::API_GATEWAY_ADDR)?,
+            inventory: ServiceAddr::from_env(env, &set::INVENTORY_ADDR)?,
+            order: ServiceAddr::from_env(env, &set::ORDER_ADDR)?,
+            user: ServiceAddr::from_env(env, &set::USER_ADDR)?,
+            producer: ServiceAddr::from_env(env, &set::PRODUCER_ADDR)?,
+            consumer: ServiceAddr::from_env(env, &set::CONSUMER_ADDR)?,
         })
     }
 }
@@ -452,10 +416,10 @@ pub struct CallSettings {
 }
 
 impl CallSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(CallSettings {
-            connect_timeout: millis_or("GRPC_CONNECT_TIMEOUT_MS", Duration::from_secs(2))?,
-            request_timeout: millis_or("GRPC_REQUEST_TIMEOUT_MS", Duration::from_secs(5))?,
+            connect_timeout: env.millis(&set::GRPC_CONNECT_TIMEOUT_MS)?,
+            request_timeout: env.millis(&set::GRPC_REQUEST_TIMEOUT_MS)?,
         })
     }
 }
@@ -502,92 +466,81 @@ mod tests {
     }
 }
 
-/// These read the process environment; nextest runs every test in a process
-/// of its own, so they cannot disturb each other.
 #[cfg(test)]
 mod env_tests {
     use super::*;
 
-    fn set(name: &str, value: &str) {
-        // SAFETY: each test runs in its own process (nextest) and sets
-        // variables before any other thread reads them.
-        unsafe { std::env::set_var(name, value) }
-    }
-
     #[test]
     fn malformed_values_name_the_variable() {
-        set("DB_PORT", "fifty");
-        let err = DbSettings::from_env("inventory", AppEnv::Development).unwrap_err();
+        let env = Env::of([("DB_PORT", "fifty"), ("INVENTORY_ADDR", "nowhere")]);
+        let err =
+            DbSettings::from_env(&env, &set::INVENTORY_DB_NAME, AppEnv::Development).unwrap_err();
         assert!(err.to_string().contains("DB_PORT"), "{err}");
-
-        set("INVENTORY_ADDR", "nowhere");
-        let err = Endpoints::from_env().unwrap_err();
+        let err = Endpoints::from_env(&env).unwrap_err();
         assert!(err.to_string().contains("INVENTORY_ADDR"), "{err}");
     }
 
     #[test]
     fn production_needs_a_database_password() {
-        let err = DbSettings::from_env("order", AppEnv::Production).unwrap_err();
+        let err = DbSettings::from_env(
+            &Env::of::<&str, &str>([]),
+            &set::ORDER_DB_NAME,
+            AppEnv::Production,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("DB_PASSWORD"), "{err}");
         // Explicitly empty is a choice (trust authentication), not an omission.
-        set("DB_PASSWORD", "");
-        assert!(DbSettings::from_env("order", AppEnv::Production).is_ok());
+        let env = Env::of([("DB_PASSWORD", "")]);
+        assert!(DbSettings::from_env(&env, &set::ORDER_DB_NAME, AppEnv::Production).is_ok());
     }
 
     #[test]
     fn per_service_database_names() {
-        let s = DbSettings::from_env("order", AppEnv::Development).unwrap();
+        let user = |env: &Env| DbSettings::from_env(env, &set::USER_DB_NAME, AppEnv::Development);
+        let none = Env::of::<&str, &str>([]);
+        let s = DbSettings::from_env(&none, &set::ORDER_DB_NAME, AppEnv::Development).unwrap();
         assert_eq!(s.database, "ecommerce_order");
-        set("DB_NAME", "shop");
         assert_eq!(
-            DbSettings::from_env("user", AppEnv::Development)
-                .unwrap()
-                .database,
+            user(&Env::of([("DB_NAME", "shop")])).unwrap().database,
             "shop_user"
         );
-        set("USER_DB_NAME", "accounts");
-        assert_eq!(
-            DbSettings::from_env("user", AppEnv::Development)
-                .unwrap()
-                .database,
-            "accounts"
-        );
-        set("USER_DB_NAME", "drop table;");
-        assert!(DbSettings::from_env("user", AppEnv::Development).is_err());
+        let env = Env::of([("DB_NAME", "shop"), ("USER_DB_NAME", "accounts")]);
+        assert_eq!(user(&env).unwrap().database, "accounts");
+        assert!(user(&Env::of([("USER_DB_NAME", "drop table;")])).is_err());
     }
 
     #[test]
     fn seed_defaults() {
-        let e = Endpoints::from_env().unwrap();
+        let none = Env::of::<&str, &str>([]);
+        let e = Endpoints::from_env(&none).unwrap();
         assert_eq!(e.gateway.port, 8080);
         assert_eq!(e.inventory.port, 50051);
         assert_eq!(e.order.port, 50052);
         assert_eq!(e.user.port, 50053);
         assert_eq!(e.producer.port, 50054);
-        assert_eq!(AppEnv::from_env().unwrap(), AppEnv::Production);
-        let nats = NatsSettings::from_env().unwrap();
+        assert_eq!(AppEnv::from_env(&none).unwrap(), AppEnv::Production);
+        let nats = NatsSettings::from_env(&none).unwrap();
         assert_eq!(nats.addr, "nats://127.0.0.1:4222");
         assert_eq!(nats.created_subject(), "order.created");
         assert_eq!(nats.cancelled_subject(), "order.cancelled");
+        assert_eq!(nats.dead_letter_stream, "ORDER_EVENTS_DLQ");
     }
 
     #[test]
     fn subject_prefix_rejects_wildcards() {
-        set("NATS_SUBJECT_PREFIX", "order.*");
-        let err = NatsSettings::from_env().unwrap_err();
+        let err =
+            NatsSettings::from_env(&Env::of([("NATS_SUBJECT_PREFIX", "order.*")])).unwrap_err();
         assert!(err.to_string().contains("NATS_SUBJECT_PREFIX"));
     }
 
     #[test]
     fn app_env_values() {
-        set("APP_ENV", "development");
-        assert!(AppEnv::from_env().unwrap().is_development());
-        set("APP_ENV", "staging");
         assert!(
-            AppEnv::from_env()
-                .unwrap_err()
-                .to_string()
-                .contains("APP_ENV")
+            AppEnv::from_env(&Env::of([("APP_ENV", "development")]))
+                .unwrap()
+                .is_development()
         );
+        let err = AppEnv::from_env(&Env::of([("APP_ENV", "staging")])).unwrap_err();
+        assert!(err.to_string().contains("APP_ENV"));
     }
 }

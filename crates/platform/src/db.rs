@@ -30,7 +30,7 @@ pub async fn connect(settings: &DbSettings) -> anyhow::Result<DatabaseConnection
 }
 
 async fn connect_url(url: String, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
-    let wait = crate::config::millis_or("DB_CONNECT_WAIT_MS", Duration::from_secs(30))?;
+    let wait = crate::settings::Env::process().millis(&crate::settings::DB_CONNECT_WAIT_MS)?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut delay = Duration::from_millis(100);
     loop {

@@ -13,7 +13,7 @@ struct Armed {
 fn armed() -> &'static Option<Armed> {
     static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED.get_or_init(|| {
-        let raw = crate::config::var("FAULT_POINTS")?;
+        let raw = crate::settings::Env::process().get(&crate::settings::FAULT_POINTS)?;
         let mut remaining = HashMap::new();
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (name, nth) = match entry.split_once('@') {

@@ -35,8 +35,8 @@ pub(crate) struct Refused;
 static TOKEN: OnceLock<Option<String>> = OnceLock::new();
 
 /// Reads and checks the token once per process (the binary's start-up).
-pub fn init_from_env(app_env: AppEnv) -> Result<(), ConfigError> {
-    let token = crate::config::var(VAR).filter(|t| !t.is_empty());
+pub fn init_from_env(env: &crate::settings::Env, app_env: AppEnv) -> Result<(), ConfigError> {
+    let token = env.get(&crate::settings::INTERNAL_AUTH_TOKEN);
     match (&token, app_env) {
         (None, AppEnv::Production) => {
             return Err(ConfigError::invalid(

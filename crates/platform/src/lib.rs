@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nats;
 pub mod readiness;
 pub mod service;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 

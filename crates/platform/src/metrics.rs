@@ -71,7 +71,8 @@ pub fn http_routes() -> axum::Router {
 
 /// Binds `0.0.0.0:METRICS_PORT` (default [`default_port`]).
 pub async fn bind(service: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let port: u16 = crate::config::parse_or("METRICS_PORT", default_port(service))?;
+    let port: u16 = crate::settings::Env::process()
+        .parse_or(&crate::settings::METRICS_PORT, default_port(service))?;
     tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on METRICS_PORT {port}: {e}"))

@@ -10,7 +10,7 @@ use crate::config::NatsSettings;
 /// Connects, retrying for up to `NATS_CONNECT_WAIT_MS` (default 30 s). Once
 /// connected the client reconnects by itself, forever, after a server restart.
 pub async fn connect(settings: &NatsSettings, name: &str) -> anyhow::Result<async_nats::Client> {
-    let wait = crate::config::millis_or("NATS_CONNECT_WAIT_MS", Duration::from_secs(30))?;
+    let wait = crate::settings::Env::process().millis(&crate::settings::NATS_CONNECT_WAIT_MS)?;
     let deadline = tokio::time::Instant::now() + wait;
     let mut delay = Duration::from_millis(100);
     loop {

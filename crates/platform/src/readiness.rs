@@ -31,9 +31,6 @@ type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
 /// How long one check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The default period of the checker (`READINESS_INTERVAL_MS`).
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
-
 /// The last result of every check: the body of `GET /readyz`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Report {
@@ -288,14 +285,8 @@ impl Readiness {
         &self,
         stop: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, crate::ConfigError> {
-        let interval = crate::config::millis_or("READINESS_INTERVAL_MS", DEFAULT_INTERVAL)?;
-        if interval.is_zero() {
-            return Err(crate::ConfigError::invalid(
-                "READINESS_INTERVAL_MS",
-                "0",
-                "must be at least 1",
-            ));
-        }
+        let interval = crate::settings::Env::process()
+            .positive_millis(&crate::settings::READINESS_INTERVAL_MS)?;
         self.refresh().await;
         Ok(tokio::spawn(self.clone().run(interval, stop)))
     }

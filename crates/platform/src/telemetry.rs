@@ -25,6 +25,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::settings::{self, Env};
+
 /// Keeps the tracer provider alive; dropping it flushes pending spans.
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -36,9 +38,11 @@ impl Drop for Telemetry {
     }
 }
 
-fn otlp_configured() -> bool {
-    crate::config::var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
-        || crate::config::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+fn otlp_configured(env: &Env) -> bool {
+    env.get(&settings::OTEL_EXPORTER_OTLP_ENDPOINT).is_some()
+        || env
+            .get(&settings::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+            .is_some()
 }
 
 /// Installs the global subscriber and propagator for `service`. Call once, from
@@ -46,12 +50,15 @@ fn otlp_configured() -> bool {
 pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let service_name = crate::config::string_or("OTEL_SERVICE_NAME", service);
+    let env = Env::process();
+    let service_name = env
+        .get(&settings::OTEL_SERVICE_NAME)
+        .unwrap_or_else(|| service.to_owned());
     let resource = opentelemetry_sdk::Resource::builder()
         .with_service_name(service_name)
         .build();
     let mut builder = SdkTracerProvider::builder().with_resource(resource);
-    if otlp_configured() {
+    if otlp_configured(&env) {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .build()?;
@@ -63,9 +70,11 @@ pub fn init(service: &'static str) -> anyhow::Result<Telemetry> {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
 
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn"));
-    let json = crate::config::string_or("LOG_FORMAT", "text") == "json";
+    let filter = env
+        .get(&settings::RUST_LOG)
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn,sea_orm=warn,h2=warn,hyper=warn"));
+    let json = env.string(&settings::LOG_FORMAT) == "json";
     let ansi = !json && std::io::stdout().is_terminal();
     let slot = DispatchSlot::default();
     tracing_subscriber::registry()

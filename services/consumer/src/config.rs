@@ -2,18 +2,64 @@ use std::time::Duration;
 
 use platform::ConfigError;
 use platform::batch::BatchSettings;
-use platform::config::{
-    AppEnv, CallSettings, NatsSettings, ServiceAddr, millis_or, parse_or, string_or,
-};
+use platform::config::{AppEnv, CallSettings, NatsSettings, ServiceAddr};
+use platform::settings::{self as set, DefaultValue, Env, Setting};
+
+platform::declare_settings! {
+    NATS_CONSUMER_NAME = DefaultValue::Value("order-events"),
+        "the durable every replica binds (they share the work)";
+    CONSUMER_ACK_WAIT_MS = DefaultValue::Value("30000"),
+        "how long the server waits for an ack before redelivering; must exceed twice `GRPC_REQUEST_TIMEOUT_MS`; progress is reported every third of it while a message is in hand, so only a dead or frozen process loses its messages to a redelivery";
+    CONSUMER_MAX_ACK_PENDING = DefaultValue::Value("256"),
+        "unacknowledged messages the server hands out, across replicas";
+    CONSUMER_CONCURRENCY = DefaultValue::Value("64"),
+        "messages one replica handles at once (it pulls only as many); their ApplyOrder and RecordOutcome calls travel together in batches, so more at once costs fewer round trips and commits each";
+    CONSUMER_BATCH_MAX = DefaultValue::Value("64"),
+        "the most ApplyOrder/RecordOutcome calls one batch carries (at most 1000, what Inventory and Order accept in one call); a batch they refuse as a whole goes again call by call";
+    CONSUMER_MAX_PERMANENT_ATTEMPTS = DefaultValue::Value("3"),
+        "attempts of a message that fails permanently before it is dead-lettered (and its order rejected)";
+    CONSUMER_MAX_TRANSIENT_ATTEMPTS = DefaultValue::Value("10"),
+        "transient failures in a row before a message is handed back (NAK with a delay of `CONSUMER_RETRY_MAX_MS`), freeing its slot";
+    CONSUMER_RETRY_BASE_MS = DefaultValue::Value("200"), "the first delay of the capped doubling backoff between attempts (and between binds after NATS errors)";
+    CONSUMER_RETRY_MAX_MS = DefaultValue::Value("5000"),
+        "the cap of the doubling retry delay (less than `CONSUMER_ACK_WAIT_MS`)";
+    CONSUMER_FETCH_WAIT_MS = DefaultValue::Value("2000"),
+        "how long one pull request waits; a request lost in a NATS restart is noticed within it + 5 s";
+    CONSUMER_LAG_INTERVAL_MS = DefaultValue::Value("2000"),
+        "how often the pending counts are read (the lag gauge)";
+}
+
+/// Every variable the Consumer reads.
+pub const SETTINGS: &[&[&Setting]] = &[
+    &[
+        &set::CONSUMER_ADDR,
+        &set::INVENTORY_ADDR,
+        &set::ORDER_ADDR,
+        &NATS_CONSUMER_NAME,
+        &CONSUMER_ACK_WAIT_MS,
+        &CONSUMER_MAX_ACK_PENDING,
+        &CONSUMER_CONCURRENCY,
+        &CONSUMER_BATCH_MAX,
+        &CONSUMER_MAX_PERMANENT_ATTEMPTS,
+        &CONSUMER_MAX_TRANSIENT_ATTEMPTS,
+        &CONSUMER_RETRY_BASE_MS,
+        &CONSUMER_RETRY_MAX_MS,
+        &CONSUMER_FETCH_WAIT_MS,
+        &CONSUMER_LAG_INTERVAL_MS,
+    ],
+    set::COMMON,
+    set::NATS,
+    set::CALLS,
+];
 
 /// The Consumer's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `CONSUMER_ADDR` (default `:50055`): gRPC health and `GET /metrics`.
+    /// [`set::CONSUMER_ADDR`]
     pub listen: ServiceAddr,
-    /// `INVENTORY_ADDR` (default `:50051`).
+    /// [`set::INVENTORY_ADDR`]
     pub inventory: ServiceAddr,
-    /// `ORDER_ADDR` (default `:50052`).
+    /// [`set::ORDER_ADDR`]
     pub order: ServiceAddr,
     /// `APP_ENV`: the Consumer holds no secret, but refuses a value it does
     /// not know like every service.
@@ -30,62 +76,49 @@ const BATCHES_IN_FLIGHT: usize = 2;
 /// How the durable consumer reads and retries.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// `NATS_CONSUMER_NAME` (default `order-events`): the durable every
-    /// replica binds, so that they share the work.
+    /// [`NATS_CONSUMER_NAME`]
     pub durable_name: String,
-    /// `CONSUMER_ACK_WAIT_MS` (default 30 s): how long the server waits for
-    /// an ack before redelivering. Work in progress is reported every third of
-    /// it, so only a process that stopped (crashed, frozen) loses its messages.
+    /// [`CONSUMER_ACK_WAIT_MS`]
     pub ack_wait: Duration,
-    /// `CONSUMER_MAX_ACK_PENDING` (default 256): unacknowledged messages the
-    /// server hands out across all replicas.
+    /// [`CONSUMER_MAX_ACK_PENDING`]
     pub max_ack_pending: i64,
-    /// `CONSUMER_CONCURRENCY` (default 64): messages one replica handles at
-    /// once. Their ApplyOrder and RecordOutcome calls travel together in
-    /// batches, so more at once costs fewer round trips and commits each.
+    /// [`CONSUMER_CONCURRENCY`]
     pub concurrency: usize,
-    /// `CONSUMER_BATCH_MAX` (default 64): the most calls one batch to
-    /// Inventory or Order carries.
+    /// [`CONSUMER_BATCH_MAX`]
     pub batch: BatchSettings,
-    /// `CONSUMER_MAX_PERMANENT_ATTEMPTS` (default 3): attempts of a message
-    /// that fails permanently before it is dead-lettered.
+    /// [`CONSUMER_MAX_PERMANENT_ATTEMPTS`]
     pub max_permanent_attempts: u32,
-    /// `CONSUMER_MAX_TRANSIENT_ATTEMPTS` (default 10): attempts in a row of a
-    /// message that fails transiently before it is handed back to be
-    /// redelivered after `CONSUMER_RETRY_MAX_MS`, freeing its slot.
+    /// [`CONSUMER_MAX_TRANSIENT_ATTEMPTS`]
     pub max_transient_attempts: u32,
-    /// `CONSUMER_RETRY_BASE_MS` (default 200): the first retry delay.
+    /// [`CONSUMER_RETRY_BASE_MS`]
     pub retry_base: Duration,
-    /// `CONSUMER_RETRY_MAX_MS` (default 5000): the cap of the doubling delay.
+    /// [`CONSUMER_RETRY_MAX_MS`]
     pub retry_max: Duration,
-    /// `CONSUMER_FETCH_WAIT_MS` (default 2000): how long one pull request
-    /// waits for messages; also bounds how long a lost pull request (NATS
-    /// restarted) goes unnoticed.
+    /// [`CONSUMER_FETCH_WAIT_MS`]
     pub fetch_wait: Duration,
-    /// `CONSUMER_LAG_INTERVAL_MS` (default 2000): how often the pending count
-    /// is read for the lag gauge.
+    /// [`CONSUMER_LAG_INTERVAL_MS`]
     pub lag_interval: Duration,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let app_env = AppEnv::from_env()?;
-        let calls = CallSettings::from_env()?;
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let app_env = AppEnv::from_env(env)?;
+        let calls = CallSettings::from_env(env)?;
         Ok(Config {
             app_env,
-            listen: ServiceAddr::from_env("CONSUMER_ADDR", 50055)?,
-            inventory: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
-            order: ServiceAddr::from_env("ORDER_ADDR", 50052)?,
-            nats: NatsSettings::from_env()?,
-            consumer: ConsumerSettings::from_env(&calls)?,
+            listen: ServiceAddr::from_env(env, &set::CONSUMER_ADDR)?,
+            inventory: ServiceAddr::from_env(env, &set::INVENTORY_ADDR)?,
+            order: ServiceAddr::from_env(env, &set::ORDER_ADDR)?,
+            nats: NatsSettings::from_env(env)?,
+            consumer: ConsumerSettings::from_env(env, &calls)?,
             calls,
         })
     }
 }
 
 impl ConsumerSettings {
-    pub fn from_env(calls: &CallSettings) -> Result<Self, ConfigError> {
-        let durable_name = string_or("NATS_CONSUMER_NAME", "order-events");
+    pub fn from_env(env: &Env, calls: &CallSettings) -> Result<Self, ConfigError> {
+        let durable_name = env.string(&NATS_CONSUMER_NAME);
         if !durable_name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
@@ -96,7 +129,7 @@ impl ConsumerSettings {
                 "use letters, digits, '_' or '-'",
             ));
         }
-        let ack_wait = millis_or("CONSUMER_ACK_WAIT_MS", Duration::from_secs(30))?;
+        let ack_wait = env.millis(&CONSUMER_ACK_WAIT_MS)?;
         // One attempt is an ApplyOrder and a RecordOutcome, each bounded by the
         // request deadline; the ack wait must outlast it even without progress
         // reports.
@@ -111,9 +144,9 @@ impl ConsumerSettings {
                 ),
             ));
         }
-        let max_ack_pending: i64 = at_least("CONSUMER_MAX_ACK_PENDING", 256, 1)?;
-        let concurrency: usize = at_least("CONSUMER_CONCURRENCY", 64, 1)?;
-        let max_batch: usize = at_least("CONSUMER_BATCH_MAX", 64, 1)?;
+        let max_ack_pending: i64 = env.at_least(&CONSUMER_MAX_ACK_PENDING, 1)?;
+        let concurrency: usize = env.at_least(&CONSUMER_CONCURRENCY, 1)?;
+        let max_batch: usize = env.at_least(&CONSUMER_BATCH_MAX, 1)?;
         if max_batch > platform::batch::MAX_BATCH_CALLS {
             return Err(ConfigError::invalid(
                 "CONSUMER_BATCH_MAX",
@@ -125,10 +158,10 @@ impl ConsumerSettings {
             max_batch,
             max_in_flight: BATCHES_IN_FLIGHT,
         };
-        let max_permanent_attempts: u32 = at_least("CONSUMER_MAX_PERMANENT_ATTEMPTS", 3, 1)?;
-        let max_transient_attempts: u32 = at_least("CONSUMER_MAX_TRANSIENT_ATTEMPTS", 10, 1)?;
-        let retry_base = positive_millis("CONSUMER_RETRY_BASE_MS", Duration::from_millis(200))?;
-        let retry_max = positive_millis("CONSUMER_RETRY_MAX_MS", Duration::from_secs(5))?;
+        let max_permanent_attempts: u32 = env.at_least(&CONSUMER_MAX_PERMANENT_ATTEMPTS, 1)?;
+        let max_transient_attempts: u32 = env.at_least(&CONSUMER_MAX_TRANSIENT_ATTEMPTS, 1)?;
+        let retry_base = env.positive_millis(&CONSUMER_RETRY_BASE_MS)?;
+        let retry_max = env.positive_millis(&CONSUMER_RETRY_MAX_MS)?;
         if retry_max < retry_base {
             return Err(ConfigError::invalid(
                 "CONSUMER_RETRY_MAX_MS",
@@ -153,8 +186,8 @@ impl ConsumerSettings {
             max_transient_attempts,
             retry_base,
             retry_max,
-            fetch_wait: positive_millis("CONSUMER_FETCH_WAIT_MS", Duration::from_secs(2))?,
-            lag_interval: positive_millis("CONSUMER_LAG_INTERVAL_MS", Duration::from_secs(2))?,
+            fetch_wait: env.positive_millis(&CONSUMER_FETCH_WAIT_MS)?,
+            lag_interval: env.positive_millis(&CONSUMER_LAG_INTERVAL_MS)?,
         })
     }
 
@@ -169,30 +202,6 @@ impl ConsumerSettings {
     pub fn progress_interval(&self) -> Duration {
         self.ack_wait / 3
     }
-}
-
-fn at_least<T>(name: &str, default: T, min: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-    T::Err: std::fmt::Display,
-{
-    let value = parse_or(name, default)?;
-    if value < min {
-        return Err(ConfigError::invalid(
-            name,
-            &value.to_string(),
-            format!("must be at least {min}"),
-        ));
-    }
-    Ok(value)
-}
-
-fn positive_millis(name: &str, default: Duration) -> Result<Duration, ConfigError> {
-    let value = millis_or(name, default)?;
-    if value.is_zero() {
-        return Err(ConfigError::invalid(name, "0", "must be more than 0"));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub use config::Config;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let config = Config::from_env(&platform::settings::Env::process())?;
     match command {
         // The Consumer has no database; its "migration" declares the streams
         // and the durable consumer.

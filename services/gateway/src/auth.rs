@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use platform::ConfigError;
-use platform::config::{self, AppEnv};
+use platform::config::AppEnv;
+use platform::settings::Env;
 use proto::common::v1 as common;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -18,13 +19,12 @@ use crate::problem::Problem;
 /// Shortest secret accepted: HS256 wants at least its 256 bits.
 const MIN_SECRET_BYTES: usize = 32;
 
-/// `JWT_*` settings.
+/// [`crate::config::JWT_SECRET`], [`crate::config::JWT_ISSUER`] and
+/// [`crate::config::JWT_TTL_SECONDS`].
 #[derive(Clone)]
 pub struct JwtSettings {
     pub secret: Vec<u8>,
-    /// `JWT_ISSUER` (default `ecommerce-gateway`): written to and required in `iss`.
     pub issuer: String,
-    /// `JWT_TTL_SECONDS` (default 3600).
     pub ttl: Duration,
 }
 
@@ -41,8 +41,9 @@ impl fmt::Debug for JwtSettings {
 impl JwtSettings {
     /// `JWT_SECRET` is required outside development; in development an unset
     /// secret becomes a random one for this process (tokens die with it).
-    pub fn from_env(app_env: AppEnv) -> Result<Self, ConfigError> {
-        let secret = match config::var("JWT_SECRET") {
+    pub fn from_env(env: &Env, app_env: AppEnv) -> Result<Self, ConfigError> {
+        use crate::config::{JWT_ISSUER, JWT_SECRET, JWT_TTL_SECONDS};
+        let secret = match env.get(&JWT_SECRET) {
             Some(secret) if secret.len() < MIN_SECRET_BYTES => {
                 return Err(ConfigError::invalid(
                     "JWT_SECRET",
@@ -66,17 +67,10 @@ impl JwtSettings {
                 });
             }
         };
-        let ttl_seconds: u64 = config::parse_or("JWT_TTL_SECONDS", 3600)?;
-        if ttl_seconds == 0 {
-            return Err(ConfigError::invalid(
-                "JWT_TTL_SECONDS",
-                "0",
-                "must be at least 1",
-            ));
-        }
+        let ttl_seconds: u64 = env.at_least(&JWT_TTL_SECONDS, 1)?;
         Ok(JwtSettings {
             secret,
-            issuer: config::string_or("JWT_ISSUER", "ecommerce-gateway"),
+            issuer: env.string(&JWT_ISSUER),
             ttl: Duration::from_secs(ttl_seconds),
         })
     }

@@ -36,7 +36,7 @@ use crate::limiter::RateLimiter;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let config = Config::from_env(&platform::settings::Env::process())?;
     match command {
         Command::Migrate => {
             tracing::info!("the gateway has no database: nothing to migrate");

@@ -1,26 +1,33 @@
 use platform::config::{AppEnv, DbSettings, NatsSettings, ServiceAddr};
+use platform::settings::{self as set, Env, Setting};
+
+/// Every variable Inventory reads (its own: none but the fault points its
+/// README names).
+pub const SETTINGS: &[&[&Setting]] = &[
+    &[&set::INVENTORY_ADDR, &set::INVENTORY_DB_NAME],
+    set::COMMON,
+    set::DATABASE,
+    set::NATS,
+];
 
 /// The Inventory service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `INVENTORY_ADDR` (default `:50051`).
     pub listen: ServiceAddr,
-    /// `APP_ENV` (default production).
     pub app_env: AppEnv,
-    /// `DB_*`, database `INVENTORY_DB_NAME` (default `<DB_NAME>_inventory`).
     pub db: DbSettings,
-    /// `NATS_*`: where product changes are announced (best effort).
+    /// Where product changes are announced (best effort).
     pub nats: NatsSettings,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, platform::ConfigError> {
-        let app_env = AppEnv::from_env()?;
+    pub fn from_env(env: &Env) -> Result<Self, platform::ConfigError> {
+        let app_env = AppEnv::from_env(env)?;
         Ok(Config {
-            listen: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
+            listen: ServiceAddr::from_env(env, &set::INVENTORY_ADDR)?,
             app_env,
-            db: DbSettings::from_env("inventory", app_env)?,
-            nats: NatsSettings::from_env()?,
+            db: DbSettings::from_env(env, &set::INVENTORY_DB_NAME, app_env)?,
+            nats: NatsSettings::from_env(env)?,
         })
     }
 }

@@ -22,7 +22,7 @@ pub use infrastructure::migration::Migrator;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let config = Config::from_env(&platform::settings::Env::process())?;
     match command {
         Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
         Command::Serve => {

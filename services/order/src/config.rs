@@ -1,21 +1,58 @@
 use std::time::Duration;
 
 use platform::ConfigError;
-use platform::config::{
-    AppEnv, CallSettings, DbSettings, ServiceAddr, bool_or, millis_or, parse_or,
-};
+use platform::config::{AppEnv, CallSettings, DbSettings, ServiceAddr};
+use platform::settings::{self as set, DefaultValue, Env, Setting};
+
+platform::declare_settings! {
+    OUTBOX_RELAY_ENABLED = DefaultValue::Value("true"),
+        "run the relay in this process (each record is claimed by one relay at a time, so several may)";
+    OUTBOX_POLL_INTERVAL_MS = DefaultValue::Value("500"),
+        "how often the relay looks for records other replicas wrote (its own wake it at once)";
+    OUTBOX_BATCH_SIZE = DefaultValue::Value("50"), "records claimed per pass (1..=1000)";
+    OUTBOX_RETRY_MIN_MS = DefaultValue::Value("100"), "the first delay of the capped exponential backoff (with jitter) after a failed pass; retried forever";
+    OUTBOX_RETRY_MAX_MS = DefaultValue::Value("5000"), "the largest delay between failed passes";
+    OUTBOX_CLAIM_LEASE_MS = DefaultValue::Derived("three `GRPC_REQUEST_TIMEOUT_MS`, from `15000` to `60000`"),
+        "how long a pass holds the records it claimed; it starts no Producer call that could end after it, so a record is published again (by another relay, after this one died) only after the lease, well inside the stream's 120 s duplicate window; at most 60000 and more than twice `GRPC_REQUEST_TIMEOUT_MS`";
+    OUTBOX_RETENTION_SECONDS = DefaultValue::Value("86400"),
+        "sent records are deleted this long after they were sent";
+    ORDER_SWEEP_INTERVAL_MS = DefaultValue::Value("30000"), "how often the sweeper looks for orders left PENDING";
+    ORDER_PENDING_REPUBLISH_AFTER_MS = DefaultValue::Value("120000"),
+        "a PENDING order whose event went out this long ago is published again (the event may have been lost); one whose event can never be published is rejected";
+    ORDER_PENDING_TIMEOUT_MS = DefaultValue::Value("600000"),
+        "a PENDING order this old is rejected, and any stock Inventory took for it is returned (more than `ORDER_PENDING_REPUBLISH_AFTER_MS`)";
+}
+
+/// Every variable the Order service reads.
+pub const SETTINGS: &[&[&Setting]] = &[
+    &[
+        &set::ORDER_ADDR,
+        &set::ORDER_DB_NAME,
+        &set::INVENTORY_ADDR,
+        &set::PRODUCER_ADDR,
+        &OUTBOX_RELAY_ENABLED,
+        &OUTBOX_POLL_INTERVAL_MS,
+        &OUTBOX_BATCH_SIZE,
+        &OUTBOX_RETRY_MIN_MS,
+        &OUTBOX_RETRY_MAX_MS,
+        &OUTBOX_CLAIM_LEASE_MS,
+        &OUTBOX_RETENTION_SECONDS,
+        &ORDER_SWEEP_INTERVAL_MS,
+        &ORDER_PENDING_REPUBLISH_AFTER_MS,
+        &ORDER_PENDING_TIMEOUT_MS,
+    ],
+    set::COMMON,
+    set::DATABASE,
+    set::CALLS,
+];
 
 /// The Order service's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `ORDER_ADDR` (default `:50052`).
     pub listen: ServiceAddr,
-    /// `INVENTORY_ADDR` (default `:50051`).
     pub inventory: ServiceAddr,
-    /// `PRODUCER_ADDR` (default `:50054`).
     pub producer: ServiceAddr,
     pub app_env: AppEnv,
-    /// `DB_*`, database `ORDER_DB_NAME` (default `<DB_NAME>_order`).
     pub db: DbSettings,
     /// `GRPC_*`: the deadline of every outgoing call.
     pub calls: CallSettings,
@@ -26,46 +63,39 @@ pub struct Config {
 /// The outbox relay's settings (`OUTBOX_*`).
 #[derive(Debug, Clone, Copy)]
 pub struct RelaySettings {
-    /// `OUTBOX_RELAY_ENABLED` (default true).
+    /// [`OUTBOX_RELAY_ENABLED`]
     pub enabled: bool,
-    /// `OUTBOX_POLL_INTERVAL_MS` (default 500): how often the relay looks
-    /// for records other replicas wrote (its own wake it at once).
+    /// [`OUTBOX_POLL_INTERVAL_MS`]
     pub poll_interval: Duration,
-    /// `OUTBOX_BATCH_SIZE` (default 50): records locked per pass.
+    /// [`OUTBOX_BATCH_SIZE`]
     pub batch_size: u64,
-    /// `OUTBOX_RETRY_MIN_MS` (default 100) and `OUTBOX_RETRY_MAX_MS` (default
-    /// 5000): the first and the largest delay between failed passes.
+    /// [`OUTBOX_RETRY_MIN_MS`]
     pub retry_min: Duration,
+    /// [`OUTBOX_RETRY_MAX_MS`]
     pub retry_max: Duration,
-    /// `OUTBOX_CLAIM_LEASE_MS` (default three request timeouts, at least
-    /// 15000 and at most 60000): how long a pass holds the
-    /// records it claimed. It starts no Producer call that could end after
-    /// the lease, so a record is published again (by another relay, after
-    /// this one died) only after the lease, well inside the stream's 120 s
-    /// duplicate window. At most 60 s, and more than twice
-    /// `GRPC_REQUEST_TIMEOUT_MS`.
+    /// [`OUTBOX_CLAIM_LEASE_MS`]
     pub claim_lease: Duration,
     /// `GRPC_REQUEST_TIMEOUT_MS`: the longest one Producer call can take.
     pub publish_timeout: Duration,
-    /// `OUTBOX_RETENTION_SECONDS` (default 86400): how long sent records are
-    /// kept (for someone to look at) before they are deleted.
+    /// [`OUTBOX_RETENTION_SECONDS`]
     pub retention: Duration,
 }
 
 impl RelaySettings {
-    pub fn from_env(calls: &CallSettings) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env, calls: &CallSettings) -> Result<Self, ConfigError> {
+        let default_lease =
+            (calls.request_timeout * 3).clamp(Duration::from_secs(15), Duration::from_secs(60));
         let settings = RelaySettings {
-            enabled: bool_or("OUTBOX_RELAY_ENABLED", true)?,
-            poll_interval: millis_or("OUTBOX_POLL_INTERVAL_MS", Duration::from_millis(500))?,
-            batch_size: parse_or("OUTBOX_BATCH_SIZE", 50)?,
-            retry_min: millis_or("OUTBOX_RETRY_MIN_MS", Duration::from_millis(100))?,
-            retry_max: millis_or("OUTBOX_RETRY_MAX_MS", Duration::from_secs(5))?,
-            claim_lease: millis_or(
-                "OUTBOX_CLAIM_LEASE_MS",
-                (calls.request_timeout * 3).clamp(Duration::from_secs(15), Duration::from_secs(60)),
-            )?,
+            enabled: env.bool(&OUTBOX_RELAY_ENABLED)?,
+            poll_interval: env.millis(&OUTBOX_POLL_INTERVAL_MS)?,
+            batch_size: env.parse(&OUTBOX_BATCH_SIZE)?,
+            retry_min: env.millis(&OUTBOX_RETRY_MIN_MS)?,
+            retry_max: env.millis(&OUTBOX_RETRY_MAX_MS)?,
+            claim_lease: Duration::from_millis(
+                env.parse_or(&OUTBOX_CLAIM_LEASE_MS, default_lease.as_millis() as u64)?,
+            ),
             publish_timeout: calls.request_timeout,
-            retention: Duration::from_secs(parse_or("OUTBOX_RETENTION_SECONDS", 86_400)?),
+            retention: Duration::from_secs(env.parse(&OUTBOX_RETENTION_SECONDS)?),
         };
         let invalid = |name: &str, value: String, reason: &str| {
             Err(ConfigError::invalid(name, &value, reason))
@@ -112,26 +142,20 @@ impl RelaySettings {
 /// The sweeper of orders left PENDING (`ORDER_PENDING_*`).
 #[derive(Debug, Clone, Copy)]
 pub struct SweeperSettings {
-    /// `ORDER_SWEEP_INTERVAL_MS` (default 30000): how often it looks.
+    /// [`ORDER_SWEEP_INTERVAL_MS`]
     pub interval: Duration,
-    /// `ORDER_PENDING_REPUBLISH_AFTER_MS` (default 120000): a PENDING order
-    /// whose event went out this long ago is published again (the event may
-    /// have been lost); one whose event can never be published is rejected.
+    /// [`ORDER_PENDING_REPUBLISH_AFTER_MS`]
     pub republish_after: Duration,
-    /// `ORDER_PENDING_TIMEOUT_MS` (default 600000): a PENDING order this old
-    /// is rejected, and any stock Inventory took for it is returned.
+    /// [`ORDER_PENDING_TIMEOUT_MS`]
     pub timeout: Duration,
 }
 
 impl SweeperSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let settings = SweeperSettings {
-            interval: millis_or("ORDER_SWEEP_INTERVAL_MS", Duration::from_secs(30))?,
-            republish_after: millis_or(
-                "ORDER_PENDING_REPUBLISH_AFTER_MS",
-                Duration::from_secs(120),
-            )?,
-            timeout: millis_or("ORDER_PENDING_TIMEOUT_MS", Duration::from_secs(600))?,
+            interval: env.millis(&ORDER_SWEEP_INTERVAL_MS)?,
+            republish_after: env.millis(&ORDER_PENDING_REPUBLISH_AFTER_MS)?,
+            timeout: env.millis(&ORDER_PENDING_TIMEOUT_MS)?,
         };
         if settings.interval.is_zero() {
             return Err(ConfigError::invalid(
@@ -159,17 +183,17 @@ impl SweeperSettings {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let app_env = AppEnv::from_env()?;
-        let calls = CallSettings::from_env()?;
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let app_env = AppEnv::from_env(env)?;
+        let calls = CallSettings::from_env(env)?;
         Ok(Config {
-            listen: ServiceAddr::from_env("ORDER_ADDR", 50052)?,
-            inventory: ServiceAddr::from_env("INVENTORY_ADDR", 50051)?,
-            producer: ServiceAddr::from_env("PRODUCER_ADDR", 50054)?,
+            listen: ServiceAddr::from_env(env, &set::ORDER_ADDR)?,
+            inventory: ServiceAddr::from_env(env, &set::INVENTORY_ADDR)?,
+            producer: ServiceAddr::from_env(env, &set::PRODUCER_ADDR)?,
             app_env,
-            db: DbSettings::from_env("order", app_env)?,
-            relay: RelaySettings::from_env(&calls)?,
-            sweeper: SweeperSettings::from_env()?,
+            db: DbSettings::from_env(env, &set::ORDER_DB_NAME, app_env)?,
+            relay: RelaySettings::from_env(env, &calls)?,
+            sweeper: SweeperSettings::from_env(env)?,
             calls,
         })
     }

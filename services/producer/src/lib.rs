@@ -20,7 +20,7 @@ pub use config::Config;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let config = Config::from_env(&platform::settings::Env::process())?;
     match command {
         // The Producer has no database; its "migration" is the stream set-up.
         Command::Migrate => {

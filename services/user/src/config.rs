@@ -1,5 +1,6 @@
 use platform::ConfigError;
-use platform::config::{AppEnv, DbSettings, ServiceAddr, var};
+use platform::config::{AppEnv, DbSettings, ServiceAddr};
+use platform::settings::{self as set, DefaultValue, Env, Setting};
 use secrecy::SecretString;
 
 use crate::domain::{Email, Password, Username};
@@ -8,22 +9,42 @@ use crate::domain::{Email, Password, Username};
 pub const MIN_BCRYPT_COST: u32 = 12;
 const MAX_BCRYPT_COST: u32 = 31;
 
+platform::declare_settings! {
+    BCRYPT_COST = DefaultValue::Value("12"), "bcrypt work factor, 12 to 31 (lower is refused)";
+    USER_MAX_CONCURRENT_HASHES = DefaultValue::Derived("one per core, at least 2"),
+        "registrations hashing at once (more answer RESOURCE_EXHAUSTED at once, 503 at the gateway), and as many login verifications (which wait their turn, apart)";
+    ADMIN_USERNAME = DefaultValue::Unset,
+        "the first admin, created at start-up when absent and never overwritten: `ADMIN_USERNAME`, `ADMIN_EMAIL` and `ADMIN_PASSWORD` all three or none (a partial setting stops start-up)";
+    ADMIN_EMAIL = DefaultValue::Unset, "the first admin's email";
+    ADMIN_PASSWORD = DefaultValue::Unset, "the first admin's password (read as is: spaces count)";
+}
+
+/// Every variable the User service reads.
+pub const SETTINGS: &[&[&Setting]] = &[
+    &[
+        &set::USER_ADDR,
+        &set::USER_DB_NAME,
+        &BCRYPT_COST,
+        &USER_MAX_CONCURRENT_HASHES,
+        &ADMIN_USERNAME,
+        &ADMIN_EMAIL,
+        &ADMIN_PASSWORD,
+    ],
+    set::COMMON,
+    set::DATABASE,
+];
+
 /// The User service's settings.
 #[derive(Debug)]
 pub struct Config {
-    /// `USER_ADDR` (default `:50053`).
     pub listen: ServiceAddr,
-    /// `APP_ENV` (default production).
     pub app_env: AppEnv,
-    /// `DB_*`, database `USER_DB_NAME` (default `<DB_NAME>_user`).
     pub db: DbSettings,
-    /// `BCRYPT_COST` (default and minimum 12).
+    /// [`BCRYPT_COST`]
     pub bcrypt_cost: u32,
-    /// `USER_MAX_CONCURRENT_HASHES` (default: one per core, at least 2):
-    /// registrations hashing at once (more are refused at once with
-    /// RESOURCE_EXHAUSTED), and as many logins verifying.
+    /// [`USER_MAX_CONCURRENT_HASHES`]
     pub max_concurrent_hashes: usize,
-    /// `ADMIN_USERNAME`, `ADMIN_EMAIL`, `ADMIN_PASSWORD`: all three or none.
+    /// [`ADMIN_USERNAME`], [`ADMIN_EMAIL`], [`ADMIN_PASSWORD`]
     pub admin: Option<AdminSettings>,
 }
 
@@ -45,22 +66,22 @@ impl std::fmt::Debug for AdminSettings {
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        let app_env = AppEnv::from_env()?;
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let app_env = AppEnv::from_env(env)?;
         Ok(Config {
-            listen: ServiceAddr::from_env("USER_ADDR", 50053)?,
+            listen: ServiceAddr::from_env(env, &set::USER_ADDR)?,
             app_env,
-            db: DbSettings::from_env("user", app_env)?,
-            bcrypt_cost: bcrypt_cost_from_env()?,
-            max_concurrent_hashes: max_concurrent_hashes_from_env()?,
-            admin: admin_from_env()?,
+            db: DbSettings::from_env(env, &set::USER_DB_NAME, app_env)?,
+            bcrypt_cost: bcrypt_cost_from_env(env)?,
+            max_concurrent_hashes: max_concurrent_hashes_from_env(env)?,
+            admin: admin_from_env(env)?,
         })
     }
 }
 
-fn max_concurrent_hashes_from_env() -> Result<usize, ConfigError> {
-    let n: usize = platform::config::parse_or(
-        "USER_MAX_CONCURRENT_HASHES",
+fn max_concurrent_hashes_from_env(env: &Env) -> Result<usize, ConfigError> {
+    let n: usize = env.parse_or(
+        &USER_MAX_CONCURRENT_HASHES,
         crate::infrastructure::password::default_concurrency(),
     )?;
     if n == 0 {
@@ -73,8 +94,8 @@ fn max_concurrent_hashes_from_env() -> Result<usize, ConfigError> {
     Ok(n)
 }
 
-fn bcrypt_cost_from_env() -> Result<u32, ConfigError> {
-    let cost: u32 = platform::config::parse_or("BCRYPT_COST", MIN_BCRYPT_COST)?;
+fn bcrypt_cost_from_env(env: &Env) -> Result<u32, ConfigError> {
+    let cost: u32 = env.parse(&BCRYPT_COST)?;
     if !(MIN_BCRYPT_COST..=MAX_BCRYPT_COST).contains(&cost) {
         return Err(ConfigError::invalid(
             "BCRYPT_COST",
@@ -85,12 +106,12 @@ fn bcrypt_cost_from_env() -> Result<u32, ConfigError> {
     Ok(cost)
 }
 
-fn admin_from_env() -> Result<Option<AdminSettings>, ConfigError> {
-    let username = var("ADMIN_USERNAME");
-    let email = var("ADMIN_EMAIL");
+fn admin_from_env(env: &Env) -> Result<Option<AdminSettings>, ConfigError> {
+    let username = env.get(&ADMIN_USERNAME);
+    let email = env.get(&ADMIN_EMAIL);
     // Read as is: a password may begin or end with spaces.
-    let password = std::env::var("ADMIN_PASSWORD")
-        .ok()
+    let password = env
+        .raw(&ADMIN_PASSWORD)
         .filter(|p| !p.is_empty())
         .map(SecretString::from);
     let (username, email, password) = match (username, email, password) {

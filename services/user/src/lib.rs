@@ -26,7 +26,7 @@ use infrastructure::password::PasswordHasher;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
+    let config = Config::from_env(&platform::settings::Env::process())?;
     match command {
         Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
         Command::Serve => {
