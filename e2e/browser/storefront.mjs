@@ -1,5 +1,5 @@
 // The storefront in headless Chromium against a running stack, as customers
-// and an admin use it. Run by e2e/tests/storefront.rs, which starts the stack:
+// and an admin use it. Run by e2e/tests/e2e/storefront.rs, which starts the stack:
 //
 //   GATEWAY_URL=http://127.0.0.1:PORT ADMIN_USERNAME=... ADMIN_PASSWORD=... \
 //   EXPIRED_TOKEN=<a correctly signed, expired JWT> SCREENSHOT_DIR=target/screenshots \

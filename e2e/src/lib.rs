@@ -1,1 +1,12 @@
-//! End-to-end tests live in `tests/`; this crate has no code of its own.
+//! The end-to-end harness: the whole stack of real binaries ([`Stack`]), the
+//! one HTTP client of the REST API ([`api::Api`]) and the order-flow helpers
+//! ([`flow`]). The tests themselves are one binary, `tests/e2e/`.
+
+pub mod api;
+pub mod flow;
+pub mod stack;
+
+pub use stack::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET, SERVICES, Stack, StackOptions,
+};
+pub use testkit::eventually;

@@ -8,22 +8,22 @@
 //!   process group, killed whole when dropped.
 //! - [`PrivateNats`], [`PrivatePostgres`]: servers of a test's own, on free
 //!   ports, that the test may stop, kill and restart.
-//! - [`Stack`]: all six services wired together for end-to-end tests.
-//! - [`flow`]: clients, order-database reads and settle checks for tests of
-//!   the order flow on a [`Stack`].
+//! - [`http_get`]: a service's `/metrics`, `/healthz` or `/readyz`.
+//!
+//! The whole stack wired together (`Stack`) and the order-flow helpers are
+//! the end-to-end tests' own, in the `e2e` crate.
 
 mod db;
-pub mod flow;
+mod http;
 mod nats;
 mod process;
 mod servers;
-mod stack;
 
 pub use db::{PgServer, TestDb};
+pub use http::{http_get, http_get_with_status, metric_value};
 pub use nats::TestNats;
 pub use process::{ServiceProcess, bin_path, free_port};
 pub use servers::{PrivateNats, PrivatePostgres};
-pub use stack::{ADMIN_EMAIL, ADMIN_PASSWORD, ADMIN_USERNAME, Stack, StackOptions};
 
 /// A short unique name for test resources, e.g. `t3f9a1c2b`.
 pub fn unique_name(prefix: &str) -> String {

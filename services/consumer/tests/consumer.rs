@@ -532,7 +532,7 @@ struct Consumer {
 
 impl Consumer {
     async fn metrics(&self) -> String {
-        testkit::flow::http_get(&self.process.metrics_addr, "/metrics")
+        testkit::http_get(&self.process.metrics_addr, "/metrics")
             .await
             .unwrap()
     }

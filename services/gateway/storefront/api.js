@@ -1,6 +1,6 @@
 // The only module that talks to the server. Every REST call the page makes is
 // declared in CALLS (method, path template, query parameters and headers it
-// may send); e2e/tests/storefront.rs checks each against /openapi.json and
+// may send); e2e/tests/e2e/storefront.rs checks each against /openapi.json and
 // that no other file calls fetch. Keep CALLS strict JSON for that test.
 
 export const CALLS = {

@@ -4,8 +4,8 @@
 
 use std::process::Command;
 
+use e2e::{ADMIN_PASSWORD, ADMIN_USERNAME, Stack, StackOptions};
 use serde_json::Value;
-use testkit::{ADMIN_PASSWORD, ADMIN_USERNAME, Stack, StackOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_short_shop_mix_confirms_orders_without_server_errors() {

@@ -2,7 +2,7 @@
 
 use tonic::Code;
 
-use crate::support::*;
+use crate::helpers::*;
 use proto::order::v1 as pb;
 
 async fn list(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sea_orm::{DatabaseConnection, EntityTrait};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::*;
+use crate::helpers::*;
 use order::infrastructure::entities::outbox;
 use testkit::{ServiceProcess, TestDb, free_port};
 

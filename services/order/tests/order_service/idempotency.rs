@@ -4,7 +4,7 @@
 use futures::future::join_all;
 use tonic::Code;
 
-use crate::support::*;
+use crate::helpers::*;
 
 #[tokio::test]
 async fn a_retry_with_the_same_key_returns_the_first_order() {

@@ -4,8 +4,8 @@
 mod access;
 mod binary;
 mod create;
+mod helpers;
 mod idempotency;
 mod relay;
-mod support;
 mod sweeper;
 mod transitions;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use order::RelaySettings;
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
-use crate::support::*;
+use crate::helpers::*;
 use proto::order::v1 as pb;
 
 async fn wait_all_sent(h: &Harness, expected: i64) {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use order::SweeperSettings;
 use sea_orm::ConnectionTrait;
 
-use crate::support::*;
+use crate::helpers::*;
 
 fn quick_sweeper() -> SweeperSettings {
     SweeperSettings {

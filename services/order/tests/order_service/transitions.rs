@@ -4,7 +4,7 @@
 use futures::future::join_all;
 use tonic::Code;
 
-use crate::support::*;
+use crate::helpers::*;
 use proto::order::v1 as pb;
 use proto::order::v1::OrderStatus as S;
 

@@ -18,7 +18,9 @@ use proto::inventory::v1::{CreateProductRequest, GetProductRequest};
 use proto::order::v1::order_service_client::OrderServiceClient;
 use proto::order::v1::{CreateOrderRequest, GetOrderRequest, Order, OrderItemInput};
 
-use crate::nats::TestNats;
+use testkit::TestNats;
+pub use testkit::{http_get, metric_value};
+
 use crate::stack::Stack;
 
 /// A customer of its own, as the gateway would pass it on.
@@ -372,29 +374,6 @@ pub async fn assert_stock_conserved(
             "product {product}: initial stock {initial_stock} != current {current} + held by orders {held}"
         );
     }
-}
-
-/// `GET path` over plain HTTP/1.1 on `addr` (host:port); the body.
-pub async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    Ok(response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or(response))
-}
-
-/// The sum of the samples of a metric whose line starts with `prefix`
-/// (name and, optionally, the start of its labels); 0 when absent.
-pub fn metric_value(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// The current value of a metric of a stack's service (see [`metric_value`]).

@@ -1,9 +1,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::db::{PgServer, TestDb};
-use crate::nats::TestNats;
-use crate::process::{ServiceProcess, free_port};
+use testkit::{PgServer, ServiceProcess, TestDb, TestNats, free_port};
 
 /// The services of the platform, in start order.
 pub const SERVICES: [&str; 6] = [
@@ -78,6 +76,8 @@ impl StackOptions {
 pub const ADMIN_USERNAME: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 pub const ADMIN_EMAIL: &str = "admin@example.com";
+/// The gateway's `JWT_SECRET` in a stack.
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 
 /// Real service binaries wired together, each test with its own databases,
 /// stream and subjects.
@@ -106,10 +106,7 @@ impl Stack {
 
         let mut common: Vec<(String, String)> = vec![
             ("APP_ENV".into(), "development".into()),
-            (
-                "JWT_SECRET".into(),
-                "test-secret-that-is-long-enough-0123456789".into(),
-            ),
+            ("JWT_SECRET".into(), JWT_SECRET.into()),
             ("ADMIN_USERNAME".into(), ADMIN_USERNAME.into()),
             ("ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
             ("ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),

@@ -12,13 +12,14 @@ use prost::Message;
 use tokio::task::JoinSet;
 use tonic::Code;
 
-use proto::events::v1::{OrderCancelled, OrderCreated, OrderLine};
-use proto::order::v1::{CancelOrderRequest, OrderStatus, UpdateOrderStatusRequest};
-use testkit::flow::{
+use e2e::flow::{
     OrderDb, Shop, admin, assert_stock_conserved, customer, metric_value, service_metric,
     wait_settled,
 };
-use testkit::{Stack, StackOptions, TestNats, eventually};
+use e2e::{Stack, StackOptions, eventually};
+use proto::events::v1::{OrderCancelled, OrderCreated, OrderLine};
+use proto::order::v1::{CancelOrderRequest, OrderStatus, UpdateOrderStatusRequest};
+use testkit::TestNats;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -109,7 +110,7 @@ async fn an_order_is_confirmed_and_takes_its_stock_exactly_once() {
     assert_eq!(order.items.len(), 2);
     eventually(WAIT, "the event to be published", || async {
         let snapshot = db.snapshot().await.ok()?;
-        let in_stream = testkit::flow::unacknowledged_events(&stack.nats).await?;
+        let in_stream = e2e::flow::unacknowledged_events(&stack.nats).await?;
         (snapshot.unsent_outbox == 0 && in_stream == 1).then_some(())
     })
     .await;
@@ -182,7 +183,7 @@ async fn concurrent_orders_never_oversell() {
     // Every accepted order's event was handled by one of the replicas.
     let processed = "ecommerce_consumer_events_processed_total{event=\"order.created\"";
     let by_first = service_metric(&stack, "consumer", processed).await;
-    let text = testkit::flow::http_get(&second.metrics_addr, "/metrics")
+    let text = e2e::flow::http_get(&second.metrics_addr, "/metrics")
         .await
         .unwrap();
     let by_second = metric_value(&text, processed);
@@ -412,7 +413,7 @@ async fn two_relays_hand_each_record_to_the_producer_once() {
             tonic::transport::Endpoint::from_shared(format!("http://{second_addr}"))
                 .unwrap()
                 .connect_lazy(),
-            testkit::flow::InternalToken::default(),
+            e2e::flow::InternalToken::default(),
         );
     let product = first_shop.create_product("mug", 1000, "8.00").await;
     let mut placing = JoinSet::new();
@@ -551,7 +552,7 @@ async fn while_inventory_is_down_events_are_retried_not_dead_lettered() {
     }
     eventually(WAIT, "the events to be published", || async {
         let snapshot = db.snapshot().await.ok()?;
-        let in_stream = testkit::flow::unacknowledged_events(&stack.nats).await?;
+        let in_stream = e2e::flow::unacknowledged_events(&stack.nats).await?;
         (snapshot.unsent_outbox == 0 && in_stream == 5).then_some(())
     })
     .await;
@@ -560,7 +561,7 @@ async fn while_inventory_is_down_events_are_retried_not_dead_lettered() {
 
     // Every event is tried, fails transiently, and is tried again.
     eventually(WAIT, "the events to be retried", || async {
-        let text = testkit::flow::http_get(stack.metrics_addr("consumer"), "/metrics")
+        let text = e2e::flow::http_get(stack.metrics_addr("consumer"), "/metrics")
             .await
             .ok()?;
         (metric_value(

@@ -12,11 +12,12 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tonic::Status;
 
-use proto::order::v1::{Order, OrderStatus};
-use testkit::flow::{
+use e2e::flow::{
     FlowSnapshot, OrderDb, Shop, assert_stock_conserved, customer, service_metric, wait_settled,
 };
-use testkit::{PrivateNats, PrivatePostgres, Stack, StackOptions, eventually};
+use e2e::{Stack, StackOptions, eventually};
+use proto::order::v1::{Order, OrderStatus};
+use testkit::{PrivateNats, PrivatePostgres};
 
 const WAIT: Duration = Duration::from_secs(90);
 

@@ -9,14 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use e2e::api::Api;
+use e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
-use testkit::{Stack, StackOptions};
 
-/// The admin account and JWT secret `Stack` gives the services (see
-/// `crates/testkit/src/stack.rs`); checked against the stack's env below.
-const ADMIN_USERNAME: &str = "admin";
-const ADMIN_PASSWORD: &str = "admin-password-123";
-const STACK_JWT_SECRET: &str = "test-secret-that-is-long-enough-0123456789";
+use e2e::{ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET as STACK_JWT_SECRET};
 /// The gateway's default `JWT_ISSUER`.
 const ISSUER: &str = "ecommerce-gateway";
 /// The browser run's limit; it takes about a minute on two shared cores.
@@ -117,15 +114,12 @@ fn storefront_sources() -> Vec<(String, String)> {
 #[tokio::test]
 async fn every_call_of_the_page_is_in_the_openapi_document_and_only_api_js_calls() {
     let stack = Stack::start(StackOptions::only(&["gateway"])).await;
-    let http = reqwest::Client::new();
-    let document: Value = http
-        .get(format!("{}/openapi.json", stack.gateway_url()))
-        .send()
+    let api = Api::new(&stack);
+    let document = api
+        .get("/openapi.json", None)
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect(200, "the OpenAPI document")
+        .json();
 
     let calls = declared_calls();
     assert!(calls.len() >= 12, "the page's calls: {calls:?}");
@@ -163,15 +157,12 @@ async fn every_call_of_the_page_is_in_the_openapi_document_and_only_api_js_calls
     }
 
     // The page is served by the real binary, with its policy.
-    let page = http.get(stack.gateway_url()).send().await.unwrap();
-    assert_eq!(page.status(), 200);
+    let page = api.get("/", None).await.expect(200, "the storefront");
     assert!(
-        page.headers()["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .starts_with("default-src 'self'")
+        page.header("content-security-policy")
+            .is_some_and(|policy| policy.starts_with("default-src 'self'"))
     );
-    assert!(page.text().await.unwrap().contains("/assets/"));
+    assert!(page.text.contains("/assets/"));
 }
 
 /// A correctly signed token of `user_id` that expired an hour ago.
@@ -258,15 +249,11 @@ async fn a_customer_and_an_admin_use_the_storefront_in_chromium() {
     let written = std::fs::read_to_string(&results).expect("the browser run writes its results");
     std::fs::remove_file(&results).ok();
     let results: Value = serde_json::from_str(&written).unwrap();
-    let orders: Value = reqwest::Client::new()
-        .get(format!("{}/orders", stack.gateway_url()))
-        .bearer_auth(results["customer_token"].as_str().unwrap())
-        .send()
+    let orders = Api::new(&stack)
+        .get("/orders", results["customer_token"].as_str())
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .expect(200, "the customer's orders")
+        .json();
     assert_eq!(
         orders["total"], results["customer_orders"],
         "the customer's orders: {orders}"

@@ -18,7 +18,7 @@ const SERVICES: [(&str, Declared); 6] = [
     ("consumer", consumer::config::SETTINGS),
 ];
 
-const BEGIN: &str = "<!-- settings: generated from the services' config::SETTINGS; UPDATE_DOCS=1 cargo nextest run -p e2e settings rewrites it -->";
+const BEGIN: &str = "<!-- settings: generated from the services' config::SETTINGS; UPDATE_DOCS=1 cargo nextest run -p e2e -E 'test(/^settings::/)' rewrites it -->";
 const END: &str = "<!-- /settings -->";
 
 fn root() -> PathBuf {
@@ -112,7 +112,7 @@ fn the_settings_tables_are_generated_from_the_declarations() {
     }
     assert!(
         stale.is_empty(),
-        "the settings tables of {stale:?} differ from the declarations: run UPDATE_DOCS=1 cargo nextest run -p e2e settings"
+        "the settings tables of {stale:?} differ from the declarations: run UPDATE_DOCS=1 cargo nextest run -p e2e -E 'test(/^settings::/)'"
     );
 }
 

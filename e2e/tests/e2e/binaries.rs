@@ -6,19 +6,18 @@
 
 use std::time::Duration;
 
+use e2e::{Stack, StackOptions, eventually};
 use serde_json::Value;
-use testkit::{
-    PrivateNats, PrivatePostgres, ServiceProcess, Stack, StackOptions, eventually, free_port,
-};
+use testkit::{PrivateNats, PrivatePostgres, ServiceProcess, free_port};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 const GRPC_SERVICES: [&str; 5] = ["user", "inventory", "producer", "order", "consumer"];
 
 async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let response = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    testkit::http_get_with_status(addr, path)
+        .await
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
 }
 
 #[tokio::test]

@@ -10,6 +10,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use e2e::api::Api;
+use e2e::{Stack, StackOptions, eventually};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -19,7 +21,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use testkit::{Stack, StackOptions, eventually};
 use tokio_stream::wrappers::TcpListenerStream;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -170,13 +171,20 @@ fn new_traceparent() -> (String, String) {
     (trace_id.clone(), format!("00-{trace_id}-{parent}-01"))
 }
 
-struct Api {
-    base: String,
-    http: reqwest::Client,
+/// Calls carrying a W3C `traceparent` of the test's own.
+trait Traced {
+    async fn call_traced(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        traceparent: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value);
 }
 
-impl Api {
-    async fn call(
+impl Traced for Api {
+    async fn call_traced(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -184,50 +192,12 @@ impl Api {
         traceparent: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (status, headers, value)
-    }
-
-    async fn login(&self, username: &str, password: &str) -> String {
-        let (status, _, body) = self
-            .call(
-                reqwest::Method::POST,
-                "/users/login",
-                None,
-                None,
-                Some(json!({"username": username, "password": password})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "login: {body}");
-        body["token"].as_str().unwrap().to_owned()
-    }
-
-    async fn stock(&self, product_id: &str) -> i64 {
-        let (status, _, body) = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/products/{product_id}"),
-                None,
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body["stock"].as_i64().unwrap()
+        let headers: Vec<(&str, &str)> = traceparent
+            .map(|t| ("traceparent", t))
+            .into_iter()
+            .collect();
+        self.call_with_headers(method, path, token, &headers, body)
+            .await
     }
 }
 
@@ -240,19 +210,13 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
             .with_env("OTEL_BSP_SCHEDULE_DELAY", "100"),
     )
     .await;
-    let api = Api {
-        base: stack.gateway_url(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-    };
+    let api = Api::new(&stack);
 
     // A customer, and a product the admin creates.
     let username = format!("tracer{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let password = "tracer-password-1";
     let (status, _, body) = api
-        .call(
+        .call_traced(
             reqwest::Method::POST,
             "/users/register",
             None,
@@ -261,12 +225,10 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "register: {body}");
-    let customer = api.login(&username, password).await;
-    let admin = api
-        .login(testkit::ADMIN_USERNAME, testkit::ADMIN_PASSWORD)
-        .await;
+    let customer = api.login(&username, password).await.0;
+    let admin = api.admin().await;
     let (status, _, product) = api
-        .call(
+        .call_traced(
             reqwest::Method::POST,
             "/products",
             Some(&admin),
@@ -282,7 +244,7 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
     // The order, under a trace of the test's own.
     let (order_trace, traceparent) = new_traceparent();
     let (status, headers, order) = api
-        .call(
+        .call_traced(
             reqwest::Method::POST,
             "/orders",
             Some(&customer),
@@ -299,7 +261,7 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
     let order_id = order["id"].as_str().unwrap().to_owned();
     eventually(WAIT, "the order to be CONFIRMED", || async {
         let (_, _, body) = api
-            .call(
+            .call_traced(
                 reqwest::Method::GET,
                 &format!("/orders/{order_id}"),
                 Some(&customer),
@@ -358,7 +320,7 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
     // Inventory's ReleaseOrder.
     let (cancel_trace, traceparent) = new_traceparent();
     let (status, _, body) = api
-        .call(
+        .call_traced(
             reqwest::Method::POST,
             &format!("/orders/{order_id}/cancel"),
             Some(&customer),
@@ -368,7 +330,7 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
         .await;
     assert_eq!(status, StatusCode::OK, "cancel: {body}");
     eventually(WAIT, "the stock to come back", || async {
-        (api.stock(&product_id).await == 10).then_some(())
+        (api.stock_of(&product_id).await == 10).then_some(())
     })
     .await;
 

@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
+use e2e::flow::{Shop, admin, customer, http_get};
+use e2e::{Stack, StackOptions, eventually};
 use proto::order::v1::order_service_client::OrderServiceClient;
 use proto::order::v1::{OrderOutcome, OrderStatus, RecordOutcomeRequest};
 use proto::producer::v1::PublishOrderCancelledRequest;
 use proto::producer::v1::producer_service_client::ProducerServiceClient;
 use proto::user::v1::GetUserRequest;
 use proto::user::v1::user_service_client::UserServiceClient;
-use testkit::flow::{Shop, admin, customer, http_get};
-use testkit::{Stack, StackOptions, eventually};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;

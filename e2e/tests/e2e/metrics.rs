@@ -5,49 +5,13 @@
 
 use std::time::Duration;
 
+use e2e::api::Api;
+use e2e::flow::{http_get, metric_value};
+use e2e::{Stack, StackOptions, eventually};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use testkit::flow::{http_get, metric_value};
-use testkit::{Stack, StackOptions, eventually};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn login(&self, username: &str, password: &str) -> (StatusCode, Value) {
-        self.call(
-            reqwest::Method::POST,
-            "/users/login",
-            None,
-            Some(json!({"username": username, "password": password})),
-        )
-        .await
-    }
-}
 
 /// Whether a series of `name` exists (any labels) in the exposition `text`.
 fn has_series(text: &str, name: &str) -> bool {
@@ -58,20 +22,10 @@ fn has_series(text: &str, name: &str) -> bool {
 #[tokio::test]
 async fn every_service_exports_requests_latencies_errors_backlog_and_lag() {
     let stack = Stack::start(StackOptions::default()).await;
-    let api = Api {
-        base: stack.gateway_url(),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-    };
+    let api = Api::new(&stack);
 
     // A small flow: a product, an order confirmed, and a few failures.
-    let (status, body) = api
-        .login(testkit::ADMIN_USERNAME, testkit::ADMIN_PASSWORD)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let admin = body["token"].as_str().unwrap().to_owned();
+    let admin = api.admin().await;
     let (status, product) = api
         .call(
             reqwest::Method::POST,
@@ -117,7 +71,14 @@ async fn every_service_exports_requests_latencies_errors_backlog_and_lag() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = api.login(testkit::ADMIN_USERNAME, "wrong-password").await;
+    let (status, _) = api
+        .call(
+            reqwest::Method::POST,
+            "/users/login",
+            None,
+            Some(json!({"username": e2e::ADMIN_USERNAME, "password": "wrong-password"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     let metrics = |service: &'static str| {

@@ -5,231 +5,15 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
+use e2e::api::{Api, Body};
+use e2e::{ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET as STACK_JWT_SECRET};
+use e2e::{Stack, StackOptions, eventually};
+use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use testkit::{Stack, StackOptions, eventually};
 use uuid::Uuid;
-
-/// The admin account `Stack` creates (see `crates/testkit/src/stack.rs`).
-const ADMIN_USERNAME: &str = "admin";
-const ADMIN_PASSWORD: &str = "admin-password-123";
-/// The secret `Stack` gives every service.
-const STACK_JWT_SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 /// The gateway's default `JWT_ISSUER`.
 const ISSUER: &str = "ecommerce-gateway";
-
-/// What a request sends as its body.
-enum Body {
-    None,
-    Json(Value),
-    /// Raw text with an optional content type.
-    Raw(Option<&'static str>, String),
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?} {}", self.status, self.text))
-    }
-
-    fn header(&self, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn expect(self, status: u16, what: &str) -> Self {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "{what}: unexpected status, body: {}",
-            self.text
-        );
-        self
-    }
-
-    /// Checks the RFC 9457 body and returns it.
-    fn problem(&self, what: &str) -> Value {
-        assert_eq!(
-            self.header(CONTENT_TYPE),
-            Some("application/problem+json"),
-            "{what}: content type of {:?} {}",
-            self.status,
-            self.text
-        );
-        let body = self.json();
-        assert_eq!(body["status"], self.status.as_u16(), "{what}: {body}");
-        for member in ["type", "title", "detail"] {
-            assert!(
-                body[member].as_str().is_some_and(|s| !s.is_empty()),
-                "{what}: problem needs a {member}: {body}"
-            );
-        }
-        assert!(body["errors"].is_array(), "{what}: errors array: {body}");
-        body
-    }
-}
-
-struct Api {
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    fn new(stack: &Stack) -> Api {
-        // The constants above must be the harness's.
-        let env = stack.env_of("user");
-        let admin = |key: &str| env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-        assert_eq!(admin("ADMIN_USERNAME"), Some(ADMIN_USERNAME));
-        assert_eq!(admin("ADMIN_PASSWORD"), Some(ADMIN_PASSWORD));
-        assert_eq!(
-            stack
-                .env_of("gateway")
-                .iter()
-                .find(|(k, _)| k == "JWT_SECRET")
-                .map(|(_, v)| v.as_str()),
-            Some(STACK_JWT_SECRET)
-        );
-        Api {
-            base: stack.gateway_url(),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Body,
-    ) -> Answer {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        request = match body {
-            Body::None => request,
-            Body::Json(value) => request.json(&value),
-            Body::Raw(content_type, text) => {
-                let request = match content_type {
-                    Some(ct) => request.header(CONTENT_TYPE, ct),
-                    None => request,
-                };
-                request.body(text)
-            }
-        };
-        let response = request.send().await.expect("request sent");
-        Answer {
-            status: response.status(),
-            headers: response.headers().clone(),
-            text: response.text().await.unwrap_or_default(),
-        }
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> Answer {
-        self.send(Method::GET, path, token, &[], Body::None).await
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
-        self.send(Method::POST, path, token, &[], Body::Json(body))
-            .await
-    }
-
-    async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
-        self.send(Method::PATCH, path, token, &[], Body::Json(body))
-            .await
-    }
-
-    async fn login(&self, username: &str, password: &str) -> (String, Uuid) {
-        let answer = self
-            .post(
-                "/users/login",
-                None,
-                json!({"username": username, "password": password}),
-            )
-            .await
-            .expect(200, "login");
-        let body = answer.json();
-        assert_eq!(body["token_type"], "Bearer");
-        assert!(body["expires_in"].as_u64().unwrap() > 0);
-        let id = Uuid::parse_str(body["user"]["id"].as_str().unwrap()).unwrap();
-        (body["token"].as_str().unwrap().to_owned(), id)
-    }
-
-    /// Registers a customer and logs in.
-    async fn customer(&self, name: &str) -> (String, Uuid) {
-        let username = format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..8]);
-        let password = "correct horse battery";
-        let answer = self
-            .post(
-                "/users/register",
-                None,
-                json!({"username": username, "email": format!("{username}@example.com"), "password": password}),
-            )
-            .await
-            .expect(201, "register");
-        let user = answer.json();
-        assert_eq!(user["role"], "customer");
-        assert_eq!(user["username"], username.as_str());
-        self.login(&username, password).await
-    }
-
-    async fn admin(&self) -> String {
-        self.login(ADMIN_USERNAME, ADMIN_PASSWORD).await.0
-    }
-
-    async fn create_product(&self, admin: &str, body: Value) -> Value {
-        self.post("/products", Some(admin), body)
-            .await
-            .expect(201, "create product")
-            .json()
-    }
-
-    async fn order(&self, token: &str, product: &str, quantity: u32) -> Value {
-        self.post(
-            "/orders",
-            Some(token),
-            json!({"items": [{"product_id": product, "quantity": quantity}]}),
-        )
-        .await
-        .expect(201, "create order")
-        .json()
-    }
-
-    /// Polls an order until it reaches `status`.
-    async fn wait_order_status(&self, token: &str, id: &str, status: &str) -> Value {
-        eventually(
-            Duration::from_secs(60),
-            &format!("order {id} to become {status}"),
-            || async {
-                let order = self.get(&format!("/orders/{id}"), Some(token)).await.json();
-                (order["status"] == status).then_some(order)
-            },
-        )
-        .await
-    }
-
-    async fn stock_of(&self, product: &str) -> i64 {
-        self.get(&format!("/products/{product}"), None)
-            .await
-            .expect(200, "get product")
-            .json()["stock"]
-            .as_i64()
-            .unwrap()
-    }
-}
 
 fn jwt(secret: &str, sub: &str, role: &str, issuer: &str, exp_offset: i64) -> String {
     let now = std::time::SystemTime::now()
@@ -1421,7 +1205,7 @@ async fn a_frozen_service_gives_503_after_its_deadline_and_a_stopped_one_at_once
             .contains("keeps failing"),
         "{problem}"
     );
-    let metrics = testkit::flow::http_get(stack.metrics_addr("gateway"), "/metrics")
+    let metrics = e2e::flow::http_get(stack.metrics_addr("gateway"), "/metrics")
         .await
         .unwrap();
     assert!(
@@ -1720,7 +1504,7 @@ async fn openapi_document_is_valid_openapi_3_and_lists_every_route() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(not_ready, BTreeSet::from(["inventory", "order", "user"]));
-    let metrics = testkit::flow::http_get(stack.metrics_addr("gateway"), "/metrics")
+    let metrics = e2e::flow::http_get(stack.metrics_addr("gateway"), "/metrics")
         .await
         .unwrap();
     assert!(
@@ -1820,10 +1604,7 @@ async fn a_product_change_reaches_the_cache_of_every_gateway_within_a_second() {
     replica
         .wait_http_ok(&addr, "/healthz", Duration::from_secs(30))
         .await;
-    let second = Api {
-        base: format!("http://{addr}"),
-        http: first.http.clone(),
-    };
+    let second = first.at(&format!("http://{addr}"));
     let gateways = [&first, &second];
 
     let admin = first.admin().await;
