@@ -619,7 +619,7 @@ async fn bad_requests_get_a_4xx_problem_that_says_what_was_wrong() {
                 r#"{"name":"A","category":"B","stock":1,"price":1.999}"#.into(),
             ),
             400,
-            "two decimals",
+            "at most 2 decimals",
         ),
         (
             "negative stock",

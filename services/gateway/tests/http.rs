@@ -580,13 +580,15 @@ async fn logins_are_limited_per_account_and_registrations_per_client() {
     problem(response, 429).await;
 }
 
-/// The constraints the OpenAPI document states are the ones enforced: by the
-/// gateway's early checks and by the service that owns each rule. A client
-/// generated from the document sends nothing the API refuses for a limit the
-/// document did not state.
+/// The constraints the OpenAPI document states are the ones enforced: the
+/// gateway's early checks and the service that owns each rule both read
+/// `platform::limits`, and the document states the same values (utoipa
+/// takes only literals in its attributes, so this test holds them equal). A
+/// client generated from the document sends nothing the API refuses for a
+/// limit the document did not state.
 #[actix_web::test]
 async fn openapi_constraints_are_the_enforced_rules() {
-    use gateway::http::dto;
+    use platform::limits::*;
     let doc: Value = serde_json::from_str(&openapi().to_json().unwrap()).unwrap();
     let schema =
         |name: &str, field: &str| doc["components"]["schemas"][name]["properties"][field].clone();
@@ -595,93 +597,95 @@ async fn openapi_constraints_are_the_enforced_rules() {
             .as_f64()
             .unwrap_or_else(|| panic!("{key} missing in {v}"))
     };
+    let parameter = |path: &str, method: &str, name: &str| {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} has no parameters"))
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))["schema"]
+            .clone()
+    };
 
     for product in ["CreateProduct", "UpdateProduct"] {
         let stock = schema(product, "stock");
         assert_eq!(number(&stock, "minimum"), 0.0, "{product}");
-        assert_eq!(
-            number(&stock, "maximum"),
-            platform::limits::MAX_STOCK as f64,
-            "{product}"
-        );
+        assert_eq!(number(&stock, "maximum"), MAX_STOCK as f64, "{product}");
         let name = schema(product, "name");
+        assert_eq!(number(&name, "minLength"), 1.0, "{product}");
         assert_eq!(
             number(&name, "maxLength") as usize,
-            dto::MAX_TEXT_LEN,
+            MAX_PRODUCT_NAME_CHARS,
             "{product}"
-        );
-        assert_eq!(
-            number(&name, "maxLength") as usize,
-            inventory::domain::MAX_NAME_CHARS
         );
         let category = schema(product, "category");
         assert_eq!(
             number(&category, "maxLength") as usize,
-            dto::MAX_CATEGORY_LEN
+            MAX_CATEGORY_CHARS,
+            "{product}"
         );
+        let price = schema(product, "price");
         assert_eq!(
-            number(&category, "maxLength") as usize,
-            inventory::domain::MAX_CATEGORY_CHARS
+            number(&price, "multipleOf"),
+            10f64.powi(-(MONEY_SCALE as i32)),
+            "{product}"
         );
     }
 
     let username = schema("RegisterUser", "username");
     assert_eq!(
         number(&username, "minLength") as usize,
-        *user::domain::USERNAME_CHARS.start()
+        *USERNAME_CHARS.start()
     );
     assert_eq!(
         number(&username, "maxLength") as usize,
-        *user::domain::USERNAME_CHARS.end()
+        *USERNAME_CHARS.end()
     );
     let email = schema("RegisterUser", "email");
-    assert_eq!(number(&email, "maxLength") as usize, dto::MAX_EMAIL_LEN);
-    assert_eq!(
-        number(&email, "maxLength") as usize,
-        user::domain::MAX_EMAIL_CHARS
-    );
+    assert_eq!(number(&email, "maxLength") as usize, MAX_EMAIL_CHARS);
     let password = schema("RegisterUser", "password");
     assert_eq!(
         number(&password, "minLength") as usize,
-        *user::domain::PASSWORD_CHARS.start()
+        *PASSWORD_CHARS.start()
     );
     assert_eq!(
         number(&password, "maxLength") as usize,
-        dto::MAX_PASSWORD_CHARS
+        *PASSWORD_CHARS.end()
     );
+
+    let login_name = schema("Login", "username");
     assert_eq!(
-        number(&password, "maxLength") as usize,
-        *user::domain::PASSWORD_CHARS.end()
+        number(&login_name, "maxLength") as usize,
+        MAX_LOGIN_NAME_CHARS
+    );
+    let login_password = schema("Login", "password");
+    assert_eq!(
+        number(&login_password, "maxLength") as usize,
+        MAX_LOGIN_PASSWORD_BYTES
     );
 
     let items = schema("CreateOrder", "items");
     assert_eq!(number(&items, "minItems"), 1.0);
-    assert_eq!(number(&items, "maxItems") as usize, dto::MAX_ORDER_ITEMS);
-    assert_eq!(
-        number(&items, "maxItems") as usize,
-        order::domain::order::MAX_LINES
-    );
-    assert_eq!(
-        number(&items, "maxItems") as usize,
-        inventory::domain::MAX_ORDER_LINES
-    );
+    assert_eq!(number(&items, "maxItems") as usize, MAX_ORDER_LINES);
     let quantity = doc["components"]["schemas"]["OrderItemInput"]["properties"]["quantity"].clone();
-    assert_eq!(number(&quantity, "minimum"), 1.0);
-    assert_eq!(number(&quantity, "maximum") as u32, dto::MAX_ITEM_QUANTITY);
+    assert_eq!(number(&quantity, "minimum") as u32, *ITEM_QUANTITY.start());
+    assert_eq!(number(&quantity, "maximum") as u32, *ITEM_QUANTITY.end());
+    let key = parameter("/orders", "post", "Idempotency-Key");
+    assert_eq!(number(&key, "minLength"), 1.0);
     assert_eq!(
-        number(&quantity, "maximum") as u32,
-        order::domain::order::MAX_QUANTITY
+        number(&key, "maxLength") as usize,
+        MAX_IDEMPOTENCY_KEY_BYTES
     );
 
-    assert_eq!(dto::MAX_PAGE_SIZE, inventory::domain::MAX_PAGE_SIZE);
-    let page_size = doc["paths"]["/products"]["get"]["parameters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "page_size")
-        .unwrap()["schema"]
-        .clone();
-    assert_eq!(number(&page_size, "maximum") as u32, dto::MAX_PAGE_SIZE);
+    for path in ["/products", "/orders"] {
+        let page_size = parameter(path, "get", "page_size");
+        assert_eq!(number(&page_size, "minimum"), 1.0, "{path}");
+        assert_eq!(
+            number(&page_size, "maximum") as u32,
+            MAX_PAGE_SIZE,
+            "{path}"
+        );
+    }
 }
 
 /// Every route that takes a body documents 413 and 415, which the gateway

@@ -9,16 +9,13 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-pub const MAX_NAME_CHARS: usize = 200;
-pub const MAX_CATEGORY_CHARS: usize = 100;
-/// Lines of one order (the Order service accepts at most 100).
-pub const MAX_ORDER_LINES: usize = 100;
-/// Ids of one BatchGetProducts call.
-pub const MAX_BATCH_IDS: usize = 100;
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-pub const MAX_PAGE_SIZE: u32 = 100;
-/// NUMERIC(12,2): ten integer digits.
-const MAX_PRICE_INTEGER_DIGITS: usize = 10;
+use platform::limits::{
+    DEFAULT_PAGE_SIZE, MAX_CATEGORY_CHARS, MAX_ORDER_LINES, MAX_PAGE_SIZE, MAX_PRODUCT_NAME_CHARS,
+    MONEY_SCALE, max_amount,
+};
+
+/// Ids of one BatchGetProducts call: the products of one order.
+pub const MAX_BATCH_IDS: usize = MAX_ORDER_LINES;
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,14 +100,21 @@ impl Price {
                 "{text:?} is not a decimal number such as \"999.99\""
             ));
         }
-        if fraction.is_some_and(|f| f.len() > 2) {
-            return Err(format!("{text:?} has more than 2 decimal places"));
+        if fraction.is_some_and(|f| f.len() > MONEY_SCALE as usize) {
+            return Err(format!(
+                "{text:?} has more than {MONEY_SCALE} decimal places"
+            ));
         }
-        if integer.trim_start_matches('0').len() > MAX_PRICE_INTEGER_DIGITS {
-            return Err(format!("{text:?} is more than 9999999999.99"));
+        // More digits than any price has: refused before parsing.
+        let too_large = || format!("{text:?} is more than {}", max_amount());
+        if integer.trim_start_matches('0').len() > 20 {
+            return Err(too_large());
         }
         let amount = Decimal::from_str(text)
             .map_err(|_| format!("{text:?} is not a decimal number such as \"999.99\""))?;
+        if amount > max_amount() {
+            return Err(too_large());
+        }
         if amount <= Decimal::ZERO {
             return Err(format!("{text:?} must be greater than 0"));
         }
@@ -153,7 +157,7 @@ fn bounded_text(raw: &str, max_chars: usize) -> Result<String, String> {
 }
 
 pub fn parse_name(raw: &str) -> Result<String, String> {
-    bounded_text(raw, MAX_NAME_CHARS)
+    bounded_text(raw, MAX_PRODUCT_NAME_CHARS)
 }
 
 pub fn parse_category(raw: &str) -> Result<String, String> {
@@ -554,7 +558,7 @@ mod tests {
         let err = NewProduct::parse(" ", "", -1, "0").unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "category", "stock", "price"]);
-        let long = "x".repeat(MAX_NAME_CHARS + 1);
+        let long = "x".repeat(MAX_PRODUCT_NAME_CHARS + 1);
         assert!(NewProduct::parse(&long, "c", 1, "1").is_err());
         let ok = NewProduct::parse(" Laptop ", "Electronics", 100, "999.99").unwrap();
         assert_eq!(ok.name, "Laptop");

@@ -7,9 +7,7 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
-pub const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
-pub const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=128;
-pub const MAX_EMAIL_CHARS: usize = 254;
+use platform::limits::{MAX_EMAIL_CHARS, PASSWORD_CHARS, USERNAME_CHARS};
 
 /// One bad field of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]

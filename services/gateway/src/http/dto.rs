@@ -11,24 +11,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::money::{Money, max_amount};
+use platform::limits::{
+    self, ITEM_QUANTITY, MAX_CATEGORY_CHARS, MAX_EMAIL_CHARS, MAX_LOGIN_NAME_CHARS,
+    MAX_LOGIN_PASSWORD_BYTES, MAX_ORDER_LINES, MAX_PAGE_SIZE, MAX_PRODUCT_NAME_CHARS, MONEY_SCALE,
+    PASSWORD_CHARS, USERNAME_CHARS, max_amount,
+};
+
+use super::money::Money;
 use crate::auth::Role;
 use crate::problem::{FieldError, Problem};
-
-/// Longest product name, username or email accepted.
-pub const MAX_TEXT_LEN: usize = 200;
-/// Longest category accepted (the inventory's column).
-pub const MAX_CATEGORY_LEN: usize = 100;
-/// Most distinct items in one order.
-pub const MAX_ORDER_ITEMS: usize = 100;
-/// Most units of one item in one order.
-pub const MAX_ITEM_QUANTITY: u32 = 1_000;
-/// Longest email accepted (the User service's bound, RFC 5321's).
-pub const MAX_EMAIL_LEN: usize = 254;
-/// Longest password accepted at registration (the User service's bound).
-pub const MAX_PASSWORD_CHARS: usize = 128;
-/// Largest page.
-pub const MAX_PAGE_SIZE: u32 = 100;
 
 /// Collects field errors and turns them into one 400.
 #[derive(Default)]
@@ -50,10 +41,6 @@ impl Violations {
         }
     }
 
-    fn text(&mut self, field: &str, value: &str) {
-        self.text_up_to(field, value, MAX_TEXT_LEN);
-    }
-
     fn text_up_to(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
             self.add(field, "must not be empty");
@@ -65,8 +52,8 @@ impl Violations {
     fn price(&mut self, field: &str, price: Money) {
         if price.0 <= Decimal::ZERO {
             self.add(field, "must be greater than 0");
-        } else if price.0.normalize().scale() > 2 {
-            self.add(field, "must have at most two decimals");
+        } else if price.0.normalize().scale() > MONEY_SCALE {
+            self.add(field, format!("must have at most {MONEY_SCALE} decimals"));
         } else if price.0 > max_amount() {
             self.add(field, format!("must be at most {}", max_amount()));
         }
@@ -75,11 +62,8 @@ impl Violations {
     fn stock(&mut self, field: &str, stock: i32) {
         if stock < 0 {
             self.add(field, "must be 0 or more");
-        } else if stock > platform::limits::MAX_STOCK {
-            self.add(
-                field,
-                format!("must be at most {}", platform::limits::MAX_STOCK),
-            );
+        } else if stock > limits::MAX_STOCK {
+            self.add(field, format!("must be at most {}", limits::MAX_STOCK));
         }
     }
 }
@@ -148,8 +132,8 @@ pub struct CreateProduct {
 impl CreateProduct {
     pub fn validate(&self) -> Result<(), Problem> {
         let mut v = Violations::default();
-        v.text("name", &self.name);
-        v.text_up_to("category", &self.category, MAX_CATEGORY_LEN);
+        v.text_up_to("name", &self.name, MAX_PRODUCT_NAME_CHARS);
+        v.text_up_to("category", &self.category, MAX_CATEGORY_CHARS);
         v.stock("stock", self.stock);
         v.price("price", self.price);
         v.into_result()
@@ -181,10 +165,10 @@ impl UpdateProduct {
             v.add("body", "set at least one of name, category, stock, price");
         }
         if let Some(name) = &self.name {
-            v.text("name", name);
+            v.text_up_to("name", name, MAX_PRODUCT_NAME_CHARS);
         }
         if let Some(category) = &self.category {
-            v.text_up_to("category", category, MAX_CATEGORY_LEN);
+            v.text_up_to("category", category, MAX_CATEGORY_CHARS);
         }
         if let Some(stock) = self.stock {
             v.stock("stock", stock);
@@ -271,7 +255,7 @@ impl ProductQuery {
         validate_paging(self.page, self.page_size)?;
         let mut v = Violations::default();
         if let Some(category) = &self.category {
-            v.text_up_to("category", category, MAX_CATEGORY_LEN);
+            v.text_up_to("category", category, MAX_CATEGORY_CHARS);
         }
         v.into_result()
     }
@@ -397,19 +381,19 @@ impl CreateOrder {
         if self.items.is_empty() {
             v.add("items", "must list at least one item");
         }
-        if self.items.len() > MAX_ORDER_ITEMS {
+        if self.items.len() > MAX_ORDER_LINES {
             v.add(
                 "items",
-                format!("must list at most {MAX_ORDER_ITEMS} items"),
+                format!("must list at most {MAX_ORDER_LINES} items"),
             );
         }
         for (i, item) in self.items.iter().enumerate() {
             if item.quantity == 0 {
                 v.add(format!("items[{i}].quantity"), "must be at least 1");
-            } else if item.quantity > MAX_ITEM_QUANTITY {
+            } else if item.quantity > *ITEM_QUANTITY.end() {
                 v.add(
                     format!("items[{i}].quantity"),
-                    format!("must be at most {MAX_ITEM_QUANTITY}"),
+                    format!("must be at most {}", ITEM_QUANTITY.end()),
                 );
             }
             if self.items[..i]
@@ -547,20 +531,32 @@ pub struct RegisterUser {
 impl RegisterUser {
     pub fn validate(&self) -> Result<(), Problem> {
         let mut v = Violations::default();
-        v.text("username", &self.username);
-        v.text_up_to("email", &self.email, MAX_EMAIL_LEN);
+        let username_chars = self.username.trim().chars().count();
+        if !USERNAME_CHARS.contains(&username_chars) {
+            v.add(
+                "username",
+                format!(
+                    "must be {} to {} characters",
+                    USERNAME_CHARS.start(),
+                    USERNAME_CHARS.end()
+                ),
+            );
+        }
+        v.text_up_to("email", &self.email, MAX_EMAIL_CHARS);
         if !self.email.contains('@') {
             v.add("email", "must be an email address");
         }
+        // The User service hashes a SHA-256 of the password, so every
+        // character counts despite bcrypt's 72 bytes.
         let password_chars = self.password.chars().count();
-        if password_chars < 8 {
-            v.add("password", "must be at least 8 characters");
-        } else if password_chars > MAX_PASSWORD_CHARS {
-            // The User service hashes a SHA-256 of the password, so every
-            // character counts despite bcrypt's 72 bytes.
+        if !PASSWORD_CHARS.contains(&password_chars) {
             v.add(
                 "password",
-                format!("must be at most {MAX_PASSWORD_CHARS} characters"),
+                format!(
+                    "must be {} to {} characters",
+                    PASSWORD_CHARS.start(),
+                    PASSWORD_CHARS.end()
+                ),
             );
         }
         v.into_result()
@@ -585,10 +581,10 @@ pub struct Login {
 impl Login {
     pub fn validate(&self) -> Result<(), Problem> {
         let mut v = Violations::default();
-        v.text("username", &self.username);
+        v.text_up_to("username", &self.username, MAX_LOGIN_NAME_CHARS);
         if self.password.is_empty() {
             v.add("password", "must not be empty");
-        } else if self.password.len() > 1024 {
+        } else if self.password.len() > MAX_LOGIN_PASSWORD_BYTES {
             v.add("password", "is too long");
         }
         v.into_result()

@@ -8,11 +8,6 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-/// The largest amount NUMERIC(12,2) holds.
-pub fn max_amount() -> Decimal {
-    Decimal::new(999_999_999_999, 2)
-}
-
 /// An exact amount of money.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Money(pub Decimal);

@@ -9,8 +9,8 @@ use super::{AppState, Json, spend_client_quota};
 use crate::auth::Caller;
 use crate::problem::Problem;
 
-/// Longest `Idempotency-Key` accepted.
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+use platform::limits::MAX_IDEMPOTENCY_KEY_BYTES;
+
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 /// Set on the answer to a retried request that returned the first order.
 pub const IDEMPOTENT_REPLAYED: &str = "Idempotent-Replayed";
@@ -23,13 +23,12 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_BYTES)
         .filter(|k| k.chars().all(|c| c.is_ascii_graphic()))
         .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "the {IDEMPOTENCY_KEY} header must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
-            ))
-            .with_field(IDEMPOTENCY_KEY, "1 to 200 printable ASCII characters, e.g. a UUID")
+            let rule = format!("1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters");
+            Problem::bad_request(format!("the {IDEMPOTENCY_KEY} header must be {rule}"))
+                .with_field(IDEMPOTENCY_KEY, format!("{rule}, e.g. a UUID"))
         })?;
     Ok(key.to_owned())
 }
@@ -39,7 +38,8 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, Problem> {
     request_body = CreateOrder,
     params((
         "Idempotency-Key" = Option<String>, Header,
-        description = "Makes retries safe: the same key (per user) and body return the first order; the same key with another body is a 422."
+        description = "Makes retries safe: the same key (per user) and body return the first order; the same key with another body is a 422.",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$"
     )),
     security(("bearer" = [])),
     responses(
@@ -128,7 +128,9 @@ pub async fn list_orders(
     let request = pb::ListOrdersRequest {
         caller: Some(caller.to_proto()),
         page: query.page.unwrap_or(1),
-        page_size: query.page_size.unwrap_or(20),
+        page_size: query
+            .page_size
+            .unwrap_or(platform::limits::DEFAULT_PAGE_SIZE),
         user_id: query.user_id.map(|id| id.to_string()),
     };
     let response = state

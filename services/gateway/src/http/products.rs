@@ -67,7 +67,9 @@ pub async fn list_products(
     query.validate()?;
     let request = pb::ListProductsRequest {
         page: query.page.unwrap_or(1),
-        page_size: query.page_size.unwrap_or(20),
+        page_size: query
+            .page_size
+            .unwrap_or(platform::limits::DEFAULT_PAGE_SIZE),
         category: query.category.map(|c| c.trim().to_owned()),
     };
     let response = state

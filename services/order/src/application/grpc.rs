@@ -15,8 +15,7 @@ use crate::domain::{Caller, FieldViolation, Order, OrderStatus, Outcome, Role};
 use platform::grpc::{invalid_argument, violation};
 
 /// ListOrders page size when none is asked for, and the largest allowed.
-pub const DEFAULT_PAGE_SIZE: u32 = 20;
-pub const MAX_PAGE_SIZE: u32 = 100;
+use platform::limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 /// A rejection reason is kept to this many characters.
 const MAX_REASON_CHARS: usize = 1000;
 

@@ -11,22 +11,14 @@ use uuid::Uuid;
 
 use super::status::OrderStatus;
 
-/// At most this many lines per order.
-pub const MAX_LINES: usize = 100;
-/// At most this many units of one product per line.
-pub const MAX_QUANTITY: u32 = 1000;
-/// An idempotency key is at most this long.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
-/// The largest amount a NUMERIC(12,2) column holds.
-pub fn max_amount() -> Decimal {
-    Decimal::new(999_999_999_999, 2)
-}
+use platform::limits::{
+    ITEM_QUANTITY, MAX_IDEMPOTENCY_KEY_BYTES, MAX_ORDER_LINES, MONEY_SCALE, max_amount,
+};
 
 /// An amount with exactly two fraction digits, as stored and shown.
 pub fn money(amount: Decimal) -> Decimal {
     let mut amount = amount;
-    amount.rescale(2);
+    amount.rescale(MONEY_SCALE);
     amount
 }
 
@@ -92,20 +84,24 @@ pub fn validate_lines<'a>(
     let count = raw.len();
     if count == 0 {
         violations.push(FieldViolation::new("items", "must have at least one item"));
-    } else if count > MAX_LINES {
+    } else if count > MAX_ORDER_LINES {
         violations.push(FieldViolation::new(
             "items",
-            format!("has {count} items; at most {MAX_LINES} are allowed"),
+            format!("has {count} items; at most {MAX_ORDER_LINES} are allowed"),
         ));
         return Err(violations);
     }
     let mut lines = Vec::with_capacity(count);
     let mut first_index: HashMap<Uuid, usize> = HashMap::new();
     for (index, (product_id, quantity)) in raw.enumerate() {
-        if !(1..=MAX_QUANTITY).contains(&quantity) {
+        if !ITEM_QUANTITY.contains(&quantity) {
             violations.push(FieldViolation::new(
                 format!("items[{index}].quantity"),
-                format!("must be between 1 and {MAX_QUANTITY}, got {quantity}"),
+                format!(
+                    "must be between {} and {}, got {quantity}",
+                    ITEM_QUANTITY.start(),
+                    ITEM_QUANTITY.end()
+                ),
             ));
         }
         match Uuid::parse_str(product_id.trim()) {
@@ -141,11 +137,11 @@ pub fn validate_idempotency_key(raw: &str) -> Result<Option<String>, FieldViolat
     if key.is_empty() {
         return Ok(None);
     }
-    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+    if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
         return Err(FieldViolation::new(
             "idempotency_key",
             format!(
-                "is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_LEN} are allowed",
+                "is {} bytes long; at most {MAX_IDEMPOTENCY_KEY_BYTES} are allowed",
                 key.len()
             ),
         ));
