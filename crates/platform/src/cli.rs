@@ -31,6 +31,34 @@ fn parse(service: &str, mut args: impl Iterator<Item = String>) -> Result<Comman
     Ok(command)
 }
 
+/// What a service's stop signal is: SIGTERM or SIGINT, boxed so that every
+/// service's `serve` can be handed it.
+pub type StopSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What every service's `run` does with the command: `migrate` runs
+/// `migrate`; `serve` binds `listen` and serves until SIGTERM or SIGINT.
+pub async fn dispatch<C, M, MF, S, SF>(
+    command: Command,
+    listen: &crate::config::ServiceAddr,
+    config: C,
+    migrate: M,
+    serve: S,
+) -> anyhow::Result<()>
+where
+    M: FnOnce(C) -> MF,
+    MF: Future<Output = anyhow::Result<()>>,
+    S: FnOnce(C, tokio::net::TcpListener, StopSignal) -> SF,
+    SF: Future<Output = anyhow::Result<()>>,
+{
+    match command {
+        Command::Migrate => migrate(config).await,
+        Command::Serve => {
+            let listener = crate::service::bind(listen).await?;
+            serve(config, listener, Box::pin(crate::shutdown::signal())).await
+        }
+    }
+}
+
 /// Runs a service binary: loads `.env`, sets up telemetry, dispatches the
 /// command and turns any error into a message and exit code 1.
 pub fn main<F, Fut>(service: &'static str, run: F) -> ExitCode

@@ -31,20 +31,8 @@ pub use config::Config;
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env(&platform::settings::Env::process())?;
-    match command {
-        // The Consumer has no database; its "migration" declares the streams
-        // and the durable consumer.
-        Command::Migrate => {
-            let client = platform::nats::connect(&config.nats, "consumer").await?;
-            let js = async_nats::jetstream::new(client);
-            infrastructure::bind(&js, &config.nats, &config.consumer).await?;
-            Ok(())
-        }
-        Command::Serve => {
-            let listener = platform::service::bind(&config.listen).await?;
-            serve(config, listener, platform::shutdown::signal()).await
-        }
-    }
+    let listen = config.listen.clone();
+    platform::cli::dispatch(command, &listen, config, migrate, serve).await
 }
 
 /// Serves health and readiness on `listener`, and consumes order events until
@@ -113,5 +101,14 @@ async fn consume(
         metrics,
     );
     consumer.run(stop, bound).await;
+    Ok(())
+}
+
+/// `migrate`: the Consumer has no database; its migration declares the
+/// streams and the durable consumer.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let client = platform::nats::connect(&config.nats, "consumer").await?;
+    let js = async_nats::jetstream::new(client);
+    infrastructure::bind(&js, &config.nats, &config.consumer).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The Consumer's Prometheus metrics (served at `GET /metrics` on
 //! `CONSUMER_ADDR`, prefixed `ecommerce_`).
 
+use std::sync::OnceLock;
+
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -18,9 +20,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in the process registry. Call
-    /// once per process.
+    /// The process's metrics, registered in the process registry the first
+    /// time (tests that need none use `Metrics::default()`).
     pub fn register() -> Self {
+        static METRICS: OnceLock<Metrics> = OnceLock::new();
+        METRICS.get_or_init(Metrics::create).clone()
+    }
+
+    fn create() -> Self {
         let metrics = Metrics::default();
         platform::metrics::register(
             "consumer_events_processed",

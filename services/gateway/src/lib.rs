@@ -37,16 +37,8 @@ use crate::limiter::RateLimiter;
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env(&platform::settings::Env::process())?;
-    match command {
-        Command::Migrate => {
-            tracing::info!("the gateway has no database: nothing to migrate");
-            Ok(())
-        }
-        Command::Serve => {
-            let listener = platform::service::bind(&config.listen).await?;
-            serve(config, listener, platform::shutdown::signal()).await
-        }
-    }
+    let listen = config.listen.clone();
+    platform::cli::dispatch(command, &listen, config, migrate, serve).await
 }
 
 /// The shared state the app is built from.
@@ -116,5 +108,11 @@ pub async fn serve(
         }
     }
     tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// `migrate`: the gateway has no database.
+pub async fn migrate(_config: Config) -> anyhow::Result<()> {
+    tracing::info!("the gateway has no database: nothing to migrate");
     Ok(())
 }

@@ -1,18 +1,17 @@
 //! The Inventory use cases: validate with the domain, then read or change
 //! the store. Each returns a typed error the gRPC adapter maps once.
 
+use std::future::Future;
 use std::sync::Arc;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 use uuid::Uuid;
 
 use crate::domain::{
     self, ApplyOutcome, ApplyResult, Invalid, NewProduct, PageRequest, Product, ProductChanges,
-    ReleaseResult, StockRequest,
+    ProductPage, ReleaseResult, StockRequest,
 };
-use crate::infrastructure::store::{ProductPage, ProductStore};
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -30,7 +29,43 @@ pub struct BatchResult {
     pub missing_ids: Vec<Uuid>,
 }
 
-type OutcomeLabels = Vec<(&'static str, &'static str)>;
+/// The products, their stock and the per-order ledger, as the use cases
+/// need them (PostgreSQL in `infrastructure::store`). Every method is one
+/// transaction.
+pub trait ProductRepository: Clone + Send + Sync + 'static {
+    fn insert(&self, new: NewProduct) -> impl Future<Output = Result<Product, DbErr>> + Send;
+    fn get(&self, id: Uuid) -> impl Future<Output = Result<Option<Product>, DbErr>> + Send;
+    fn get_many(&self, ids: &[Uuid]) -> impl Future<Output = Result<Vec<Product>, DbErr>> + Send;
+    fn list(
+        &self,
+        page: PageRequest,
+        category: Option<&str>,
+    ) -> impl Future<Output = Result<ProductPage, DbErr>> + Send;
+    /// The updated product, `None` when there is no such product.
+    fn update(
+        &self,
+        id: Uuid,
+        changes: ProductChanges,
+    ) -> impl Future<Output = Result<Option<Product>, DbErr>> + Send;
+    /// Whether there was such a product.
+    fn delete(&self, id: Uuid) -> impl Future<Output = Result<bool, DbErr>> + Send;
+    /// Takes an order's stock once (a repeat answers the first outcome).
+    fn apply_order(
+        &self,
+        request: &StockRequest,
+    ) -> impl Future<Output = Result<ApplyResult, DbErr>> + Send;
+    /// [`Self::apply_order`] for several orders in one transaction, decided
+    /// one after the other; one result per request, in their order.
+    fn apply_orders(
+        &self,
+        requests: &[StockRequest],
+    ) -> impl Future<Output = Result<Vec<ApplyResult>, DbErr>> + Send;
+    /// Returns an order's stock once.
+    fn release_order(
+        &self,
+        order_id: Uuid,
+    ) -> impl Future<Output = Result<ReleaseResult, DbErr>> + Send;
+}
 
 /// Where committed product changes are announced (the gateways' product
 /// caches listen). Fire and forget: announcing never fails a use case.
@@ -55,34 +90,21 @@ impl ProductChangeFeed for Unannounced {
 }
 
 #[derive(Clone)]
-pub struct Inventory {
-    store: ProductStore,
+pub struct Inventory<S> {
+    store: S,
     changes: Arc<dyn ProductChangeFeed>,
-    apply_outcomes: Family<OutcomeLabels, Counter>,
+    metrics: Metrics,
 }
 
-impl Inventory {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self::announcing(db, Arc::new(Unannounced))
-    }
-
-    /// Announces every committed product change on `changes`.
-    pub fn announcing(db: DatabaseConnection, changes: Arc<dyn ProductChangeFeed>) -> Self {
+impl<S: ProductRepository> Inventory<S> {
+    /// The use cases over `store`, announcing every committed product change
+    /// on `changes`.
+    pub fn new(store: S, changes: Arc<dyn ProductChangeFeed>, metrics: Metrics) -> Self {
         Inventory {
-            store: ProductStore::new(db),
+            store,
             changes,
-            apply_outcomes: Family::default(),
+            metrics,
         }
-    }
-
-    /// Registers this instance's counters in the process registry (once per
-    /// process: the server calls it, tests need not).
-    pub fn register_metrics(&self) {
-        platform::metrics::register(
-            "inventory_apply_order",
-            "ApplyOrder answers by outcome and whether the outcome was replayed",
-            self.apply_outcomes.clone(),
-        );
     }
 
     pub async fn create_product(
@@ -224,7 +246,8 @@ impl Inventory {
             ApplyOutcome::Released => "released",
         };
         let replayed = if result.replayed { "true" } else { "false" };
-        self.apply_outcomes
+        self.metrics
+            .apply_outcomes
             .get_or_create(&vec![("outcome", outcome), ("replayed", replayed)])
             .inc();
         tracing::info!(order_id = %request.order_id, outcome, replayed = result.replayed, "ApplyOrder answered");

@@ -198,6 +198,12 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A page of products and how many match in all.
+pub struct ProductPage {
+    pub products: Vec<Product>,
+    pub total: u64,
+}
+
 /// A valid product to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewProduct {

@@ -9,6 +9,7 @@ pub mod application;
 pub mod config;
 pub mod domain;
 pub mod infrastructure;
+pub mod metrics;
 
 use std::future::Future;
 
@@ -23,13 +24,8 @@ pub use infrastructure::migration::Migrator;
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env(&platform::settings::Env::process())?;
-    match command {
-        Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
-        Command::Serve => {
-            let listener = platform::service::bind(&config.listen).await?;
-            serve(config, listener, platform::shutdown::signal()).await
-        }
-    }
+    let listen = config.listen.clone();
+    platform::cli::dispatch(command, &listen, config, migrate, serve).await
 }
 
 /// Migrates the database, then serves gRPC on `listener` until `shutdown`.
@@ -44,9 +40,18 @@ pub async fn serve(
     let nats = platform::nats::connect_in_background(&config.nats, "inventory", |_| {}).await?;
     let announcer =
         infrastructure::announce::NatsAnnouncer::spawn(nats, config.nats.product_changes_subject());
-    let inventory = application::Inventory::announcing(db.clone(), std::sync::Arc::new(announcer));
+    let inventory = application::Inventory::new(
+        infrastructure::store::ProductStore::new(db.clone()),
+        std::sync::Arc::new(announcer),
+        metrics::Metrics::register(),
+    );
     let service = infrastructure::grpc::InventoryGrpc::new(inventory);
     let server = GrpcService::new("inventory", InventoryServiceServer::new(service)).await;
     server.readiness().add_database(db);
     server.serve(listener, shutdown).await
+}
+
+/// `migrate`: applies the database's migrations.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    platform::db::migrate::<Migrator>(&config.db).await
 }

@@ -8,6 +8,7 @@ pub mod application;
 pub mod config;
 pub mod domain;
 pub mod infrastructure;
+pub mod metrics;
 
 use std::future::Future;
 
@@ -18,10 +19,11 @@ use platform::service::GrpcService;
 use platform::shutdown::CancellationToken;
 use proto::order::v1::order_service_server::OrderServiceServer;
 
-use application::grpc::OrderGrpc;
 use application::{OutboxRelay, PendingSweeper, RelayWakeup};
+use infrastructure::grpc::OrderGrpc;
 use infrastructure::inventory::InventoryClient;
 use infrastructure::migration::Migrator;
+use infrastructure::outbox::OutboxStore;
 use infrastructure::producer::ProducerClient;
 use infrastructure::store::OrderStore;
 
@@ -30,13 +32,8 @@ pub use config::{Config, RelaySettings, SweeperSettings};
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env(&platform::settings::Env::process())?;
-    match command {
-        Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
-        Command::Serve => {
-            let listener = platform::service::bind(&config.listen).await?;
-            serve(config, listener, platform::shutdown::signal()).await
-        }
-    }
+    let listen = config.listen.clone();
+    platform::cli::dispatch(command, &listen, config, migrate, serve).await
 }
 
 /// Applies the migrations, starts the outbox relay and serves on `listener`
@@ -54,7 +51,7 @@ pub async fn serve(
     let (wakeup, relay) = if config.relay.enabled {
         let producer =
             ProducerClient::new(platform::grpc::channel(&config.producer, config.calls)?);
-        let relay = OutboxRelay::new(db.clone(), producer, config.relay);
+        let relay = OutboxRelay::new(OutboxStore::new(db.clone()), producer, config.relay);
         let wakeup = relay.wakeup();
         (wakeup, Some(tokio::spawn(relay.run(stop.clone()))))
     } else {
@@ -63,8 +60,10 @@ pub async fn serve(
     };
 
     let orders = application::Orders::new(OrderStore::new(db.clone()), inventory, wakeup);
-    let sweeper =
-        tokio::spawn(PendingSweeper::new(orders.clone(), config.sweeper).run(stop.clone()));
+    let sweeper = tokio::spawn(
+        PendingSweeper::new(orders.clone(), OutboxStore::new(db.clone()), config.sweeper)
+            .run(stop.clone()),
+    );
     let server = GrpcService::new("order", OrderServiceServer::new(OrderGrpc::new(orders))).await;
     server.readiness().add_database(db.clone());
     let served = server.serve(listener, shutdown).await;
@@ -77,4 +76,9 @@ pub async fn serve(
     }
     db.close().await?;
     served
+}
+
+/// `migrate`: applies the database's migrations.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    platform::db::migrate::<Migrator>(&config.db).await
 }

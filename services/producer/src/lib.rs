@@ -7,7 +7,9 @@
 
 pub mod application;
 pub mod config;
+pub mod domain;
 pub mod infrastructure;
+pub mod metrics;
 
 use std::future::Future;
 
@@ -21,18 +23,8 @@ pub use config::Config;
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env(&platform::settings::Env::process())?;
-    match command {
-        // The Producer has no database; its "migration" is the stream set-up.
-        Command::Migrate => {
-            let client = platform::nats::connect(&config.nats, "producer").await?;
-            infrastructure::ensure_streams(&client, &config.nats).await?;
-            Ok(())
-        }
-        Command::Serve => {
-            let listener = platform::service::bind(&config.listen).await?;
-            serve(config, listener, platform::shutdown::signal()).await
-        }
-    }
+    let listen = config.listen.clone();
+    platform::cli::dispatch(command, &listen, config, migrate, serve).await
 }
 
 /// Connects to NATS, declares the streams and serves on `listener` until
@@ -45,8 +37,16 @@ pub async fn serve(
     let client = platform::nats::connect(&config.nats, "producer").await?;
     infrastructure::ensure_streams(&client, &config.nats).await?;
     let publisher = infrastructure::JetStreamPublisher::new(client.clone(), config.nats.clone());
-    let service = application::ProducerGrpc::new(publisher);
+    let producer = application::Producer::new(publisher, metrics::Metrics::register());
+    let service = infrastructure::grpc::ProducerGrpc::new(producer);
     let server = GrpcService::new("producer", ProducerServiceServer::new(service)).await;
     server.readiness().add_nats(client);
     server.serve(listener, shutdown).await
+}
+
+/// `migrate`: the Producer has no database; its migration is the streams'
+/// set-up.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let client = platform::nats::connect(&config.nats, "producer").await?;
+    infrastructure::ensure_streams(&client, &config.nats).await
 }

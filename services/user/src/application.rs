@@ -1,13 +1,82 @@
 //! The User use cases: register, authenticate, read a profile, and create
 //! the first admin. Each returns a typed error the gRPC adapter maps once.
 
-use sea_orm::{DatabaseConnection, DbErr};
+use std::future::Future;
+
+use sea_orm::DbErr;
+use secrecy::SecretString;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use crate::config::AdminSettings;
-use crate::domain::{Caller, Invalid, Registration, Role, UniqueField, User};
-use crate::infrastructure::password::{HashError, PasswordHasher};
-use crate::infrastructure::store::{InsertError, NewUser, UserStore};
+use crate::domain::{
+    Account, Caller, Email, Invalid, Registration, Role, UniqueField, User, Username,
+};
+
+/// The users, as the use cases need them (PostgreSQL in
+/// `infrastructure::store`).
+pub trait UserRepository: Clone + Send + Sync + 'static {
+    /// Stores a new user; a taken username or email is [`InsertError::Duplicate`].
+    fn insert(&self, new: NewUser<'_>) -> impl Future<Output = Result<User, InsertError>> + Send;
+    /// Stores the user unless one with its username exists; whether it did.
+    fn insert_if_absent(
+        &self,
+        new: NewUser<'_>,
+    ) -> impl Future<Output = Result<bool, DbErr>> + Send;
+    /// The fields of `username` / `email` that some user already has.
+    fn taken_fields(
+        &self,
+        username: &Username,
+        email: &Email,
+    ) -> impl Future<Output = Result<Vec<UniqueField>, DbErr>> + Send;
+    fn find_by_username(
+        &self,
+        username: &str,
+    ) -> impl Future<Output = Result<Option<User>, DbErr>> + Send;
+    /// The account a login names, by username or email.
+    fn find_account(
+        &self,
+        login: &str,
+    ) -> impl Future<Output = Result<Option<Account>, DbErr>> + Send;
+    fn find_by_id(&self, id: Uuid) -> impl Future<Output = Result<Option<User>, DbErr>> + Send;
+}
+
+/// Password hashing (bcrypt in `infrastructure::password`), bounded in how
+/// many hashes run at once.
+pub trait PasswordHashing: Clone + Send + Sync + 'static {
+    /// A turn to hash a registration's password, or `None` when all are
+    /// taken (the caller answers busy at once).
+    fn registration_slot(&self) -> Option<OwnedSemaphorePermit>;
+    fn hash(&self, password: &str) -> impl Future<Output = Result<SecretString, HashError>> + Send;
+    /// Whether `password` matches `hash`; with no hash, a verification of
+    /// the same cost that fails (an unknown user costs what a wrong password
+    /// does).
+    fn verify(
+        &self,
+        password: &str,
+        hash: Option<&SecretString>,
+    ) -> impl Future<Output = bool> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("password hashing failed: {0}")]
+pub struct HashError(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("{} is already taken", .0.name())]
+    Duplicate(UniqueField),
+    #[error(transparent)]
+    Database(#[from] DbErr),
+}
+
+/// A user about to be stored.
+pub struct NewUser<'a> {
+    pub username: &'a Username,
+    pub email: &'a Email,
+    pub password_hash: SecretString,
+    pub role: Role,
+}
 
 /// The one answer to a failed login, whatever failed.
 pub const INVALID_CREDENTIALS: &str = "invalid username or password";
@@ -68,18 +137,18 @@ pub enum BootstrapError {
 }
 
 #[derive(Clone)]
-pub struct Users {
-    store: UserStore,
-    hasher: PasswordHasher,
+pub struct Users<S, H> {
+    store: S,
+    hasher: H,
     /// The admin's username and email (lowercased), which no registration
     /// may take, whether the admin exists yet or not.
     reserved: Option<(String, String)>,
 }
 
-impl Users {
-    pub fn new(db: DatabaseConnection, hasher: PasswordHasher) -> Self {
+impl<S: UserRepository, H: PasswordHashing> Users<S, H> {
+    pub fn new(store: S, hasher: H) -> Self {
         Users {
-            store: UserStore::new(db),
+            store,
             hasher,
             reserved: None,
         }

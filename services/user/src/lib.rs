@@ -27,13 +27,8 @@ use infrastructure::password::PasswordHasher;
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let config = Config::from_env(&platform::settings::Env::process())?;
-    match command {
-        Command::Migrate => platform::db::migrate::<Migrator>(&config.db).await,
-        Command::Serve => {
-            let listener = platform::service::bind(&config.listen).await?;
-            serve(config, listener, platform::shutdown::signal()).await
-        }
-    }
+    let listen = config.listen.clone();
+    platform::cli::dispatch(command, &listen, config, migrate, serve).await
 }
 
 /// Migrates, creates the first admin if configured and absent, then serves
@@ -46,7 +41,8 @@ pub async fn serve(
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;
-    let users = Users::new(db.clone(), hasher).reserving(config.admin.as_ref());
+    let users = Users::new(infrastructure::store::UserStore::new(db.clone()), hasher)
+        .reserving(config.admin.as_ref());
 
     // A customer who took the admin's name or email before the ADMIN_*
     // settings were given leaves no admin; the service still serves (exiting
@@ -74,4 +70,9 @@ pub async fn serve(
     let server = GrpcService::new("user", UserServiceServer::new(service)).await;
     server.readiness().add_database(db);
     server.serve(listener, shutdown).await
+}
+
+/// `migrate`: applies the database's migrations.
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    platform::db::migrate::<Migrator>(&config.db).await
 }

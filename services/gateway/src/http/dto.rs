@@ -532,15 +532,14 @@ impl RegisterUser {
     pub fn validate(&self) -> Result<(), Problem> {
         let mut v = Violations::default();
         let username_chars = self.username.trim().chars().count();
-        if !USERNAME_CHARS.contains(&username_chars) {
-            v.add(
-                "username",
-                format!(
-                    "must be {} to {} characters",
-                    USERNAME_CHARS.start(),
-                    USERNAME_CHARS.end()
-                ),
-            );
+        if username_chars == 0 {
+            v.add("username", "must not be empty");
+        } else if username_chars < *USERNAME_CHARS.start() {
+            let min = USERNAME_CHARS.start();
+            v.add("username", format!("must be at least {min} characters"));
+        } else if username_chars > *USERNAME_CHARS.end() {
+            let max = USERNAME_CHARS.end();
+            v.add("username", format!("must be at most {max} characters"));
         }
         v.text_up_to("email", &self.email, MAX_EMAIL_CHARS);
         if !self.email.contains('@') {
@@ -549,15 +548,12 @@ impl RegisterUser {
         // The User service hashes a SHA-256 of the password, so every
         // character counts despite bcrypt's 72 bytes.
         let password_chars = self.password.chars().count();
-        if !PASSWORD_CHARS.contains(&password_chars) {
-            v.add(
-                "password",
-                format!(
-                    "must be {} to {} characters",
-                    PASSWORD_CHARS.start(),
-                    PASSWORD_CHARS.end()
-                ),
-            );
+        if password_chars < *PASSWORD_CHARS.start() {
+            let min = PASSWORD_CHARS.start();
+            v.add("password", format!("must be at least {min} characters"));
+        } else if password_chars > *PASSWORD_CHARS.end() {
+            let max = PASSWORD_CHARS.end();
+            v.add("password", format!("must be at most {max} characters"));
         }
         v.into_result()
     }

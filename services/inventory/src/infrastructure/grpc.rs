@@ -7,16 +7,15 @@ use platform::grpc::{invalid_argument, status_with_detail, timestamp, violation}
 use proto::inventory::v1 as pb;
 use proto::inventory::v1::inventory_service_server::InventoryService;
 
-use crate::application::{BatchedOrder, Inventory, InventoryError};
+use crate::application::{BatchedOrder, Inventory, InventoryError, ProductRepository};
 use crate::domain::{ApplyOutcome, ApplyResult, Product, ReleaseOutcome};
 
-pub struct InventoryGrpc {
-    inventory: Inventory,
+pub struct InventoryGrpc<S> {
+    inventory: Inventory<S>,
 }
 
-impl InventoryGrpc {
-    pub fn new(inventory: Inventory) -> Self {
-        inventory.register_metrics();
+impl<S: ProductRepository> InventoryGrpc<S> {
+    pub fn new(inventory: Inventory<S>) -> Self {
         InventoryGrpc { inventory }
     }
 }
@@ -72,7 +71,7 @@ pub fn to_proto(product: Product) -> pb::Product {
 }
 
 #[tonic::async_trait]
-impl InventoryService for InventoryGrpc {
+impl<S: ProductRepository> InventoryService for InventoryGrpc<S> {
     #[tracing::instrument(skip_all)]
     async fn create_product(
         &self,

@@ -12,9 +12,10 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::{order_ledger, order_ledger_line, product};
+use crate::application::ProductRepository;
 use crate::domain::{
     self, ApplyOutcome, ApplyResult, LedgerState, NewProduct, PageRequest, Price, Product,
-    ProductChanges, ReleaseOutcome, ReleaseResult, StockRequest,
+    ProductChanges, ProductPage, ReleaseOutcome, ReleaseResult, StockRequest,
 };
 
 fn to_product(model: product::Model) -> Product {
@@ -46,12 +47,6 @@ fn replay(entry: &order_ledger::Model) -> Result<ApplyResult, DbErr> {
     })
 }
 
-/// A page of products and how many match in all.
-pub struct ProductPage {
-    pub products: Vec<Product>,
-    pub total: u64,
-}
-
 #[derive(Clone)]
 pub struct ProductStore {
     db: DatabaseConnection,
@@ -61,8 +56,10 @@ impl ProductStore {
     pub fn new(db: DatabaseConnection) -> Self {
         ProductStore { db }
     }
+}
 
-    pub async fn insert(&self, new: NewProduct) -> Result<Product, DbErr> {
+impl ProductRepository for ProductStore {
+    async fn insert(&self, new: NewProduct) -> Result<Product, DbErr> {
         let now = Utc::now();
         let model = product::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -78,14 +75,14 @@ impl ProductStore {
         Ok(to_product(model))
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Option<Product>, DbErr> {
+    async fn get(&self, id: Uuid) -> Result<Option<Product>, DbErr> {
         Ok(product::Entity::find_by_id(id)
             .one(&self.db)
             .await?
             .map(to_product))
     }
 
-    pub async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Product>, DbErr> {
+    async fn get_many(&self, ids: &[Uuid]) -> Result<Vec<Product>, DbErr> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -96,11 +93,7 @@ impl ProductStore {
         Ok(models.into_iter().map(to_product).collect())
     }
 
-    pub async fn list(
-        &self,
-        page: PageRequest,
-        category: Option<&str>,
-    ) -> Result<ProductPage, DbErr> {
+    async fn list(&self, page: PageRequest, category: Option<&str>) -> Result<ProductPage, DbErr> {
         let mut query = product::Entity::find();
         if let Some(category) = category {
             query = query.filter(
@@ -124,11 +117,7 @@ impl ProductStore {
 
     /// Sets the given columns in one UPDATE statement: no read-modify-write,
     /// so concurrent updates of different fields all persist.
-    pub async fn update(
-        &self,
-        id: Uuid,
-        changes: ProductChanges,
-    ) -> Result<Option<Product>, DbErr> {
+    async fn update(&self, id: Uuid, changes: ProductChanges) -> Result<Option<Product>, DbErr> {
         if changes.is_empty() {
             return self.get(id).await;
         }
@@ -153,7 +142,7 @@ impl ProductStore {
     }
 
     /// Whether a product was there to delete.
-    pub async fn delete(&self, id: Uuid) -> Result<bool, DbErr> {
+    async fn delete(&self, id: Uuid) -> Result<bool, DbErr> {
         let result = product::Entity::delete_by_id(id).exec(&self.db).await?;
         Ok(result.rows_affected > 0)
     }
@@ -165,7 +154,7 @@ impl ProductStore {
     /// The ledger row is written last with `ON CONFLICT DO NOTHING`: when a
     /// concurrent call for the same order committed first, this one rolls back
     /// everything it did and answers the recorded outcome.
-    pub async fn apply_order(&self, request: &StockRequest) -> Result<ApplyResult, DbErr> {
+    async fn apply_order(&self, request: &StockRequest) -> Result<ApplyResult, DbErr> {
         let txn = self.db.begin().await?;
         if let Some(entry) = order_ledger::Entity::find_by_id(request.order_id)
             .one(&txn)
@@ -254,7 +243,7 @@ impl ProductStore {
     /// these orders meanwhile (the ledger insert skipped it), everything is
     /// rolled back and each order is applied alone instead, which answers
     /// that one from the ledger.
-    pub async fn apply_orders(&self, requests: &[StockRequest]) -> Result<Vec<ApplyResult>, DbErr> {
+    async fn apply_orders(&self, requests: &[StockRequest]) -> Result<Vec<ApplyResult>, DbErr> {
         if requests.len() == 1 {
             return Ok(vec![self.apply_order(&requests[0]).await?]);
         }
@@ -407,7 +396,7 @@ impl ProductStore {
     /// Returns an applied order's stock, once. An order id the ledger does not
     /// know is answered NOT_APPLIED and not recorded: orders are cancelled only
     /// once confirmed, so a release always follows its apply.
-    pub async fn release_order(&self, order_id: Uuid) -> Result<ReleaseResult, DbErr> {
+    async fn release_order(&self, order_id: Uuid) -> Result<ReleaseResult, DbErr> {
         let txn = self.db.begin().await?;
         let entry = order_ledger::Entity::find_by_id(order_id)
             .lock_exclusive()

@@ -1,4 +1,9 @@
-use inventory::application::{BatchedOrder, Inventory, InventoryError};
+use inventory::application::{BatchedOrder, InventoryError, Unannounced};
+use inventory::infrastructure::store::ProductStore;
+use inventory::metrics::Metrics;
+
+/// The use cases over PostgreSQL.
+pub type Inventory = inventory::application::Inventory<ProductStore>;
 use inventory::domain::{ApplyOutcome, ApplyResult, Product};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use testkit::TestDb;
@@ -26,7 +31,11 @@ pub async fn app() -> App {
     settings.max_connections = POOL_SIZE;
     let conn = platform::db::connect(&settings).await.expect("connect");
     App {
-        inventory: Inventory::new(conn.clone()),
+        inventory: Inventory::new(
+            ProductStore::new(conn.clone()),
+            std::sync::Arc::new(Unannounced),
+            Metrics::default(),
+        ),
         conn,
         _db: db,
     }

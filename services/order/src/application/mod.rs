@@ -1,8 +1,9 @@
-//! The Order service's use cases, their gRPC face, and the outbox relay.
+//! The Order service's use cases over its ports: orders, the outbox relay
+//! and the sweeper of orders left PENDING.
 
 pub mod error;
-pub mod grpc;
 pub mod orders;
+pub mod ports;
 pub mod relay;
 pub mod sweeper;
 

@@ -9,13 +9,14 @@ use uuid::Uuid;
 use proto::events::v1::{OrderCancelled, OrderCreated, OrderLine as EventLine};
 
 use super::error::OrderError;
+use super::ports::{
+    InsertError, NewOrder, ORDER_CANCELLED, ORDER_CREATED, OrderRepository, OutboxEvent,
+    PriceSource, StatusDecision,
+};
 use super::relay::RelayWakeup;
 use crate::domain::order::{money, price, request_fingerprint};
 use crate::domain::status::{self, Change, Outcome};
 use crate::domain::{Caller, Order, OrderLine, OrderStatus};
-use crate::infrastructure::inventory::InventoryClient;
-use crate::infrastructure::outbox::{ORDER_CANCELLED, ORDER_CREATED, OutboxEvent};
-use crate::infrastructure::store::{InsertError, NewOrder, OrderStore, StatusDecision};
 
 /// Crash-test fault point: the order and its outbox record are committed,
 /// the reply and the relay's wake-up are not.
@@ -57,14 +58,14 @@ pub struct Page {
 }
 
 #[derive(Clone)]
-pub struct Orders {
-    store: OrderStore,
-    inventory: InventoryClient,
+pub struct Orders<S, P> {
+    store: S,
+    inventory: P,
     relay: RelayWakeup,
 }
 
-impl Orders {
-    pub fn new(store: OrderStore, inventory: InventoryClient, relay: RelayWakeup) -> Self {
+impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
+    pub fn new(store: S, inventory: P, relay: RelayWakeup) -> Self {
         Orders {
             store,
             inventory,
@@ -316,7 +317,7 @@ impl Orders {
     }
 }
 
-impl Orders {
+impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
     /// Rejects an order still PENDING with `reason`, with an
     /// `order.cancelled` record so that any stock Inventory took for it goes
     /// back (a release of an order that took nothing changes nothing; an
@@ -349,7 +350,7 @@ impl Orders {
         Ok(expired)
     }
 
-    pub fn store(&self) -> &OrderStore {
+    pub fn store(&self) -> &S {
         &self.store
     }
 

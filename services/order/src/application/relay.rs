@@ -19,19 +19,17 @@
 //! `OUTBOX_RETENTION_SECONDS`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 use tokio::sync::Notify;
 
 use platform::shutdown::CancellationToken;
 
+use super::ports::{EventPublisher, OutboxRecord, OutboxRepository, PublishError};
 use crate::config::RelaySettings;
-use crate::infrastructure::outbox::{self, OutboxRecord};
-use crate::infrastructure::producer::{ProducerClient, PublishError};
+use crate::metrics::Metrics;
 
 /// Crash-test fault point: the Producer confirmed, the record is not yet
 /// marked sent.
@@ -54,48 +52,6 @@ impl RelayWakeup {
     }
 }
 
-struct RelayMetrics {
-    backlog: Gauge,
-    relayed: Counter,
-    errors: Counter,
-    pruned: Counter,
-}
-
-/// Registered once per process, however many relays it runs (tests run
-/// several services in one process).
-fn metrics() -> &'static RelayMetrics {
-    static METRICS: OnceLock<RelayMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let metrics = RelayMetrics {
-            backlog: Gauge::default(),
-            relayed: Counter::default(),
-            errors: Counter::default(),
-            pruned: Counter::default(),
-        };
-        platform::metrics::register(
-            "order_outbox_backlog",
-            "Outbox records not yet handed to the Producer",
-            metrics.backlog.clone(),
-        );
-        platform::metrics::register(
-            "order_outbox_relayed",
-            "Outbox records the Producer confirmed and the relay marked sent",
-            metrics.relayed.clone(),
-        );
-        platform::metrics::register(
-            "order_outbox_relay_errors",
-            "Failed relay attempts (Producer or database unavailable, unpublishable records)",
-            metrics.errors.clone(),
-        );
-        platform::metrics::register(
-            "order_outbox_pruned",
-            "Sent outbox records deleted after OUTBOX_RETENTION_SECONDS",
-            metrics.pruned.clone(),
-        );
-        metrics
-    })
-}
-
 /// What one pass over a batch did.
 struct Pass {
     /// Records may be waiting right now: the batch was full, or the lease ran
@@ -104,11 +60,12 @@ struct Pass {
     failure: Option<PublishError>,
 }
 
-pub struct OutboxRelay {
-    db: DatabaseConnection,
-    producer: ProducerClient,
+pub struct OutboxRelay<O, E> {
+    outbox: O,
+    producer: E,
     settings: RelaySettings,
     notify: Arc<Notify>,
+    metrics: Metrics,
 }
 
 /// The span a record is relayed in: a child of the request that wrote it.
@@ -127,11 +84,11 @@ fn record_span(record: &OutboxRecord) -> tracing::Span {
     span
 }
 
-impl OutboxRelay {
-    pub fn new(db: DatabaseConnection, producer: ProducerClient, settings: RelaySettings) -> Self {
-        metrics();
+impl<O: OutboxRepository, E: EventPublisher> OutboxRelay<O, E> {
+    pub fn new(outbox: O, producer: E, settings: RelaySettings) -> Self {
         OutboxRelay {
-            db,
+            metrics: Metrics::register(),
+            outbox,
             producer,
             settings,
             notify: Arc::new(Notify::new()),
@@ -188,7 +145,7 @@ impl OutboxRelay {
                     backoff.next()
                 }
                 Err(error) => {
-                    metrics().errors.inc();
+                    self.metrics.relay_errors.inc();
                     tracing::warn!(%error, "outbox relay cannot reach the database, retrying");
                     backoff.next()
                 }
@@ -214,12 +171,10 @@ impl OutboxRelay {
     /// go on; records the Producer could not take now are released for the
     /// next pass, whose backoff the failure sets.
     async fn pass(&self, stop: &CancellationToken) -> Result<Pass, DbErr> {
-        let records = outbox::claim_unsent(
-            &self.db,
-            self.settings.batch_size,
-            self.settings.claim_lease,
-        )
-        .await?;
+        let records = self
+            .outbox
+            .claim_unsent(self.settings.batch_size, self.settings.claim_lease)
+            .await?;
         let mut pass = Pass {
             more_waiting: records.len() as u64 == self.settings.batch_size,
             failure: None,
@@ -229,7 +184,7 @@ impl OutboxRelay {
         }
         if stop.is_cancelled() {
             let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
-            outbox::release_claims(&self.db, &ids).await?;
+            self.outbox.release_claims(&ids).await?;
             pass.more_waiting = false;
             return Ok(pass);
         }
@@ -255,27 +210,29 @@ impl OutboxRelay {
                     );
                 }
                 Err(error) if error.is_transient() => {
-                    metrics().errors.inc();
+                    self.metrics.relay_errors.inc();
                     unsent.push(record.id);
                     pass.failure.get_or_insert(error);
                 }
                 Err(error) => {
                     // Retrying will not help: set it aside (unsent, with the
                     // reason) so that it never holds up the records behind it.
-                    metrics().errors.inc();
+                    self.metrics.relay_errors.inc();
                     tracing::error!(outbox_id = record.id, order_id = %record.order_id, %error,
                         "outbox record cannot be published; set aside for someone to look at");
-                    outbox::set_aside(&self.db, record.id, &error.to_string()).await?;
+                    self.outbox.set_aside(record.id, &error.to_string()).await?;
                 }
             }
         }
         if !sent.is_empty() {
             platform::fault::point(FAULT_AFTER_PUBLISH);
         }
-        outbox::mark_sent(&self.db, &sent).await?;
-        metrics().relayed.inc_by(sent.len() as u64);
+        self.outbox.mark_sent(&sent).await?;
+        self.metrics.relayed.inc_by(sent.len() as u64);
         if let Some(error) = &pass.failure {
-            outbox::record_failures(&self.db, &unsent, &error.to_string()).await?;
+            self.outbox
+                .record_failures(&unsent, &error.to_string())
+                .await?;
         }
         Ok(pass)
     }
@@ -285,9 +242,9 @@ impl OutboxRelay {
     async fn prune(&self) {
         const BATCH: u64 = 1000;
         loop {
-            match outbox::prune_sent(&self.db, self.settings.retention, BATCH).await {
+            match self.outbox.prune_sent(self.settings.retention, BATCH).await {
                 Ok(deleted) => {
-                    metrics().pruned.inc_by(deleted);
+                    self.metrics.pruned.inc_by(deleted);
                     if deleted < BATCH {
                         return;
                     }
@@ -301,8 +258,8 @@ impl OutboxRelay {
     }
 
     async fn refresh_backlog(&self) {
-        if let Ok(unsent) = outbox::backlog(&self.db).await {
-            metrics().backlog.set(unsent as i64);
+        if let Ok(unsent) = self.outbox.backlog().await {
+            self.metrics.outbox_backlog.set(unsent as i64);
         }
     }
 }

@@ -15,65 +15,40 @@
 //!
 //! Every step is a conditional change, so replicas may sweep at once.
 
-use std::sync::OnceLock;
-
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-
 use platform::shutdown::CancellationToken;
 
 use super::error::OrderError;
 use super::orders::Orders;
+use super::ports::{OrderRepository, OutboxRepository, PriceSource};
 use crate::config::SweeperSettings;
 use crate::domain::status::Outcome;
-use crate::infrastructure::outbox;
+use crate::metrics::Metrics;
 
 /// Orders handled per step and sweep; the next sweep takes the rest.
 const BATCH: u64 = 100;
 
-struct SweeperMetrics {
-    overdue: Gauge,
-    swept: Family<Vec<(&'static str, &'static str)>, Counter>,
-}
-
-fn metrics() -> &'static SweeperMetrics {
-    static METRICS: OnceLock<SweeperMetrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
-        let metrics = SweeperMetrics {
-            overdue: Gauge::default(),
-            swept: Family::default(),
-        };
-        platform::metrics::register(
-            "order_pending_overdue",
-            "Orders PENDING for longer than ORDER_PENDING_REPUBLISH_AFTER_MS at the last sweep",
-            metrics.overdue.clone(),
-        );
-        platform::metrics::register(
-            "order_pending_swept",
-            "What the sweeper did to orders left PENDING, by action (republished, rejected_unpublishable, rejected_timeout)",
-            metrics.swept.clone(),
-        );
-        metrics
-    })
-}
-
-fn count(action: &'static str, n: usize) {
-    metrics()
-        .swept
+fn count(metrics: &Metrics, action: &'static str, n: usize) {
+    metrics
+        .pending_swept
         .get_or_create(&vec![("action", action)])
         .inc_by(n as u64);
 }
 
-pub struct PendingSweeper {
-    orders: Orders,
+pub struct PendingSweeper<S, P, O> {
+    orders: Orders<S, P>,
+    outbox: O,
     settings: SweeperSettings,
+    metrics: Metrics,
 }
 
-impl PendingSweeper {
-    pub fn new(orders: Orders, settings: SweeperSettings) -> Self {
-        metrics();
-        PendingSweeper { orders, settings }
+impl<S: OrderRepository, P: PriceSource, O: OutboxRepository> PendingSweeper<S, P, O> {
+    pub fn new(orders: Orders<S, P>, outbox: O, settings: SweeperSettings) -> Self {
+        PendingSweeper {
+            orders,
+            outbox,
+            settings,
+            metrics: Metrics::register(),
+        }
     }
 
     /// Sweeps every interval until `stop`.
@@ -91,9 +66,7 @@ impl PendingSweeper {
 
     /// One sweep; see the module's description.
     pub async fn sweep(&self) -> Result<(), OrderError> {
-        let db = self.orders.store().connection();
-
-        for stuck in outbox::pending_set_aside(db, BATCH).await? {
+        for stuck in self.outbox.pending_set_aside(BATCH).await? {
             let reason = format!(
                 "the order event could not be published: {}",
                 stuck
@@ -106,7 +79,7 @@ impl PendingSweeper {
                 .record_outcome(stuck.order_id, Outcome::Rejected, Some(reason))
                 .await
             {
-                Ok(reply) if !reply.replayed => count("rejected_unpublishable", 1),
+                Ok(reply) if !reply.replayed => count(&self.metrics, "rejected_unpublishable", 1),
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(order_id = %stuck.order_id, %error, "could not reject an order whose event was set aside")
@@ -114,10 +87,13 @@ impl PendingSweeper {
             }
         }
 
-        let republished = outbox::republish_stale(db, self.settings.republish_after, BATCH).await?;
+        let republished = self
+            .outbox
+            .republish_stale(self.settings.republish_after, BATCH)
+            .await?;
         if !republished.is_empty() {
             tracing::warn!(orders = ?republished, "publishing the events of orders still PENDING again");
-            count("republished", republished.len());
+            count(&self.metrics, "republished", republished.len());
             self.orders.wake_relay();
         }
 
@@ -132,7 +108,7 @@ impl PendingSweeper {
         );
         for order_id in expired {
             match self.orders.expire_pending(order_id, &reason).await {
-                Ok(true) => count("rejected_timeout", 1),
+                Ok(true) => count(&self.metrics, "rejected_timeout", 1),
                 Ok(false) => {}
                 // One order must not hold up the others.
                 Err(error) => {
@@ -146,8 +122,8 @@ impl PendingSweeper {
             .store()
             .count_pending_older_than(self.settings.republish_after)
             .await?;
-        metrics()
-            .overdue
+        self.metrics
+            .pending_overdue
             .set(i64::try_from(overdue).unwrap_or(i64::MAX));
         Ok(())
     }

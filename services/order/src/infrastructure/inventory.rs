@@ -10,18 +10,8 @@ use platform::grpc::TracedChannel;
 use proto::inventory::v1::BatchGetProductsRequest;
 use proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 
+use crate::application::ports::{InventoryError, PriceSource};
 use crate::domain::ProductQuote;
-
-#[derive(Debug, thiserror::Error)]
-pub enum InventoryError {
-    /// Down, busy or too slow: the caller may try again later.
-    #[error("inventory is unavailable ({code:?}): {message}")]
-    Unavailable { code: tonic::Code, message: String },
-    /// Inventory refused the request or answered something that breaks its
-    /// contract: a fault on our side or theirs, not the caller's.
-    #[error("inventory answered unexpectedly: {0}")]
-    Contract(String),
-}
 
 #[derive(Clone)]
 pub struct InventoryClient {
@@ -34,12 +24,11 @@ impl InventoryClient {
             client: InventoryServiceClient::new(channel),
         }
     }
+}
 
+impl PriceSource for InventoryClient {
     /// The current price and stock of each known product among `ids`.
-    pub async fn quotes(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
+    async fn quotes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
         let request = BatchGetProductsRequest {
             ids: ids.iter().map(Uuid::to_string).collect(),
         };

@@ -3,6 +3,7 @@
 //! Producer over gRPC.
 
 pub mod entities;
+pub mod grpc;
 pub mod inventory;
 pub mod migration;
 pub mod outbox;

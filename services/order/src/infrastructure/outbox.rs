@@ -12,37 +12,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::outbox;
-
-pub const ORDER_CREATED: &str = "order.created";
-pub const ORDER_CANCELLED: &str = "order.cancelled";
-
-/// An event to store with the change it announces.
-#[derive(Debug, Clone)]
-pub struct OutboxEvent {
-    pub order_id: Uuid,
-    /// [`ORDER_CREATED`] or [`ORDER_CANCELLED`].
-    pub event_type: &'static str,
-    /// The encoded protobuf event.
-    pub payload: Vec<u8>,
-    /// The trace context of the request that caused it.
-    pub trace_context: serde_json::Value,
-}
-
-impl OutboxEvent {
-    /// An event carrying the current span's trace context.
-    pub fn new(order_id: Uuid, event_type: &'static str, payload: Vec<u8>) -> Self {
-        let context = platform::telemetry::current_context_map();
-        OutboxEvent {
-            order_id,
-            event_type,
-            payload,
-            trace_context: serde_json::to_value(context).unwrap_or_default(),
-        }
-    }
-}
-
-/// A stored record (as the relay reads it).
-pub type OutboxRecord = outbox::Model;
+use crate::application::ports::{
+    ORDER_CREATED, OutboxEvent, OutboxRecord, OutboxRepository, Unpublishable,
+};
 
 pub async fn insert<C: ConnectionTrait>(conn: &C, event: OutboxEvent) -> Result<(), DbErr> {
     outbox::Entity::insert(outbox::ActiveModel {
@@ -75,7 +47,7 @@ pub async fn claim_unsent<C: ConnectionTrait>(
     lease: Duration,
 ) -> Result<Vec<OutboxRecord>, DbErr> {
     let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let mut records = OutboxRecord::find_by_statement(Statement::from_sql_and_values(
+    let mut records = outbox::Model::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "UPDATE outbox SET claimed_until = now() + $2 * interval '1 millisecond' \
          WHERE id IN (SELECT id FROM outbox \
@@ -88,7 +60,17 @@ pub async fn claim_unsent<C: ConnectionTrait>(
     .all(conn)
     .await?;
     records.sort_by_key(|r| r.id);
-    Ok(records)
+    Ok(records
+        .into_iter()
+        .map(|r| OutboxRecord {
+            id: r.id,
+            order_id: r.order_id,
+            event_type: r.event_type,
+            payload: r.payload,
+            trace_context: r.trace_context,
+            attempts: r.attempts,
+        })
+        .collect())
 }
 
 /// Frees claimed records this relay will not publish in this pass.
@@ -155,11 +137,10 @@ pub async fn prune_sent<C: ConnectionTrait>(
     Ok(result.rows_affected())
 }
 
-/// A PENDING order whose `order.created` record the Producer can never take.
-#[derive(Debug, Clone, FromQueryResult)]
-pub struct Unpublishable {
-    pub order_id: Uuid,
-    pub last_error: Option<String>,
+#[derive(FromQueryResult)]
+struct UnpublishableRow {
+    order_id: Uuid,
+    last_error: Option<String>,
 }
 
 /// PENDING orders whose creation record was set aside (at most `limit`).
@@ -167,7 +148,7 @@ pub async fn pending_set_aside<C: ConnectionTrait>(
     conn: &C,
     limit: u64,
 ) -> Result<Vec<Unpublishable>, DbErr> {
-    Unpublishable::find_by_statement(Statement::from_sql_and_values(
+    let rows = UnpublishableRow::find_by_statement(Statement::from_sql_and_values(
         DbBackend::Postgres,
         "SELECT x.order_id, x.last_error FROM outbox x JOIN orders o ON o.id = x.order_id \
          WHERE x.failed_at IS NOT NULL AND x.event_type = $1 AND o.status = 'PENDING' \
@@ -175,7 +156,14 @@ pub async fn pending_set_aside<C: ConnectionTrait>(
         [ORDER_CREATED.into(), (limit as i64).into()],
     ))
     .all(conn)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Unpublishable {
+            order_id: r.order_id,
+            last_error: r.last_error,
+        })
+        .collect())
 }
 
 /// Hands the creation records of orders PENDING for longer than `after`, and
@@ -254,4 +242,54 @@ pub async fn backlog<C: ConnectionTrait>(conn: &C) -> Result<u64, DbErr> {
         .filter(outbox::Column::FailedAt.is_null())
         .count(conn)
         .await
+}
+
+/// The outbox of the service's database, as the relay and the sweeper use it.
+#[derive(Clone)]
+pub struct OutboxStore {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl OutboxStore {
+    pub fn new(db: sea_orm::DatabaseConnection) -> Self {
+        OutboxStore { db }
+    }
+}
+
+impl OutboxRepository for OutboxStore {
+    async fn claim_unsent(&self, limit: u64, lease: Duration) -> Result<Vec<OutboxRecord>, DbErr> {
+        claim_unsent(&self.db, limit, lease).await
+    }
+
+    async fn release_claims(&self, ids: &[i64]) -> Result<(), DbErr> {
+        release_claims(&self.db, ids).await
+    }
+
+    async fn mark_sent(&self, ids: &[i64]) -> Result<(), DbErr> {
+        mark_sent(&self.db, ids).await
+    }
+
+    async fn prune_sent(&self, retention: Duration, limit: u64) -> Result<u64, DbErr> {
+        prune_sent(&self.db, retention, limit).await
+    }
+
+    async fn pending_set_aside(&self, limit: u64) -> Result<Vec<Unpublishable>, DbErr> {
+        pending_set_aside(&self.db, limit).await
+    }
+
+    async fn republish_stale(&self, after: Duration, limit: u64) -> Result<Vec<Uuid>, DbErr> {
+        republish_stale(&self.db, after, limit).await
+    }
+
+    async fn record_failures(&self, ids: &[i64], error: &str) -> Result<(), DbErr> {
+        record_failures(&self.db, ids, error).await
+    }
+
+    async fn set_aside(&self, id: i64, error: &str) -> Result<(), DbErr> {
+        set_aside(&self.db, id, error).await
+    }
+
+    async fn backlog(&self) -> Result<u64, DbErr> {
+        backlog(&self.db).await
+    }
 }

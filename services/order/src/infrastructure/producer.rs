@@ -7,32 +7,9 @@ use proto::events::v1::{OrderCancelled, OrderCreated};
 use proto::producer::v1::producer_service_client::ProducerServiceClient;
 use proto::producer::v1::{BatchEvent, PublishBatchRequest, batch_event, publish_batch_result};
 
-use super::outbox::{ORDER_CANCELLED, ORDER_CREATED, OutboxRecord};
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PublishError {
-    /// The Producer or the stream could not take it now (or the Producer is
-    /// misconfigured); try again later.
-    #[error("the producer is unavailable ({code:?}): {message}")]
-    Unavailable { code: tonic::Code, message: String },
-    /// The record itself is unusable (unknown type, undecodable, refused):
-    /// retrying will not help until someone looks at it.
-    #[error("the record cannot be published: {0}")]
-    Unpublishable(String),
-}
-
-impl PublishError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, PublishError::Unavailable { .. })
-    }
-}
-
-/// What the stream answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub sequence: u64,
-    pub duplicate: bool,
-}
+use crate::application::ports::{
+    EventPublisher, ORDER_CANCELLED, ORDER_CREATED, OutboxRecord, PublishError, Published,
+};
 
 #[derive(Clone)]
 pub struct ProducerClient {
@@ -45,13 +22,15 @@ impl ProducerClient {
             client: ProducerServiceClient::new(channel),
         }
     }
+}
 
+impl EventPublisher for ProducerClient {
     /// Publishes the records' events in one call, each in its own span (the
     /// trace of the request that wrote it continues on the message); one
     /// answer per record, in their order. A record that cannot be read is
     /// not sent and answers unpublishable; a failed call (or one that takes
     /// longer than `deadline`) answers unavailable for every record sent.
-    pub async fn publish_batch(
+    async fn publish_batch(
         &self,
         records: &[OutboxRecord],
         spans: &[tracing::Span],

@@ -13,44 +13,24 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::{order_items, orders};
-use super::outbox::{self, OutboxEvent};
+use super::outbox;
+use crate::application::ports::{
+    InsertError, NewOrder, OrderRepository, StatusChanged, StatusDecision,
+};
 use crate::domain::{Order, OrderStatus, PricedLine};
-
-/// A new PENDING order with its lines and its `order.created` record.
-pub struct NewOrder {
-    pub order: Order,
-    /// The idempotency key and the request's fingerprint, when a key was given.
-    pub idempotency: Option<(String, String)>,
-    pub event: OutboxEvent,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InsertError {
-    #[error("an order with this idempotency key exists already")]
-    DuplicateIdempotencyKey,
-    #[error(transparent)]
-    Db(#[from] DbErr),
-}
-
-/// What a status change decided, given the order as it is.
-pub enum StatusDecision {
-    /// Leave the order as it is (the request is a replay).
-    Keep,
-    Set {
-        to: OrderStatus,
-        reason: Option<String>,
-        event: Option<OutboxEvent>,
-    },
-}
-
-/// The order after a status change, and whether it was a replay.
-pub struct StatusChanged {
-    pub order: Order,
-    pub replayed: bool,
-}
 
 /// How often a status change is re-decided after losing a race.
 const STATUS_CHANGE_ATTEMPTS: usize = 5;
+
+/// Orders PENDING since before `age` ago (by the PENDING index: the cost
+/// does not grow with the orders table).
+fn pending_since(age: std::time::Duration) -> sea_orm::Select<orders::Entity> {
+    let cutoff =
+        chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+    orders::Entity::find()
+        .filter(orders::Column::Status.eq(OrderStatus::Pending.as_str()))
+        .filter(orders::Column::CreatedAt.lt(cutoff))
+}
 
 #[derive(Clone)]
 pub struct OrderStore {
@@ -61,13 +41,11 @@ impl OrderStore {
     pub fn new(db: DatabaseConnection) -> Self {
         OrderStore { db }
     }
+}
 
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
+impl OrderRepository for OrderStore {
     /// The order `user_id` created with `key`, with its request fingerprint.
-    pub async fn find_by_idempotency_key(
+    async fn find_by_idempotency_key(
         &self,
         user_id: Uuid,
         key: &str,
@@ -88,7 +66,7 @@ impl OrderStore {
     /// Stores the order, its lines and its outbox record in one statement: a
     /// data-modifying WITH is atomic like a transaction, and costs one round
     /// trip and one commit instead of five.
-    pub async fn insert(&self, new: NewOrder) -> Result<(), InsertError> {
+    async fn insert(&self, new: NewOrder) -> Result<(), InsertError> {
         let NewOrder {
             order,
             idempotency,
@@ -145,13 +123,13 @@ impl OrderStore {
         }
     }
 
-    pub async fn find(&self, id: Uuid) -> Result<Option<Order>, DbErr> {
+    async fn find(&self, id: Uuid) -> Result<Option<Order>, DbErr> {
         load(&self.db, id).await
     }
 
     /// One page of orders, newest first (of one user when `user_id` is
     /// given), and how many there are in all.
-    pub async fn list(
+    async fn list(
         &self,
         user_id: Option<Uuid>,
         page: u64,
@@ -178,23 +156,13 @@ impl OrderStore {
         Ok((orders, total))
     }
 
-    /// Orders PENDING since before `age` ago (by the PENDING index: the cost
-    /// does not grow with the orders table).
-    fn pending_since(age: std::time::Duration) -> sea_orm::Select<orders::Entity> {
-        let cutoff =
-            chrono::Utc::now() - chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-        orders::Entity::find()
-            .filter(orders::Column::Status.eq(OrderStatus::Pending.as_str()))
-            .filter(orders::Column::CreatedAt.lt(cutoff))
-    }
-
     /// The oldest `limit` orders PENDING since before `age` ago.
-    pub async fn pending_older_than(
+    async fn pending_older_than(
         &self,
         age: std::time::Duration,
         limit: u64,
     ) -> Result<Vec<Uuid>, DbErr> {
-        Ok(Self::pending_since(age)
+        Ok(pending_since(age)
             .order_by_asc(orders::Column::CreatedAt)
             .limit(limit)
             .all(&self.db)
@@ -205,15 +173,15 @@ impl OrderStore {
     }
 
     /// How many orders are PENDING since before `age` ago.
-    pub async fn count_pending_older_than(&self, age: std::time::Duration) -> Result<u64, DbErr> {
-        Self::pending_since(age).count(&self.db).await
+    async fn count_pending_older_than(&self, age: std::time::Duration) -> Result<u64, DbErr> {
+        pending_since(age).count(&self.db).await
     }
 
     /// Moves each of these orders that is PENDING to its outcome, in one
     /// statement (one commit for all); the ids it moved. The others (already
     /// decided, or not there) are for [`OrderStore::change_status`] to
     /// answer one by one. An id given twice is moved once.
-    pub async fn record_pending_outcomes(
+    async fn record_pending_outcomes(
         &self,
         outcomes: &[(Uuid, OrderStatus, Option<String>)],
     ) -> Result<HashSet<Uuid>, DbErr> {
@@ -257,13 +225,10 @@ impl OrderStore {
     /// its outbox record, in one transaction. When a concurrent change got
     /// there first (the conditional UPDATE matched nothing), decides again on
     /// the new status. `None` when there is no such order.
-    pub async fn change_status<E>(
-        &self,
-        id: Uuid,
-        decide: impl Fn(&Order) -> Result<StatusDecision, E>,
-    ) -> Result<Option<StatusChanged>, E>
+    async fn change_status<E, F>(&self, id: Uuid, decide: F) -> Result<Option<StatusChanged>, E>
     where
-        E: From<DbErr>,
+        E: From<DbErr> + Send,
+        F: Fn(&Order) -> Result<StatusDecision, E> + Send + Sync,
     {
         for _ in 0..STATUS_CHANGE_ATTEMPTS {
             let txn = self.db.begin().await?;

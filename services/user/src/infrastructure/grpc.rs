@@ -8,15 +8,15 @@ use proto::common::v1::Role as PbRole;
 use proto::user::v1 as pb;
 use proto::user::v1::user_service_server::UserService;
 
-use crate::application::{INVALID_CREDENTIALS, UserError, Users};
+use crate::application::{INVALID_CREDENTIALS, PasswordHashing, UserError, UserRepository, Users};
 use crate::domain::{Caller, Role, User};
 
-pub struct UserGrpc {
-    users: Users,
+pub struct UserGrpc<S, H> {
+    users: Users<S, H>,
 }
 
-impl UserGrpc {
-    pub fn new(users: Users) -> Self {
+impl<S: UserRepository, H: PasswordHashing> UserGrpc<S, H> {
+    pub fn new(users: Users<S, H>) -> Self {
         UserGrpc { users }
     }
 }
@@ -91,7 +91,7 @@ fn caller_from_proto(caller: Option<proto::common::v1::Caller>) -> Result<Caller
 }
 
 #[tonic::async_trait]
-impl UserService for UserGrpc {
+impl<S: UserRepository, H: PasswordHashing> UserService for UserGrpc<S, H> {
     #[tracing::instrument(skip_all)]
     async fn register(
         &self,

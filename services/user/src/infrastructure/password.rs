@@ -12,9 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, thiserror::Error)]
-#[error("password hashing failed: {0}")]
-pub struct HashError(String);
+use crate::application::{HashError, PasswordHashing};
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -76,11 +74,6 @@ impl PasswordHasher {
         })
     }
 
-    /// A registration's turn to hash, if one is free right now.
-    pub fn registration_slot(&self) -> Option<OwnedSemaphorePermit> {
-        self.registrations.clone().try_acquire_owned().ok()
-    }
-
     pub fn cost(&self) -> u32 {
         self.cost
     }
@@ -94,8 +87,15 @@ impl PasswordHasher {
     pub fn hashes(&self) -> u64 {
         self.hashes.load(Ordering::Relaxed)
     }
+}
 
-    pub async fn hash(&self, password: &str) -> Result<SecretString, HashError> {
+impl PasswordHashing for PasswordHasher {
+    /// A registration's turn to hash, if one is free right now.
+    fn registration_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.registrations.clone().try_acquire_owned().ok()
+    }
+
+    async fn hash(&self, password: &str) -> Result<SecretString, HashError> {
         self.hashes.fetch_add(1, Ordering::Relaxed);
         let secret = prehash(password);
         let cost = self.cost;
@@ -105,7 +105,7 @@ impl PasswordHasher {
 
     /// Whether `password` matches `hash`; with no hash (no such user) it
     /// verifies against the dummy hash all the same and answers false.
-    pub async fn verify(&self, password: &str, hash: Option<&SecretString>) -> bool {
+    async fn verify(&self, password: &str, hash: Option<&SecretString>) -> bool {
         let _turn = self.logins.acquire().await;
         let secret = prehash(password);
         let (target, known) = match hash {

@@ -11,23 +11,8 @@ use uuid::Uuid;
 
 use super::entities::user;
 use super::migration::{EMAIL_INDEX, USERNAME_INDEX};
+use crate::application::{InsertError, NewUser, UserRepository};
 use crate::domain::{Account, Email, Role, UniqueField, User, Username};
-
-#[derive(Debug, thiserror::Error)]
-pub enum InsertError {
-    #[error("{} is already taken", .0.name())]
-    Duplicate(UniqueField),
-    #[error(transparent)]
-    Database(#[from] DbErr),
-}
-
-/// A user about to be stored.
-pub struct NewUser<'a> {
-    pub username: &'a Username,
-    pub email: &'a Email,
-    pub password_hash: SecretString,
-    pub role: Role,
-}
 
 fn to_user(model: &user::Model) -> Result<User, DbErr> {
     let role = Role::parse(&model.role)
@@ -81,10 +66,12 @@ impl UserStore {
     pub fn new(db: DatabaseConnection) -> Self {
         UserStore { db }
     }
+}
 
+impl UserRepository for UserStore {
     /// Inserts a user; a collision with an existing username or email (also
     /// one that committed a moment ago) is `Duplicate`, named by the index.
-    pub async fn insert(&self, new: NewUser<'_>) -> Result<User, InsertError> {
+    async fn insert(&self, new: NewUser<'_>) -> Result<User, InsertError> {
         let now = Utc::now();
         let model = user::ActiveModel {
             id: Set(Uuid::now_v7()),
@@ -105,7 +92,7 @@ impl UserStore {
     }
 
     /// Inserts unless any unique field is taken; whether it inserted.
-    pub async fn insert_if_absent(&self, new: NewUser<'_>) -> Result<bool, DbErr> {
+    async fn insert_if_absent(&self, new: NewUser<'_>) -> Result<bool, DbErr> {
         let result = self
             .db
             .execute_raw(Statement::from_sql_and_values(
@@ -125,7 +112,7 @@ impl UserStore {
     }
 
     /// The fields of `username` / `email` that some user already has.
-    pub async fn taken_fields(
+    async fn taken_fields(
         &self,
         username: &Username,
         email: &Email,
@@ -144,7 +131,7 @@ impl UserStore {
         Ok(taken)
     }
 
-    pub async fn find_by_username(&self, username: &str) -> Result<Option<User>, DbErr> {
+    async fn find_by_username(&self, username: &str) -> Result<Option<User>, DbErr> {
         user::Entity::find()
             .filter(lower_eq(user::Column::Username, username))
             .one(&self.db)
@@ -155,7 +142,7 @@ impl UserStore {
 
     /// The account whose username or email is `login`, case-insensitively.
     /// Usernames cannot contain '@', so the two never clash.
-    pub async fn find_account(&self, login: &str) -> Result<Option<Account>, DbErr> {
+    async fn find_account(&self, login: &str) -> Result<Option<Account>, DbErr> {
         let column = if login.contains('@') {
             user::Column::Email
         } else {
@@ -169,7 +156,7 @@ impl UserStore {
             .transpose()
     }
 
-    pub async fn find_by_id(&self, id: Uuid) -> Result<Option<User>, DbErr> {
+    async fn find_by_id(&self, id: Uuid) -> Result<Option<User>, DbErr> {
         user::Entity::find_by_id(id)
             .one(&self.db)
             .await?

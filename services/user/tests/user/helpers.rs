@@ -1,11 +1,15 @@
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use testkit::TestDb;
-use user::application::{UserError, Users};
+use user::application::UserError;
 use user::config::{AdminSettings, MIN_BCRYPT_COST};
 use user::domain::{Email, Password, Username};
 use user::infrastructure::password::PasswordHasher;
+use user::infrastructure::store::UserStore;
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// The use cases over PostgreSQL and bcrypt.
+pub type Users = user::application::Users<UserStore, PasswordHasher>;
 
 /// The use cases on a migrated database of the test's own, hashing at the
 /// production cost.
@@ -31,7 +35,7 @@ pub async fn app() -> App {
         .await
         .expect("hasher");
     App {
-        users: Users::new(conn.clone(), hasher.clone()),
+        users: Users::new(UserStore::new(conn.clone()), hasher.clone()),
         conn,
         hasher,
         _db: db,
@@ -41,7 +45,7 @@ pub async fn app() -> App {
 impl App {
     /// Another instance of the service on the same database (a replica).
     pub fn replica(&self) -> Users {
-        Users::new(self.conn.clone(), self.hasher.clone())
+        Users::new(UserStore::new(self.conn.clone()), self.hasher.clone())
     }
 
     /// Opens several pooled connections at once so that concurrent calls

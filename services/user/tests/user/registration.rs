@@ -6,15 +6,15 @@ use futures::future::join_all;
 use sea_orm::{ConnectionTrait, Statement};
 use secrecy::SecretString;
 use tonic::Code;
-use user::application::{UserError, Users};
+use user::application::{InsertError, NewUser, PasswordHashing, UserError, UserRepository};
 use user::config::MIN_BCRYPT_COST;
 use user::domain::{Caller, Email, Role, UniqueField, Username};
 use user::infrastructure::grpc::to_status;
 use user::infrastructure::password::PasswordHasher;
-use user::infrastructure::store::{InsertError, NewUser, UserStore};
+use user::infrastructure::store::UserStore;
 use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, app, invalid_fields};
+use crate::helpers::{PASSWORD, Users, app, invalid_fields};
 
 #[tokio::test]
 async fn registers_a_customer_who_logs_in_by_username_or_email() {
@@ -310,7 +310,7 @@ async fn a_registration_flood_is_refused_quickly_while_a_login_still_succeeds() 
         .unwrap();
     // Two registrations may hash at once; the rest are refused at once.
     let hasher = PasswordHasher::new(MIN_BCRYPT_COST, 2).await.unwrap();
-    let users = Arc::new(Users::new(app.conn.clone(), hasher));
+    let users = Arc::new(Users::new(UserStore::new(app.conn.clone()), hasher));
     let flood = join_all((0..200).map(|i| {
         let users = users.clone();
         tokio::spawn(async move {

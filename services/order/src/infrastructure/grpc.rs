@@ -1,30 +1,33 @@
 //! The gRPC face of the Order service: checks and converts the wire
-//! requests, calls the use cases, converts the answers.
+//! requests, calls the use cases, converts the answers, and maps every
+//! error to its status once.
 
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use uuid::Uuid;
 
 use proto::common::v1 as common;
 use proto::order::v1 as pb;
 use proto::order::v1::order_service_server::OrderService;
 
-use super::error::OrderError;
-use super::orders::{BatchedOutcome, ListRequest, NewOrderRequest, Orders};
+use crate::application::OrderError;
+use crate::application::orders::{BatchedOutcome, ListRequest, NewOrderRequest, Orders};
+use crate::application::ports::{InventoryError, OrderRepository, PriceSource};
 use crate::domain::order::{money, validate_idempotency_key, validate_lines};
-use crate::domain::{Caller, FieldViolation, Order, OrderStatus, Outcome, Role};
-use platform::grpc::{invalid_argument, violation};
+use crate::domain::{
+    Caller, FieldViolation, Order, OrderStatus, Outcome, PricingError, Role, TransitionError,
+};
+use platform::grpc::{invalid_argument, status_with_detail, violation};
 
-/// ListOrders page size when none is asked for, and the largest allowed.
 use platform::limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 /// A rejection reason is kept to this many characters.
 const MAX_REASON_CHARS: usize = 1000;
 
-pub struct OrderGrpc {
-    orders: Orders,
+pub struct OrderGrpc<S, P> {
+    orders: Orders<S, P>,
 }
 
-impl OrderGrpc {
-    pub fn new(orders: Orders) -> Self {
+impl<S: OrderRepository, P: PriceSource> OrderGrpc<S, P> {
+    pub fn new(orders: Orders<S, P>) -> Self {
         OrderGrpc { orders }
     }
 }
@@ -126,7 +129,7 @@ fn to_wire(order: Order) -> pb::Order {
 }
 
 #[tonic::async_trait]
-impl OrderService for OrderGrpc {
+impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
     async fn create_order(
         &self,
         request: Request<pb::CreateOrderRequest>,
@@ -348,4 +351,97 @@ fn parse_outcome(
     let reason = reason.trim();
     let reason = (!reason.is_empty()).then(|| reason.chars().take(MAX_REASON_CHARS).collect());
     Ok((id, outcome, reason))
+}
+
+/// Stable reasons carried in `ErrorDetail.reason`.
+pub mod reason {
+    pub const INVALID_ARGUMENT: &str = "INVALID_ARGUMENT";
+    pub const PRODUCT_NOT_FOUND: &str = "PRODUCT_NOT_FOUND";
+    pub const INSUFFICIENT_STOCK: &str = "INSUFFICIENT_STOCK";
+    pub const ORDER_NOT_FOUND: &str = "ORDER_NOT_FOUND";
+    pub const PERMISSION_DENIED: &str = "PERMISSION_DENIED";
+    pub const ILLEGAL_TRANSITION: &str = "ILLEGAL_TRANSITION";
+    pub const ORDER_NOT_CANCELLABLE_YET: &str = "ORDER_NOT_CANCELLABLE_YET";
+    pub const OUTCOME_CONFLICT: &str = "OUTCOME_CONFLICT";
+    pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+    pub const INVENTORY_UNAVAILABLE: &str = "INVENTORY_UNAVAILABLE";
+}
+
+impl From<OrderError> for Status {
+    fn from(error: OrderError) -> Status {
+        let message = error.to_string();
+        let plain = |code: Code, reason: &str| status_with_detail(code, &message, reason, vec![]);
+        match &error {
+            OrderError::Invalid(violations) => platform::grpc::invalid_argument(
+                violations
+                    .iter()
+                    .map(|v| violation(&v.field, &v.message))
+                    .collect(),
+            ),
+            OrderError::Pricing(PricingError::UnknownProducts(unknown)) => status_with_detail(
+                Code::NotFound,
+                &message,
+                reason::PRODUCT_NOT_FOUND,
+                unknown
+                    .iter()
+                    .map(|(index, id)| {
+                        violation(
+                            format!("items[{index}].product_id"),
+                            format!("product {id} does not exist"),
+                        )
+                    })
+                    .collect(),
+            ),
+            OrderError::Pricing(PricingError::InsufficientStock(shortages)) => status_with_detail(
+                Code::FailedPrecondition,
+                &message,
+                reason::INSUFFICIENT_STOCK,
+                shortages
+                    .iter()
+                    .map(|s| {
+                        violation(
+                            format!("items[{}].quantity", s.index),
+                            format!(
+                                "product {} has {} in stock, {} requested",
+                                s.product_id,
+                                s.available.max(0),
+                                s.requested
+                            ),
+                        )
+                    })
+                    .collect(),
+            ),
+            OrderError::Pricing(PricingError::TotalTooLarge(_)) => status_with_detail(
+                Code::InvalidArgument,
+                &message,
+                reason::INVALID_ARGUMENT,
+                vec![violation("items", &message)],
+            ),
+            OrderError::NotFound(_) => plain(Code::NotFound, reason::ORDER_NOT_FOUND),
+            OrderError::PermissionDenied(_) => {
+                plain(Code::PermissionDenied, reason::PERMISSION_DENIED)
+            }
+            OrderError::Transition(TransitionError::NotCancellableYet) => {
+                plain(Code::FailedPrecondition, reason::ORDER_NOT_CANCELLABLE_YET)
+            }
+            OrderError::Transition(TransitionError::OutcomeConflict) => {
+                plain(Code::FailedPrecondition, reason::OUTCOME_CONFLICT)
+            }
+            OrderError::Transition(_) => {
+                plain(Code::FailedPrecondition, reason::ILLEGAL_TRANSITION)
+            }
+            OrderError::IdempotencyKeyReused(_) => {
+                plain(Code::FailedPrecondition, reason::IDEMPOTENCY_KEY_REUSED)
+            }
+            OrderError::Inventory(InventoryError::Unavailable { .. }) => {
+                tracing::warn!(%error, "inventory unavailable");
+                plain(Code::Unavailable, reason::INVENTORY_UNAVAILABLE)
+            }
+            OrderError::Inventory(InventoryError::Contract(_)) => {
+                tracing::error!(%error, "inventory broke its contract");
+                Status::internal(message)
+            }
+            OrderError::Database(db) => platform::db::status_from_db(db),
+        }
+    }
 }

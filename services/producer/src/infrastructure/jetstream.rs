@@ -7,6 +7,9 @@ use prost::Message;
 use platform::config::NatsSettings;
 use platform::nats::headers;
 
+use crate::application::{EventStream, PendingAck, PublishError};
+use crate::domain::{OutgoingEvent, Published};
+
 /// Declares the order event stream and its dead-letter stream.
 pub async fn ensure_streams(
     client: &async_nats::Client,
@@ -16,33 +19,6 @@ pub async fn ensure_streams(
     platform::nats::ensure_stream(&js, platform::nats::order_stream_config(settings)).await?;
     platform::nats::ensure_stream(&js, platform::nats::dead_letter_stream_config(settings)).await?;
     Ok(())
-}
-
-/// Why a publish failed. Every variant is worth retrying: the event is valid,
-/// the stream was just not able to take it now.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("the stream did not accept the message: {0}")]
-    Rejected(String),
-    #[error("no acknowledgement from the stream: {0}")]
-    NoAck(String),
-}
-
-/// What the stream answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub stream: String,
-    pub sequence: u64,
-    pub duplicate: bool,
-}
-
-/// An order event ready to go on the wire.
-pub struct OutgoingEvent<'a, M: Message> {
-    pub order_id: &'a str,
-    /// `created` or `cancelled`.
-    pub kind: &'static str,
-    pub subject: String,
-    pub payload: &'a M,
 }
 
 #[derive(Clone)]
@@ -58,25 +34,23 @@ impl JetStreamPublisher {
             settings,
         }
     }
+}
 
-    pub fn settings(&self) -> &NatsSettings {
-        &self.settings
+impl EventStream for JetStreamPublisher {
+    type Pending = JetStreamAck;
+
+    fn created_subject(&self) -> String {
+        self.settings.created_subject()
     }
 
-    /// Publishes and waits for the stream's acknowledgement.
-    pub async fn publish<M: Message>(
-        &self,
-        event: OutgoingEvent<'_, M>,
-    ) -> Result<Published, PublishError> {
-        self.send(event).await?.acknowledged().await
+    fn cancelled_subject(&self) -> String {
+        self.settings.cancelled_subject()
     }
 
-    /// Sends the message and returns at once; the acknowledgement is awaited
-    /// from the returned future, so many messages can be in flight together.
-    pub async fn send<M: Message>(
+    async fn send<M: Message + Sync>(
         &self,
         event: OutgoingEvent<'_, M>,
-    ) -> Result<PendingAck, PublishError> {
+    ) -> Result<JetStreamAck, PublishError> {
         let mut map = HeaderMap::new();
         let event_type = format!("order.{}", event.kind);
         map.insert(
@@ -93,15 +67,15 @@ impl JetStreamPublisher {
             .publish_with_headers(event.subject, map, event.payload.encode_to_vec().into())
             .await
             .map_err(|e| PublishError::Rejected(e.to_string()))?;
-        Ok(PendingAck(ack_future))
+        Ok(JetStreamAck(ack_future))
     }
 }
 
 /// A message sent, its acknowledgement not yet awaited.
-pub struct PendingAck(jetstream::context::PublishAckFuture);
+pub struct JetStreamAck(jetstream::context::PublishAckFuture);
 
-impl PendingAck {
-    pub async fn acknowledged(self) -> Result<Published, PublishError> {
+impl PendingAck for JetStreamAck {
+    async fn acknowledged(self) -> Result<Published, PublishError> {
         let ack = self
             .0
             .await
