@@ -1551,7 +1551,8 @@ def metric_sources() -> list[str]:
 
 def exported_metrics() -> dict[str, str]:
     """Every series name the services expose -> the metric it belongs to,
-    from their `metrics::register("<name>", "<help>", <metric>)` calls: the
+    from their `metrics::register("<name>", "<help>", <metric>)` calls and
+    `service_metrics!` declarations: the
     registry's `ecommerce_` prefix, counters with `_total`, histograms with
     `_bucket`, `_sum` and `_count`."""
     call = re.compile(r'metrics::register\(\s*"([a-z_][a-z0-9_]*)",\s*"(?:[^"\\]|\\.)*",\s*([A-Za-z_][\w.]*?)(?:\.clone\(\))?\s*,?\s*\)')
@@ -1570,6 +1571,21 @@ def exported_metrics() -> dict[str, str]:
                 kinds = {k.capitalize() for k in re.findall(r"metrics::(counter|gauge|histogram)::", text)}
             if len(kinds) != 1:
                 fail(f"{os.path.relpath(path, ROOT)}: cannot tell the type of metric {name} ({arg}): {sorted(kinds) or 'none found'}")
+            kind = kinds.pop()
+            full = f"ecommerce_{name}"
+            suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
+            for s in suffixes:
+                series[full + s] = f"{kind.lower()} {full}"
+    # `platform::service_metrics! { field: Family<Labels, Counter> = ("<name>", "<help>"), }`
+    declared = re.compile(r'\b([a-z_][a-z0-9_]*):\s*([^=\n]+?)\s*=\s*\(\s*"([a-z_][a-z0-9_]*)",\s*"(?:[^"\\]|\\.)*",?\s*\)')
+    for path in metric_sources():
+        text = Path(path).read_text()
+        if "service_metrics!" not in text:
+            continue
+        for _field, kind_decl, name in declared.findall(text):
+            kinds = set(re.findall(r"\b(Counter|Gauge|Histogram)\b", kind_decl))
+            if len(kinds) != 1:
+                fail(f"{os.path.relpath(path, ROOT)}: cannot tell the type of metric {name} ({kind_decl})")
             kind = kinds.pop()
             full = f"ecommerce_{name}"
             suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]

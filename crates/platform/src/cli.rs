@@ -35,25 +35,32 @@ fn parse(service: &str, mut args: impl Iterator<Item = String>) -> Result<Comman
 /// service's `serve` can be handed it.
 pub type StopSignal = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// What every service's `run` does with the command: `migrate` runs
-/// `migrate`; `serve` binds `listen` and serves until SIGTERM or SIGINT.
+/// A service's settings: where it listens.
+pub trait ServiceConfig: Sized {
+    fn listen(&self) -> &crate::config::ServiceAddr;
+}
+
+/// What every service's `run` does with the command: reads the settings,
+/// then `migrate` runs `migrate`; `serve` binds the service's address and
+/// serves until SIGTERM or SIGINT.
 pub async fn dispatch<C, M, MF, S, SF>(
     command: Command,
-    listen: &crate::config::ServiceAddr,
-    config: C,
+    config: fn(&crate::settings::Env) -> Result<C, crate::ConfigError>,
     migrate: M,
     serve: S,
 ) -> anyhow::Result<()>
 where
+    C: ServiceConfig,
     M: FnOnce(C) -> MF,
     MF: Future<Output = anyhow::Result<()>>,
     S: FnOnce(C, tokio::net::TcpListener, StopSignal) -> SF,
     SF: Future<Output = anyhow::Result<()>>,
 {
+    let config = config(&crate::settings::Env::process())?;
     match command {
         Command::Migrate => migrate(config).await,
         Command::Serve => {
-            let listener = crate::service::bind(listen).await?;
+            let listener = crate::service::bind(config.listen()).await?;
             serve(config, listener, Box::pin(crate::shutdown::signal())).await
         }
     }

@@ -11,6 +11,7 @@ mod grpc_metrics;
 pub mod internal_auth;
 pub mod limits;
 pub mod metrics;
+pub mod model;
 pub mod nats;
 pub mod readiness;
 pub mod service;

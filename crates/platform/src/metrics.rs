@@ -22,6 +22,53 @@ pub fn register(name: &str, help: &str, metric: impl Metric) {
         .register(name, help, metric);
 }
 
+/// A service's metrics, made and registered by `create` the first time and
+/// the same handles every time after: once per process, however many
+/// servers it runs (tests run several services in one process).
+pub fn once<M: Clone + Send + Sync + 'static>(create: impl FnOnce() -> M) -> M {
+    use std::any::{Any, TypeId};
+    use std::collections::HashMap;
+    type ByType = Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
+    static MADE: OnceLock<ByType> = OnceLock::new();
+    let mut made = MADE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("metrics made");
+    made.entry(TypeId::of::<M>())
+        .or_insert_with(|| Box::new(create()))
+        .downcast_ref::<M>()
+        .expect("metrics of their own type")
+        .clone()
+}
+
+/// Label pairs of a metric family, e.g. `[("event", "order.created")]`.
+pub type Labels = Vec<(&'static str, &'static str)>;
+
+/// Declares a service's metrics: a `Metrics` struct of metric handles
+/// (`Default` gives unregistered ones, for tests) whose `register()` makes
+/// and registers them once per process, each under `ecommerce_<name>` with
+/// its help text.
+#[macro_export]
+macro_rules! service_metrics {
+    ($($(#[$attr:meta])* $field:ident: $kind:ty = ($name:expr, $help:expr $(,)?),)*) => {
+        #[derive(Clone, Default)]
+        pub struct Metrics {
+            $($(#[$attr])* pub $field: $kind,)*
+        }
+
+        impl Metrics {
+            /// The process's metrics, registered the first time.
+            pub fn register() -> Self {
+                $crate::metrics::once(|| {
+                    let metrics = Metrics::default();
+                    $($crate::metrics::register($name, $help, metrics.$field.clone());)*
+                    metrics
+                })
+            }
+        }
+    };
+}
+
 /// The current values in the Prometheus text format.
 pub fn render() -> String {
     let mut out = String::new();

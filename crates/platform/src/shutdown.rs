@@ -1,7 +1,15 @@
 //! Graceful shutdown: SIGTERM or SIGINT cancel one token that every task of a
 //! service watches.
 
+use std::future::Future;
+
 pub use tokio_util::sync::CancellationToken;
+
+/// What a service's `serve` stops on: a future that resolves when it is
+/// time to stop (SIGTERM in the binary, whatever a test likes).
+pub trait Shutdown: Future<Output = ()> {}
+
+impl<F: Future<Output = ()>> Shutdown for F {}
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn signal() {

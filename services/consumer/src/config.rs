@@ -204,6 +204,12 @@ impl ConsumerSettings {
     }
 }
 
+impl platform::cli::ServiceConfig for Config {
+    fn listen(&self) -> &ServiceAddr {
+        &self.listen
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,30 +18,25 @@ pub mod domain;
 pub mod infrastructure;
 pub mod metrics;
 
-use std::future::Future;
+use anyhow::Result;
 
 use platform::cli::Command;
 use platform::readiness::{Readiness, ReadyFlag};
 use platform::service::GrpcService;
 use platform::shutdown::CancellationToken;
+use platform::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env(&platform::settings::Env::process())?;
-    let listen = config.listen.clone();
-    platform::cli::dispatch(command, &listen, config, migrate, serve).await
+    platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
 /// Serves health and readiness on `listener`, and consumes order events until
 /// `shutdown`; then stops fetching, finishes the messages in hand and returns.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     let server = GrpcService::health_only("consumer").await;
     let readiness = server.readiness().clone();
     // SERVING only once connected to NATS with the durable consumer bound.

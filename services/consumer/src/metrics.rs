@@ -1,67 +1,39 @@
 //! The Consumer's Prometheus metrics (served at `GET /metrics` on
 //! `CONSUMER_ADDR`, prefixed `ecommerce_`).
 
-use std::sync::OnceLock;
-
+use platform::metrics::Labels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-type Labels = Vec<(&'static str, &'static str)>;
-
-#[derive(Clone, Default)]
-pub struct Metrics {
-    processed: Family<Labels, Counter>,
-    failures: Family<Labels, Counter>,
-    dead_lettered: Family<Labels, Counter>,
-    deferred: Family<Labels, Counter>,
-    pending: Gauge,
-    ack_pending: Gauge,
+platform::service_metrics! {
+    processed: Family<Labels, Counter> = (
+        "consumer_events_processed",
+        "Order events handled to the end and acknowledged, by event, outcome and whether Inventory had seen the order already",
+    ),
+    failures: Family<Labels, Counter> = (
+        "consumer_failures",
+        "Failed attempts at handling an order event, by event and kind (transient: retried, handed back for later after the bound; permanent: dead-lettered after the bound)",
+    ),
+    dead_lettered: Family<Labels, Counter> = (
+        "consumer_dead_lettered",
+        "Order events written to the dead-letter stream, by event",
+    ),
+    deferred: Family<Labels, Counter> = (
+        "consumer_deferred",
+        "Order events handed back for a delayed redelivery after failing transiently too many times in a row, by event",
+    ),
+    pending: Gauge = (
+        "consumer_pending",
+        "Messages in the stream not yet delivered to the durable consumer (its lag)",
+    ),
+    ack_pending: Gauge = (
+        "consumer_ack_pending",
+        "Messages delivered to the durable consumer and not yet acknowledged",
+    ),
 }
 
 impl Metrics {
-    /// The process's metrics, registered in the process registry the first
-    /// time (tests that need none use `Metrics::default()`).
-    pub fn register() -> Self {
-        static METRICS: OnceLock<Metrics> = OnceLock::new();
-        METRICS.get_or_init(Metrics::create).clone()
-    }
-
-    fn create() -> Self {
-        let metrics = Metrics::default();
-        platform::metrics::register(
-            "consumer_events_processed",
-            "Order events handled to the end and acknowledged, by event, outcome and whether Inventory had seen the order already",
-            metrics.processed.clone(),
-        );
-        platform::metrics::register(
-            "consumer_failures",
-            "Failed attempts at handling an order event, by event and kind (transient: retried, handed back for later after the bound; permanent: dead-lettered after the bound)",
-            metrics.failures.clone(),
-        );
-        platform::metrics::register(
-            "consumer_dead_lettered",
-            "Order events written to the dead-letter stream, by event",
-            metrics.dead_lettered.clone(),
-        );
-        platform::metrics::register(
-            "consumer_deferred",
-            "Order events handed back for a delayed redelivery after failing transiently too many times in a row, by event",
-            metrics.deferred.clone(),
-        );
-        platform::metrics::register(
-            "consumer_pending",
-            "Messages in the stream not yet delivered to the durable consumer (its lag)",
-            metrics.pending.clone(),
-        );
-        platform::metrics::register(
-            "consumer_ack_pending",
-            "Messages delivered to the durable consumer and not yet acknowledged",
-            metrics.ack_pending.clone(),
-        );
-        metrics
-    }
-
     /// Metrics that are counted but not exported (unit tests).
     pub fn unregistered() -> Self {
         Metrics::default()

@@ -9,8 +9,8 @@ use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use platform::ConfigError;
 use platform::config::AppEnv;
+use platform::model;
 use platform::settings::Env;
-use proto::common::v1 as common;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -84,29 +84,7 @@ fn random_secret() -> Vec<u8> {
 }
 
 /// The role a token grants, as written in its `role` claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Customer,
-    Admin,
-}
-
-impl Role {
-    pub fn from_proto(role: i32) -> Option<Role> {
-        match common::Role::try_from(role).ok()? {
-            common::Role::Customer => Some(Role::Customer),
-            common::Role::Admin => Some(Role::Admin),
-            common::Role::Unspecified => None,
-        }
-    }
-
-    pub fn to_proto(self) -> common::Role {
-        match self {
-            Role::Customer => common::Role::Customer,
-            Role::Admin => common::Role::Admin,
-        }
-    }
-}
+pub use platform::model::Role;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,10 +154,10 @@ impl JwtKeys {
                 _ => TokenError::Invalid,
             })?;
         let user_id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Invalid)?;
-        Ok(Caller {
+        Ok(Caller(model::Caller {
             user_id,
             role: data.claims.role,
-        })
+        }))
     }
 }
 
@@ -191,32 +169,25 @@ pub enum TokenError {
     Invalid,
 }
 
-/// The verified caller of a request.
+/// The verified caller of a request (an extractor: `Authorization: Bearer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub role: Role,
+pub struct Caller(pub model::Caller);
+
+impl std::ops::Deref for Caller {
+    type Target = model::Caller;
+
+    fn deref(&self) -> &model::Caller {
+        &self.0
+    }
 }
 
 impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
     /// 403 unless the caller is an admin.
     pub fn require_admin(&self) -> Result<(), Problem> {
         if self.is_admin() {
             Ok(())
         } else {
             Err(Problem::forbidden("this operation needs the admin role"))
-        }
-    }
-
-    /// The caller as the services' contracts carry it.
-    pub fn to_proto(self) -> common::Caller {
-        common::Caller {
-            user_id: self.user_id.to_string(),
-            role: self.role.to_proto() as i32,
         }
     }
 }
@@ -278,10 +249,10 @@ mod tests {
         let token = keys.issue(id, Role::Admin).unwrap();
         assert_eq!(
             keys.verify(&token).unwrap(),
-            Caller {
+            Caller(model::Caller {
                 user_id: id,
                 role: Role::Admin
-            }
+            })
         );
     }
 

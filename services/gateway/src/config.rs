@@ -160,3 +160,9 @@ impl TrustedProxies {
         self.0.iter().any(|net| net.contains(&ip))
     }
 }
+
+impl platform::cli::ServiceConfig for Config {
+    fn listen(&self) -> &ServiceAddr {
+        &self.listen
+    }
+}

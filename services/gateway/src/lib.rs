@@ -20,11 +20,12 @@ pub mod http;
 pub mod limiter;
 pub mod problem;
 
-use std::future::Future;
+use anyhow::Result;
 use std::time::Duration;
 
 use actix_web::{HttpServer, web};
 use platform::cli::Command;
+use platform::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -36,9 +37,7 @@ use crate::limiter::RateLimiter;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env(&platform::settings::Env::process())?;
-    let listen = config.listen.clone();
-    platform::cli::dispatch(command, &listen, config, migrate, serve).await
+    platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
 /// The shared state the app is built from.
@@ -65,11 +64,7 @@ pub fn state(config: &Config) -> anyhow::Result<AppState> {
 
 /// Serves the API on `listener` until `shutdown`, then lets in-flight
 /// requests finish.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     let addr = listener.local_addr()?;
     let listener = listener.into_std()?;
     http::observe::register_metrics();

@@ -31,3 +31,9 @@ impl Config {
         })
     }
 }
+
+impl platform::cli::ServiceConfig for Config {
+    fn listen(&self) -> &ServiceAddr {
+        &self.listen
+    }
+}

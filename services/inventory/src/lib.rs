@@ -11,10 +11,11 @@ pub mod domain;
 pub mod infrastructure;
 pub mod metrics;
 
-use std::future::Future;
+use anyhow::Result;
 
 use platform::cli::Command;
 use platform::service::GrpcService;
+use platform::shutdown::Shutdown;
 use proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use tokio::net::TcpListener;
 
@@ -23,17 +24,11 @@ pub use infrastructure::migration::Migrator;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env(&platform::settings::Env::process())?;
-    let listen = config.listen.clone();
-    platform::cli::dispatch(command, &listen, config, migrate, serve).await
+    platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
 /// Migrates the database, then serves gRPC on `listener` until `shutdown`.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     // Product changes go to the gateways' caches; Inventory serves without NATS.

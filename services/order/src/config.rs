@@ -198,3 +198,9 @@ impl Config {
         })
     }
 }
+
+impl platform::cli::ServiceConfig for Config {
+    fn listen(&self) -> &ServiceAddr {
+        &self.listen
+    }
+}

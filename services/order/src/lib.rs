@@ -10,13 +10,14 @@ pub mod domain;
 pub mod infrastructure;
 pub mod metrics;
 
-use std::future::Future;
+use anyhow::Result;
 
 use tokio::net::TcpListener;
 
 use platform::cli::Command;
 use platform::service::GrpcService;
 use platform::shutdown::CancellationToken;
+use platform::shutdown::Shutdown;
 use proto::order::v1::order_service_server::OrderServiceServer;
 
 use application::{OutboxRelay, PendingSweeper, RelayWakeup};
@@ -31,18 +32,12 @@ pub use config::{Config, RelaySettings, SweeperSettings};
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env(&platform::settings::Env::process())?;
-    let listen = config.listen.clone();
-    platform::cli::dispatch(command, &listen, config, migrate, serve).await
+    platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
 /// Applies the migrations, starts the outbox relay and serves on `listener`
 /// until `shutdown`; then stops the server (draining calls) and the relay.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let inventory = InventoryClient::new(platform::grpc::channel(&config.inventory, config.calls)?);

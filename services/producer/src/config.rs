@@ -19,3 +19,9 @@ impl Config {
         })
     }
 }
+
+impl platform::cli::ServiceConfig for Config {
+    fn listen(&self) -> &ServiceAddr {
+        &self.listen
+    }
+}

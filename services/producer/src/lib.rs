@@ -11,10 +11,11 @@ pub mod domain;
 pub mod infrastructure;
 pub mod metrics;
 
-use std::future::Future;
+use anyhow::Result;
 
 use platform::cli::Command;
 use platform::service::GrpcService;
+use platform::shutdown::Shutdown;
 use proto::producer::v1::producer_service_server::ProducerServiceServer;
 use tokio::net::TcpListener;
 
@@ -22,18 +23,12 @@ pub use config::Config;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env(&platform::settings::Env::process())?;
-    let listen = config.listen.clone();
-    platform::cli::dispatch(command, &listen, config, migrate, serve).await
+    platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
 /// Connects to NATS, declares the streams and serves on `listener` until
 /// `shutdown`.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     let client = platform::nats::connect(&config.nats, "producer").await?;
     infrastructure::ensure_streams(&client, &config.nats).await?;
     let publisher = infrastructure::JetStreamPublisher::new(client.clone(), config.nats.clone());

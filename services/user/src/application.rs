@@ -260,7 +260,7 @@ impl<S: UserRepository, H: PasswordHashing> Users<S, H> {
     /// A customer reads only their own profile; another user's is NOT_FOUND,
     /// exactly like a missing one, so ids cannot be probed.
     pub async fn get_user(&self, caller: Caller, user_id: Uuid) -> Result<User, UserError> {
-        if !caller.may_read(user_id) {
+        if !crate::domain::may_read(&caller, user_id) {
             return Err(UserError::NotFound(user_id));
         }
         self.store

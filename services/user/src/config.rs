@@ -143,3 +143,9 @@ fn admin_from_env(env: &Env) -> Result<Option<AdminSettings>, ConfigError> {
             .map_err(|e| ConfigError::invalid("ADMIN_PASSWORD", "[redacted]", e))?,
     }))
 }
+
+impl platform::cli::ServiceConfig for Config {
+    fn listen(&self) -> &ServiceAddr {
+        &self.listen
+    }
+}

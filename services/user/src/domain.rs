@@ -30,28 +30,7 @@ impl Invalid {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Customer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Customer => "customer",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Role> {
-        match raw {
-            "customer" => Some(Role::Customer),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
+pub use platform::model::{Caller, Role};
 
 /// 3 to 32 of `A-Z a-z 0-9 _ . -`; unique without regard to case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,18 +205,9 @@ impl UniqueField {
     }
 }
 
-/// Who is asking, as the gateway vouched for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub role: Role,
-}
-
-impl Caller {
-    /// A customer sees only their own profile; an admin any.
-    pub fn may_read(&self, user_id: Uuid) -> bool {
-        self.role == Role::Admin || self.user_id == user_id
-    }
+/// A customer sees only their own profile; an admin any.
+pub fn may_read(caller: &Caller, user_id: Uuid) -> bool {
+    caller.is_or_admin(user_id)
 }
 
 #[cfg(test)]
@@ -302,12 +272,12 @@ mod tests {
             user_id: me,
             role: Role::Customer,
         };
-        assert!(customer.may_read(me));
-        assert!(!customer.may_read(other));
+        assert!(may_read(&customer, me));
+        assert!(!may_read(&customer, other));
         let admin = Caller {
             user_id: me,
             role: Role::Admin,
         };
-        assert!(admin.may_read(other));
+        assert!(may_read(&admin, other));
     }
 }

@@ -11,10 +11,11 @@ pub mod config;
 pub mod domain;
 pub mod infrastructure;
 
-use std::future::Future;
+use anyhow::Result;
 
 use platform::cli::Command;
 use platform::service::GrpcService;
+use platform::shutdown::Shutdown;
 use proto::user::v1::user_service_server::UserServiceServer;
 use tokio::net::TcpListener;
 
@@ -26,18 +27,12 @@ use infrastructure::password::PasswordHasher;
 
 /// Entry point of the binary.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    let config = Config::from_env(&platform::settings::Env::process())?;
-    let listen = config.listen.clone();
-    platform::cli::dispatch(command, &listen, config, migrate, serve).await
+    platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
 /// Migrates, creates the first admin if configured and absent, then serves
 /// gRPC on `listener` until `shutdown`.
-pub async fn serve(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;

@@ -274,35 +274,7 @@ pub struct ProductPage {
 // ------------------------------------------------------------------ orders
 
 /// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Rejected,
-    Cancelled,
-    Shipped,
-    Delivered,
-}
-
-impl OrderStatus {
-    fn from_proto(status: i32) -> Result<Self, Problem> {
-        use order::OrderStatus as P;
-        Ok(match P::try_from(status) {
-            Ok(P::Pending) => OrderStatus::Pending,
-            Ok(P::Confirmed) => OrderStatus::Confirmed,
-            Ok(P::Rejected) => OrderStatus::Rejected,
-            Ok(P::Cancelled) => OrderStatus::Cancelled,
-            Ok(P::Shipped) => OrderStatus::Shipped,
-            Ok(P::Delivered) => OrderStatus::Delivered,
-            _ => {
-                return Err(Problem::internal(format_args!(
-                    "order status {status} from the order service"
-                )));
-            }
-        })
-    }
-}
+pub use platform::model::OrderStatus;
 
 /// One line of an order.
 #[derive(Debug, Serialize, ToSchema)]
@@ -348,7 +320,12 @@ impl Order {
         Ok(Order {
             id: uuid_from_service("order id", &o.id)?,
             user_id: uuid_from_service("user id", &o.user_id)?,
-            status: OrderStatus::from_proto(o.status)?,
+            status: OrderStatus::from_proto(o.status).ok_or_else(|| {
+                Problem::internal(format_args!(
+                    "order status {} from the order service",
+                    o.status
+                ))
+            })?,
             total: Money::from_wire("total", &o.total).map_err(Problem::internal)?,
             items,
             status_reason: (!o.status_reason.is_empty()).then_some(o.status_reason),

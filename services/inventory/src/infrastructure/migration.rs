@@ -7,25 +7,15 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateProductsAndLedger)]
+        vec![Box::new(platform::db::SqlMigration {
+            name: "m20261124_000001_create_products_and_order_ledger",
+            up: UP,
+            down: DOWN,
+        })]
     }
 }
 
-struct CreateProductsAndLedger;
-
-impl MigrationName for CreateProductsAndLedger {
-    fn name(&self) -> &str {
-        "m20261124_000001_create_products_and_order_ledger"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateProductsAndLedger {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+const UP: &str = r#"
 CREATE TABLE products (
     id          uuid PRIMARY KEY,
     name        varchar(200) NOT NULL CHECK (btrim(name) <> ''),
@@ -58,19 +48,6 @@ CREATE TABLE order_ledger_lines (
     quantity    integer NOT NULL CHECK (quantity > 0),
     PRIMARY KEY (order_id, product_id)
 );
-"#,
-            )
-            .await?;
-        Ok(())
-    }
+"#;
 
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP TABLE order_ledger_lines; DROP TABLE order_ledger; DROP TABLE products;",
-            )
-            .await?;
-        Ok(())
-    }
-}
+const DOWN: &str = "DROP TABLE order_ledger_lines; DROP TABLE order_ledger; DROP TABLE products;";

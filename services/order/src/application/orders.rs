@@ -162,7 +162,7 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         self.store
             .find(id)
             .await?
-            .filter(|order| caller.may_see(order))
+            .filter(|order| order.visible_to(&caller))
             .ok_or(OrderError::NotFound(id))
     }
 
@@ -222,7 +222,7 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         let changed = self
             .store
             .change_status(id, |order| {
-                if !caller.may_see(order) {
+                if !order.visible_to(&caller) {
                     return Err(OrderError::NotFound(id));
                 }
                 Ok(match status::cancel(order.status)? {

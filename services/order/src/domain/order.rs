@@ -44,29 +44,7 @@ impl fmt::Display for FieldViolation {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Customer,
-    Admin,
-}
-
-/// On whose behalf a call is made (verified by the gateway).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Caller {
-    pub user_id: Uuid,
-    pub role: Role,
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// A customer sees only their own orders; an admin sees every order.
-    pub fn may_see(&self, order: &Order) -> bool {
-        self.is_admin() || order.user_id == self.user_id
-    }
-}
+pub use platform::model::{Caller, Role};
 
 /// A validated line of a new order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,6 +267,13 @@ pub struct Order {
     pub lines: Vec<PricedLine>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// A customer sees only their own orders; an admin sees every order.
+    pub fn visible_to(&self, caller: &Caller) -> bool {
+        caller.is_or_admin(self.user_id)
+    }
 }
 
 #[cfg(test)]

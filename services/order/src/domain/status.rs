@@ -4,62 +4,19 @@
 //! flow's outcome, a cancel, the admin's fulfilment) may use only its own
 //! transitions.
 
-use std::fmt;
+pub use platform::model::OrderStatus;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OrderStatus {
-    Pending,
-    Confirmed,
-    Rejected,
-    Cancelled,
-    Shipped,
-    Delivered,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
-        OrderStatus::Pending,
-        OrderStatus::Confirmed,
-        OrderStatus::Rejected,
-        OrderStatus::Cancelled,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-    ];
-
-    /// The name stored in the database and shown in messages.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Rejected => "REJECTED",
-            OrderStatus::Cancelled => "CANCELLED",
-            OrderStatus::Shipped => "SHIPPED",
-            OrderStatus::Delivered => "DELIVERED",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<OrderStatus> {
-        OrderStatus::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// Whether the state machine has an edge from `self` to `next`.
-    pub fn can_become(self, next: OrderStatus) -> bool {
-        use OrderStatus::*;
-        matches!(
-            (self, next),
-            (Pending, Confirmed)
-                | (Pending, Rejected)
-                | (Confirmed, Cancelled)
-                | (Confirmed, Shipped)
-                | (Shipped, Delivered)
-        )
-    }
-}
-
-impl fmt::Display for OrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// Whether the state machine has an edge from `from` to `to`.
+pub fn can_become(from: OrderStatus, to: OrderStatus) -> bool {
+    use OrderStatus::*;
+    matches!(
+        (from, to),
+        (Pending, Confirmed)
+            | (Pending, Rejected)
+            | (Confirmed, Cancelled)
+            | (Confirmed, Shipped)
+            | (Shipped, Delivered)
+    )
 }
 
 /// What the order flow learnt from Inventory about a PENDING order.
@@ -106,7 +63,7 @@ pub fn fulfil(from: OrderStatus, to: OrderStatus) -> Result<Change, TransitionEr
     if !matches!(to, OrderStatus::Shipped | OrderStatus::Delivered) {
         return Err(TransitionError::NotFulfilment { from, to });
     }
-    if from.can_become(to) {
+    if can_become(from, to) {
         Ok(Change::To(to))
     } else {
         Err(TransitionError::Illegal { from, to })
@@ -169,7 +126,7 @@ mod tests {
         let edges: Vec<_> = OrderStatus::ALL
             .into_iter()
             .flat_map(|a| OrderStatus::ALL.into_iter().map(move |b| (a, b)))
-            .filter(|(a, b)| a.can_become(*b))
+            .filter(|(a, b)| can_become(*a, *b))
             .collect();
         assert_eq!(
             edges,

@@ -47,14 +47,10 @@ impl Checks {
             return None;
         };
         let user_id = self.uuid("caller.user_id", &caller.user_id);
-        let role = match common::Role::try_from(caller.role) {
-            Ok(common::Role::Customer) => Some(Role::Customer),
-            Ok(common::Role::Admin) => Some(Role::Admin),
-            _ => {
-                self.add("caller.role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
-                None
-            }
-        };
+        let role = Role::from_proto(caller.role);
+        if role.is_none() {
+            self.add("caller.role", "must be ROLE_CUSTOMER or ROLE_ADMIN");
+        }
         Some(Caller {
             user_id: user_id?,
             role: role?,
@@ -84,34 +80,11 @@ impl Checks {
     }
 }
 
-fn status_to_wire(status: OrderStatus) -> pb::OrderStatus {
-    match status {
-        OrderStatus::Pending => pb::OrderStatus::Pending,
-        OrderStatus::Confirmed => pb::OrderStatus::Confirmed,
-        OrderStatus::Rejected => pb::OrderStatus::Rejected,
-        OrderStatus::Cancelled => pb::OrderStatus::Cancelled,
-        OrderStatus::Shipped => pb::OrderStatus::Shipped,
-        OrderStatus::Delivered => pb::OrderStatus::Delivered,
-    }
-}
-
-fn status_from_wire(raw: i32) -> Option<OrderStatus> {
-    match pb::OrderStatus::try_from(raw).ok()? {
-        pb::OrderStatus::Unspecified => None,
-        pb::OrderStatus::Pending => Some(OrderStatus::Pending),
-        pb::OrderStatus::Confirmed => Some(OrderStatus::Confirmed),
-        pb::OrderStatus::Rejected => Some(OrderStatus::Rejected),
-        pb::OrderStatus::Cancelled => Some(OrderStatus::Cancelled),
-        pb::OrderStatus::Shipped => Some(OrderStatus::Shipped),
-        pb::OrderStatus::Delivered => Some(OrderStatus::Delivered),
-    }
-}
-
 fn to_wire(order: Order) -> pb::Order {
     pb::Order {
         id: order.id.to_string(),
         user_id: order.user_id.to_string(),
-        status: status_to_wire(order.status) as i32,
+        status: order.status.to_proto() as i32,
         total: money(order.total).to_string(),
         items: order
             .lines
@@ -225,7 +198,7 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
         let mut checks = Checks::default();
         let caller = checks.caller(request.caller);
         let id = checks.uuid("order_id", &request.order_id);
-        let status = status_from_wire(request.status);
+        let status = OrderStatus::from_proto(request.status);
         if status.is_none() {
             checks.add(
                 "status",

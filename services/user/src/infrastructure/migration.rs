@@ -7,7 +7,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(CreateUsers)]
+        vec![Box::new(platform::db::SqlMigration {
+            name: "m20261124_000001_create_users",
+            up: UP,
+            down: DOWN,
+        })]
     }
 }
 
@@ -15,21 +19,7 @@ impl MigratorTrait for Migrator {
 pub const USERNAME_INDEX: &str = "users_username_lower_key";
 pub const EMAIL_INDEX: &str = "users_email_lower_key";
 
-struct CreateUsers;
-
-impl MigrationName for CreateUsers {
-    fn name(&self) -> &str {
-        "m20261124_000001_create_users"
-    }
-}
-
-#[async_trait::async_trait]
-impl MigrationTrait for CreateUsers {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(
-                r#"
+const UP: &str = r#"
 CREATE TABLE users (
     id            uuid PRIMARY KEY,
     username      varchar(32) NOT NULL,
@@ -42,17 +32,6 @@ CREATE TABLE users (
 -- Unique without regard to case; a concurrent duplicate fails here.
 CREATE UNIQUE INDEX users_username_lower_key ON users (lower(username));
 CREATE UNIQUE INDEX users_email_lower_key ON users (lower(email));
-"#,
-            )
-            .await?;
-        Ok(())
-    }
+"#;
 
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared("DROP TABLE users;")
-            .await?;
-        Ok(())
-    }
-}
+const DOWN: &str = "DROP TABLE users;";

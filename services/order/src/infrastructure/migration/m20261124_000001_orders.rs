@@ -2,12 +2,10 @@
 //! (NUMERIC(12,2), bigserial, jsonb), checks and the idempotency index read
 //! best as written.
 
-use sea_orm_migration::prelude::*;
+/// The name `seaql_migrations` records.
+pub const NAME: &str = "m20261124_000001_orders";
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
-const UP: &str = r#"
+pub const UP: &str = r#"
 CREATE TABLE orders (
     id uuid PRIMARY KEY,
     user_id uuid NOT NULL,
@@ -50,21 +48,8 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 "#;
 
-const DOWN: &str = r#"
+pub const DOWN: &str = r#"
 DROP TABLE IF EXISTS outbox;
 DROP TABLE IF EXISTS order_items;
 DROP TABLE IF EXISTS orders;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}

@@ -3,34 +3,19 @@
 //! pruned after a retention period; the sweeper finds PENDING orders (and
 //! their records) by index, at a cost that does not grow with the tables.
 
-use sea_orm_migration::prelude::*;
+/// The name `seaql_migrations` records.
+pub const NAME: &str = "m20261202_000003_outbox_claims";
 
-#[derive(DeriveMigrationName)]
-pub struct Migration;
-
-const UP: &str = r#"
+pub const UP: &str = r#"
 ALTER TABLE outbox ADD COLUMN claimed_until timestamptz;
 CREATE INDEX outbox_order ON outbox (order_id);
 CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 CREATE INDEX orders_pending ON orders (created_at) WHERE status = 'PENDING';
 "#;
 
-const DOWN: &str = r#"
+pub const DOWN: &str = r#"
 DROP INDEX orders_pending;
 DROP INDEX outbox_sent;
 DROP INDEX outbox_order;
 ALTER TABLE outbox DROP COLUMN claimed_until;
 "#;
-
-#[async_trait::async_trait]
-impl MigrationTrait for Migration {
-    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(UP).await?;
-        Ok(())
-    }
-
-    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DOWN).await?;
-        Ok(())
-    }
-}
