@@ -7,6 +7,7 @@ pub mod flow;
 pub mod stack;
 
 pub use stack::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET, SERVICES, Stack, StackOptions,
+    ADMIN_EMAIL, ADMIN_PASSWORD, ADMIN_USERNAME, INTERNAL_AUTH_TOKEN, JWT_ISSUER, JWT_SECRET,
+    SERVICES, Stack, StackOptions,
 };
 pub use testkit::eventually;

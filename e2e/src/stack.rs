@@ -54,6 +54,19 @@ impl Default for StackOptions {
 }
 
 impl StackOptions {
+    /// The services the order flow needs (no gateway, no user service).
+    pub const FLOW: [&'static str; 4] = ["inventory", "producer", "order", "consumer"];
+
+    /// `services` with quick retries, so that tests do not wait on long
+    /// backoffs, and a short ack wait, so that a message held by a stopped or
+    /// dead Consumer comes back soon.
+    pub fn quick_recovery(services: &[&'static str]) -> Self {
+        StackOptions::only(services)
+            .with_service_env("consumer", "CONSUMER_RETRY_MAX_MS", "1000")
+            .with_service_env("consumer", "CONSUMER_ACK_WAIT_MS", "7000")
+            .with_service_env("order", "OUTBOX_RETRY_MAX_MS", "1000")
+    }
+
     pub fn only(services: &[&'static str]) -> Self {
         StackOptions {
             services: services.to_vec(),
@@ -76,6 +89,10 @@ impl StackOptions {
 pub const ADMIN_USERNAME: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-123";
 pub const ADMIN_EMAIL: &str = "admin@example.com";
+/// An `INTERNAL_AUTH_TOKEN` for tests that turn the internal calls' check on.
+pub const INTERNAL_AUTH_TOKEN: &str = "internal-token-of-the-test-stack-0123456789";
+/// The gateway's default `JWT_ISSUER`.
+pub const JWT_ISSUER: &str = "ecommerce-gateway";
 /// The gateway's `JWT_SECRET` in a stack.
 pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-0123456789";
 

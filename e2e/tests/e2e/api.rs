@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use e2e::JWT_ISSUER as ISSUER;
 use e2e::api::{Api, Body};
 use e2e::{ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET as STACK_JWT_SECRET};
 use e2e::{Stack, StackOptions, eventually};
@@ -12,8 +13,6 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
-/// The gateway's default `JWT_ISSUER`.
-const ISSUER: &str = "ecommerce-gateway";
 
 fn jwt(secret: &str, sub: &str, role: &str, issuer: &str, exp_offset: i64) -> String {
     let now = std::time::SystemTime::now()

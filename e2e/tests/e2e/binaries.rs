@@ -122,7 +122,7 @@ async fn production_refuses_to_start_without_secrets() {
     let port = free_port();
     let token = (
         "INTERNAL_AUTH_TOKEN".to_owned(),
-        "internal-token-of-the-test-stack-0123456789".to_owned(),
+        e2e::INTERNAL_AUTH_TOKEN.to_owned(),
     );
     let env = vec![
         ("APP_ENV".to_owned(), "production".to_owned()),

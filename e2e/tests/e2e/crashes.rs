@@ -21,24 +21,11 @@ use testkit::{PrivateNats, PrivatePostgres};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Quick retries, and a short ack wait so that messages held by a dead
-/// Consumer come back soon.
-fn options(services: &[&'static str]) -> StackOptions {
-    StackOptions::only(services)
-        .with_service_env("consumer", "CONSUMER_RETRY_MAX_MS", "1000")
-        .with_service_env("consumer", "CONSUMER_ACK_WAIT_MS", "7000")
-        .with_service_env("order", "OUTBOX_RETRY_MAX_MS", "1000")
-}
+const FLOW: [&str; 4] = StackOptions::FLOW;
 
-const FLOW: [&str; 4] = ["inventory", "producer", "order", "consumer"];
-const ALL: [&str; 6] = [
-    "user",
-    "inventory",
-    "producer",
-    "order",
-    "consumer",
-    "gateway",
-];
+fn options(services: &[&'static str]) -> StackOptions {
+    StackOptions::quick_recovery(services)
+}
 
 /// The products of a crash test: two plentiful, one scarce (so that some
 /// orders are refused or REJECTED too).
@@ -296,7 +283,7 @@ async fn inventory_crashes_right_after_its_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_every_service_in_the_middle_of_a_burst() {
-    let mut stack = Stack::start(options(&ALL)).await;
+    let mut stack = Stack::start(options(&e2e::SERVICES)).await;
     let shop = Shop::new(&stack).await;
     let db = OrderDb::connect(&stack).await;
     let catalogue = Catalogue::create(&shop).await;

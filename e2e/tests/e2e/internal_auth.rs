@@ -20,7 +20,7 @@ use tonic::service::Interceptor;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-const TOKEN: &str = "internal-token-of-the-test-stack-0123456789";
+use e2e::INTERNAL_AUTH_TOKEN as TOKEN;
 
 #[derive(Clone)]
 struct WithToken(&'static str);

@@ -23,16 +23,10 @@ use testkit::TestNats;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The services the order flow needs (no gateway, no user service).
-const FLOW: [&str; 4] = ["inventory", "producer", "order", "consumer"];
+const FLOW: [&str; 4] = StackOptions::FLOW;
 
-/// Quick retries so that tests do not wait on long backoffs, and a short ack
-/// wait so that a message held by a stopped consumer comes back soon.
 fn options(services: &[&'static str]) -> StackOptions {
-    StackOptions::only(services)
-        .with_service_env("consumer", "CONSUMER_RETRY_MAX_MS", "1000")
-        .with_service_env("consumer", "CONSUMER_ACK_WAIT_MS", "7000")
-        .with_service_env("order", "OUTBOX_RETRY_MAX_MS", "1000")
+    StackOptions::quick_recovery(services)
 }
 
 /// Publishes an event to the order stream as the Producer would, under

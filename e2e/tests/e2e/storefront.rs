@@ -13,9 +13,8 @@ use e2e::api::Api;
 use e2e::{Stack, StackOptions};
 use serde_json::{Value, json};
 
+use e2e::JWT_ISSUER as ISSUER;
 use e2e::{ADMIN_PASSWORD, ADMIN_USERNAME, JWT_SECRET as STACK_JWT_SECRET};
-/// The gateway's default `JWT_ISSUER`.
-const ISSUER: &str = "ecommerce-gateway";
 /// The browser run's limit; it takes about a minute on two shared cores.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
 
