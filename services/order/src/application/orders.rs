@@ -17,6 +17,7 @@ use super::relay::RelayWakeup;
 use crate::domain::order::{money, price, request_fingerprint};
 use crate::domain::status::{self, Change, Outcome};
 use crate::domain::{Caller, Order, OrderLine, OrderStatus};
+use platform::batch::{BatchSettings, Batcher};
 
 /// Crash-test fault point: the order and its outbox record are committed,
 /// the reply and the relay's wake-up are not.
@@ -57,19 +58,43 @@ pub struct Page {
     pub total: u64,
 }
 
+/// Orders stored in one statement and one commit at the most; more wait for
+/// the next batch.
+const MAX_INSERT_BATCH: usize = 128;
+/// Insert batches in flight at once: one committing while the next fills.
+const INSERTS_IN_FLIGHT: usize = 2;
+
 #[derive(Clone)]
 pub struct Orders<S, P> {
     store: S,
     inventory: P,
     relay: RelayWakeup,
+    /// Concurrent creations' inserts, coalesced: one statement and one
+    /// commit for all of them (a lone one goes out at once).
+    inserts: Batcher<NewOrder, Result<(), InsertError>>,
 }
 
 impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
+    /// Needs a Tokio runtime (the insert batches' task).
     pub fn new(store: S, inventory: P, relay: RelayWakeup) -> Self {
+        let inserts = {
+            let store = store.clone();
+            Batcher::spawn(
+                BatchSettings {
+                    max_batch: MAX_INSERT_BATCH,
+                    max_in_flight: INSERTS_IN_FLIGHT,
+                },
+                move |batch: Vec<NewOrder>| {
+                    let store = store.clone();
+                    async move { Ok(insert_batch(&store, batch).await) }
+                },
+            )
+        };
         Orders {
             store,
             inventory,
             relay,
+            inserts,
         }
     }
 
@@ -108,13 +133,19 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
             created_event(&order).encode_to_vec(),
         );
         let inserted = self
-            .store
-            .insert(NewOrder {
+            .inserts
+            .call(NewOrder {
                 order: order.clone(),
                 idempotency: idempotency.clone(),
                 event,
             })
-            .await;
+            .await
+            .unwrap_or_else(|status| {
+                // The batcher itself stopped (the service is shutting down).
+                Err(InsertError::Db(sea_orm::DbErr::Custom(
+                    status.message().to_owned(),
+                )))
+            });
         match inserted {
             Ok(()) => {}
             // A concurrent request with the same key won the race.
@@ -361,6 +392,41 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
 
 /// The reason an outcome is stored with: none for a confirmation, a default
 /// for a rejection that gave none.
+/// Stores a batch of new orders in one statement; each answers as
+/// [`OrderRepository::insert`] would. When the statement fails, nothing of
+/// the batch was stored and that failure may be one order's own (a check, a
+/// trigger) or the database's: each order is then stored alone, so that it
+/// gets its own answer and the others are not held up by it.
+async fn insert_batch<S: OrderRepository>(
+    store: &S,
+    batch: Vec<NewOrder>,
+) -> Vec<Result<Result<(), InsertError>, tonic::Status>> {
+    if batch.len() > 1 {
+        match store.insert_many(&batch).await {
+            Ok(stored) => {
+                return stored
+                    .into_iter()
+                    .map(|stored| {
+                        Ok(if stored {
+                            Ok(())
+                        } else {
+                            Err(InsertError::DuplicateIdempotencyKey)
+                        })
+                    })
+                    .collect();
+            }
+            Err(error) => {
+                tracing::warn!(%error, orders = batch.len(), "a batch of orders failed; storing each alone");
+            }
+        }
+    }
+    let mut answers = Vec::with_capacity(batch.len());
+    for new in batch {
+        answers.push(Ok(store.insert(new).await));
+    }
+    answers
+}
+
 fn outcome_reason(outcome: Outcome, reason: Option<String>) -> Option<String> {
     match outcome {
         Outcome::Confirmed => None,

@@ -22,6 +22,14 @@ pub trait OrderRepository: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<(Order, String)>, DbErr>> + Send;
     /// Stores the order, its lines and its `order.created` record together.
     fn insert(&self, new: NewOrder) -> impl Future<Output = Result<(), InsertError>> + Send;
+    /// [`Self::insert`] for several orders in one statement and one commit;
+    /// for each, whether it was stored (`false`: its user's idempotency key
+    /// was taken, by an order of this batch or another). A failure of the
+    /// statement stores none of them.
+    fn insert_many(
+        &self,
+        new: &[NewOrder],
+    ) -> impl Future<Output = Result<Vec<bool>, DbErr>> + Send;
     fn find(&self, id: Uuid) -> impl Future<Output = Result<Option<Order>, DbErr>> + Send;
     /// A page of orders, newest first, and how many there are in all.
     fn list(
@@ -132,6 +140,7 @@ pub struct OutboxRecord {
 }
 
 /// A new PENDING order with its lines and its `order.created` record.
+#[derive(Debug, Clone)]
 pub struct NewOrder {
     pub order: Order,
     /// The idempotency key and the request's fingerprint, when a key was given.

@@ -1,41 +1,117 @@
-//! Inventory over gRPC: the one batch read of the products an order names.
+//! Inventory over gRPC: the batch read of the products orders name. The
+//! reads of concurrent orders are coalesced: one BatchGetProducts call (per
+//! 100 products) answers all of them, each order reading its own products
+//! from it; a lone read goes out at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
+use tonic::Status;
+use tracing::Instrument;
 use uuid::Uuid;
 
+use platform::batch::{BatchSettings, Batcher};
 use platform::grpc::TracedChannel;
-use proto::inventory::v1::BatchGetProductsRequest;
 use proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use proto::inventory::v1::{BatchGetProductsRequest, Product};
 
 use crate::application::ports::{InventoryError, PriceSource};
 use crate::domain::ProductQuote;
 
+/// Reads in one batch at the most; more wait for the next one.
+const MAX_READS: usize = 128;
+/// Batches in flight at once.
+const READS_IN_FLIGHT: usize = 2;
+/// The most ids one BatchGetProducts call carries (Inventory's limit).
+const MAX_IDS_PER_CALL: usize = platform::limits::MAX_ORDER_LINES;
+
+/// One order's read: its product ids and the trace it belongs to.
+struct Read {
+    ids: Vec<Uuid>,
+    trace_context: HashMap<String, String>,
+}
+
 #[derive(Clone)]
 pub struct InventoryClient {
-    client: InventoryServiceClient<TracedChannel>,
+    reads: Batcher<Read, Vec<Product>>,
 }
 
 impl InventoryClient {
+    /// Needs a Tokio runtime (the batches' task).
     pub fn new(channel: TracedChannel) -> Self {
-        InventoryClient {
-            client: InventoryServiceClient::new(channel),
-        }
+        let client = InventoryServiceClient::new(channel);
+        let reads = Batcher::spawn(
+            BatchSettings {
+                max_batch: MAX_READS,
+                max_in_flight: READS_IN_FLIGHT,
+            },
+            move |reads: Vec<Read>| {
+                let client = client.clone();
+                async move { read_batch(client, reads).await }
+            },
+        );
+        InventoryClient { reads }
     }
+}
+
+/// Reads the union of the batch's products (in calls of at most
+/// [`MAX_IDS_PER_CALL`], made together) and answers each read with its own.
+/// A failed call is every read's answer.
+async fn read_batch(
+    client: InventoryServiceClient<TracedChannel>,
+    reads: Vec<Read>,
+) -> Result<Vec<Result<Vec<Product>, Status>>, Status> {
+    let span = tracing::info_span!(
+        "batch",
+        otel.name = "inventory.BatchGetProducts",
+        otel.kind = "client",
+        batch_size = reads.len()
+    );
+    platform::telemetry::set_parent_from(&span, &reads[0].trace_context);
+    let mut seen = HashSet::new();
+    let ids: Vec<String> = reads
+        .iter()
+        .flat_map(|read| read.ids.iter())
+        .filter(|id| seen.insert(**id))
+        .map(Uuid::to_string)
+        .collect();
+    let calls = ids.chunks(MAX_IDS_PER_CALL).map(|chunk| {
+        let mut client = client.clone();
+        let request = BatchGetProductsRequest {
+            ids: chunk.to_vec(),
+        };
+        async move { client.batch_get_products(request).await }
+    });
+    let answers = futures::future::try_join_all(calls)
+        .instrument(span)
+        .await?;
+    let products: HashMap<String, Product> = answers
+        .into_iter()
+        .flat_map(|answer| answer.into_inner().products)
+        .map(|product| (product.id.clone(), product))
+        .collect();
+    Ok(reads
+        .iter()
+        .map(|read| {
+            Ok(read
+                .ids
+                .iter()
+                .filter_map(|id| products.get(&id.to_string()).cloned())
+                .collect())
+        })
+        .collect())
 }
 
 impl PriceSource for InventoryClient {
     /// The current price and stock of each known product among `ids`.
     async fn quotes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
-        let request = BatchGetProductsRequest {
-            ids: ids.iter().map(Uuid::to_string).collect(),
-        };
-        let response = self
-            .client
-            .clone()
-            .batch_get_products(request)
+        let products = self
+            .reads
+            .call(Read {
+                ids: ids.to_vec(),
+                trace_context: platform::telemetry::current_context_map(),
+            })
             .await
             .map_err(|status| {
                 if platform::grpc::is_transient(&status) {
@@ -50,10 +126,8 @@ impl PriceSource for InventoryClient {
                         status.message()
                     ))
                 }
-            })?
-            .into_inner();
-        response
-            .products
+            })?;
+        products
             .into_iter()
             .map(|product| {
                 let product_id = Uuid::parse_str(&product.id).map_err(|_| {

@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement, TransactionTrait,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -121,6 +122,103 @@ impl OrderRepository for OrderStore {
                 _ => InsertError::Db(e),
             }),
         }
+    }
+
+    async fn insert_many(&self, new: &[NewOrder]) -> Result<Vec<bool>, DbErr> {
+        let mut ids = Vec::with_capacity(new.len());
+        let mut user_ids = Vec::with_capacity(new.len());
+        let mut statuses = Vec::with_capacity(new.len());
+        let mut totals = Vec::with_capacity(new.len());
+        let mut keys = Vec::with_capacity(new.len());
+        let mut fingerprints = Vec::with_capacity(new.len());
+        let mut created = Vec::with_capacity(new.len());
+        let (mut line_orders, mut line_numbers, mut products, mut quantities, mut prices) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut event_orders = Vec::with_capacity(new.len());
+        let mut event_types = Vec::with_capacity(new.len());
+        let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(new.len());
+        let mut contexts = Vec::with_capacity(new.len());
+        for NewOrder {
+            order,
+            idempotency,
+            event,
+        } in new
+        {
+            ids.push(order.id);
+            user_ids.push(order.user_id);
+            statuses.push(order.status.as_str().to_owned());
+            totals.push(order.total.to_string());
+            // No key is an empty one here, NULL in the table (never a real
+            // key: keys are validated non-empty).
+            let (key, fingerprint) = idempotency.clone().unwrap_or_default();
+            keys.push(key);
+            fingerprints.push(fingerprint);
+            created.push(order.created_at);
+            for (line_no, line) in order.lines.iter().enumerate() {
+                line_orders.push(order.id);
+                line_numbers.push(line_no as i16);
+                products.push(line.product_id);
+                quantities.push(line.quantity as i32);
+                prices.push(line.unit_price.to_string());
+            }
+            event_orders.push(event.order_id);
+            event_types.push(event.event_type.to_owned());
+            payloads.push(event.payload.clone());
+            contexts.push(event.trace_context.to_string());
+        }
+        // One statement whatever the batch's size (one prepared statement);
+        // a row whose (user, key) is taken is skipped with its lines and
+        // record, and the others go in.
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "WITH new_orders AS ( \
+                   INSERT INTO orders (id, user_id, status, total, status_reason, idempotency_key, \
+                                       request_fingerprint, created_at, updated_at) \
+                   SELECT id, user_id, status, total, NULL, NULLIF(key, ''), NULLIF(fp, ''), at, at \
+                   FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::numeric[], $5::text[], \
+                               $6::text[], $7::timestamptz[]) AS t(id, user_id, status, total, key, fp, at) \
+                   ON CONFLICT (user_id, idempotency_key) DO NOTHING \
+                   RETURNING id), \
+                 new_items AS ( \
+                   INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price) \
+                   SELECT i.order_id, i.line_no, i.product_id, i.quantity, i.unit_price \
+                   FROM unnest($8::uuid[], $9::int2[], $10::uuid[], $11::int4[], $12::numeric[]) \
+                        AS i(order_id, line_no, product_id, quantity, unit_price) \
+                   JOIN new_orders n ON n.id = i.order_id), \
+                 new_outbox AS ( \
+                   INSERT INTO outbox (order_id, event_type, payload, trace_context, created_at, attempts) \
+                   SELECT e.order_id, e.event_type, e.payload, e.tc::jsonb, now(), 0 \
+                   FROM unnest($13::uuid[], $14::text[], $15::bytea[], $16::text[]) \
+                        AS e(order_id, event_type, payload, tc) \
+                   JOIN new_orders n ON n.id = e.order_id) \
+                 SELECT id FROM new_orders",
+                [
+                    ids.clone().into(),
+                    user_ids.into(),
+                    statuses.into(),
+                    totals.into(),
+                    keys.into(),
+                    fingerprints.into(),
+                    created.into(),
+                    line_orders.into(),
+                    line_numbers.into(),
+                    products.into(),
+                    quantities.into(),
+                    prices.into(),
+                    event_orders.into(),
+                    event_types.into(),
+                    payloads.into(),
+                    contexts.into(),
+                ],
+            ))
+            .await?;
+        let mut stored = HashSet::with_capacity(rows.len());
+        for row in rows {
+            stored.insert(row.try_get::<Uuid>("", "id")?);
+        }
+        Ok(ids.iter().map(|id| stored.contains(id)).collect())
     }
 
     async fn find(&self, id: Uuid) -> Result<Option<Order>, DbErr> {
@@ -279,12 +377,37 @@ impl OrderRepository for OrderStore {
     }
 }
 
+/// An order with its lines, in one round trip (the read behind every poll
+/// of an order).
 async fn load<C: ConnectionTrait>(conn: &C, id: Uuid) -> Result<Option<Order>, DbErr> {
-    let Some(model) = orders::Entity::find_by_id(id).one(conn).await? else {
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT o.*, i.product_id, i.quantity, i.unit_price \
+             FROM orders o LEFT JOIN order_items i ON i.order_id = o.id \
+             WHERE o.id = $1 ORDER BY i.line_no",
+            [id.into()],
+        ))
+        .await?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let items = items_of(conn, &[id]).await?;
-    to_domain(model, &items).map(Some)
+    let model = orders::Model::from_query_result(first, "")?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(product_id) = row.try_get::<Option<Uuid>>("", "product_id")? else {
+            continue;
+        };
+        let quantity: i32 = row.try_get("", "quantity")?;
+        lines.push(PricedLine {
+            product_id,
+            quantity: u32::try_from(quantity).map_err(|_| {
+                DbErr::Custom(format!("order {id} has a negative quantity {quantity}"))
+            })?,
+            unit_price: row.try_get("", "unit_price")?,
+        });
+    }
+    to_domain(model, &HashMap::from([(id, lines)])).map(Some)
 }
 
 /// The lines of the given orders, by order, in their original order.

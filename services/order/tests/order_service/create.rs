@@ -295,3 +295,98 @@ async fn inventory_down_is_unavailable() {
     assert_eq!(reason(&err), "INVENTORY_UNAVAILABLE");
     assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 0);
 }
+
+/// Concurrent creations share an insert statement and its commit, and each
+/// is answered as if it had been alone: an order the database refuses (here
+/// a trigger refuses the outbox record of any order totalling 13.13) fails
+/// alone, the rest of its batch is stored, and racing requests with one key
+/// make one order.
+#[tokio::test]
+async fn concurrent_orders_share_a_commit_and_each_gets_its_own_answer() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let plain = h.inventory.add("2.00", 10_000);
+    let marked = h.inventory.add("13.13", 10_000);
+
+    // Orders go in together: fewer inserting transactions than orders.
+    let together = (0..40).map(|_| {
+        let (h, plain) = (&h, plain.clone());
+        async move { h.create(&customer(), vec![item(&plain, 1)]).await }
+    });
+    for answer in futures::future::join_all(together).await {
+        answer.expect("an order");
+    }
+    let transactions = h
+        .scalar("SELECT count(DISTINCT xmin::text) FROM orders")
+        .await;
+    assert!(
+        transactions < 40,
+        "40 orders in {transactions} transactions: no batch formed"
+    );
+    h.conn
+        .execute_unprepared("DELETE FROM outbox; DELETE FROM orders")
+        .await
+        .unwrap();
+
+    h.conn
+        .execute_unprepared(
+            "CREATE FUNCTION refuse_marked() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               IF position('13.13'::bytea in NEW.payload) > 0 THEN RAISE EXCEPTION 'marked order'; END IF; \
+               RETURN NEW; END $$;
+             CREATE TRIGGER refuse_marked BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse_marked();",
+        )
+        .await
+        .unwrap();
+
+    let keyed = customer();
+    let creations = (0..60).map(|i| {
+        let h = &h;
+        let (plain, marked, keyed) = (plain.clone(), marked.clone(), keyed.clone());
+        async move {
+            match i % 10 {
+                // Six refused by the database, wherever their batch.
+                3 => h.create(&customer(), vec![item(&marked, 1)]).await,
+                // Twelve racing on one key with one body.
+                5 | 7 => {
+                    h.create_keyed(&keyed, vec![item(&plain, 2)], "same-key")
+                        .await
+                }
+                _ => h.create(&customer(), vec![item(&plain, 1)]).await,
+            }
+        }
+    });
+    let answers = futures::future::join_all(creations).await;
+
+    let mut created = 0;
+    let mut keyed_orders = std::collections::BTreeSet::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        match i % 10 {
+            3 => {
+                let err = answer.expect_err("the marked order is refused");
+                assert_eq!(err.code(), Code::Internal, "{err:?}");
+            }
+            5 | 7 => {
+                keyed_orders.insert(answer.expect("a keyed order").order.unwrap().id);
+            }
+            _ => {
+                let order = answer.expect("a plain order").order.unwrap();
+                assert_eq!(order.total, "2.00");
+                created += 1;
+            }
+        }
+    }
+    assert_eq!(created, 42);
+    assert_eq!(keyed_orders.len(), 1, "one key, one order");
+    let stored = h.scalar("SELECT count(*) FROM orders").await;
+    assert_eq!(stored, 43);
+    assert_eq!(h.scalar("SELECT count(*) FROM outbox").await, 43);
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM orders WHERE total = 13.13")
+            .await,
+        0,
+        "nothing of a refused order remains"
+    );
+}
