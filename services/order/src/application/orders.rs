@@ -18,6 +18,8 @@ use crate::domain::order::{money, price, request_fingerprint};
 use crate::domain::status::{self, Change, Outcome};
 use crate::domain::{Caller, Order, OrderLine, OrderStatus};
 use platform::batch::{BatchSettings, Batcher};
+use platform::db::DbFailure;
+use sea_orm::{DbErr, RuntimeErr};
 
 /// Crash-test fault point: the order and its outbox record are committed,
 /// the reply and the relay's wake-up are not.
@@ -142,20 +144,26 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
             .await
             .unwrap_or_else(|status| {
                 // The batcher itself stopped (the service is shutting down).
-                Err(InsertError::Db(sea_orm::DbErr::Custom(
+                Err(InsertError::Db(DbErr::Conn(RuntimeErr::Internal(
                     status.message().to_owned(),
-                )))
+                ))))
             });
         match inserted {
             Ok(()) => {}
             // A concurrent request with the same key won the race.
             Err(InsertError::DuplicateIdempotencyKey) => {
-                let (key, fingerprint) = idempotency.expect("only keyed orders collide");
+                let Some((key, fingerprint)) = idempotency else {
+                    return Err(DbErr::Custom(format!(
+                        "order {} without an idempotency key collided on it",
+                        order.id
+                    ))
+                    .into());
+                };
                 return self
                     .replay(caller.user_id, &key, &fingerprint)
                     .await?
                     .ok_or_else(|| {
-                        sea_orm::DbErr::RecordNotFound(format!(
+                        DbErr::RecordNotFound(format!(
                             "the order holding idempotency key {key:?} disappeared"
                         ))
                         .into()
@@ -393,10 +401,13 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
 /// The reason an outcome is stored with: none for a confirmation, a default
 /// for a rejection that gave none.
 /// Stores a batch of new orders in one statement; each answers as
-/// [`OrderRepository::insert`] would. When the statement fails, nothing of
-/// the batch was stored and that failure may be one order's own (a check, a
-/// trigger) or the database's: each order is then stored alone, so that it
-/// gets its own answer and the others are not held up by it.
+/// [`OrderRepository::insert`] would. When the database refused the
+/// statement (a check or a trigger on one order, a lost race), nothing of the
+/// batch was stored and the refusal may be one order's own: each order is
+/// then stored alone, at once, so that it gets its own answer and the others
+/// are not held up by it. When the database could not be reached, whether
+/// the batch committed is unknown: every order gets that answer (a retry
+/// with the same key finds the order if it was stored).
 async fn insert_batch<S: OrderRepository>(
     store: &S,
     batch: Vec<NewOrder>,
@@ -415,16 +426,24 @@ async fn insert_batch<S: OrderRepository>(
                     })
                     .collect();
             }
+            Err(error) if platform::db::classify(&error) == DbFailure::Unavailable => {
+                let unavailable = || DbErr::Conn(RuntimeErr::Internal(error.to_string()));
+                return batch
+                    .iter()
+                    .map(|_| Ok(Err(InsertError::Db(unavailable()))))
+                    .collect();
+            }
             Err(error) => {
-                tracing::warn!(%error, orders = batch.len(), "a batch of orders failed; storing each alone");
+                tracing::warn!(%error, orders = batch.len(), "a batch of orders was refused; storing each alone");
             }
         }
     }
-    let mut answers = Vec::with_capacity(batch.len());
-    for new in batch {
-        answers.push(Ok(store.insert(new).await));
-    }
-    answers
+    futures::future::join_all(
+        batch
+            .into_iter()
+            .map(|new| async { Ok(store.insert(new).await) }),
+    )
+    .await
 }
 
 fn outcome_reason(outcome: Outcome, reason: Option<String>) -> Option<String> {

@@ -76,29 +76,50 @@ async fn read_batch(
         .filter(|id| seen.insert(**id))
         .map(Uuid::to_string)
         .collect();
-    let calls = ids.chunks(MAX_IDS_PER_CALL).map(|chunk| {
+    let chunks: Vec<&[String]> = ids.chunks(MAX_IDS_PER_CALL).collect();
+    let calls = chunks.iter().map(|chunk| {
         let mut client = client.clone();
         let request = BatchGetProductsRequest {
             ids: chunk.to_vec(),
         };
         async move { client.batch_get_products(request).await }
     });
-    let answers = futures::future::try_join_all(calls)
-        .instrument(span)
-        .await?;
-    let products: HashMap<String, Product> = answers
-        .into_iter()
-        .flat_map(|answer| answer.into_inner().products)
-        .map(|product| (product.id.clone(), product))
-        .collect();
+    let answers = futures::future::join_all(calls).instrument(span).await;
+    // Each id's product, or the failure of the call that asked for it: a
+    // read fails only when one of its own ids' calls did.
+    let mut found: HashMap<&str, Result<Option<Product>, Status>> = HashMap::new();
+    for (chunk, answer) in chunks.iter().zip(answers) {
+        match answer {
+            Ok(answer) => {
+                let mut products: HashMap<String, Product> = answer
+                    .into_inner()
+                    .products
+                    .into_iter()
+                    .map(|product| (product.id.clone(), product))
+                    .collect();
+                for id in chunk.iter() {
+                    found.insert(id, Ok(products.remove(id)));
+                }
+            }
+            Err(status) => {
+                for id in chunk.iter() {
+                    found.insert(id, Err(status.clone()));
+                }
+            }
+        }
+    }
     Ok(reads
         .iter()
         .map(|read| {
-            Ok(read
-                .ids
-                .iter()
-                .filter_map(|id| products.get(&id.to_string()).cloned())
-                .collect())
+            let mut products = Vec::with_capacity(read.ids.len());
+            for id in &read.ids {
+                match &found[id.to_string().as_str()] {
+                    Ok(Some(product)) => products.push(product.clone()),
+                    Ok(None) => {}
+                    Err(status) => return Err(status.clone()),
+                }
+            }
+            Ok(products)
         })
         .collect())
 }

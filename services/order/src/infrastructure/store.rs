@@ -20,6 +20,10 @@ use crate::application::ports::{
 };
 use crate::domain::{Order, OrderStatus, PricedLine};
 
+/// The unique index of a user's idempotency keys (its violation is a
+/// request racing another with the same key).
+const IDEMPOTENCY_INDEX: &str = "orders_user_idempotency_key";
+
 /// How often a status change is re-decided after losing a race.
 const STATUS_CHANGE_ATTEMPTS: usize = 5;
 
@@ -116,9 +120,12 @@ impl OrderRepository for OrderStore {
             .await;
         match inserted {
             Ok(_) => Ok(()),
-            // Only the (user, key) index can collide: the id is fresh.
             Err(e) => Err(match e.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => InsertError::DuplicateIdempotencyKey,
+                Some(SqlErr::UniqueConstraintViolation(constraint))
+                    if constraint.contains(IDEMPOTENCY_INDEX) =>
+                {
+                    InsertError::DuplicateIdempotencyKey
+                }
                 _ => InsertError::Db(e),
             }),
         }
@@ -138,11 +145,17 @@ impl OrderRepository for OrderStore {
         let mut event_types = Vec::with_capacity(new.len());
         let mut payloads: Vec<Vec<u8>> = Vec::with_capacity(new.len());
         let mut contexts = Vec::with_capacity(new.len());
+        // In key order: two batches racing over the same keys wait for each
+        // other in the same order, never in a cycle.
+        let mut in_key_order: Vec<&NewOrder> = new.iter().collect();
+        in_key_order.sort_by(|a, b| {
+            (a.order.user_id, &a.idempotency).cmp(&(b.order.user_id, &b.idempotency))
+        });
         for NewOrder {
             order,
             idempotency,
             event,
-        } in new
+        } in in_key_order
         {
             ids.push(order.id);
             user_ids.push(order.user_id);
@@ -195,7 +208,7 @@ impl OrderRepository for OrderStore {
                    JOIN new_orders n ON n.id = e.order_id) \
                  SELECT id FROM new_orders",
                 [
-                    ids.clone().into(),
+                    ids.into(),
                     user_ids.into(),
                     statuses.into(),
                     totals.into(),
@@ -218,7 +231,7 @@ impl OrderRepository for OrderStore {
         for row in rows {
             stored.insert(row.try_get::<Uuid>("", "id")?);
         }
-        Ok(ids.iter().map(|id| stored.contains(id)).collect())
+        Ok(new.iter().map(|n| stored.contains(&n.order.id)).collect())
     }
 
     async fn find(&self, id: Uuid) -> Result<Option<Order>, DbErr> {
