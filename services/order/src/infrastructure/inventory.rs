@@ -21,8 +21,9 @@ use crate::domain::ProductQuote;
 
 /// Reads in one batch at the most; more wait for the next one.
 const MAX_READS: usize = 128;
-/// Batches in flight at once.
-const READS_IN_FLIGHT: usize = 2;
+/// Batches in flight at once: enough that a read seldom waits for a slot
+/// (each wait is a round trip added to an order).
+const READS_IN_FLIGHT: usize = 16;
 /// The most ids one BatchGetProducts call carries (Inventory's limit).
 const MAX_IDS_PER_CALL: usize = platform::limits::MAX_ORDER_LINES;
 
