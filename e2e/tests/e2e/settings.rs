@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use platform::settings::{SHARED, Setting, flatten, markdown_table};
 
+fn shared() -> Vec<&'static Setting> {
+    flatten(SHARED)
+}
+
 type Declared = &'static [&'static [&'static Setting]];
 
 const SERVICES: [(&str, Declared); 6] = [
@@ -36,7 +40,7 @@ fn declared(service: &str) -> Vec<&'static Setting> {
 fn own(service: &str) -> Vec<&'static Setting> {
     declared(service)
         .into_iter()
-        .filter(|s| !SHARED.iter().any(|shared| shared.name == s.name))
+        .filter(|s| !shared().iter().any(|shared| shared.name == s.name))
         .collect()
 }
 
@@ -51,7 +55,7 @@ fn readers(setting: &Setting) -> Vec<&'static str> {
 /// docs/configuration.md's table: every shared setting and who reads it.
 fn shared_table() -> String {
     let mut out = String::from("| variable | default | read by | meaning |\n|---|---|---|---|\n");
-    for s in SHARED {
+    for s in shared() {
         let by = readers(s);
         let by = if by.len() == SERVICES.len() {
             "all".to_owned()
@@ -122,13 +126,13 @@ fn every_setting_is_declared_once_and_read_by_a_service() {
         .iter()
         .flat_map(|(service, _)| own(service))
         .map(|s| s.name)
-        .chain(SHARED.iter().map(|s| s.name))
+        .chain(shared().iter().map(|s| s.name))
         .collect();
     names.sort();
     let mut twice = names.clone();
     twice.dedup();
     assert_eq!(names, twice, "a setting is declared by two services");
-    for s in SHARED {
+    for s in shared() {
         assert!(
             !readers(s).is_empty(),
             "{} is declared but no service reads it",

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, Statement,
+    FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
     TransactionTrait,
 };
 use uuid::Uuid;
@@ -19,10 +19,6 @@ use crate::application::ports::{
     InsertError, NewOrder, OrderRepository, StatusChanged, StatusDecision,
 };
 use crate::domain::{Order, OrderStatus, PricedLine};
-
-/// The unique index of a user's idempotency keys (its violation is a
-/// request racing another with the same key).
-const IDEMPOTENCY_INDEX: &str = "orders_user_idempotency_key";
 
 /// How often a status change is re-decided after losing a race.
 const STATUS_CHANGE_ATTEMPTS: usize = 5;
@@ -69,65 +65,12 @@ impl OrderRepository for OrderStore {
     }
 
     /// Stores the order, its lines and its outbox record in one statement: a
-    /// data-modifying WITH is atomic like a transaction, and costs one round
-    /// trip and one commit instead of five.
+    /// data-modifying WITH is atomic like a transaction (the statement of a
+    /// batch, with one order).
     async fn insert(&self, new: NewOrder) -> Result<(), InsertError> {
-        let NewOrder {
-            order,
-            idempotency,
-            event,
-        } = new;
-        let (key, fingerprint) = idempotency.unzip();
-        let line_numbers: Vec<i16> = (0..order.lines.len() as i16).collect();
-        let products: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
-        let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity as i32).collect();
-        let prices: Vec<String> = order
-            .lines
-            .iter()
-            .map(|l| l.unit_price.to_string())
-            .collect();
-        let inserted = self
-            .db
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "WITH new_order AS ( \
-                   INSERT INTO orders (id, user_id, status, total, status_reason, idempotency_key, \
-                                       request_fingerprint, created_at, updated_at) \
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)), \
-                 new_items AS ( \
-                   INSERT INTO order_items (order_id, line_no, product_id, quantity, unit_price) \
-                   SELECT $1, * FROM unnest($9::int2[], $10::uuid[], $11::int4[], $12::numeric[])) \
-                 INSERT INTO outbox (order_id, event_type, payload, trace_context, created_at, attempts) \
-                 VALUES ($1, $13, $14, $15, now(), 0)",
-                [
-                    order.id.into(),
-                    order.user_id.into(),
-                    order.status.as_str().into(),
-                    order.total.into(),
-                    order.status_reason.clone().into(),
-                    key.into(),
-                    fingerprint.into(),
-                    order.created_at.into(),
-                    line_numbers.into(),
-                    products.into(),
-                    quantities.into(),
-                    prices.into(),
-                    event.event_type.into(),
-                    event.payload.into(),
-                    event.trace_context.into(),
-                ],
-            ))
-            .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(constraint))
-                    if constraint.contains(IDEMPOTENCY_INDEX) =>
-                {
-                    InsertError::DuplicateIdempotencyKey
-                }
-                _ => InsertError::Db(e),
-            }),
+        match self.insert_many(std::slice::from_ref(&new)).await?[..] {
+            [true] => Ok(()),
+            _ => Err(InsertError::DuplicateIdempotencyKey),
         }
     }
 
