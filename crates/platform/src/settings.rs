@@ -384,6 +384,10 @@ mod tests {
     #[test]
     fn every_shared_setting_is_in_one_group_only() {
         let listed: usize = SHARED.iter().map(|group| group.len()).sum();
-        assert_eq!(flatten(SHARED).len(), listed, "a shared setting is in two groups");
+        assert_eq!(
+            flatten(SHARED).len(),
+            listed,
+            "a shared setting is in two groups"
+        );
     }
 }
