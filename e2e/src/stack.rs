@@ -191,6 +191,18 @@ impl Stack {
         }
     }
 
+    /// Stops every running service with SIGTERM, the gateway first so that
+    /// nothing calls a service that is gone; how each one exited.
+    pub async fn terminate_all(&mut self) -> Vec<(&'static str, std::process::ExitStatus)> {
+        let mut exits = Vec::new();
+        for service in SERVICES.iter().rev().copied() {
+            if let Some(process) = self.processes.get_mut(service) {
+                exits.push((service, process.terminate(Duration::from_secs(15)).await));
+            }
+        }
+        exits
+    }
+
     pub fn process(&mut self, service: &str) -> &mut ServiceProcess {
         self.processes
             .get_mut(service)

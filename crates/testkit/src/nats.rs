@@ -53,6 +53,35 @@ impl TestNats {
     pub async fn jetstream(&self) -> jetstream::Context {
         jetstream::new(self.client().await)
     }
+
+    /// Every message of the test's dead-letter stream (none when it does not
+    /// exist yet), read without consuming them for anybody else.
+    pub async fn dead_letters(&self) -> Vec<jetstream::Message> {
+        use futures::StreamExt;
+        let js = self.jetstream().await;
+        let Ok(mut stream) = js.get_stream(&self.dead_letter_stream).await else {
+            return Vec::new();
+        };
+        let count = stream.info().await.expect("stream info").state.messages as usize;
+        if count == 0 {
+            return Vec::new();
+        }
+        let consumer = stream
+            .create_consumer(jetstream::consumer::pull::Config::default())
+            .await
+            .expect("an ephemeral consumer");
+        let mut messages = consumer
+            .fetch()
+            .max_messages(count)
+            .messages()
+            .await
+            .expect("a fetch");
+        let mut out = Vec::new();
+        while let Some(message) = messages.next().await {
+            out.push(message.expect("a message"));
+        }
+        out
+    }
 }
 
 impl Default for TestNats {

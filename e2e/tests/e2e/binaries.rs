@@ -48,19 +48,7 @@ async fn every_service_is_healthy_serves_metrics_and_stops_cleanly_on_sigterm() 
         assert_eq!(body["status"], "ready", "{service}: {body}");
     }
 
-    // The gateway first, so that nothing calls a service that is gone.
-    for service in [
-        "gateway",
-        "consumer",
-        "order",
-        "producer",
-        "inventory",
-        "user",
-    ] {
-        let exit = stack
-            .process(service)
-            .terminate(Duration::from_secs(15))
-            .await;
+    for (service, exit) in stack.terminate_all().await {
         assert!(exit.success(), "{service} exits 0 on SIGTERM, got {exit}");
         let log = stack.process(service).log();
         assert!(!log.contains("panicked"), "{service} panicked:\n{log}");

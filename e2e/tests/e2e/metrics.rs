@@ -111,6 +111,15 @@ async fn every_service_exports_requests_latencies_errors_backlog_and_lag() {
         "{gateway}"
     );
 
+    // The User service: logins and registrations by outcome.
+    let user = metrics("user").await;
+    for (series, at_least) in [
+        (r#"ecommerce_user_logins_total{outcome="ok"}"#, 1.0),
+        (r#"ecommerce_user_logins_total{outcome="refused"}"#, 1.0),
+    ] {
+        assert!(metric_value(&user, series) >= at_least, "{series}: {user}");
+    }
+
     // Every gRPC service: calls, errors and latency by method; readiness.
     let grpc = [
         (

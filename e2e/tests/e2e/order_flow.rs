@@ -6,8 +6,6 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::consumer::pull;
-use futures::StreamExt;
 use prost::Message;
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -50,33 +48,6 @@ async fn publish_event(nats: &TestNats, kind: &str, message_id: &str, payload: V
         .await
         .expect("stream ack");
     assert!(!ack.duplicate, "{message_id} must not be a duplicate");
-}
-
-/// Messages in the dead-letter stream.
-async fn dead_letters(nats: &TestNats) -> Vec<async_nats::jetstream::Message> {
-    let js = nats.jetstream().await;
-    let Ok(mut stream) = js.get_stream(&nats.dead_letter_stream).await else {
-        return Vec::new();
-    };
-    let count = stream.info().await.unwrap().state.messages as usize;
-    if count == 0 {
-        return Vec::new();
-    }
-    let consumer = stream
-        .create_consumer(pull::Config::default())
-        .await
-        .unwrap();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(count)
-        .messages()
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    while let Some(message) = batch.next().await {
-        out.push(message.unwrap());
-    }
-    out
 }
 
 const CONFIRMED_FIRST: &str = r#"ecommerce_consumer_events_processed_total{event="order.created",outcome="confirmed",replayed="false"}"#;
@@ -479,7 +450,7 @@ async fn a_poison_message_is_dead_lettered_its_order_rejected_and_the_stream_flo
         rejected.status_reason
     );
     let dead = eventually(WAIT, "the dead letter", || async {
-        let dead = dead_letters(&stack.nats).await;
+        let dead = stack.nats.dead_letters().await;
         (!dead.is_empty()).then_some(dead)
     })
     .await;
@@ -526,7 +497,7 @@ async fn a_poison_message_is_dead_lettered_its_order_rejected_and_the_stream_flo
     assert_eq!(settled.order(&order.id).unwrap().status, "REJECTED");
     assert_eq!(shop.stock(&product).await, 9);
     assert_stock_conserved(&shop, &settled, &[(product, 10)]).await;
-    assert_eq!(dead_letters(&stack.nats).await.len(), 1);
+    assert_eq!(stack.nats.dead_letters().await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,7 +536,7 @@ async fn while_inventory_is_down_events_are_retried_not_dead_lettered() {
             .then_some(())
     })
     .await;
-    assert!(dead_letters(&stack.nats).await.is_empty());
+    assert!(stack.nats.dead_letters().await.is_empty());
     let snapshot = db.snapshot().await.unwrap();
     assert_eq!(snapshot.pending(), 5, "nothing settles without Inventory");
 
@@ -577,7 +548,7 @@ async fn while_inventory_is_down_events_are_retried_not_dead_lettered() {
     assert_eq!(shop.stock(&product).await, 10);
     assert_stock_conserved(&shop, &settled, &[(product, 20)]).await;
     assert!(
-        dead_letters(&stack.nats).await.is_empty(),
+        stack.nats.dead_letters().await.is_empty(),
         "never dead-lettered"
     );
     assert_eq!(
@@ -615,7 +586,7 @@ async fn a_late_event_for_a_rejected_order_gives_its_stock_back() {
     assert_eq!(settled.order(&order.id).unwrap().status, "REJECTED");
     assert_eq!(shop.stock(&product).await, 10);
     assert_stock_conserved(&shop, &settled, &[(product, 10)]).await;
-    let dead = dead_letters(&stack.nats).await;
+    let dead = stack.nats.dead_letters().await;
     assert_eq!(dead.len(), 2, "the corrupt copy and the refused event");
     assert!(dead.iter().any(|m| {
         m.headers

@@ -335,18 +335,7 @@ async fn an_order_and_its_cancel_are_each_one_trace_across_grpc_and_nats() {
     .await;
 
     // Stop every service gracefully: the exporters flush what they hold.
-    for service in [
-        "gateway",
-        "consumer",
-        "order",
-        "producer",
-        "inventory",
-        "user",
-    ] {
-        let exit = stack
-            .process(service)
-            .terminate(Duration::from_secs(15))
-            .await;
+    for (service, exit) in stack.terminate_all().await {
         assert!(exit.success(), "{service} exits 0 on SIGTERM, got {exit}");
     }
     let trace = collector.trace(&cancel_trace);

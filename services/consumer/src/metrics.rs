@@ -1,5 +1,5 @@
 //! The Consumer's Prometheus metrics (served at `GET /metrics` on
-//! `CONSUMER_ADDR`, prefixed `ecommerce_`).
+//! `METRICS_PORT`, prefixed `ecommerce_`).
 
 use platform::metrics::Labels;
 use prometheus_client::metrics::counter::Counter;

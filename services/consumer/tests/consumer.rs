@@ -6,8 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer::pull};
-use futures::StreamExt;
+use async_nats::jetstream;
 use prost::Message;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -497,32 +496,7 @@ impl Harness {
 
     /// Every message of the dead-letter stream.
     async fn dead_letters(&self) -> Vec<jetstream::Message> {
-        let js = self.js().await;
-        let Ok(mut stream) = js.get_stream(&self.nats.dead_letter_stream).await else {
-            return Vec::new();
-        };
-        let count = stream.info().await.unwrap().state.messages as usize;
-        if count == 0 {
-            return Vec::new();
-        }
-        let consumer = stream
-            .create_consumer(pull::Config {
-                durable_name: None,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut messages = consumer
-            .fetch()
-            .max_messages(count)
-            .messages()
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        while let Some(message) = messages.next().await {
-            out.push(message.unwrap());
-        }
-        out
+        self.nats.dead_letters().await
     }
 }
 

@@ -42,11 +42,17 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
     let db = platform::db::connect(&config.db).await?;
     let inventory = InventoryClient::new(platform::grpc::channel(&config.inventory, config.calls)?);
 
+    let metrics = metrics::Metrics::register();
     let stop = CancellationToken::new();
     let (wakeup, relay) = if config.relay.enabled {
         let producer =
             ProducerClient::new(platform::grpc::channel(&config.producer, config.calls)?);
-        let relay = OutboxRelay::new(OutboxStore::new(db.clone()), producer, config.relay);
+        let relay = OutboxRelay::new(
+            OutboxStore::new(db.clone()),
+            producer,
+            config.relay,
+            metrics.clone(),
+        );
         let wakeup = relay.wakeup();
         (wakeup, Some(tokio::spawn(relay.run(stop.clone()))))
     } else {
@@ -56,8 +62,13 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
 
     let orders = application::Orders::new(OrderStore::new(db.clone()), inventory, wakeup);
     let sweeper = tokio::spawn(
-        PendingSweeper::new(orders.clone(), OutboxStore::new(db.clone()), config.sweeper)
-            .run(stop.clone()),
+        PendingSweeper::new(
+            orders.clone(),
+            OutboxStore::new(db.clone()),
+            config.sweeper,
+            metrics,
+        )
+        .run(stop.clone()),
     );
     let server = GrpcService::new("order", OrderServiceServer::new(OrderGrpc::new(orders))).await;
     server.readiness().add_database(db.clone());

@@ -8,10 +8,15 @@ use secrecy::SecretString;
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
+use platform::metrics::Labels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::config::AdminSettings;
 use crate::domain::{
     Account, Caller, Email, Invalid, Registration, Role, UniqueField, User, Username,
 };
+use crate::metrics::Metrics;
 
 /// The users, as the use cases need them (PostgreSQL in
 /// `infrastructure::store`).
@@ -140,16 +145,18 @@ pub enum BootstrapError {
 pub struct Users<S, H> {
     store: S,
     hasher: H,
+    metrics: Metrics,
     /// The admin's username and email (lowercased), which no registration
     /// may take, whether the admin exists yet or not.
     reserved: Option<(String, String)>,
 }
 
 impl<S: UserRepository, H: PasswordHashing> Users<S, H> {
-    pub fn new(store: S, hasher: H) -> Self {
+    pub fn new(store: S, hasher: H, metrics: Metrics) -> Self {
         Users {
             store,
             hasher,
+            metrics,
             reserved: None,
         }
     }
@@ -181,6 +188,24 @@ impl<S: UserRepository, H: PasswordHashing> Users<S, H> {
 
     /// Registers a customer: registration can never choose a role.
     pub async fn register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<User, UserError> {
+        let result = self.try_register(username, email, password).await;
+        let outcome = match &result {
+            Ok(_) => "created",
+            Err(UserError::AlreadyExists(_)) => "taken",
+            Err(UserError::Invalid(_)) => "invalid",
+            Err(UserError::Busy) => "busy",
+            Err(_) => "failed",
+        };
+        self.count(&self.metrics.registrations, outcome);
+        result
+    }
+
+    async fn try_register(
         &self,
         username: &str,
         email: &str,
@@ -222,6 +247,22 @@ impl<S: UserRepository, H: PasswordHashing> Users<S, H> {
     /// Checks a username (or email) and password. An unknown user and a
     /// wrong password fail alike, after the same bcrypt work.
     pub async fn authenticate(&self, login: &str, password: &str) -> Result<User, UserError> {
+        let result = self.try_authenticate(login, password).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(UserError::InvalidCredentials) => "refused",
+            Err(UserError::Invalid(_)) => "invalid",
+            Err(_) => "failed",
+        };
+        self.count(&self.metrics.logins, outcome);
+        result
+    }
+
+    fn count(&self, family: &Family<Labels, Counter>, outcome: &'static str) {
+        family.get_or_create(&vec![("outcome", outcome)]).inc();
+    }
+
+    async fn try_authenticate(&self, login: &str, password: &str) -> Result<User, UserError> {
         let login = login.trim();
         let mut missing = Vec::new();
         if login.is_empty() {

@@ -10,6 +10,7 @@ pub mod application;
 pub mod config;
 pub mod domain;
 pub mod infrastructure;
+pub mod metrics;
 
 use anyhow::Result;
 
@@ -36,8 +37,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
     platform::db::migrate::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;
-    let users = Users::new(infrastructure::store::UserStore::new(db.clone()), hasher)
-        .reserving(config.admin.as_ref());
+    let store = infrastructure::store::UserStore::new(db.clone());
+    let users =
+        Users::new(store, hasher, metrics::Metrics::register()).reserving(config.admin.as_ref());
 
     // A customer who took the admin's name or email before the ADMIN_*
     // settings were given leaves no admin; the service still serves (exiting

@@ -85,9 +85,9 @@ fn record_span(record: &OutboxRecord) -> tracing::Span {
 }
 
 impl<O: OutboxRepository, E: EventPublisher> OutboxRelay<O, E> {
-    pub fn new(outbox: O, producer: E, settings: RelaySettings) -> Self {
+    pub fn new(outbox: O, producer: E, settings: RelaySettings, metrics: Metrics) -> Self {
         OutboxRelay {
-            metrics: Metrics::register(),
+            metrics,
             outbox,
             producer,
             settings,

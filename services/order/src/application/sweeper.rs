@@ -42,12 +42,17 @@ pub struct PendingSweeper<S, P, O> {
 }
 
 impl<S: OrderRepository, P: PriceSource, O: OutboxRepository> PendingSweeper<S, P, O> {
-    pub fn new(orders: Orders<S, P>, outbox: O, settings: SweeperSettings) -> Self {
+    pub fn new(
+        orders: Orders<S, P>,
+        outbox: O,
+        settings: SweeperSettings,
+        metrics: Metrics,
+    ) -> Self {
         PendingSweeper {
             orders,
             outbox,
             settings,
-            metrics: Metrics::register(),
+            metrics,
         }
     }
 

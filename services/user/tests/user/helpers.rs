@@ -5,6 +5,7 @@ use user::config::{AdminSettings, MIN_BCRYPT_COST};
 use user::domain::{Email, Password, Username};
 use user::infrastructure::password::PasswordHasher;
 use user::infrastructure::store::UserStore;
+use user::metrics::Metrics;
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -35,7 +36,11 @@ pub async fn app() -> App {
         .await
         .expect("hasher");
     App {
-        users: Users::new(UserStore::new(conn.clone()), hasher.clone()),
+        users: Users::new(
+            UserStore::new(conn.clone()),
+            hasher.clone(),
+            Metrics::default(),
+        ),
         conn,
         hasher,
         _db: db,
@@ -45,7 +50,11 @@ pub async fn app() -> App {
 impl App {
     /// Another instance of the service on the same database (a replica).
     pub fn replica(&self) -> Users {
-        Users::new(UserStore::new(self.conn.clone()), self.hasher.clone())
+        Users::new(
+            UserStore::new(self.conn.clone()),
+            self.hasher.clone(),
+            Metrics::default(),
+        )
     }
 
     /// Opens several pooled connections at once so that concurrent calls

@@ -310,7 +310,11 @@ async fn a_registration_flood_is_refused_quickly_while_a_login_still_succeeds() 
         .unwrap();
     // Two registrations may hash at once; the rest are refused at once.
     let hasher = PasswordHasher::new(MIN_BCRYPT_COST, 2).await.unwrap();
-    let users = Arc::new(Users::new(UserStore::new(app.conn.clone()), hasher));
+    let users = Arc::new(Users::new(
+        UserStore::new(app.conn.clone()),
+        hasher,
+        user::metrics::Metrics::default(),
+    ));
     let flood = join_all((0..200).map(|i| {
         let users = users.clone();
         tokio::spawn(async move {
