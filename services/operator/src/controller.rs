@@ -64,10 +64,11 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics) -> Arc<Self> {
+    /// `instance` names this replica in the Events it records.
+    pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Arc<Self> {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance,
         };
         Arc::new(Context {
             recorder: Recorder::new(client.clone(), reporter),

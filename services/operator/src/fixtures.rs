@@ -417,7 +417,10 @@ impl Context {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NAMESPACE);
         let metrics = Metrics::register(&mut Registry::default());
-        (Context::new(client, metrics), ApiServerVerifier(handle))
+        (
+            Context::new(client, metrics, None),
+            ApiServerVerifier(handle),
+        )
     }
 }
 

@@ -29,6 +29,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// `None` when `LEADER_ELECTION=false` (a single replica).
     pub leader_election: Option<LeaderElection>,
+    /// `POD_NAME`: this replica, named in the Events it records.
+    pub pod_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +94,7 @@ impl Settings {
             watch_namespace: lookup("WATCH_NAMESPACE"),
             metrics_addr,
             leader_election,
+            pod_name: lookup("POD_NAME"),
         })
     }
 }
@@ -180,7 +183,7 @@ async fn operate(
     )?;
     health.set_ready();
 
-    let ctx = Context::new(client.clone(), metrics.clone());
+    let ctx = Context::new(client.clone(), metrics.clone(), settings.pod_name.clone());
     let namespace = settings.watch_namespace.clone();
     match settings.leader_election {
         None => {
@@ -406,6 +409,7 @@ mod tests {
                 lease_duration: Duration::from_secs(15),
                 renew_interval: Duration::from_millis(20),
             }),
+            pod_name: Some("replica-a".into()),
         }
     }
 
