@@ -4,39 +4,37 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
-    MetricTarget, ResourceMetricSource,
-};
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretKeySelector, SecurityContext, Service as KubeService, ServicePort, ServiceSpec,
-    Volume, VolumeMount,
-};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service as KubeService};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
 
-use crate::crd::{EcommerceStack, SecretKeyRef};
+use crate::crd::EcommerceStack;
 use crate::error::{Error, Result};
-use crate::services::{SecretSetting, Service};
+use crate::services::Service;
+
+mod env;
+mod network;
+mod secrets;
+mod workload;
+
+pub use env::*;
+use network::*;
+pub use secrets::*;
+pub use workload::*;
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "ecommerce-operator";
+
 /// Pod template annotation: a hash of the settings a service reads from the
 /// ConfigMap, so a change of them rolls that service's pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "ecommerce.example.com/config-hash";
+
 /// The images' non-root user (uid 10001, see the Dockerfile).
 const RUN_AS_USER: i64 = 10001;
+
 /// The chart's `lifecycle.preStopSleepSeconds`.
 const PRE_STOP_SLEEP_SECONDS: &str = "5";
 
@@ -59,104 +57,6 @@ pub struct ServiceObjects {
     pub kube_service: KubeService,
     pub deployment: Deployment,
     pub autoscaler: Option<HorizontalPodAutoscaler>,
-}
-
-/// The names that keep one stack's events apart from another's on a shared NATS.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventNames {
-    pub stream: String,
-    pub subject_prefix: String,
-    pub consumer_name: String,
-}
-
-/// The spec's names, or ones derived from the stack's namespace and name.
-pub fn event_names(stack: &EcommerceStack) -> EventNames {
-    let namespace = stack.namespace().unwrap_or_default();
-    let name = stack.name_any();
-    let nats = &stack.spec.nats;
-    // Namespace and name are DNS labels: lower-case letters, digits and '-'.
-    let upper = |s: &str| s.to_uppercase().replace('-', "_");
-    EventNames {
-        stream: nats
-            .stream
-            .clone()
-            .unwrap_or_else(|| format!("ORDER_EVENTS_{}_{}", upper(&namespace), upper(&name))),
-        subject_prefix: nats
-            .subject_prefix
-            .clone()
-            .unwrap_or_else(|| format!("{namespace}.{name}.order")),
-        consumer_name: nats
-            .consumer_name
-            .clone()
-            .unwrap_or_else(|| format!("order-events-{namespace}-{name}")),
-    }
-}
-
-/// Name of the Secret the operator generates the internal auth token into.
-pub fn internal_auth_secret_name(stack: &str) -> String {
-    format!("{stack}-internal-auth")
-}
-
-/// Where the services read `INTERNAL_AUTH_TOKEN` from: the spec's Secret, or
-/// the one the operator generates.
-pub fn internal_auth_token_ref(stack: &EcommerceStack) -> SecretKeyRef {
-    stack
-        .spec
-        .internal_auth_token_secret_ref
-        .clone()
-        .unwrap_or_else(|| SecretKeyRef {
-            name: internal_auth_secret_name(&stack.name_any()),
-            key: INTERNAL_AUTH_TOKEN_KEY.to_owned(),
-        })
-}
-
-/// The Secret holding a freshly generated token, owned by the stack. Only
-/// ever created, never updated: an existing token is kept.
-pub fn generated_internal_auth_secret(stack: &EcommerceStack, token: String) -> Result<Secret> {
-    let owner = owner_reference(stack)?;
-    Ok(Secret {
-        metadata: metadata(
-            stack,
-            internal_auth_secret_name(&stack.name_any()),
-            None,
-            &owner,
-        ),
-        string_data: Some(BTreeMap::from([(
-            INTERNAL_AUTH_TOKEN_KEY.to_owned(),
-            token,
-        )])),
-        type_: Some("Opaque".to_owned()),
-        ..Secret::default()
-    })
-}
-
-/// 244 random bits as 64 hex characters (two v4 UUIDs, from the OS's CSPRNG).
-pub fn new_token() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
-/// Every Secret key the stack's pods read, in a fixed order without repeats.
-pub fn secret_refs(stack: &EcommerceStack) -> Vec<SecretKeyRef> {
-    let spec = &stack.spec;
-    let mut refs = vec![
-        spec.database.password_secret_ref.clone(),
-        spec.jwt_secret_ref.clone(),
-    ];
-    if let Some(admin) = &spec.admin {
-        refs.push(admin.password_secret_ref.clone());
-    }
-    refs.push(internal_auth_token_ref(stack));
-    let mut seen = Vec::new();
-    refs.retain(|r| {
-        let new = !seen.contains(r);
-        seen.push(r.clone());
-        new
-    });
-    refs
 }
 
 pub fn config_map_name(stack: &str) -> String {
@@ -225,46 +125,6 @@ pub fn image(stack: &EcommerceStack, service: Service) -> String {
     format!("{repository}:{}", spec.version)
 }
 
-/// The settings the services share, with in-cluster addresses.
-pub fn shared_settings(stack: &EcommerceStack) -> BTreeMap<String, String> {
-    let name = stack.name_any();
-    let spec = &stack.spec;
-    let events = event_names(stack);
-    let mut settings = BTreeMap::from([
-        ("APP_ENV".to_owned(), spec.app_env.as_str().to_owned()),
-        ("LOG_FORMAT".to_owned(), "json".to_owned()),
-        ("DB_HOST".to_owned(), spec.database.host.clone()),
-        ("DB_PORT".to_owned(), spec.database.port.to_string()),
-        ("DB_USER".to_owned(), spec.database.user.clone()),
-        ("DB_NAME".to_owned(), spec.database.name.clone()),
-        ("NATS_ADDR".to_owned(), spec.nats.url.clone()),
-        ("NATS_STREAM".to_owned(), events.stream),
-        ("NATS_SUBJECT_PREFIX".to_owned(), events.subject_prefix),
-        ("NATS_CONSUMER_NAME".to_owned(), events.consumer_name),
-    ]);
-    for service in Service::ALL {
-        // A host name makes the service listen on all interfaces and the
-        // others dial the Service.
-        settings.insert(
-            service.addr_env().to_owned(),
-            format!("{}:{}", child_name(&name, service), service.port()),
-        );
-    }
-    settings
-}
-
-/// A stable hash of the settings one service reads.
-pub fn config_hash(settings: &BTreeMap<String, String>, keys: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for key in keys {
-        hasher.update(key.as_bytes());
-        hasher.update([0]);
-        hasher.update(settings.get(*key).map(String::as_bytes).unwrap_or_default());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..16])
-}
-
 fn owner_reference(stack: &EcommerceStack) -> Result<OwnerReference> {
     stack
         .controller_owner_ref(&())
@@ -304,458 +164,15 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
     })
 }
 
-/// A CPU HorizontalPodAutoscaler for a service whose spec asks for one.
-fn autoscaler(
-    stack: &EcommerceStack,
-    service: Service,
-    owner: &OwnerReference,
-) -> Option<HorizontalPodAutoscaler> {
-    let auto = stack.spec.services.get(service).autoscaling.as_ref()?;
-    let name = child_name(&stack.name_any(), service);
-    Some(HorizontalPodAutoscaler {
-        metadata: metadata(stack, name.clone(), Some(service), owner),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".to_owned()),
-                kind: "Deployment".to_owned(),
-                name,
-            },
-            min_replicas: Some(auto.min_replicas),
-            max_replicas: auto.max_replicas,
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".to_owned(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".to_owned(),
-                    target: MetricTarget {
-                        type_: "Utilization".to_owned(),
-                        average_utilization: Some(auto.target_cpu_utilization_percentage),
-                        ..MetricTarget::default()
-                    },
-                }),
-                ..MetricSpec::default()
-            }]),
-            ..HorizontalPodAutoscalerSpec::default()
-        }),
-        ..HorizontalPodAutoscaler::default()
-    })
-}
-
-fn tcp_port(port: i32) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        port: Some(IntOrString::Int(port)),
-        protocol: Some("TCP".to_owned()),
-        ..NetworkPolicyPort::default()
-    }
-}
-
-fn pods_of(stack: &EcommerceStack, service: Service) -> NetworkPolicyPeer {
-    NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector {
-            match_labels: Some(selector_labels(&stack.name_any(), service)),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    }
-}
-
-/// The port of a `scheme://host:port` address, or `default` without one.
-fn url_port(url: &str, default: i32) -> i32 {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host_port = authority.split('/').next().unwrap_or_default();
-    let host_port = host_port.rsplit('@').next().unwrap_or_default();
-    host_port
-        .rsplit_once(':')
-        .and_then(|(host, port)| (!host.ends_with('[')).then_some(port))
-        .and_then(|port| port.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Ingress: the gateway's API from anywhere, each internal service's API from
-/// its callers only, the metrics port from `metricsFrom` only. Egress: DNS,
-/// the services it calls, PostgreSQL or NATS when it uses them, the OTLP
-/// collector when its `OTEL_EXPORTER_OTLP_ENDPOINT` is set (by port: they
-/// may live outside the cluster). As the chart's.
-fn network_policy(
-    stack: &EcommerceStack,
-    service: Service,
-    owner: &OwnerReference,
-) -> NetworkPolicy {
-    let spec = &stack.spec;
-    let callers: Vec<NetworkPolicyPeer> = Service::ALL
-        .into_iter()
-        .filter(|caller| caller.dials().contains(&service))
-        .map(|caller| pods_of(stack, caller))
-        .collect();
-    let mut ingress = Vec::new();
-    if service == Service::Gateway {
-        let gateway_from = &spec.network_policy.gateway_from;
-        ingress.push(NetworkPolicyIngressRule {
-            ports: Some(vec![tcp_port(service.port())]),
-            from: (!gateway_from.is_empty()).then(|| gateway_from.clone()),
-        });
-    } else if !callers.is_empty() {
-        ingress.push(NetworkPolicyIngressRule {
-            ports: Some(vec![tcp_port(service.port())]),
-            from: Some(callers),
-        });
-    }
-    if !spec.network_policy.metrics_from.is_empty() {
-        ingress.push(NetworkPolicyIngressRule {
-            ports: Some(vec![tcp_port(service.metrics_port())]),
-            from: Some(spec.network_policy.metrics_from.clone()),
-        });
-    }
-    let mut egress = vec![NetworkPolicyEgressRule {
-        ports: Some(vec![
-            NetworkPolicyPort {
-                port: Some(IntOrString::Int(53)),
-                protocol: Some("UDP".to_owned()),
-                ..NetworkPolicyPort::default()
-            },
-            tcp_port(53),
-        ]),
-        to: None,
-    }];
-    for callee in service.dials() {
-        egress.push(NetworkPolicyEgressRule {
-            ports: Some(vec![tcp_port(callee.port())]),
-            to: Some(vec![pods_of(stack, *callee)]),
-        });
-    }
-    if service.uses_database() {
-        egress.push(NetworkPolicyEgressRule {
-            ports: Some(vec![tcp_port(spec.database.port)]),
-            to: None,
-        });
-    }
-    if service.uses_nats() {
-        egress.push(NetworkPolicyEgressRule {
-            ports: Some(vec![tcp_port(url_port(&spec.nats.url, 4222))]),
-            to: None,
-        });
-    }
-    // Tracing is configured through the extra environment: its collector.
-    let otlp_endpoint = spec
-        .services
-        .get(service)
-        .env
-        .iter()
-        .find(|e| e.name == "OTEL_EXPORTER_OTLP_ENDPOINT")
-        .and_then(|e| e.value.as_deref());
-    if let Some(endpoint) = otlp_endpoint {
-        egress.push(NetworkPolicyEgressRule {
-            ports: Some(vec![tcp_port(url_port(endpoint, 4317))]),
-            to: None,
-        });
-    }
-    NetworkPolicy {
-        metadata: metadata(
-            stack,
-            child_name(&stack.name_any(), service),
-            Some(service),
-            owner,
-        ),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(&stack.name_any(), service)),
-                ..LabelSelector::default()
-            }),
-            policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
-            ingress: Some(ingress),
-            egress: Some(egress),
-        }),
-    }
-}
-
-fn kube_service(stack: &EcommerceStack, service: Service, owner: &OwnerReference) -> KubeService {
-    let name = stack.name_any();
-    KubeService {
-        metadata: metadata(stack, child_name(&name, service), Some(service), owner),
-        spec: Some(ServiceSpec {
-            selector: Some(selector_labels(&name, service)),
-            ports: Some(vec![ServicePort {
-                name: Some(service.port_name().to_owned()),
-                port: service.port(),
-                target_port: Some(IntOrString::String(service.port_name().to_owned())),
-                protocol: Some("TCP".to_owned()),
-                app_protocol: (service != Service::Gateway).then(|| "grpc".to_owned()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..KubeService::default()
-    }
-}
-
-fn secret_env(name: &str, reference: &SecretKeyRef) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: reference.name.clone(),
-                key: reference.key.clone(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-/// The variables a service reads: shared settings from the ConfigMap, its
-/// secrets from Secrets, then the spec's extra variables (which replace
-/// operator-set ones of the same name; duplicates would break the apply).
-pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
-    let config_map = config_map_name(&stack.name_any());
-    let spec = &stack.spec;
-    let internal_token = internal_auth_token_ref(stack);
-    let mut env: Vec<EnvVar> = service
-        .config_keys()
-        .into_iter()
-        .map(|key| EnvVar {
-            name: key.to_owned(),
-            value_from: Some(EnvVarSource {
-                config_map_key_ref: Some(ConfigMapKeySelector {
-                    name: config_map.clone(),
-                    key: key.to_owned(),
-                    optional: Some(false),
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        })
-        .collect();
-    for secret in service.secrets() {
-        let reference = match secret {
-            SecretSetting::DbPassword => Some(&spec.database.password_secret_ref),
-            SecretSetting::JwtSecret => Some(&spec.jwt_secret_ref),
-            SecretSetting::AdminPassword => spec.admin.as_ref().map(|a| &a.password_secret_ref),
-            SecretSetting::InternalAuthToken => Some(&internal_token),
-        };
-        if let Some(reference) = reference {
-            env.push(secret_env(secret.env_name(), reference));
-        }
-    }
-    let mut plain = vec![("METRICS_PORT", service.metrics_port().to_string())];
-    if service == Service::Gateway && !spec.trusted_proxies.is_empty() {
-        plain.push(("TRUSTED_PROXIES", spec.trusted_proxies.join(",")));
-    }
-    for (name, value) in plain {
-        env.push(EnvVar {
-            name: name.to_owned(),
-            value: Some(value),
-            ..EnvVar::default()
-        });
-    }
-    if let (Service::User, Some(admin)) = (service, &spec.admin) {
-        for (name, value) in [
-            ("ADMIN_USERNAME", &admin.username),
-            ("ADMIN_EMAIL", &admin.email),
-        ] {
-            env.push(EnvVar {
-                name: name.to_owned(),
-                value: Some(value.clone()),
-                ..EnvVar::default()
-            });
-        }
-    }
-    for extra in &spec.services.get(service).env {
-        match env.iter_mut().find(|e| e.name == extra.name) {
-            Some(existing) => *existing = extra.clone(),
-            None => env.push(extra.clone()),
-        }
-    }
-    env
-}
-
-/// Requests so the scheduler places pods sensibly, and a memory limit so a
-/// leak cannot take the node down; no CPU limit (throttling hurts latency).
-fn default_resources() -> ResourceRequirements {
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), Quantity("50m".to_owned())),
-            ("memory".to_owned(), Quantity("64Mi".to_owned())),
-        ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_owned(),
-            Quantity("256Mi".to_owned()),
-        )])),
-        ..ResourceRequirements::default()
-    }
-}
-
-/// The chart's probe timing (`probes` in charts/ecommerce/values.yaml).
-pub struct ProbeTiming {
-    pub period_seconds: i32,
-    pub failure_threshold: i32,
-    pub timeout_seconds: i32,
-}
-
-/// Startup: the services migrate their database before serving; up to
-/// 36 x 5 s = 3 min before liveness takes over, so a long migration is not
-/// killed.
-pub const STARTUP_PROBE: ProbeTiming = ProbeTiming {
-    period_seconds: 5,
-    failure_threshold: 36,
-    timeout_seconds: 3,
-};
-pub const LIVENESS_PROBE: ProbeTiming = ProbeTiming {
-    period_seconds: 10,
-    failure_threshold: 3,
-    timeout_seconds: 3,
-};
-pub const READINESS_PROBE: ProbeTiming = ProbeTiming {
-    period_seconds: 5,
-    failure_threshold: 3,
-    timeout_seconds: 3,
-};
-
-/// Liveness and startup ask `/healthz` (the process serves); readiness asks
-/// `/readyz` (its own ability to serve, never other services' readiness).
-fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(service.port()),
-            scheme: Some("HTTP".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(timing.period_seconds),
-        timeout_seconds: Some(timing.timeout_seconds),
-        failure_threshold: Some(timing.failure_threshold),
-        ..Probe::default()
-    }
-}
-
-fn deployment(
-    stack: &EcommerceStack,
-    service: Service,
-    settings: &BTreeMap<String, String>,
-    owner: &OwnerReference,
-) -> Deployment {
-    let name = stack.name_any();
-    let service_spec = stack.spec.services.get(service);
-    let mut pod_labels = labels(stack, Some(service));
-    pod_labels.insert("app.kubernetes.io/component".into(), service.name().into());
-    let container = Container {
-        name: service.name().to_owned(),
-        image: Some(image(stack, service)),
-        image_pull_policy: stack.spec.image_pull_policy.map(|p| p.as_str().to_owned()),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some(service.port_name().to_owned()),
-                container_port: service.port(),
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("metrics".to_owned()),
-                container_port: service.metrics_port(),
-                protocol: Some("TCP".to_owned()),
-                ..ContainerPort::default()
-            },
-        ]),
-        env: Some(container_env(stack, service)),
-        resources: Some(
-            service_spec
-                .resources
-                .clone()
-                .unwrap_or_else(default_resources),
-        ),
-        startup_probe: Some(http_probe(service, "/healthz", &STARTUP_PROBE)),
-        liveness_probe: Some(http_probe(service, "/healthz", &LIVENESS_PROBE)),
-        readiness_probe: Some(http_probe(service, "/readyz", &READINESS_PROBE)),
-        // As the chart: endpoints and load balancers drop the pod before
-        // SIGTERM, so no new request reaches a stopping pod.
-        lifecycle: Some(Lifecycle {
-            pre_stop: Some(LifecycleHandler {
-                exec: Some(ExecAction {
-                    command: Some(
-                        ["/usr/local/bin/busybox", "sleep", PRE_STOP_SLEEP_SECONDS]
-                            .map(str::to_owned)
-                            .to_vec(),
-                    ),
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
-        // The root filesystem is read-only; /tmp is the one writable place.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
-        ..Container::default()
-    };
-    Deployment {
-        metadata: metadata(stack, child_name(&name, service), Some(service), owner),
-        spec: Some(DeploymentSpec {
-            // With an autoscaler the HPA owns replicas: applying a count
-            // would fight it on every reconcile.
-            replicas: match service_spec.autoscaling {
-                Some(_) => None,
-                None => Some(service_spec.replicas.unwrap_or(1)),
-            },
-            selector: LabelSelector {
-                match_labels: Some(selector_labels(&name, service)),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash(settings, &service.config_keys()),
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    // Services drain on SIGTERM within this (after the preStop sleep).
-                    termination_grace_period_seconds: Some(30),
-                    // The services never call the Kubernetes API.
-                    automount_service_account_token: Some(false),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("64Mi".to_owned())),
-                            ..EmptyDirVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        }),
-        ..Deployment::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::EnvVar;
+
+    use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+    use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicySpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;
     use crate::crd::AppEnv;
