@@ -121,14 +121,16 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
         let key = validate_idempotency_key(&request.idempotency_key)
             .map_err(|violation| checks.0.push(violation))
             .ok();
-        let request = checks.finish(|| {
-            Some(NewOrderRequest {
-                caller: caller?,
-                lines: lines?,
-                idempotency_key: key?,
+        let request = checks
+            .finish(|| {
+                Some(NewOrderRequest {
+                    caller: caller?,
+                    lines: lines?,
+                    idempotency_key: key?,
+                })
             })
-        })?;
-        let reply = self.orders.create(request).await?;
+            .map_err(to_status)?;
+        let reply = self.orders.create(request).await.map_err(to_status)?;
         Ok(Response::new(pb::CreateOrderResponse {
             order: Some(to_wire(reply.order)),
             replayed: reply.replayed,
@@ -143,8 +145,8 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
         let mut checks = Checks::default();
         let caller = checks.caller(request.caller);
         let id = checks.uuid("order_id", &request.order_id);
-        let (caller, id) = checks.finish(|| Some((caller?, id?)))?;
-        let order = self.orders.get(caller, id).await?;
+        let (caller, id) = checks.finish(|| Some((caller?, id?))).map_err(to_status)?;
+        let order = self.orders.get(caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(to_wire(order)),
         }))
@@ -173,15 +175,17 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
             None | Some("") => Some(None),
             Some(raw) => checks.uuid("user_id", raw).map(Some),
         };
-        let list = checks.finish(|| {
-            Some(ListRequest {
-                caller: caller?,
-                page: u64::from(page),
-                page_size: u64::from(page_size),
-                user_id: user_id?,
+        let list = checks
+            .finish(|| {
+                Some(ListRequest {
+                    caller: caller?,
+                    page: u64::from(page),
+                    page_size: u64::from(page_size),
+                    user_id: user_id?,
+                })
             })
-        })?;
-        let result = self.orders.list(list).await?;
+            .map_err(to_status)?;
+        let result = self.orders.list(list).await.map_err(to_status)?;
         Ok(Response::new(pb::ListOrdersResponse {
             orders: result.orders.into_iter().map(to_wire).collect(),
             page,
@@ -205,8 +209,14 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
                 format!("{} is not an order status", request.status),
             );
         }
-        let (caller, id, status) = checks.finish(|| Some((caller?, id?, status?)))?;
-        let order = self.orders.update_status(caller, id, status).await?;
+        let (caller, id, status) = checks
+            .finish(|| Some((caller?, id?, status?)))
+            .map_err(to_status)?;
+        let order = self
+            .orders
+            .update_status(caller, id, status)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::UpdateOrderStatusResponse {
             order: Some(to_wire(order)),
         }))
@@ -220,8 +230,8 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
         let mut checks = Checks::default();
         let caller = checks.caller(request.caller);
         let id = checks.uuid("order_id", &request.order_id);
-        let (caller, id) = checks.finish(|| Some((caller?, id?)))?;
-        let order = self.orders.cancel(caller, id).await?;
+        let (caller, id) = checks.finish(|| Some((caller?, id?))).map_err(to_status)?;
+        let order = self.orders.cancel(caller, id).await.map_err(to_status)?;
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(to_wire(order)),
         }))
@@ -232,7 +242,11 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
         request: Request<pb::RecordOutcomeRequest>,
     ) -> Result<Response<pb::RecordOutcomeResponse>, Status> {
         let (id, outcome, reason) = parse_outcome(request.into_inner())?;
-        let reply = self.orders.record_outcome(id, outcome, reason).await?;
+        let reply = self
+            .orders
+            .record_outcome(id, outcome, reason)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::RecordOutcomeResponse {
             order: Some(to_wire(reply.order)),
             replayed: reply.replayed,
@@ -268,7 +282,12 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
             }
             parsed.push(outcome);
         }
-        let mut answers = self.orders.record_outcomes(valid).await?.into_iter();
+        let mut answers = self
+            .orders
+            .record_outcomes(valid)
+            .await
+            .map_err(to_status)?
+            .into_iter();
         let results = parsed
             .into_iter()
             .map(|outcome| {
@@ -277,7 +296,7 @@ impl<S: OrderRepository, P: PriceSource> OrderService for OrderGrpc<S, P> {
                     Ok(_) => answers
                         .next()
                         .expect("one answer per valid outcome")
-                        .map_err(Status::from),
+                        .map_err(to_status),
                 };
                 pb::RecordOutcomesResult {
                     result: Some(match answer {
@@ -315,7 +334,7 @@ fn parse_outcome(
             None
         }
     };
-    let (id, outcome) = checks.finish(|| Some((id?, outcome?)))?;
+    let (id, outcome) = checks.finish(|| Some((id?, outcome?))).map_err(to_status)?;
     let reason: String = request
         .reason
         .chars()
@@ -340,81 +359,79 @@ pub mod reason {
     pub const INVENTORY_UNAVAILABLE: &str = "INVENTORY_UNAVAILABLE";
 }
 
-impl From<OrderError> for Status {
-    fn from(error: OrderError) -> Status {
-        let message = error.to_string();
-        let plain = |code: Code, reason: &str| status_with_detail(code, &message, reason, vec![]);
-        match &error {
-            OrderError::Invalid(violations) => platform::grpc::invalid_argument(
-                violations
-                    .iter()
-                    .map(|v| violation(&v.field, &v.message))
-                    .collect(),
-            ),
-            OrderError::Pricing(PricingError::UnknownProducts(unknown)) => status_with_detail(
-                Code::NotFound,
-                &message,
-                reason::PRODUCT_NOT_FOUND,
-                unknown
-                    .iter()
-                    .map(|(index, id)| {
-                        violation(
-                            format!("items[{index}].product_id"),
-                            format!("product {id} does not exist"),
-                        )
-                    })
-                    .collect(),
-            ),
-            OrderError::Pricing(PricingError::InsufficientStock(shortages)) => status_with_detail(
-                Code::FailedPrecondition,
-                &message,
-                reason::INSUFFICIENT_STOCK,
-                shortages
-                    .iter()
-                    .map(|s| {
-                        violation(
-                            format!("items[{}].quantity", s.index),
-                            format!(
-                                "product {} has {} in stock, {} requested",
-                                s.product_id,
-                                s.available.max(0),
-                                s.requested
-                            ),
-                        )
-                    })
-                    .collect(),
-            ),
-            OrderError::Pricing(PricingError::TotalTooLarge(_)) => status_with_detail(
-                Code::InvalidArgument,
-                &message,
-                reason::INVALID_ARGUMENT,
-                vec![violation("items", &message)],
-            ),
-            OrderError::NotFound(_) => plain(Code::NotFound, reason::ORDER_NOT_FOUND),
-            OrderError::PermissionDenied(_) => {
-                plain(Code::PermissionDenied, reason::PERMISSION_DENIED)
-            }
-            OrderError::Transition(TransitionError::NotCancellableYet) => {
-                plain(Code::FailedPrecondition, reason::ORDER_NOT_CANCELLABLE_YET)
-            }
-            OrderError::Transition(TransitionError::OutcomeConflict) => {
-                plain(Code::FailedPrecondition, reason::OUTCOME_CONFLICT)
-            }
-            OrderError::Transition(_) => {
-                plain(Code::FailedPrecondition, reason::ILLEGAL_TRANSITION)
-            }
-            OrderError::IdempotencyKeyReused(_) => {
-                plain(Code::FailedPrecondition, reason::IDEMPOTENCY_KEY_REUSED)
-            }
-            OrderError::Inventory(InventoryError::Unavailable { .. }) => {
-                tracing::warn!(%error, "inventory unavailable");
-                plain(Code::Unavailable, reason::INVENTORY_UNAVAILABLE)
-            }
-            OrderError::Inventory(InventoryError::Contract(_)) => {
-                tracing::error!(%error, "inventory broke its contract");
-                Status::internal(message)
-            }
-            OrderError::Database(db) => platform::db::status_from_db(db),
+/// Maps an error to its status, with a machine-readable reason
+/// (`ErrorDetail`): bad input INVALID_ARGUMENT naming every field, unknown
+/// products NOT_FOUND, visible shortages FAILED_PRECONDITION, an outage
+/// UNAVAILABLE (Inventory's or the database's, by the database error's class).
+pub fn to_status(error: OrderError) -> Status {
+    let message = error.to_string();
+    let plain = |code: Code, reason: &str| status_with_detail(code, &message, reason, vec![]);
+    match &error {
+        OrderError::Invalid(violations) => platform::grpc::invalid_argument(
+            violations
+                .iter()
+                .map(|v| violation(&v.field, &v.message))
+                .collect(),
+        ),
+        OrderError::Pricing(PricingError::UnknownProducts(unknown)) => status_with_detail(
+            Code::NotFound,
+            &message,
+            reason::PRODUCT_NOT_FOUND,
+            unknown
+                .iter()
+                .map(|(index, id)| {
+                    violation(
+                        format!("items[{index}].product_id"),
+                        format!("product {id} does not exist"),
+                    )
+                })
+                .collect(),
+        ),
+        OrderError::Pricing(PricingError::InsufficientStock(shortages)) => status_with_detail(
+            Code::FailedPrecondition,
+            &message,
+            reason::INSUFFICIENT_STOCK,
+            shortages
+                .iter()
+                .map(|s| {
+                    violation(
+                        format!("items[{}].quantity", s.index),
+                        format!(
+                            "product {} has {} in stock, {} requested",
+                            s.product_id,
+                            s.available.max(0),
+                            s.requested
+                        ),
+                    )
+                })
+                .collect(),
+        ),
+        OrderError::Pricing(PricingError::TotalTooLarge(_)) => status_with_detail(
+            Code::InvalidArgument,
+            &message,
+            reason::INVALID_ARGUMENT,
+            vec![violation("items", &message)],
+        ),
+        OrderError::NotFound(_) => plain(Code::NotFound, reason::ORDER_NOT_FOUND),
+        OrderError::PermissionDenied(_) => plain(Code::PermissionDenied, reason::PERMISSION_DENIED),
+        OrderError::Transition(TransitionError::NotCancellableYet) => {
+            plain(Code::FailedPrecondition, reason::ORDER_NOT_CANCELLABLE_YET)
         }
+        OrderError::Transition(TransitionError::OutcomeConflict) => {
+            plain(Code::FailedPrecondition, reason::OUTCOME_CONFLICT)
+        }
+        OrderError::Transition(_) => plain(Code::FailedPrecondition, reason::ILLEGAL_TRANSITION),
+        OrderError::IdempotencyKeyReused(_) => {
+            plain(Code::FailedPrecondition, reason::IDEMPOTENCY_KEY_REUSED)
+        }
+        OrderError::Inventory(InventoryError::Unavailable { .. }) => {
+            tracing::warn!(%error, "inventory unavailable");
+            plain(Code::Unavailable, reason::INVENTORY_UNAVAILABLE)
+        }
+        OrderError::Inventory(InventoryError::Contract(_)) => {
+            tracing::error!(%error, "inventory broke its contract");
+            Status::internal(message)
+        }
+        OrderError::Database(db) => platform::db::status_from_db(db),
     }
 }
