@@ -50,6 +50,9 @@ packaging check compares them).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 # An autoscaler is deleted when its service's autoscaling is switched off.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]

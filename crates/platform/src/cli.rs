@@ -131,7 +131,11 @@ where
             Err(e) => {
                 tracing::error!("{service} failed: {e:#}");
                 eprintln!("{service}: {e:#}");
-                ExitCode::from(1)
+                if e.downcast_ref::<crate::db::SchemaAhead>().is_some() {
+                    ExitCode::from(crate::db::SCHEMA_AHEAD_EXIT_CODE)
+                } else {
+                    ExitCode::from(1)
+                }
             }
         }
     })

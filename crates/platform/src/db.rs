@@ -99,13 +99,56 @@ pub async fn migrate<M: MigratorTrait>(settings: &DbSettings) -> anyhow::Result<
     };
     conn.execute_raw(lock("SELECT pg_advisory_lock(hashtext($1))"))
         .await?;
-    let result = M::up(&conn, None).await;
+    let result = match schema_ahead::<M>(&conn, &settings.database).await {
+        Ok(None) => M::up(&conn, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrations of {} failed: {e}", settings.database)),
+        Ok(Some(ahead)) => Err(ahead.into()),
+        Err(e) => Err(e.into()),
+    };
     conn.execute_raw(lock("SELECT pg_advisory_unlock(hashtext($1))"))
         .await?;
     conn.close().await?;
-    result.map_err(|e| anyhow::anyhow!("migrations of {} failed: {e}", settings.database))?;
+    result?;
     tracing::info!(database = %settings.database, "migrations applied");
     Ok(())
+}
+
+/// Exit code of a service refusing a database a newer version migrated
+/// ([`SchemaAhead`]), so that a migration Job fails at once and an operator
+/// can tell a refused downgrade from a failed migration.
+pub const SCHEMA_AHEAD_EXIT_CODE: u8 = 3;
+
+/// The database holds migrations this binary does not know: a newer version
+/// applied them, and this one could misread the schema. Refused rather than
+/// run: a downgrade across a migration is not supported.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "database {database} was migrated by a newer version (migrations unknown to this one: {unknown}); a downgrade across a migration is refused: run a version that knows them"
+)]
+pub struct SchemaAhead {
+    pub database: String,
+    pub unknown: String,
+}
+
+async fn schema_ahead<M: MigratorTrait>(
+    conn: &DatabaseConnection,
+    database: &str,
+) -> Result<Option<SchemaAhead>, DbErr> {
+    let known: Vec<String> = M::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let unknown: Vec<String> = M::get_migration_models(conn)
+        .await?
+        .into_iter()
+        .map(|applied| applied.version)
+        .filter(|version| !known.contains(version))
+        .collect();
+    Ok((!unknown.is_empty()).then(|| SchemaAhead {
+        database: database.to_owned(),
+        unknown: unknown.join(", "),
+    }))
 }
 
 /// Whether a database error is about reaching the database (retry later)

@@ -82,3 +82,42 @@ async fn creates_a_missing_database() {
         .await
         .unwrap();
 }
+
+/// A later version of `Migrator`: one migration more.
+struct NewerMigrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for NewerMigrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(CreateWidgets),
+            Box::new(platform::db::SqlMigration {
+                name: "m2_widget_names",
+                up: "ALTER TABLE widgets ADD COLUMN name text",
+                down: "ALTER TABLE widgets DROP COLUMN name",
+            }),
+        ]
+    }
+}
+
+#[tokio::test]
+async fn an_older_version_refuses_a_database_a_newer_one_migrated() {
+    let db = TestDb::create().await;
+    let settings = db.settings();
+    platform::db::migrate::<Migrator>(&settings).await.unwrap();
+    platform::db::migrate::<NewerMigrator>(&settings)
+        .await
+        .expect("an upgrade migrates");
+    let refused = platform::db::migrate::<Migrator>(&settings)
+        .await
+        .expect_err("a downgrade across a migration is refused");
+    let ahead = refused
+        .downcast_ref::<platform::db::SchemaAhead>()
+        .expect("told apart from a failed migration (its own exit code)");
+    assert_eq!(ahead.unknown, "m2_widget_names");
+    assert!(refused.to_string().contains("downgrade"), "{refused}");
+    // The same version again, and a re-run of the newer one, are fine.
+    platform::db::migrate::<NewerMigrator>(&settings)
+        .await
+        .unwrap();
+}

@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -31,8 +32,8 @@ use crate::resources::{
 };
 use crate::services::Service;
 use crate::status::{
-    DEGRADED, applied_status, condition, failed_status, pod_failures, refused_status,
-    set_pod_failures,
+    DEGRADED, PAUSED_REASON, PROGRESSING, applied_status, condition, failed_status, paused_status,
+    pod_failures, refused_status, set_pod_failures,
 };
 
 /// Finalizer the operator puts on every stack it manages.
@@ -48,6 +49,10 @@ pub const REFUSED_RECHECK: Duration = Duration::from_secs(30);
 /// First retry delay after a failure; doubles per consecutive failure.
 pub const FAILURE_BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const FAILURE_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Annotation that pauses reconciliation of a stack while its value is
+/// `"true"`: nothing is applied or corrected (a manual fix of a child stays),
+/// until it is removed; deleting the stack still cleans up.
+pub const PAUSED_ANNOTATION: &str = "ecommerce.example.com/paused";
 /// Selects the objects the operator applied, so it watches only those.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=ecommerce-operator";
 
@@ -128,6 +133,13 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let namespace = stack
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    if stack
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .is_some_and(|v| v == "true")
+    {
+        return pause(stack, ctx).await;
+    }
     if let Some(message) = shared_event_names(stack, ctx).await {
         return refuse(stack, ctx, "EventNamesShared", message).await;
     }
@@ -221,6 +233,40 @@ async fn refuse(
     }
     patch_status(stack, &status, ctx).await?;
     Ok(Action::requeue(REFUSED_RECHECK))
+}
+
+/// Applies nothing while paused; says so once per generation (an event and
+/// `Progressing: Paused`). Removing the annotation is a change of the stack,
+/// so it resumes at once.
+async fn pause(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
+    let already_said = stack
+        .status
+        .as_ref()
+        .and_then(|s| condition(s, PROGRESSING))
+        .is_some_and(|c| {
+            c.reason == PAUSED_REASON && c.observed_generation == stack.metadata.generation
+        });
+    if !already_said {
+        let message = format!(
+            "reconciliation paused by the annotation {PAUSED_ANNOTATION}=true: changes to the stack and its objects are not applied until it is removed"
+        );
+        publish(
+            stack,
+            ctx,
+            EventType::Normal,
+            PAUSED_REASON,
+            "Pausing",
+            message.clone(),
+        )
+        .await;
+        patch_status(
+            stack,
+            &paused_status(stack, &message, Timestamp::now()),
+            ctx,
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
 }
 
 /// A message naming the other stack when one on the same NATS already uses
@@ -332,7 +378,7 @@ async fn failing_pods(
 }
 
 /// Applies the ConfigMap, the NetworkPolicies, then each service's Service,
-/// Deployment and autoscaler; returns the Deployments as the API server
+/// Deployment, disruption budget and autoscaler; returns the Deployments as the API server
 /// answered (with their status).
 async fn apply_children(
     stack: &EcommerceStack,
@@ -346,6 +392,7 @@ async fn apply_children(
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
     let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
 
     let config_map = &desired.config_map;
     config_maps
@@ -381,6 +428,10 @@ async fn apply_children(
                 &params,
                 &Patch::Apply(&objects.deployment),
             )
+            .await?;
+        let budget = &objects.disruption_budget;
+        budgets
+            .patch(&budget.name_any(), &params, &Patch::Apply(budget))
             .await?;
         match &objects.autoscaler {
             Some(autoscaler) => {
@@ -512,7 +563,7 @@ async fn patch_status(
 /// them with the stack; cleanup only records that and forgets the stack.
 async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let note = format!(
-        "deleting stack {}: everything it owns goes with it (Deployments, Services, NetworkPolicies, autoscalers, the ConfigMap and a generated token Secret)",
+        "deleting stack {}: everything it owns goes with it (Deployments, Services, disruption budgets, NetworkPolicies, autoscalers, the ConfigMap and a generated token Secret)",
         stack.name_any()
     );
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
@@ -550,6 +601,7 @@ pub async fn run(
         .owns(api::<ConfigMap>(&client, namespace), owned())
         .owns(api::<NetworkPolicy>(&client, namespace), owned())
         .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -574,6 +626,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use kube::ResourceExt;
     use kube::runtime::controller::Action;
     use serde_json::Value;
 
@@ -809,6 +862,82 @@ mod tests {
         timeout_after_1s(scenario).await;
     }
 
+    fn paused(stack: EcommerceStack) -> EcommerceStack {
+        let mut stack = stack;
+        stack
+            .annotations_mut()
+            .insert(super::PAUSED_ANNOTATION.into(), "true".into());
+        stack
+    }
+
+    #[tokio::test]
+    async fn a_paused_stack_is_left_alone_and_says_so_once_per_generation() {
+        let (ctx, mut server) = Context::test();
+        let stack = paused(EcommerceStack::test().finalized().with_generation(3));
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                let event = server.handle_event("Paused").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (event, status)
+            }
+        });
+        let action = reconcile_in_time(stack.clone(), ctx).await.expect("paused");
+        assert_eq!(action, Action::await_change());
+        let (event, status) = timeout_after_1s(scenario).await;
+        assert!(event["note"].as_str().unwrap().contains("paused"));
+        let progressing = condition(&status, PROGRESSING).unwrap();
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", "Paused")
+        );
+        assert_eq!(progressing.observed_generation, Some(3));
+
+        // Reconciled again (a child changed, the status was written): no
+        // call at all, so nothing is applied or corrected.
+        let (ctx, server) = Context::test();
+        let again = stack.with_status(status);
+        let scenario = tokio::spawn(server.expect_no_more_calls());
+        let action = reconcile_in_time(again.clone(), ctx).await.expect("paused");
+        assert_eq!(action, Action::await_change());
+        timeout_after_1s(scenario).await;
+
+        // The annotation removed: applied as usual.
+        let (ctx, mut server) = Context::test();
+        let mut resumed = again;
+        resumed.annotations_mut().remove(super::PAUSED_ANNOTATION);
+        let scenario = tokio::spawn({
+            let stack = resumed.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, rolled_out).await;
+                server.handle_event("Applied").await;
+                server.handle_event("RolledOut").await;
+                server.handle_status_patch(&stack).await
+            }
+        });
+        reconcile_in_time(resumed, ctx).await.expect("resumed");
+        let status = timeout_after_1s(scenario).await;
+        assert_eq!(condition(&status, READY).unwrap().status, "True");
+    }
+
+    #[tokio::test]
+    async fn a_paused_stack_is_still_cleaned_up_on_deletion() {
+        let (ctx, mut server) = Context::test();
+        let stack = paused(EcommerceStack::test().finalized().deleting());
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_event("Deleting").await;
+                server.handle_finalizer_removal(&stack).await;
+                server.expect_no_more_calls().await;
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("cleaned up");
+        timeout_after_1s(scenario).await;
+    }
+
     #[tokio::test]
     async fn an_api_error_is_reported_and_goes_to_the_error_policy_with_backoff() {
         let (ctx, mut server) = Context::test();
@@ -929,7 +1058,7 @@ mod tests {
             async move {
                 server.handle_secrets(&stack, true).await;
                 // The applies in order, with the HPA's deletion right after
-                // the gateway's Deployment.
+                // the gateway's Deployment and disruption budget.
                 let mut calls = Vec::new();
                 loop {
                     let (request, send) = server.next_request().await.expect("a call");
@@ -976,8 +1105,15 @@ mod tests {
             calls[gateway].2["spec"]["replicas"], 3,
             "replicas applied again"
         );
+        assert!(
+            calls[gateway + 1]
+                .1
+                .ends_with("/poddisruptionbudgets/shop-gateway"),
+            "then its disruption budget: {:?}",
+            calls[gateway + 1].1
+        );
         assert_eq!(
-            (calls[gateway + 1].0.clone(), calls[gateway + 1].1.clone()),
+            (calls[gateway + 2].0.clone(), calls[gateway + 2].1.clone()),
             (
                 http::Method::DELETE,
                 format!(

@@ -144,6 +144,7 @@ pub struct Applied {
     pub network_policies: Vec<Value>,
     pub services: Vec<Value>,
     pub deployments: Vec<Value>,
+    pub disruption_budgets: Vec<Value>,
     pub autoscalers: Vec<Value>,
 }
 
@@ -304,7 +305,7 @@ impl ApiServerVerifier {
     }
 
     /// The ConfigMap, the NetworkPolicies, then each service's Service,
-    /// Deployment and autoscaler (as the stack's desired state has them);
+    /// Deployment, disruption budget and autoscaler (as the stack's desired state has them);
     /// Deployments are answered with `deployment_status`.
     pub async fn handle_apply_children(
         &mut self,
@@ -349,6 +350,14 @@ impl ApiServerVerifier {
             deployment.status = Some(deployment_status(&deployment));
             respond_json(send, &deployment);
             applied.deployments.push(body);
+
+            let (body, send) = self
+                .expect_apply(&format!(
+                    "/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets/{child}"
+                ))
+                .await;
+            respond_json(send, &body);
+            applied.disruption_budgets.push(body);
 
             if objects.autoscaler.is_some() {
                 let (body, send) = self

@@ -1,6 +1,6 @@
 //! The e-commerce operator: reconciles an `EcommerceStack` custom resource
-//! into the platform's Deployments, Services, NetworkPolicies, autoscalers
-//! and ConfigMap.
+//! into the platform's Deployments, Services, disruption budgets, NetworkPolicies,
+//! autoscalers and ConfigMap.
 
 pub mod controller;
 pub mod crd;

@@ -585,6 +585,7 @@ mod tests {
             "/api/v1/configmaps",
             "/apis/networking.k8s.io/v1/networkpolicies",
             "/apis/autoscaling/v2/horizontalpodautoscalers",
+            "/apis/policy/v1/poddisruptionbudgets",
         ] {
             let (_, query) = lists
                 .iter()

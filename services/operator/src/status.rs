@@ -215,6 +215,29 @@ pub fn failed_status(stack: &EcommerceStack, error: &str, now: Timestamp) -> Eco
     status
 }
 
+/// The status of a paused stack: `Progressing` false with reason `Paused`;
+/// readiness stays as last seen, since nothing is looked at.
+pub fn paused_status(
+    stack: &EcommerceStack,
+    message: &str,
+    now: Timestamp,
+) -> EcommerceStackStatus {
+    let mut status = stack.status.clone().unwrap_or_default();
+    set_condition(
+        &mut status.conditions,
+        PROGRESSING,
+        false,
+        PAUSED_REASON,
+        message.to_owned(),
+        stack.metadata.generation,
+        now,
+    );
+    status
+}
+
+/// The reason of `Progressing` while reconciliation is paused.
+pub const PAUSED_REASON: &str = "Paused";
+
 /// The status of a stack the operator will not apply as it is (a Secret
 /// missing, event names another stack uses): `Degraded` and not `Ready`,
 /// with `reason` and what to change. Nothing was applied, so

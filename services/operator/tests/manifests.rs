@@ -190,6 +190,7 @@ fn assert_rbac_covers_the_operator(stacks: &[PolicyRule], leases: &[PolicyRule])
         ("", "configmaps"),
         ("networking.k8s.io", "networkpolicies"),
         ("autoscaling", "horizontalpodautoscalers"),
+        ("policy", "poddisruptionbudgets"),
     ] {
         for verb in ["get", "list", "watch", "create", "patch"] {
             assert!(allows(stacks, g, resource, verb), "{resource} {verb}");

@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
@@ -50,12 +51,14 @@ pub struct DesiredState {
     pub services: Vec<ServiceObjects>,
 }
 
-/// One service's Service and Deployment, and its autoscaler when it has one.
+/// One service's Service, Deployment and disruption budget, and its
+/// autoscaler when it has one.
 #[derive(Debug, Clone)]
 pub struct ServiceObjects {
     pub service: Service,
     pub kube_service: KubeService,
     pub deployment: Deployment,
+    pub disruption_budget: PodDisruptionBudget,
     pub autoscaler: Option<HorizontalPodAutoscaler>,
 }
 
@@ -146,6 +149,7 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
             service,
             kube_service: kube_service(stack, service, &owner),
             deployment: deployment(stack, service, &settings, &owner),
+            disruption_budget: disruption_budget(stack, service, &owner),
             autoscaler: autoscaler(stack, service, &owner),
         })
         .collect();
@@ -916,6 +920,33 @@ mod tests {
                 ),
                 (Some(10), Some(3), Some(3))
             );
+        }
+    }
+
+    #[test]
+    fn every_service_has_a_disruption_budget_and_spreads_over_nodes() {
+        let state = desired_state(&stack()).unwrap();
+        for o in &state.services {
+            let name = o.deployment.name_any();
+            let selector = &o.deployment.spec.as_ref().unwrap().selector;
+            let budget = o.disruption_budget.spec.as_ref().unwrap();
+            assert_eq!(o.disruption_budget.name_any(), name);
+            assert_eq!(budget.max_unavailable, Some(IntOrString::Int(1)));
+            assert_eq!(budget.selector.as_ref(), Some(selector), "{name}");
+            let pod = o
+                .deployment
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap();
+            let spread = pod.topology_spread_constraints.as_ref().unwrap();
+            assert_eq!(spread.len(), 1);
+            assert_eq!(spread[0].topology_key, "kubernetes.io/hostname");
+            assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
+            assert_eq!(spread[0].label_selector.as_ref(), Some(selector), "{name}");
         }
     }
 }

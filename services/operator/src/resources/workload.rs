@@ -11,8 +11,10 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, HTTPGetAction,
     Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecurityContext, TopologySpreadConstraint, Volume,
+    VolumeMount,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -57,6 +59,28 @@ pub(crate) fn autoscaler(
         }),
         ..HorizontalPodAutoscaler::default()
     })
+}
+
+/// At most one pod of a service down at a time in a voluntary disruption (a
+/// node drain), as the chart's `podDisruptionBudget`.
+pub(crate) fn disruption_budget(
+    stack: &EcommerceStack,
+    service: Service,
+    owner: &OwnerReference,
+) -> PodDisruptionBudget {
+    let name = stack.name_any();
+    PodDisruptionBudget {
+        metadata: metadata(stack, child_name(&name, service), Some(service), owner),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&name, service)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
 }
 
 /// Requests so the scheduler places pods sensibly, and a memory limit so a
@@ -225,6 +249,18 @@ pub(crate) fn deployment(
                         }),
                         ..PodSecurityContext::default()
                     }),
+                    // Replicas on different nodes where the scheduler can,
+                    // as the chart's `topologySpread`.
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector_labels(&name, service)),
+                            ..LabelSelector::default()
+                        }),
+                        ..TopologySpreadConstraint::default()
+                    }]),
                     // Services drain on SIGTERM within this (after the preStop sleep).
                     termination_grace_period_seconds: Some(30),
                     // The services never call the Kubernetes API.
