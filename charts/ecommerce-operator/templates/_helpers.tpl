@@ -53,6 +53,11 @@ packaging check compares them).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Migration Jobs: created once per version (a Job cannot change), read
+# for their outcome; their pods are listed for a failure's cause.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
 # An autoscaler is deleted when its service's autoscaling is switched off.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]

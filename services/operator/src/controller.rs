@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -26,9 +27,12 @@ use tracing::{debug, info, warn};
 use crate::crd::{EcommerceStack, EcommerceStackStatus, GROUP, VERSION};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::migration::{
+    JobOutcome, Migration, deployable_version, failed_migration, job_outcome, set_migration,
+};
 use crate::resources::{
-    DesiredState, FIELD_MANAGER, desired_state, event_names, generated_internal_auth_secret,
-    internal_auth_secret_name, new_token, secret_refs,
+    DesiredState, FIELD_MANAGER, ServiceObjects, desired_state, desired_state_at, event_names,
+    generated_internal_auth_secret, internal_auth_secret_name, new_token, secret_refs,
 };
 use crate::services::Service;
 use crate::status::{
@@ -151,8 +155,27 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
         return refuse(stack, ctx, "SecretMissing", missing.join("; ")).await;
     }
     let desired = desired_state(stack)?;
-    let applied = match apply_children(stack, &desired, &ctx.client, &namespace).await {
-        Ok(applied) => applied,
+    let client = &ctx.client;
+    let outcome = async {
+        apply_shared(&desired, client, &namespace).await?;
+        let migration = migrate(stack, &desired, client, &namespace).await?;
+        // Until `spec.version` is migrated, the Deployments stay at the
+        // last migrated version (or are not created yet).
+        let services = match deployable_version(stack, &migration) {
+            Some(version) if version == stack.spec.version => {
+                apply_services(stack, &desired.services, client, &namespace).await?
+            }
+            Some(version) => {
+                let older = desired_state_at(stack, &version)?;
+                apply_services(stack, &older.services, client, &namespace).await?
+            }
+            None => Vec::new(),
+        };
+        Ok::<_, Error>((migration, services))
+    }
+    .await;
+    let (migration, applied) = match outcome {
+        Ok(outcome) => outcome,
         Err(error) => return report_failure(stack, ctx, error).await,
     };
     let now = Timestamp::now();
@@ -160,10 +183,11 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     for (service_status, objects) in status.services.iter_mut().zip(&desired.services) {
         service_status.autoscaled = objects.autoscaler.is_some();
     }
-    let all_ready = status.services.iter().all(|s| s.ready);
-    if !all_ready {
-        // Pods that cannot start never fail their Deployment until its
-        // progress deadline: name the cause now.
+    set_migration(&mut status, stack, &migration, now);
+    let all_ready = !status.services.is_empty() && status.services.iter().all(|s| s.ready);
+    if !all_ready || matches!(migration, Migration::Running(_)) {
+        // Pods that cannot start (a Deployment's or a migration Job's) never
+        // fail their owner until its deadline: name the cause now.
         let failures = match failing_pods(stack, &ctx.client, &namespace).await {
             Ok(failures) => failures,
             Err(error) => return report_failure(stack, ctx, error).await,
@@ -182,13 +206,80 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             .await;
         }
     }
+    if let Migration::Failed { reason, .. } = &migration {
+        let degraded = condition(&status, DEGRADED);
+        let before = stack.status.as_ref().and_then(|s| condition(s, DEGRADED));
+        // Once per cause and generation, not on every re-check.
+        let already_said = before.is_some_and(|b| {
+            degraded.is_some_and(|d| {
+                b.reason == d.reason
+                    && b.message == d.message
+                    && b.observed_generation == d.observed_generation
+            })
+        });
+        if let (false, Some(degraded)) = (already_said, degraded) {
+            let note = degraded.message.clone();
+            publish(stack, ctx, EventType::Warning, reason, "Migrating", note).await;
+        }
+    }
     publish_changes(stack, &status, ctx).await;
     patch_status(stack, &status, ctx).await?;
-    Ok(Action::requeue(if all_ready {
+    let settled = all_ready && migration == Migration::Done;
+    Ok(Action::requeue(if settled {
         RESYNC
     } else {
         ROLLOUT_RECHECK
     }))
+}
+
+/// Runs the migration Jobs of `spec.version` (created once each, never
+/// changed: a Job's template is immutable) unless that version is migrated
+/// already, and says where they stand.
+async fn migrate(
+    stack: &EcommerceStack,
+    desired: &DesiredState,
+    client: &Client,
+    namespace: &str,
+) -> Result<Migration> {
+    let migrated = stack
+        .status
+        .as_ref()
+        .and_then(|s| s.migrated_version.as_ref());
+    if migrated == Some(&stack.spec.version) {
+        return Ok(Migration::Done);
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let mut running = Vec::new();
+    for job in &desired.migrations {
+        let name = job.name_any();
+        let current = match jobs.get_opt(&name).await? {
+            Some(current) => current,
+            None => match jobs.create(&PostParams::default(), job).await {
+                Ok(created) => created,
+                // Created meanwhile by another reconcile: it runs.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    running.push(name);
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            },
+        };
+        match job_outcome(&current) {
+            JobOutcome::Succeeded => {}
+            JobOutcome::Running => running.push(name),
+            JobOutcome::Failed(message) => {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+                let selector = format!("batch.kubernetes.io/job-name={name}");
+                let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+                return Ok(failed_migration(&current, &message, &pods.items));
+            }
+        }
+    }
+    Ok(if running.is_empty() {
+        Migration::Done
+    } else {
+        Migration::Running(running)
+    })
 }
 
 /// Says so on the resource (a Warning and `Degraded`); the error still
@@ -377,23 +468,12 @@ async fn failing_pods(
     Ok(pod_failures(&list.items))
 }
 
-/// Applies the ConfigMap, the NetworkPolicies, then each service's Service,
-/// Deployment, disruption budget and autoscaler; returns the Deployments as the API server
-/// answered (with their status).
-async fn apply_children(
-    stack: &EcommerceStack,
-    desired: &DesiredState,
-    client: &Client,
-    namespace: &str,
-) -> Result<Vec<(Service, Deployment)>> {
+/// Applies the ConfigMap and the NetworkPolicies: what the migration Jobs
+/// need before they run.
+async fn apply_shared(desired: &DesiredState, client: &Client, namespace: &str) -> Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let kube_services: Api<KubeService> = Api::namespaced(client.clone(), namespace);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
-    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
-    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
-
     let config_map = &desired.config_map;
     config_maps
         .patch(&config_map.name_any(), &params, &Patch::Apply(config_map))
@@ -403,9 +483,27 @@ async fn apply_children(
             .patch(&policy.name_any(), &params, &Patch::Apply(policy))
             .await?;
     }
+    Ok(())
+}
+
+/// Applies each service's Service, Deployment, disruption budget and
+/// autoscaler; returns the Deployments as the API server answered (with
+/// their status).
+async fn apply_services(
+    stack: &EcommerceStack,
+    services: &[ServiceObjects],
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<(Service, Deployment)>> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let kube_services: Api<KubeService> = Api::namespaced(client.clone(), namespace);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let autoscalers: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), namespace);
+
     let previous = stack.status.clone().unwrap_or_default();
-    let mut applied = Vec::with_capacity(desired.services.len());
-    for objects in &desired.services {
+    let mut applied = Vec::with_capacity(services.len());
+    for objects in services {
         kube_services
             .patch(
                 &objects.kube_service.name_any(),
@@ -504,6 +602,13 @@ async fn publish_changes(stack: &EcommerceStack, status: &EcommerceStackStatus, 
         let action = format!("Apply generation {generation}");
         publish(stack, ctx, EventType::Normal, "Applied", &action, note).await;
     }
+    if let Some(version) = status.migrated_version.as_deref()
+        && status.migrated_version != previous.migrated_version
+    {
+        let note = format!("the databases are migrated to version {version}");
+        let action = format!("Migrate to {version}");
+        publish(stack, ctx, EventType::Normal, "Migrated", &action, note).await;
+    }
     if let Some(version) = status.version.as_deref()
         && status.version != previous.version
     {
@@ -563,7 +668,7 @@ async fn patch_status(
 /// them with the stack; cleanup only records that and forgets the stack.
 async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let note = format!(
-        "deleting stack {}: everything it owns goes with it (Deployments, Services, disruption budgets, NetworkPolicies, autoscalers, the ConfigMap and a generated token Secret)",
+        "deleting stack {}: everything it owns goes with it (Deployments, Services, disruption budgets, NetworkPolicies, autoscalers, migration Jobs, the ConfigMap and a generated token Secret)",
         stack.name_any()
     );
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
@@ -602,6 +707,7 @@ pub async fn run(
         .owns(api::<NetworkPolicy>(&client, namespace), owned())
         .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
         .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
+        .owns(api::<Job>(&client, namespace), owned())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -633,7 +739,8 @@ mod tests {
     use super::{Context, FAILURE_BACKOFF_BASE, RESYNC, error_policy, reconcile};
     use crate::crd::EcommerceStack;
     use crate::fixtures::{
-        NAMESPACE, not_rolled_out, respond_error, respond_json, rolled_out, timeout_after_1s,
+        Applied, MigrationJobs, NAMESPACE, not_rolled_out, respond_error, respond_json, rolled_out,
+        timeout_after_1s,
     };
     use crate::resources::FIELD_MANAGER;
     use crate::status::{DEGRADED, PROGRESSING, READY, condition};
@@ -670,6 +777,7 @@ mod tests {
                 let token_secret = server.handle_secrets(&stack, false).await;
                 let applied = server.handle_apply_children(&stack, rolled_out).await;
                 server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 server.handle_event("RolledOut").await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
@@ -704,8 +812,9 @@ mod tests {
                 serde_json::json!({"name": "shop-internal-auth", "key": "token", "optional": false})
             );
         }
-        // NetworkPolicies are on by default: one per service.
-        assert_eq!(applied.network_policies.len(), 6);
+        // NetworkPolicies are on by default: one per service, one for the
+        // migration Jobs' pods.
+        assert_eq!(applied.network_policies.len(), 7);
         // The Deployments carry the chart's probes: a long migration is not killed.
         for deployment in &applied.deployments {
             let container = &deployment["spec"]["template"]["spec"]["containers"][0];
@@ -781,6 +890,7 @@ mod tests {
                 server.handle_apply_children(&stack, not_rolled_out).await;
                 server.handle_pod_list(Vec::new()).await;
                 let event = server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
                 (event, status)
@@ -821,10 +931,20 @@ mod tests {
         let first = EcommerceStack::test().finalized();
         let status =
             crate::status::applied_status(&first, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let status = crate::crd::EcommerceStackStatus {
+        let mut status = crate::crd::EcommerceStackStatus {
             version: Some("1.2.0".into()),
+            migrated_version: Some("1.2.0".into()),
             ..status
         };
+        crate::status::set_condition(
+            &mut status.conditions,
+            READY,
+            true,
+            "AllServicesReady",
+            "ready".into(),
+            Some(1),
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        );
         let stack = first.with_status(status);
         let scenario = tokio::spawn({
             let stack = stack.clone();
@@ -913,6 +1033,7 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 server.handle_apply_children(&stack, rolled_out).await;
                 server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 server.handle_event("RolledOut").await;
                 server.handle_status_patch(&stack).await
             }
@@ -1010,6 +1131,7 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 let applied = server.handle_apply_children(&stack, rolled_out).await;
                 server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 server.handle_event("RolledOut").await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
@@ -1046,6 +1168,7 @@ mod tests {
         let before = autoscaled_gateway();
         let mut previous =
             crate::status::applied_status(&before, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        previous.migrated_version = Some("1.2.0".into());
         previous.services = vec![crate::crd::ServiceStatus {
             name: "gateway".into(),
             autoscaled: true,
@@ -1134,6 +1257,7 @@ mod tests {
         let fixed = EcommerceStack::test().finalized();
         let mut previous =
             crate::status::applied_status(&fixed, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        previous.migrated_version = Some("1.2.0".into());
         previous.services = vec![crate::crd::ServiceStatus {
             name: "gateway".into(),
             desired_replicas: 4,
@@ -1256,6 +1380,7 @@ mod tests {
                 let query = server.handle_pod_list(vec![pod]).await;
                 let warning = server.handle_event("PodsFailing").await;
                 server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 let status = server.handle_status_patch(&stack).await;
                 server.expect_no_more_calls().await;
                 (query, warning, status)
@@ -1293,6 +1418,7 @@ mod tests {
                 server.handle_secrets(&first, true).await;
                 server.handle_apply_children(&first, rolled_out).await;
                 server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 server.handle_event("RolledOut").await;
                 let status = server.handle_status_patch(&first).await;
                 (server, status)
@@ -1312,6 +1438,7 @@ mod tests {
                 server.handle_apply_children(&upgraded, rolled_out).await;
                 // New events (POST), not a series of the first ones (PATCH).
                 let applied = server.handle_event("Applied").await;
+                server.handle_event("Migrated").await;
                 let rolled_out = server.handle_event("RolledOut").await;
                 server.handle_status_patch(&upgraded).await;
                 server.expect_no_more_calls().await;
@@ -1382,5 +1509,284 @@ mod tests {
         );
         // The older stack keeps its names and is applied as usual.
         assert!(super::shared_event_names(&older, &ctx).await.is_none());
+    }
+
+    /// A stack at 1.1.0 (migrated, rolled out) asked for 1.2.0.
+    fn upgrading() -> EcommerceStack {
+        let mut old = EcommerceStack::test().finalized();
+        old.spec.version = "1.1.0".into();
+        let mut status =
+            crate::status::applied_status(&old, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        status.version = Some("1.1.0".into());
+        status.migrated_version = Some("1.1.0".into());
+        status.observed_generation = Some(1);
+        EcommerceStack::test()
+            .finalized()
+            .with_generation(2)
+            .with_status(status)
+    }
+
+    fn images(applied: &Applied) -> Vec<String> {
+        applied
+            .deployments
+            .iter()
+            .map(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_stack_runs_its_migration_jobs_before_any_deployment_exists() {
+        let (ctx, mut server) = Context::test();
+        let stack = EcommerceStack::test().finalized();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let desired = crate::resources::desired_state(&stack).unwrap();
+                server
+                    .handle_apply_shared(&desired, &mut Applied::default())
+                    .await;
+                let jobs = server
+                    .handle_migrations(&stack, MigrationJobs::Absent)
+                    .await;
+                server.handle_pod_list(Vec::new()).await;
+                server.handle_event("Applied").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (jobs, status)
+            }
+        });
+        let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+        assert_eq!(action, Action::requeue(super::ROLLOUT_RECHECK));
+        let (jobs, status) = timeout_after_1s(scenario).await;
+        let names: Vec<&str> = jobs
+            .iter()
+            .map(|j| j["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        for (job, service) in jobs.iter().zip(["inventory", "order", "user"]) {
+            let container = &job["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(
+                container["image"],
+                format!("registry.example.com/ecommerce/{service}:1.2.0")
+            );
+            assert_eq!(container["args"], serde_json::json!(["migrate"]));
+        }
+        let progressing = condition(&status, PROGRESSING).unwrap();
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "Migrating")
+        );
+        assert!(
+            progressing.message.contains(names[0]),
+            "{}",
+            progressing.message
+        );
+        let ready = condition(&status, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Migrating")
+        );
+        assert_eq!(status.ready_services.as_deref(), Some("0/6"));
+        assert_eq!((status.version, status.migrated_version), (None, None));
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_keeps_the_old_version_running_until_its_migrations_complete() {
+        let stack = upgrading();
+        let desired_old = crate::resources::desired_state_at(&stack, "1.1.0").unwrap();
+        let desired_new = crate::resources::desired_state(&stack).unwrap();
+
+        // The migrations of 1.2.0 run: every Deployment is applied at 1.1.0.
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let mut applied = Applied::default();
+                server.handle_apply_shared(&desired_new, &mut applied).await;
+                server
+                    .handle_migrations(&stack, MigrationJobs::Running)
+                    .await;
+                server
+                    .handle_apply_services(&desired_old, rolled_out, &mut applied)
+                    .await;
+                server.handle_pod_list(Vec::new()).await;
+                server.handle_event("Applied").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (applied, status)
+            }
+        });
+        reconcile_in_time(stack.clone(), ctx)
+            .await
+            .expect("reconciled");
+        let (applied, status) = timeout_after_1s(scenario).await;
+        assert!(
+            images(&applied).iter().all(|i| i.ends_with(":1.1.0")),
+            "{:?}",
+            images(&applied)
+        );
+        assert_eq!(status.version.as_deref(), Some("1.1.0"));
+        assert_eq!(status.migrated_version.as_deref(), Some("1.1.0"));
+        assert!(
+            status
+                .services
+                .iter()
+                .all(|s| s.version.as_deref() == Some("1.1.0"))
+        );
+        assert_eq!(
+            condition(&status, READY).unwrap().status,
+            "True",
+            "1.1.0 serves"
+        );
+        assert_eq!(condition(&status, PROGRESSING).unwrap().reason, "Migrating");
+
+        // They completed: the Deployments roll to 1.2.0.
+        let (ctx, mut server) = Context::test();
+        let stack = stack.with_status(status);
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let mut applied = Applied::default();
+                let desired = crate::resources::desired_state(&stack).unwrap();
+                server.handle_apply_shared(&desired, &mut applied).await;
+                server
+                    .handle_migrations(&stack, MigrationJobs::Succeeded)
+                    .await;
+                server
+                    .handle_apply_services(&desired, not_rolled_out, &mut applied)
+                    .await;
+                server.handle_pod_list(Vec::new()).await;
+                let migrated = server.handle_event("Migrated").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (applied, migrated, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        let (applied, migrated, status) = timeout_after_1s(scenario).await;
+        assert!(images(&applied).iter().all(|i| i.ends_with(":1.2.0")));
+        assert!(migrated["note"].as_str().unwrap().contains("1.2.0"));
+        assert_eq!(status.migrated_version.as_deref(), Some("1.2.0"));
+        // Rolling: each service still reports the version its pods run.
+        assert_eq!(status.version.as_deref(), Some("1.1.0"));
+        assert!(
+            status
+                .services
+                .iter()
+                .all(|s| s.version.as_deref() == Some("1.1.0"))
+        );
+        assert_eq!(
+            condition(&status, PROGRESSING).unwrap().reason,
+            "RollingOut"
+        );
+    }
+
+    fn migrate_pod_exited(code: i32, last_words: &str) -> Value {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "shop-inventory-migrate-x", "namespace": NAMESPACE},
+            "status": {"containerStatuses": [{
+                "name": "migrate", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "message": last_words}},
+            }]},
+        })
+    }
+
+    async fn reconcile_a_failed_migration(
+        pod: Value,
+    ) -> (Value, Applied, crate::crd::EcommerceStackStatus) {
+        let stack = upgrading();
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let mut applied = Applied::default();
+                let desired = crate::resources::desired_state(&stack).unwrap();
+                server.handle_apply_shared(&desired, &mut applied).await;
+                server
+                    .handle_migrations(&stack, MigrationJobs::Failed)
+                    .await;
+                let query = server.handle_pod_list(vec![pod]).await;
+                assert!(
+                    query.iter().any(|(k, v)| k == "labelSelector"
+                        && v.contains(&desired.migrations[0].name_any())),
+                    "the failed Job's pods: {query:?}"
+                );
+                let desired_old = crate::resources::desired_state_at(&stack, "1.1.0").unwrap();
+                server
+                    .handle_apply_services(&desired_old, rolled_out, &mut applied)
+                    .await;
+                let warning = server.next_event().await;
+                server.handle_event("Applied").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (warning, applied, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        timeout_after_1s(scenario).await
+    }
+
+    #[tokio::test]
+    async fn a_failed_migration_leaves_the_old_version_running_and_degrades_with_its_message() {
+        let (warning, applied, status) = reconcile_a_failed_migration(migrate_pod_exited(
+            1,
+            "inventory: migrations of ecommerce_inventory failed: column \"sku\" contains null values",
+        ))
+        .await;
+        assert!(images(&applied).iter().all(|i| i.ends_with(":1.1.0")));
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "MigrationFailed")
+        );
+        for part in [
+            "shop-inventory-migrate-",
+            "backoff limit",
+            "contains null values",
+            "1.1.0 keeps running",
+        ] {
+            assert!(
+                degraded.message.contains(part),
+                "{part}: {}",
+                degraded.message
+            );
+        }
+        assert_eq!(warning["type"], "Warning");
+        assert_eq!(warning["reason"], "MigrationFailed");
+        assert_eq!(warning["note"], degraded.message.as_str());
+        assert_eq!(
+            condition(&status, READY).unwrap().status,
+            "True",
+            "1.1.0 serves"
+        );
+        assert_eq!(status.migrated_version.as_deref(), Some("1.1.0"));
+    }
+
+    #[tokio::test]
+    async fn a_downgrade_across_a_migration_is_refused_with_its_own_reason() {
+        let (warning, applied, status) = reconcile_a_failed_migration(migrate_pod_exited(
+            3,
+            "inventory: database ecommerce_inventory was migrated by a newer version (migrations unknown to this one: m3); a downgrade across a migration is refused",
+        ))
+        .await;
+        assert!(images(&applied).iter().all(|i| i.ends_with(":1.1.0")));
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(degraded.reason, "DowngradeRefused");
+        assert!(
+            degraded
+                .message
+                .contains("downgrade across a migration is refused")
+        );
+        assert_eq!(warning["reason"], "DowngradeRefused");
     }
 }

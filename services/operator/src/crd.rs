@@ -331,6 +331,10 @@ pub struct EcommerceStackStatus {
     /// The version every service runs (all replicas updated and available).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// The version whose database migrations completed. The Deployments
+    /// run it until the migrations of a new `spec.version` complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated_version: Option<String>,
     /// `<ready>/<all>` services, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_services: Option<String>,
@@ -349,6 +353,10 @@ pub struct ServiceStatus {
     pub updated_replicas: i32,
     /// Every desired replica runs the current template and is ready.
     pub ready: bool,
+    /// The version every replica runs (the last one rolled out while a
+    /// rollout is under way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
     /// A HorizontalPodAutoscaler of the operator's owns its replica count.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub autoscaled: bool,

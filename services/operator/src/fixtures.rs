@@ -22,7 +22,9 @@ use crate::crd::{
     NatsSpec, NetworkPolicySpec, SecretKeyRef, ServicesSpec,
 };
 use crate::metrics::Metrics;
-use crate::resources::{FIELD_MANAGER, desired_state, internal_auth_secret_name, secret_refs};
+use crate::resources::{
+    DesiredState, FIELD_MANAGER, desired_state, internal_auth_secret_name, secret_refs,
+};
 
 pub const NAMESPACE: &str = "testns";
 pub const NAME: &str = "shop";
@@ -135,6 +137,16 @@ pub fn not_rolled_out(deployment: &Deployment) -> DeploymentStatus {
         available_replicas: Some(replicas),
         ..DeploymentStatus::default()
     }
+}
+
+/// What the mock API server says of the migration Jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationJobs {
+    Absent,
+    Running,
+    Succeeded,
+    /// The first one failed.
+    Failed,
 }
 
 /// Bodies the reconciler applied, by object name.
@@ -314,6 +326,22 @@ impl ApiServerVerifier {
     ) -> Applied {
         let desired = desired_state(stack).expect("a valid stack");
         let mut applied = Applied::default();
+        self.handle_apply_shared(&desired, &mut applied).await;
+        let migrated = stack
+            .status
+            .as_ref()
+            .and_then(|s| s.migrated_version.as_ref());
+        if migrated != Some(&stack.spec.version) {
+            self.handle_migrations(stack, MigrationJobs::Succeeded)
+                .await;
+        }
+        self.handle_apply_services(&desired, deployment_status, &mut applied)
+            .await;
+        applied
+    }
+
+    /// The ConfigMap and the NetworkPolicies.
+    pub async fn handle_apply_shared(&mut self, desired: &DesiredState, applied: &mut Applied) {
         let (config_map, send) = self
             .expect_apply(&format!(
                 "/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}-config"
@@ -331,6 +359,16 @@ impl ApiServerVerifier {
             respond_json(send, &body);
             applied.network_policies.push(body);
         }
+    }
+
+    /// Each service's Service, Deployment, disruption budget and autoscaler
+    /// of `desired`; Deployments are answered with `deployment_status`.
+    pub async fn handle_apply_services(
+        &mut self,
+        desired: &DesiredState,
+        deployment_status: fn(&Deployment) -> DeploymentStatus,
+        applied: &mut Applied,
+    ) {
         for objects in &desired.services {
             let child = format!("{NAME}-{}", objects.service.name());
             let (kube_service, send) = self
@@ -369,7 +407,50 @@ impl ApiServerVerifier {
                 applied.autoscalers.push(body);
             }
         }
-        applied
+    }
+
+    /// The reads of the stack's migration Jobs of `spec.version`, answered
+    /// as `jobs` says; returns the Jobs created (when they were absent).
+    pub async fn handle_migrations(
+        &mut self,
+        stack: &EcommerceStack,
+        jobs: MigrationJobs,
+    ) -> Vec<Value> {
+        let desired = desired_state(stack).expect("a valid stack");
+        let path = format!("/apis/batch/v1/namespaces/{NAMESPACE}/jobs");
+        let mut created = Vec::new();
+        for job in &desired.migrations {
+            let (_, send, _) = self
+                .expect(Method::GET, &format!("{path}/{}", job.name_any()))
+                .await;
+            let mut job = serde_json::to_value(job).unwrap();
+            match jobs {
+                MigrationJobs::Absent => {
+                    respond_error(send, 404, "NotFound");
+                    let (body, send, _) = self.expect(Method::POST, &path).await;
+                    respond_json(send, &body);
+                    created.push(body);
+                }
+                MigrationJobs::Running => {
+                    job["status"] = json!({"active": 1});
+                    respond_json(send, &job);
+                }
+                MigrationJobs::Succeeded => {
+                    job["status"] = json!({"succeeded": 1});
+                    respond_json(send, &job);
+                }
+                MigrationJobs::Failed => {
+                    job["status"] = json!({"failed": 4, "conditions": [{
+                        "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit",
+                    }]});
+                    respond_json(send, &job);
+                    // The first failure decides; the other Jobs are not read.
+                    break;
+                }
+            }
+        }
+        created
     }
 
     /// The list of the stack's pods, answered with `pods`.
@@ -382,6 +463,18 @@ impl ApiServerVerifier {
             &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}),
         );
         query
+    }
+
+    /// The next event, whatever its reason.
+    pub async fn next_event(&mut self) -> Value {
+        let (event, send, _) = self
+            .expect(
+                Method::POST,
+                &format!("/apis/events.k8s.io/v1/namespaces/{NAMESPACE}/events"),
+            )
+            .await;
+        respond_json(send, &event);
+        event
     }
 
     /// An event created through the events.k8s.io API; returns it.

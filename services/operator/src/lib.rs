@@ -7,6 +7,7 @@ pub mod crd;
 pub mod error;
 pub mod leader;
 pub mod metrics;
+pub mod migration;
 pub mod resources;
 pub mod runner;
 pub mod services;

@@ -586,6 +586,7 @@ mod tests {
             "/apis/networking.k8s.io/v1/networkpolicies",
             "/apis/autoscaling/v2/horizontalpodautoscalers",
             "/apis/policy/v1/poddisruptionbudgets",
+            "/apis/batch/v1/jobs",
         ] {
             let (_, query) = lists
                 .iter()

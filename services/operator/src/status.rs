@@ -45,9 +45,26 @@ pub fn service_status(service: Service, deployment: &Deployment) -> ServiceStatu
         ready_replicas,
         updated_replicas,
         ready,
+        // Known when every replica runs the template; otherwise the
+        // reconciler keeps what it last saw.
+        version: ready.then(|| template_version(deployment)).flatten(),
         // Known from the desired state, not the Deployment: set by the reconciler.
         autoscaled: false,
     }
+}
+
+/// The version a Deployment's pod template runs (its version label).
+pub fn template_version(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .labels
+        .as_ref()?
+        .get("app.kubernetes.io/version")
+        .cloned()
 }
 
 /// Why a Deployment cannot make progress, if it says so.
@@ -108,7 +125,17 @@ pub fn applied_status(
     let generation = stack.metadata.generation;
     let services: Vec<ServiceStatus> = deployments
         .iter()
-        .map(|(service, deployment)| service_status(*service, deployment))
+        .map(|(service, deployment)| {
+            let mut status = service_status(*service, deployment);
+            if status.version.is_none() {
+                status.version = previous
+                    .services
+                    .iter()
+                    .find(|s| s.name == status.name)
+                    .and_then(|s| s.version.clone());
+            }
+            status
+        })
         .collect();
     let not_ready: Vec<&str> = services
         .iter()
@@ -119,11 +146,17 @@ pub fn applied_status(
         .iter()
         .filter_map(|(_, d)| deployment_failure(d))
         .collect();
-    let all_ready = not_ready.is_empty();
+    // Nothing applied (a new stack's first migrations run) is not ready.
+    let all_ready = !services.is_empty() && not_ready.is_empty();
     let ready_count = services.len() - not_ready.len();
 
     let mut conditions = previous.conditions.clone();
-    let version = &stack.spec.version;
+    // What the Deployments were given: `spec.version`, or the last migrated
+    // version while the migrations of `spec.version` run.
+    let version = &deployments
+        .first()
+        .and_then(|(_, d)| template_version(d))
+        .unwrap_or_else(|| stack.spec.version.clone());
     if all_ready {
         set_condition(
             &mut conditions,
@@ -193,6 +226,7 @@ pub fn applied_status(
         } else {
             previous.version
         },
+        migrated_version: previous.migrated_version,
         ready_services: Some(format!("{ready_count}/{}", services.len())),
         services,
     }

@@ -202,6 +202,13 @@ fn assert_rbac_covers_the_operator(stacks: &[PolicyRule], leases: &[PolicyRule])
         "horizontalpodautoscalers",
         "delete"
     ));
+    for verb in ["get", "list", "watch", "create"] {
+        assert!(allows(stacks, "batch", "jobs", verb), "jobs {verb}");
+    }
+    assert!(
+        !allows(stacks, "batch", "jobs", "patch"),
+        "a Job is never changed"
+    );
     assert!(allows(stacks, "", "pods", "list"));
     assert!(allows(stacks, "", "secrets", "get"));
     assert!(allows(stacks, "", "secrets", "create"));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -17,11 +18,13 @@ use crate::error::{Error, Result};
 use crate::services::Service;
 
 mod env;
+mod migration;
 mod network;
 mod secrets;
 mod workload;
 
 pub use env::*;
+pub use migration::*;
 use network::*;
 pub use secrets::*;
 pub use workload::*;
@@ -48,6 +51,9 @@ pub struct DesiredState {
     pub config_map: ConfigMap,
     /// Empty when `spec.networkPolicy.enabled` is false.
     pub network_policies: Vec<NetworkPolicy>,
+    /// The migration Jobs of `spec.version`, run before the Deployments
+    /// roll to it.
+    pub migrations: Vec<Job>,
     pub services: Vec<ServiceObjects>,
 }
 
@@ -157,6 +163,7 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
         Service::ALL
             .into_iter()
             .map(|service| network_policy(stack, service, &owner))
+            .chain([migration_network_policy(stack, &owner)])
             .collect()
     } else {
         Vec::new()
@@ -164,8 +171,18 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
     Ok(DesiredState {
         config_map,
         network_policies,
+        migrations: migration_jobs(stack, &owner),
         services,
     })
+}
+
+/// The desired state with the Deployments (and everything else) at
+/// `version`: the last migrated one while the migrations of `spec.version`
+/// run.
+pub fn desired_state_at(stack: &EcommerceStack, version: &str) -> Result<DesiredState> {
+    let mut at_version = stack.clone();
+    at_version.spec.version = version.to_owned();
+    desired_state(&at_version)
 }
 
 #[cfg(test)]
@@ -728,7 +745,36 @@ mod tests {
         }];
         stack.spec.nats.url = "nats://nats.messaging:14222".into();
         let state = desired_state(&stack).unwrap();
-        assert_eq!(state.network_policies.len(), 6);
+        assert_eq!(state.network_policies.len(), 7);
+        // The migration pods: no ingress; DNS and PostgreSQL out.
+        let migrations = state.network_policies[6].spec.as_ref().unwrap();
+        assert_eq!(
+            migrations.pod_selector.as_ref().unwrap().match_labels,
+            Some(BTreeMap::from([
+                ("app.kubernetes.io/instance".to_owned(), "shop".to_owned()),
+                (
+                    "app.kubernetes.io/component".to_owned(),
+                    MIGRATION_COMPONENT.to_owned()
+                ),
+            ]))
+        );
+        assert_eq!(migrations.ingress.as_deref(), Some(&[][..]));
+        let out: Vec<_> = migrations
+            .egress
+            .as_ref()
+            .unwrap()
+            .iter()
+            .flat_map(|rule| rule.ports.iter().flatten())
+            .map(|p| (p.protocol.clone().unwrap(), p.port.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            out,
+            [
+                ("UDP".to_owned(), IntOrString::Int(53)),
+                ("TCP".to_owned(), IntOrString::Int(53)),
+                ("TCP".to_owned(), IntOrString::Int(5432)),
+            ]
+        );
         for service in Service::ALL {
             let spec = policy(&state, service);
             assert_eq!(
@@ -948,5 +994,80 @@ mod tests {
             assert_eq!(spread[0].when_unsatisfiable, "ScheduleAnyway");
             assert_eq!(spread[0].label_selector.as_ref(), Some(selector), "{name}");
         }
+    }
+
+    #[test]
+    fn each_database_service_migrates_in_a_job_of_its_own_per_version() {
+        let state = desired_state(&stack()).unwrap();
+        let names: Vec<String> = state.migrations.iter().map(|j| j.name_any()).collect();
+        assert_eq!(names.len(), 3);
+        for (name, service) in names.iter().zip(["inventory", "order", "user"]) {
+            assert!(
+                name.starts_with(&format!("shop-{service}-migrate-")),
+                "{name}"
+            );
+            assert!(name.len() <= 63, "fits the job-name label: {name}");
+        }
+        // Another version, other Jobs (a Job's template cannot change); the
+        // same version, the same names.
+        let later = desired_state_at(&stack(), "1.3.0").unwrap();
+        assert!(
+            later
+                .migrations
+                .iter()
+                .all(|j| !names.contains(&j.name_any()))
+        );
+        let again = desired_state(&stack()).unwrap();
+        assert!(
+            again
+                .migrations
+                .iter()
+                .all(|j| names.contains(&j.name_any()))
+        );
+
+        let order = &state.migrations[1];
+        let spec = order.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(3));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        let rule = &spec.pod_failure_policy.as_ref().unwrap().rules[0];
+        assert_eq!(rule.action, "FailJob", "a refused downgrade is not retried");
+        assert_eq!(
+            rule.on_exit_codes.as_ref().unwrap().values,
+            [SCHEMA_AHEAD_EXIT_CODE]
+        );
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels["app.kubernetes.io/component"], MIGRATION_COMPONENT);
+        assert_eq!(labels["app.kubernetes.io/name"], "order-migrate");
+        assert_eq!(labels["app.kubernetes.io/managed-by"], FIELD_MANAGER);
+        let c = &pod.containers[0];
+        assert_eq!(c.name, MIGRATE_CONTAINER);
+        assert_eq!(c.args.as_deref(), Some(&["migrate".to_owned()][..]));
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        // The settings and secrets the service itself reads.
+        assert_eq!(c.env, Some(container_env(&stack(), Service::Order)));
+        let deployment = &objects(&state, Service::Order).deployment;
+        assert_eq!(c.image, container(deployment).image);
+        assert_eq!(c.security_context, container(deployment).security_context);
+    }
+
+    #[test]
+    fn the_schema_ahead_exit_code_is_the_services_own() {
+        assert_eq!(
+            i64::from(SCHEMA_AHEAD_EXIT_CODE),
+            i64::from(platform::db::SCHEMA_AHEAD_EXIT_CODE)
+        );
     }
 }

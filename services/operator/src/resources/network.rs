@@ -23,6 +23,21 @@ pub(crate) fn tcp_port(port: i32) -> NetworkPolicyPort {
     }
 }
 
+/// Name look-ups, wherever the cluster's DNS runs.
+pub(crate) fn dns_egress() -> NetworkPolicyEgressRule {
+    NetworkPolicyEgressRule {
+        ports: Some(vec![
+            NetworkPolicyPort {
+                port: Some(IntOrString::Int(53)),
+                protocol: Some("UDP".to_owned()),
+                ..NetworkPolicyPort::default()
+            },
+            tcp_port(53),
+        ]),
+        to: None,
+    }
+}
+
 pub(crate) fn pods_of(stack: &EcommerceStack, service: Service) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
@@ -80,17 +95,7 @@ pub(crate) fn network_policy(
             from: Some(spec.network_policy.metrics_from.clone()),
         });
     }
-    let mut egress = vec![NetworkPolicyEgressRule {
-        ports: Some(vec![
-            NetworkPolicyPort {
-                port: Some(IntOrString::Int(53)),
-                protocol: Some("UDP".to_owned()),
-                ..NetworkPolicyPort::default()
-            },
-            tcp_port(53),
-        ]),
-        to: None,
-    }];
+    let mut egress = vec![dns_egress()];
     for callee in service.dials() {
         egress.push(NetworkPolicyEgressRule {
             ports: Some(vec![tcp_port(callee.port())]),

@@ -144,6 +144,54 @@ pub(crate) fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> 
     }
 }
 
+/// Every pod of the stack: not root, the runtime's seccomp profile.
+pub(crate) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// Every container of the stack: a read-only root, no privileges.
+pub(crate) fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The root filesystem is read-only; /tmp is the one writable place.
+pub(crate) fn tmp_volume() -> Volume {
+    Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("64Mi".to_owned())),
+            ..EmptyDirVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+pub(crate) fn tmp_mount() -> VolumeMount {
+    VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: "/tmp".to_owned(),
+        ..VolumeMount::default()
+    }
+}
+
 pub(crate) fn deployment(
     stack: &EcommerceStack,
     service: Service,
@@ -197,22 +245,8 @@ pub(crate) fn deployment(
             }),
             ..Lifecycle::default()
         }),
-        // The root filesystem is read-only; /tmp is the one writable place.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_owned(),
-            mount_path: "/tmp".to_owned(),
-            ..VolumeMount::default()
-        }]),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            read_only_root_filesystem: Some(true),
-            allow_privilege_escalation: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        volume_mounts: Some(vec![tmp_mount()]),
+        security_context: Some(container_security_context()),
         ..Container::default()
     };
     Deployment {
@@ -239,16 +273,7 @@ pub(crate) fn deployment(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(RUN_AS_USER),
-                        run_as_group: Some(RUN_AS_USER),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".to_owned(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(pod_security_context()),
                     // Replicas on different nodes where the scheduler can,
                     // as the chart's `topologySpread`.
                     topology_spread_constraints: Some(vec![TopologySpreadConstraint {
@@ -265,14 +290,7 @@ pub(crate) fn deployment(
                     termination_grace_period_seconds: Some(30),
                     // The services never call the Kubernetes API.
                     automount_service_account_token: Some(false),
-                    volumes: Some(vec![Volume {
-                        name: "tmp".to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource {
-                            size_limit: Some(Quantity("64Mi".to_owned())),
-                            ..EmptyDirVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![tmp_volume()]),
                     ..PodSpec::default()
                 }),
             },
