@@ -42,7 +42,7 @@ packaging check compares them).
   verbs: ["update"]
 # Children by server-side apply (create on first apply), watched for drift.
 - apiGroups: ["apps"]
-  resources: ["deployments"]
+  resources: ["deployments", "statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
@@ -31,8 +31,9 @@ use crate::migration::{
     JobOutcome, Migration, deployable_version, failed_migration, job_outcome, set_migration,
 };
 use crate::resources::{
-    DesiredState, FIELD_MANAGER, ServiceObjects, desired_state, desired_state_at, event_names,
-    generated_internal_auth_secret, internal_auth_secret_name, new_token, secret_refs,
+    DesiredState, FIELD_MANAGER, ServiceObjects, dependency_ready, desired_state, desired_state_at,
+    event_names, generated_secret, generated_secrets, nats_url, new_token, secret_refs,
+    spec_problems,
 };
 use crate::services::Service;
 use crate::status::{
@@ -144,6 +145,10 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     {
         return pause(stack, ctx).await;
     }
+    let problems = spec_problems(stack);
+    if !problems.is_empty() {
+        return refuse(stack, ctx, "InvalidSpec", problems.join("; ")).await;
+    }
     if let Some(message) = shared_event_names(stack, ctx).await {
         return refuse(stack, ctx, "EventNamesShared", message).await;
     }
@@ -157,8 +162,13 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let desired = desired_state(stack)?;
     let client = &ctx.client;
     let outcome = async {
-        apply_shared(&desired, client, &namespace).await?;
-        let migration = migrate(stack, &desired, client, &namespace).await?;
+        let starting = apply_shared(&desired, client, &namespace).await?;
+        // The migrations need PostgreSQL, the services NATS too.
+        let migration = if starting.is_empty() {
+            migrate(stack, &desired, client, &namespace).await?
+        } else {
+            Migration::Waiting(starting)
+        };
         // Until `spec.version` is migrated, the Deployments stay at the
         // last migrated version (or are not created yet).
         let services = match deployable_version(stack, &migration) {
@@ -185,8 +195,9 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     }
     set_migration(&mut status, stack, &migration, now);
     let all_ready = !status.services.is_empty() && status.services.iter().all(|s| s.ready);
-    if !all_ready || matches!(migration, Migration::Running(_)) {
-        // Pods that cannot start (a Deployment's or a migration Job's) never
+    if !all_ready || matches!(migration, Migration::Running(_) | Migration::Waiting(_)) {
+        // Pods that cannot start (a Deployment's, a migration Job's, a
+        // managed dependency's) never
         // fail their owner until its deadline: name the cause now.
         let failures = match failing_pods(stack, &ctx.client, &namespace).await {
             Ok(failures) => failures,
@@ -380,7 +391,9 @@ async fn shared_event_names(stack: &EcommerceStack, ctx: &Context) -> Option<Str
         .into_iter()
         .filter(|other| other.metadata.uid != stack.metadata.uid)
         .filter(|other| other.metadata.deletion_timestamp.is_none())
-        .filter(|other| other.spec.nats.url == stack.spec.nats.url)
+        // A managed NATS is the stack's own.
+        .filter(|other| other.spec.nats.managed.is_none() && stack.spec.nats.managed.is_none())
+        .filter(|other| nats_url(other) == nats_url(stack))
         .filter(|other| created(other) < created(stack))
         .find_map(|other| {
             let theirs = event_names(&other);
@@ -404,50 +417,49 @@ async fn shared_event_names(stack: &EcommerceStack, ctx: &Context) -> Option<Str
         })
 }
 
-/// Reads every Secret the pods will read; returns what is missing. The
-/// generated internal auth token's Secret is created here when absent.
+/// Reads every Secret the pods will read; returns what is missing. A
+/// Secret the spec leaves to the operator is generated here when absent,
+/// once: an existing one is never changed.
 async fn check_secrets(
     stack: &EcommerceStack,
     client: &Client,
     namespace: &str,
 ) -> Result<Vec<String>> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let generated = internal_auth_secret_name(&stack.name_any());
+    let generated = generated_secrets(stack);
     let mut missing = Vec::new();
     for reference in secret_refs(stack) {
         let found = match secrets.get_opt(&reference.name).await? {
-            None if reference.name == generated
-                && stack.spec.internal_auth_token_secret_ref.is_none() =>
-            {
-                let secret = generated_internal_auth_secret(stack, new_token())?;
-                match secrets.create(&PostParams::default(), &secret).await {
-                    Ok(_) => {
-                        info!(stack = %stack.name_any(), secret = %generated, "generated the internal auth token")
+            Some(secret) => secret,
+            None => match generated.iter().find(|g| g.reference == reference) {
+                Some(to_generate) => {
+                    let secret = generated_secret(stack, to_generate, new_token())?;
+                    match secrets.create(&PostParams::default(), &secret).await {
+                        Ok(_) => {
+                            info!(stack = %stack.name_any(), secret = %reference.name, "generated a secret")
+                        }
+                        // Another reconcile created it first: keep that one.
+                        Err(kube::Error::Api(status)) if status.code == 409 => {}
+                        Err(error) => return Err(error.into()),
                     }
-                    // Another reconcile created it first: keep that one.
-                    Err(kube::Error::Api(status)) if status.code == 409 => {}
-                    Err(error) => return Err(error.into()),
+                    continue;
                 }
-                continue;
-            }
-            None => None,
-            Some(secret) => Some(secret),
+                None => {
+                    missing.push(format!("Secret {:?} not found", reference.name));
+                    continue;
+                }
+            },
         };
-        match found {
-            None => missing.push(format!("Secret {:?} not found", reference.name)),
-            Some(secret) => {
-                // The API server returns every key under `data`.
-                let has_key = secret
-                    .data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(&reference.key));
-                if !has_key {
-                    missing.push(format!(
-                        "Secret {:?} has no key {:?}",
-                        reference.name, reference.key
-                    ));
-                }
-            }
+        // The API server returns every key under `data`.
+        let has_key = found
+            .data
+            .as_ref()
+            .is_some_and(|d| d.contains_key(&reference.key));
+        if !has_key {
+            missing.push(format!(
+                "Secret {:?} has no key {:?}",
+                reference.name, reference.key
+            ));
         }
     }
     Ok(missing)
@@ -468,12 +480,42 @@ async fn failing_pods(
     Ok(pod_failures(&list.items))
 }
 
-/// Applies the ConfigMap and the NetworkPolicies: what the migration Jobs
-/// need before they run.
-async fn apply_shared(desired: &DesiredState, client: &Client, namespace: &str) -> Result<()> {
+/// Applies the managed dependencies, the ConfigMap and the NetworkPolicies:
+/// what the migration Jobs need before they run. Returns the managed
+/// dependencies not ready yet.
+async fn apply_shared(
+    desired: &DesiredState,
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<String>> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+    let kube_services: Api<KubeService> = Api::namespaced(client.clone(), namespace);
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let mut starting = Vec::new();
+    for managed in &desired.dependencies {
+        if let Some(policy) = &managed.network_policy {
+            policies
+                .patch(&policy.name_any(), &params, &Patch::Apply(policy))
+                .await?;
+        }
+        let service = &managed.kube_service;
+        kube_services
+            .patch(&service.name_any(), &params, &Patch::Apply(service))
+            .await?;
+        let stateful_set = &managed.stateful_set;
+        let applied = stateful_sets
+            .patch(
+                &stateful_set.name_any(),
+                &params,
+                &Patch::Apply(stateful_set),
+            )
+            .await?;
+        if !dependency_ready(&applied) {
+            starting.push(applied.name_any());
+        }
+    }
     let config_map = &desired.config_map;
     config_maps
         .patch(&config_map.name_any(), &params, &Patch::Apply(config_map))
@@ -483,7 +525,7 @@ async fn apply_shared(desired: &DesiredState, client: &Client, namespace: &str) 
             .patch(&policy.name_any(), &params, &Patch::Apply(policy))
             .await?;
     }
-    Ok(())
+    Ok(starting)
 }
 
 /// Applies each service's Service, Deployment, disruption budget and
@@ -667,10 +709,21 @@ async fn patch_status(
 /// The children carry owner references, so the garbage collector deletes
 /// them with the stack; cleanup only records that and forgets the stack.
 async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
-    let note = format!(
-        "deleting stack {}: everything it owns goes with it (Deployments, Services, disruption budgets, NetworkPolicies, autoscalers, migration Jobs, the ConfigMap and a generated token Secret)",
+    let mut note = format!(
+        "deleting stack {}: everything it owns goes with it (Deployments, Services, disruption budgets, NetworkPolicies, autoscalers, migration Jobs, managed PostgreSQL and NATS, the ConfigMap and generated Secrets)",
         stack.name_any()
     );
+    let retained: Vec<String> = generated_secrets(stack)
+        .into_iter()
+        .filter(|g| g.retained)
+        .map(|g| g.reference.name)
+        .collect();
+    if !retained.is_empty() {
+        note.push_str(&format!(
+            "; kept (retainOnDelete): the volume of the managed PostgreSQL and the Secret {} that opens it",
+            retained.join(", ")
+        ));
+    }
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
     ctx.forget_failures(stack);
     Ok(Action::await_change())
@@ -708,6 +761,7 @@ pub async fn run(
         .owns(api::<HorizontalPodAutoscaler>(&client, namespace), owned())
         .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
         .owns(api::<Job>(&client, namespace), owned())
+        .owns(api::<StatefulSet>(&client, namespace), owned())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -774,7 +828,7 @@ mod tests {
         let scenario = tokio::spawn({
             let stack = stack.clone();
             async move {
-                let token_secret = server.handle_secrets(&stack, false).await;
+                let token_secret = server.handle_secrets(&stack, false).await.remove(0);
                 let applied = server.handle_apply_children(&stack, rolled_out).await;
                 server.handle_event("Applied").await;
                 server.handle_event("Migrated").await;
@@ -1549,7 +1603,7 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 let desired = crate::resources::desired_state(&stack).unwrap();
                 server
-                    .handle_apply_shared(&desired, &mut Applied::default())
+                    .handle_apply_shared(&desired, true, &mut Applied::default())
                     .await;
                 let jobs = server
                     .handle_migrations(&stack, MigrationJobs::Absent)
@@ -1609,7 +1663,9 @@ mod tests {
             async move {
                 server.handle_secrets(&stack, true).await;
                 let mut applied = Applied::default();
-                server.handle_apply_shared(&desired_new, &mut applied).await;
+                server
+                    .handle_apply_shared(&desired_new, true, &mut applied)
+                    .await;
                 server
                     .handle_migrations(&stack, MigrationJobs::Running)
                     .await;
@@ -1656,7 +1712,9 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 let mut applied = Applied::default();
                 let desired = crate::resources::desired_state(&stack).unwrap();
-                server.handle_apply_shared(&desired, &mut applied).await;
+                server
+                    .handle_apply_shared(&desired, true, &mut applied)
+                    .await;
                 server
                     .handle_migrations(&stack, MigrationJobs::Succeeded)
                     .await;
@@ -1711,7 +1769,9 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 let mut applied = Applied::default();
                 let desired = crate::resources::desired_state(&stack).unwrap();
-                server.handle_apply_shared(&desired, &mut applied).await;
+                server
+                    .handle_apply_shared(&desired, true, &mut applied)
+                    .await;
                 server
                     .handle_migrations(&stack, MigrationJobs::Failed)
                     .await;
@@ -1788,5 +1848,159 @@ mod tests {
                 .contains("downgrade across a migration is refused")
         );
         assert_eq!(warning["reason"], "DowngradeRefused");
+    }
+
+    /// The dev sample's shop: PostgreSQL and NATS managed, every secret
+    /// generated.
+    fn dev_stack() -> EcommerceStack {
+        let mut stack = EcommerceStack::test().finalized();
+        stack.spec.app_env = crate::crd::AppEnv::Development;
+        stack.spec.database = crate::crd::DatabaseSpec {
+            managed: Some(Default::default()),
+            host: None,
+            port: 5432,
+            user: None,
+            name: "ecommerce".into(),
+            password_secret_ref: None,
+        };
+        stack.spec.nats.url = None;
+        stack.spec.nats.managed = Some(Default::default());
+        stack.spec.jwt_secret_ref = None;
+        stack.spec.admin.as_mut().unwrap().password_secret_ref = None;
+        stack
+    }
+
+    #[tokio::test]
+    async fn one_resource_makes_a_shop_with_its_own_postgresql_nats_and_secrets() {
+        let stack = dev_stack();
+        let desired = crate::resources::desired_state(&stack).unwrap();
+
+        // First: the secrets are generated, PostgreSQL and NATS applied;
+        // nothing migrates before they are ready.
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            let desired = desired.clone();
+            async move {
+                let secrets = server.handle_secrets(&stack, false).await;
+                let mut applied = Applied::default();
+                server
+                    .handle_apply_shared(&desired, false, &mut applied)
+                    .await;
+                server.handle_pod_list(Vec::new()).await;
+                server.handle_event("Applied").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (secrets, applied, status)
+            }
+        });
+        let action = reconcile_in_time(stack.clone(), ctx)
+            .await
+            .expect("reconciled");
+        assert_eq!(action, Action::requeue(super::ROLLOUT_RECHECK));
+        let (secrets, applied, status) = timeout_after_1s(scenario).await;
+        let names: Vec<&str> = secrets
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "shop-postgresql",
+                "shop-jwt",
+                "shop-admin",
+                "shop-internal-auth"
+            ]
+        );
+        for secret in &secrets {
+            assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "shop");
+            let (_, value) = secret["stringData"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .next()
+                .unwrap();
+            assert_eq!(value.as_str().unwrap().len(), 64);
+        }
+        let stateful_sets: Vec<&str> = applied
+            .stateful_sets
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(stateful_sets, ["shop-postgresql", "shop-nats"]);
+        assert_eq!(
+            status.admin_password_secret_ref,
+            Some(crate::crd::SecretKeyRef {
+                name: "shop-admin".into(),
+                key: "password".into()
+            })
+        );
+        let progressing = condition(&status, PROGRESSING).unwrap();
+        assert_eq!(progressing.reason, "WaitingForDependencies");
+        assert!(
+            progressing
+                .message
+                .contains("shop-postgresql and shop-nats"),
+            "{}",
+            progressing.message
+        );
+        assert_eq!(condition(&status, READY).unwrap().status, "False");
+
+        // They are ready (a change of a StatefulSet it owns wakes the
+        // operator): the migrations start, with the generated password.
+        let (ctx, mut server) = Context::test();
+        let stack = stack.with_status(status);
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                server
+                    .handle_apply_shared(&desired, true, &mut Applied::default())
+                    .await;
+                let jobs = server
+                    .handle_migrations(&stack, MigrationJobs::Absent)
+                    .await;
+                server.handle_pod_list(Vec::new()).await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (jobs, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        let (jobs, status) = timeout_after_1s(scenario).await;
+        assert_eq!(jobs.len(), 3);
+        let env = jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap();
+        let password = env.iter().find(|e| e["name"] == "DB_PASSWORD").unwrap();
+        assert_eq!(
+            password["valueFrom"]["secretKeyRef"]["name"],
+            "shop-postgresql"
+        );
+        assert_eq!(condition(&status, PROGRESSING).unwrap().reason, "Migrating");
+    }
+
+    #[tokio::test]
+    async fn a_spec_that_names_no_database_is_refused_before_anything_is_applied() {
+        let (ctx, mut server) = Context::test();
+        let mut stack = EcommerceStack::test().finalized();
+        stack.spec.database.host = None;
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                let event = server.handle_event("InvalidSpec").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (event, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("refused");
+        let (event, status) = timeout_after_1s(scenario).await;
+        assert!(event["note"].as_str().unwrap().contains("spec.database"));
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
@@ -63,7 +64,10 @@ pub struct EcommerceStackSpec {
     pub database: DatabaseSpec,
     pub nats: NatsSpec,
     /// Secret key holding the gateway's HS256 key (at least 32 bytes).
-    pub jwt_secret_ref: SecretKeyRef,
+    /// Unset: the operator generates one once into the Secret `<stack>-jwt`
+    /// (key `secret`), owned by the stack and never rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_ref: Option<SecretKeyRef>,
     /// Secret key holding the token every internal gRPC call carries
     /// (`INTERNAL_AUTH_TOKEN`). Unset: the operator generates one once into
     /// the Secret `<stack>-internal-auth` (key `token`), which it owns and
@@ -135,21 +139,56 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// PostgreSQL shared by inventory, order and user (one database each).
+/// PostgreSQL shared by inventory, order and user (one database each):
+/// `managed` (the operator runs one for the stack), or `host`, `user` and
+/// `passwordSecretRef` of an existing one.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.managed) ? !has(self.host) && !has(self.user) && !has(self.passwordSecretRef) : has(self.host) && has(self.user) && has(self.passwordSecretRef)",
+    "message": "either managed, or host, user and passwordSecretRef of an existing PostgreSQL"
+}]))]
 pub struct DatabaseSpec {
+    /// A PostgreSQL 15 StatefulSet `<stack>-postgresql` run by the operator
+    /// (development: one pod, no replication, no backups), its password
+    /// generated into the Secret `<stack>-postgresql`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub host: String,
+    pub host: Option<String>,
     #[serde(default = "default_db_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub user: String,
+    pub user: Option<String>,
     /// Base of the per-service database names (`<name>_user`, ...).
     #[serde(default = "default_db_name")]
     pub name: String,
-    pub password_secret_ref: SecretKeyRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A dependency the operator runs for the stack: one pod of a StatefulSet
+/// with a volume. For development and trials, not production.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedSpec {
+    /// Its image; unset: `postgres:15` or `nats:2.9-alpine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// Size of its volume; unset: 2Gi for PostgreSQL, 1Gi for NATS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Quantity>,
+    /// The volume's StorageClass; unset: the cluster's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Keep the volume (and a generated password that opens it) when the
+    /// stack is deleted; a stack of the same name finds them again.
+    #[serde(default)]
+    pub retain_on_delete: bool,
 }
 
 fn default_db_port() -> i32 {
@@ -169,10 +208,19 @@ fn default_db_name() -> String {
 /// reason `EventNamesShared`).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.managed) != has(self.url)",
+    "message": "either managed, or the url of an existing NATS"
+}]))]
 pub struct NatsSpec {
+    /// A NATS with JetStream, StatefulSet `<stack>-nats`, run by the operator
+    /// (development: one pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedSpec>,
     /// e.g. `nats://nats:4222`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub url: String,
+    pub url: Option<String>,
     /// `NATS_STREAM`; unset: `ORDER_EVENTS_<NAMESPACE>_<NAME>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,200}$"))]
@@ -239,7 +287,10 @@ pub struct AdminSpec {
     pub username: String,
     #[schemars(length(min = 3, max = 254))]
     pub email: String,
-    pub password_secret_ref: SecretKeyRef,
+    /// Unset: a password generated once into the Secret `<stack>-admin`
+    /// (key `password`), which `status.adminPasswordSecretRef` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Settings of each of the six services.
@@ -335,6 +386,9 @@ pub struct EcommerceStackStatus {
     /// run it until the migrations of a new `spec.version` complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrated_version: Option<String>,
+    /// Where the first admin's password is (given or generated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_secret_ref: Option<SecretKeyRef>,
     /// `<ready>/<all>` services, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_services: Option<String>,

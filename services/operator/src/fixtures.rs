@@ -23,7 +23,7 @@ use crate::crd::{
 };
 use crate::metrics::Metrics;
 use crate::resources::{
-    DesiredState, FIELD_MANAGER, desired_state, internal_auth_secret_name, secret_refs,
+    DesiredState, FIELD_MANAGER, desired_state, generated_secrets, secret_refs,
 };
 
 pub const NAMESPACE: &str = "testns";
@@ -38,35 +38,37 @@ pub fn test_spec() -> EcommerceStackSpec {
         image_pull_policy: None,
         app_env: AppEnv::Production,
         database: DatabaseSpec {
-            host: "postgres.db".into(),
+            managed: None,
+            host: Some("postgres.db".into()),
             port: 5432,
-            user: "shop".into(),
+            user: Some("shop".into()),
             name: "ecommerce".into(),
-            password_secret_ref: SecretKeyRef {
+            password_secret_ref: Some(SecretKeyRef {
                 name: "shop-db".into(),
                 key: "password".into(),
-            },
+            }),
         },
         nats: NatsSpec {
-            url: "nats://nats.messaging:4222".into(),
+            managed: None,
+            url: Some("nats://nats.messaging:4222".into()),
             stream: None,
             subject_prefix: None,
             consumer_name: None,
         },
-        jwt_secret_ref: SecretKeyRef {
+        jwt_secret_ref: Some(SecretKeyRef {
             name: "shop-jwt".into(),
             key: "secret".into(),
-        },
+        }),
         internal_auth_token_secret_ref: None,
         trusted_proxies: Vec::new(),
         network_policy: NetworkPolicySpec::default(),
         admin: Some(AdminSpec {
             username: "admin".into(),
             email: "admin@example.com".into(),
-            password_secret_ref: SecretKeyRef {
+            password_secret_ref: Some(SecretKeyRef {
                 name: "shop-admin".into(),
                 key: "password".into(),
-            },
+            }),
         }),
         services: ServicesSpec::default(),
     }
@@ -157,6 +159,7 @@ pub struct Applied {
     pub services: Vec<Value>,
     pub deployments: Vec<Value>,
     pub disruption_budgets: Vec<Value>,
+    pub stateful_sets: Vec<Value>,
     pub autoscalers: Vec<Value>,
 }
 
@@ -279,20 +282,22 @@ impl ApiServerVerifier {
     }
 
     /// The reads of every Secret the stack references, each answered with
-    /// its key present; the generated token's Secret is absent, then
-    /// created, unless `generated_exists`. Returns the created Secret (Null
-    /// when none was).
+    /// its key present; those the operator generates are absent, then
+    /// created, unless `generated_exist`. Returns the created Secrets.
     pub async fn handle_secrets(
         &mut self,
         stack: &EcommerceStack,
-        generated_exists: bool,
-    ) -> Value {
-        let generated = internal_auth_secret_name(&stack.name_any());
-        let mut created = Value::Null;
+        generated_exist: bool,
+    ) -> Vec<Value> {
+        let generated: Vec<String> = generated_secrets(stack)
+            .into_iter()
+            .map(|g| g.reference.name)
+            .collect();
+        let mut created = Vec::new();
         for reference in secret_refs(stack) {
             let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{}", reference.name);
             let (_, send, _) = self.expect(Method::GET, &path).await;
-            if reference.name == generated && !generated_exists {
+            if generated.contains(&reference.name) && !generated_exist {
                 respond_error(send, 404, "NotFound");
                 let (secret, send, _) = self
                     .expect(
@@ -301,7 +306,7 @@ impl ApiServerVerifier {
                     )
                     .await;
                 respond_json(send, &secret);
-                created = secret;
+                created.push(secret);
             } else {
                 respond_json(
                     send,
@@ -326,7 +331,7 @@ impl ApiServerVerifier {
     ) -> Applied {
         let desired = desired_state(stack).expect("a valid stack");
         let mut applied = Applied::default();
-        self.handle_apply_shared(&desired, &mut applied).await;
+        self.handle_apply_shared(&desired, true, &mut applied).await;
         let migrated = stack
             .status
             .as_ref()
@@ -340,8 +345,39 @@ impl ApiServerVerifier {
         applied
     }
 
-    /// The ConfigMap and the NetworkPolicies.
-    pub async fn handle_apply_shared(&mut self, desired: &DesiredState, applied: &mut Applied) {
+    /// The managed dependencies (their StatefulSets answered ready or
+    /// not), the ConfigMap and the NetworkPolicies.
+    pub async fn handle_apply_shared(
+        &mut self,
+        desired: &DesiredState,
+        dependencies_ready: bool,
+        applied: &mut Applied,
+    ) {
+        for managed in &desired.dependencies {
+            let name = format!("{NAME}-{}", managed.dependency.name());
+            if managed.network_policy.is_some() {
+                let (body, send) = self
+                    .expect_apply(&format!(
+                        "/apis/networking.k8s.io/v1/namespaces/{NAMESPACE}/networkpolicies/{name}"
+                    ))
+                    .await;
+                respond_json(send, &body);
+                applied.network_policies.push(body);
+            }
+            let (body, send) = self
+                .expect_apply(&format!("/api/v1/namespaces/{NAMESPACE}/services/{name}"))
+                .await;
+            respond_json(send, &body);
+            applied.services.push(body);
+            let (mut body, send) = self
+                .expect_apply(&format!(
+                    "/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets/{name}"
+                ))
+                .await;
+            applied.stateful_sets.push(body.clone());
+            body["status"] = json!({"replicas": 1, "readyReplicas": i32::from(dependencies_ready)});
+            respond_json(send, &body);
+        }
         let (config_map, send) = self
             .expect_apply(&format!(
                 "/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}-config"

@@ -14,6 +14,8 @@ use crate::status::{DEGRADED, PROGRESSING, READY, set_condition};
 
 /// `Progressing` while the migrations run.
 pub const MIGRATING: &str = "Migrating";
+/// `Progressing` while a managed PostgreSQL or NATS starts.
+pub const WAITING: &str = "WaitingForDependencies";
 /// `Degraded`: a migration Job failed.
 pub const MIGRATION_FAILED: &str = "MigrationFailed";
 /// `Degraded`: the requested version is older than the database's schema.
@@ -24,6 +26,8 @@ pub const DOWNGRADE_REFUSED: &str = "DowngradeRefused";
 pub enum Migration {
     /// Migrated, now or before: the Deployments may run `spec.version`.
     Done,
+    /// These managed dependencies are not ready: the Jobs wait for them.
+    Waiting(Vec<String>),
     /// These Jobs have not finished.
     Running(Vec<String>),
     /// A Job failed; `reason` is `MigrationFailed` or `DowngradeRefused`.
@@ -138,6 +142,22 @@ pub fn set_migration(
         Migration::Done => {
             status.migrated_version = Some(version.clone());
             return;
+        }
+        Migration::Waiting(dependencies) => {
+            let message = format!(
+                "waiting for {} to be ready before migrating the databases to version {version}",
+                dependencies.join(" and ")
+            );
+            set_condition(
+                &mut status.conditions,
+                PROGRESSING,
+                true,
+                WAITING,
+                message.clone(),
+                generation,
+                now,
+            );
+            (WAITING, message)
         }
         Migration::Running(jobs) => {
             let message = format!(

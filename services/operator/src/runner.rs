@@ -587,6 +587,7 @@ mod tests {
             "/apis/autoscaling/v2/horizontalpodautoscalers",
             "/apis/policy/v1/poddisruptionbudgets",
             "/apis/batch/v1/jobs",
+            "/apis/apps/v1/statefulsets",
         ] {
             let (_, query) = lists
                 .iter()

@@ -227,6 +227,7 @@ pub fn applied_status(
             previous.version
         },
         migrated_version: previous.migrated_version,
+        admin_password_secret_ref: crate::resources::admin_password_ref(stack),
         ready_services: Some(format!("{ready_count}/{}", services.len())),
         services,
     }

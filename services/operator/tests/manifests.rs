@@ -9,6 +9,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::core::CustomResourceExt;
 use operator::EcommerceStack;
+use operator::resources::{desired_state, generated_secrets, spec_problems};
 use operator::runner::Settings;
 use serde::Deserialize;
 use serde_json::Value;
@@ -92,8 +93,56 @@ fn the_sample_is_a_valid_ecommerce_stack() {
         serde_json::from_value(sample).expect("deserializes into the Rust type");
     assert_eq!(stack.metadata.name.as_deref(), Some("shop"));
     assert_eq!(stack.spec.services.gateway.replicas, Some(2));
-    assert_eq!(stack.spec.jwt_secret_ref.name, "shop-jwt");
+    assert_eq!(stack.spec.jwt_secret_ref.as_ref().unwrap().name, "shop-jwt");
     assert!(stack.spec.admin.is_some());
+    assert_eq!(spec_problems(&stack), Vec::<String>::new());
+}
+
+#[test]
+fn the_dev_sample_is_a_whole_shop_from_one_resource() {
+    let docs = documents("k8s/samples/dev-stack.yaml");
+    assert_eq!(docs.len(), 1);
+    let sample = docs.into_iter().next().unwrap();
+    assert_eq!(schema_errors(&sample), Vec::<String>::new());
+    let mut stack: EcommerceStack =
+        serde_json::from_value(sample).expect("deserializes into the Rust type");
+    assert_eq!(spec_problems(&stack), Vec::<String>::new());
+    // As the API server would have it.
+    stack.metadata.uid = Some("0b5c6a8e-5d6f-4d7e-9f0a-1b2c3d4e5f60".into());
+    let state = desired_state(&stack).unwrap();
+    let managed: Vec<&str> = state
+        .dependencies
+        .iter()
+        .map(|d| d.dependency.name())
+        .collect();
+    assert_eq!(managed, ["postgresql", "nats"]);
+    let generated: Vec<String> = generated_secrets(&stack)
+        .into_iter()
+        .map(|g| g.reference.name)
+        .collect();
+    assert_eq!(
+        generated,
+        [
+            "shop-postgresql",
+            "shop-jwt",
+            "shop-admin",
+            "shop-internal-auth"
+        ]
+    );
+    let settings = &state.config_map.data.as_ref().unwrap();
+    assert_eq!(settings["DB_HOST"], "shop-postgresql");
+    assert_eq!(settings["NATS_ADDR"], "nats://shop-nats:4222");
+}
+
+#[test]
+fn the_crd_says_a_dependency_is_managed_or_given_never_both() {
+    let crd = read("k8s/crd.yaml");
+    for rule in [
+        "has(self.managed) != has(self.url)",
+        "has(self.managed) ? !has(self.host) && !has(self.user) && !has(self.passwordSecretRef) : has(self.host) && has(self.user) && has(self.passwordSecretRef)",
+    ] {
+        assert!(crd.contains(rule), "x-kubernetes-validations rule {rule}");
+    }
 }
 
 #[test]
@@ -186,6 +235,7 @@ fn assert_rbac_covers_the_operator(stacks: &[PolicyRule], leases: &[PolicyRule])
     ));
     for (g, resource) in [
         ("apps", "deployments"),
+        ("apps", "statefulsets"),
         ("", "services"),
         ("", "configmaps"),
         ("networking.k8s.io", "networkpolicies"),

@@ -49,14 +49,15 @@ pub fn shared_settings(stack: &EcommerceStack) -> BTreeMap<String, String> {
     let name = stack.name_any();
     let spec = &stack.spec;
     let events = event_names(stack);
+    let (db_host, db_port, db_user) = database_address(stack);
     let mut settings = BTreeMap::from([
         ("APP_ENV".to_owned(), spec.app_env.as_str().to_owned()),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
-        ("DB_HOST".to_owned(), spec.database.host.clone()),
-        ("DB_PORT".to_owned(), spec.database.port.to_string()),
-        ("DB_USER".to_owned(), spec.database.user.clone()),
+        ("DB_HOST".to_owned(), db_host),
+        ("DB_PORT".to_owned(), db_port.to_string()),
+        ("DB_USER".to_owned(), db_user),
         ("DB_NAME".to_owned(), spec.database.name.clone()),
-        ("NATS_ADDR".to_owned(), spec.nats.url.clone()),
+        ("NATS_ADDR".to_owned(), nats_url(stack)),
         ("NATS_STREAM".to_owned(), events.stream),
         ("NATS_SUBJECT_PREFIX".to_owned(), events.subject_prefix),
         ("NATS_CONSUMER_NAME".to_owned(), events.consumer_name),
@@ -105,7 +106,7 @@ pub(crate) fn secret_env(name: &str, reference: &SecretKeyRef) -> EnvVar {
 pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
     let config_map = config_map_name(&stack.name_any());
     let spec = &stack.spec;
-    let internal_token = internal_auth_token_ref(stack);
+
     let mut env: Vec<EnvVar> = service
         .config_keys()
         .into_iter()
@@ -124,13 +125,13 @@ pub fn container_env(stack: &EcommerceStack, service: Service) -> Vec<EnvVar> {
         .collect();
     for secret in service.secrets() {
         let reference = match secret {
-            SecretSetting::DbPassword => Some(&spec.database.password_secret_ref),
-            SecretSetting::JwtSecret => Some(&spec.jwt_secret_ref),
-            SecretSetting::AdminPassword => spec.admin.as_ref().map(|a| &a.password_secret_ref),
-            SecretSetting::InternalAuthToken => Some(&internal_token),
+            SecretSetting::DbPassword => Some(db_password_ref(stack)),
+            SecretSetting::JwtSecret => Some(jwt_secret_ref(stack)),
+            SecretSetting::AdminPassword => admin_password_ref(stack),
+            SecretSetting::InternalAuthToken => Some(internal_auth_token_ref(stack)),
         };
         if let Some(reference) = reference {
-            env.push(secret_env(secret.env_name(), reference));
+            env.push(secret_env(secret.env_name(), &reference));
         }
     }
     let mut plain = vec![("METRICS_PORT", service.metrics_port().to_string())];

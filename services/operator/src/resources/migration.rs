@@ -138,6 +138,17 @@ pub(crate) fn migration_jobs(stack: &EcommerceStack, owner: &OwnerReference) -> 
         .collect()
 }
 
+/// Selects the stack's migration pods.
+pub(crate) fn migration_selector(stack: &EcommerceStack) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".to_owned(), stack.name_any()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            MIGRATION_COMPONENT.to_owned(),
+        ),
+    ])
+}
+
 /// The migration pods take no traffic and reach DNS and PostgreSQL only.
 pub(crate) fn migration_network_policy(
     stack: &EcommerceStack,
@@ -148,13 +159,7 @@ pub(crate) fn migration_network_policy(
         metadata: metadata(stack, format!("{name}-migrate"), None, owner),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(LabelSelector {
-                match_labels: Some(BTreeMap::from([
-                    ("app.kubernetes.io/instance".to_owned(), name),
-                    (
-                        "app.kubernetes.io/component".to_owned(),
-                        MIGRATION_COMPONENT.to_owned(),
-                    ),
-                ])),
+                match_labels: Some(migration_selector(stack)),
                 ..LabelSelector::default()
             }),
             policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
@@ -162,7 +167,7 @@ pub(crate) fn migration_network_policy(
             egress: Some(vec![
                 dns_egress(),
                 NetworkPolicyEgressRule {
-                    ports: Some(vec![tcp_port(stack.spec.database.port)]),
+                    ports: Some(vec![tcp_port(database_address(stack).1)]),
                     to: None,
                 },
             ]),

@@ -17,12 +17,14 @@ use crate::crd::EcommerceStack;
 use crate::error::{Error, Result};
 use crate::services::Service;
 
+mod dependencies;
 mod env;
 mod migration;
 mod network;
 mod secrets;
 mod workload;
 
+pub use dependencies::*;
 pub use env::*;
 pub use migration::*;
 use network::*;
@@ -48,6 +50,8 @@ pub const INTERNAL_AUTH_TOKEN_KEY: &str = "token";
 /// Everything one stack consists of, in the order it is applied.
 #[derive(Debug, Clone)]
 pub struct DesiredState {
+    /// The managed PostgreSQL and NATS the spec asks for.
+    pub dependencies: Vec<ManagedObjects>,
     pub config_map: ConfigMap,
     /// Empty when `spec.networkPolicy.enabled` is false.
     pub network_policies: Vec<NetworkPolicy>,
@@ -169,6 +173,7 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
         Vec::new()
     };
     Ok(DesiredState {
+        dependencies: managed_dependencies(stack, &owner),
         config_map,
         network_policies,
         migrations: migration_jobs(stack, &owner),
@@ -743,7 +748,7 @@ mod tests {
             value: Some("http://otel-collector.observability:4317".into()),
             ..EnvVar::default()
         }];
-        stack.spec.nats.url = "nats://nats.messaging:14222".into();
+        stack.spec.nats.url = Some("nats://nats.messaging:14222".into());
         let state = desired_state(&stack).unwrap();
         assert_eq!(state.network_policies.len(), 7);
         // The migration pods: no ingress; DNS and PostgreSQL out.
@@ -1068,6 +1073,159 @@ mod tests {
         assert_eq!(
             i64::from(SCHEMA_AHEAD_EXIT_CODE),
             i64::from(platform::db::SCHEMA_AHEAD_EXIT_CODE)
+        );
+    }
+
+    fn managed_stack(retain: bool) -> EcommerceStack {
+        let mut stack = stack();
+        stack.spec.database.host = None;
+        stack.spec.database.user = None;
+        stack.spec.database.password_secret_ref = None;
+        stack.spec.database.managed = Some(crate::crd::ManagedSpec {
+            retain_on_delete: retain,
+            storage: Some(Quantity("5Gi".into())),
+            ..Default::default()
+        });
+        stack.spec.nats.url = None;
+        stack.spec.nats.managed = Some(Default::default());
+        stack
+    }
+
+    #[test]
+    fn managed_dependencies_are_the_charts_development_statefulsets() {
+        let stack = managed_stack(false);
+        assert_eq!(spec_problems(&stack), Vec::<String>::new());
+        let state = desired_state(&stack).unwrap();
+        let [postgresql, nats] = &state.dependencies[..] else {
+            panic!("two dependencies")
+        };
+        let spec = postgresql.stateful_set.spec.as_ref().unwrap();
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("postgres:15"));
+        let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
+        assert_eq!(
+            claim
+                .spec
+                .as_ref()
+                .unwrap()
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["storage"],
+            Quantity("5Gi".into())
+        );
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+        // The version label would restart the database at every upgrade.
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert!(!labels.contains_key("app.kubernetes.io/version"));
+        assert_eq!(
+            postgresql.kube_service.spec.as_ref().unwrap().selector,
+            spec.selector.match_labels
+        );
+        let nats_pod = nats
+            .stateful_set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            nats_pod.containers[0].args.as_ref().unwrap()[..2],
+            ["-js".to_owned(), "-sd".to_owned()]
+        );
+        // Only its users (and the migrations) reach PostgreSQL; it reaches
+        // nothing.
+        let policy = postgresql
+            .network_policy
+            .as_ref()
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap();
+        let from = policy.ingress.as_ref().unwrap()[0].from.as_ref().unwrap();
+        let names: Vec<String> = from
+            .iter()
+            .map(|peer| {
+                let labels = peer
+                    .pod_selector
+                    .as_ref()
+                    .unwrap()
+                    .match_labels
+                    .as_ref()
+                    .unwrap();
+                labels
+                    .get("app.kubernetes.io/name")
+                    .or(labels.get("app.kubernetes.io/component"))
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        assert_eq!(names, ["inventory", "order", "user", "migration"]);
+        assert_eq!(policy.egress.as_deref(), Some(&[][..]));
+        // The generated password is owned by the stack: deleted with it.
+        let generated = generated_secrets(&stack);
+        assert!(!generated[0].retained);
+        let secret = generated_secret(&stack, &generated[0], "x".into()).unwrap();
+        assert!(secret.metadata.owner_references.is_some());
+    }
+
+    #[test]
+    fn retain_on_delete_keeps_the_volume_and_the_password_that_opens_it() {
+        let stack = managed_stack(true);
+        let state = desired_state(&stack).unwrap();
+        let spec = state.dependencies[0].stateful_set.spec.as_ref().unwrap();
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .as_ref()
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Retain")
+        );
+        let generated = generated_secrets(&stack);
+        assert_eq!(generated[0].reference.name, "shop-postgresql");
+        assert!(generated[0].retained);
+        let secret = generated_secret(&stack, &generated[0], "x".into()).unwrap();
+        assert_eq!(
+            secret.metadata.owner_references, None,
+            "not garbage-collected"
+        );
+        // The other generated secrets still go with the stack.
+        assert!(generated[1..].iter().all(|g| !g.retained));
+    }
+
+    #[test]
+    fn a_dependency_is_managed_or_given_never_both_nor_neither() {
+        let mut both = managed_stack(false);
+        both.spec.database.host = Some("db".into());
+        both.spec.nats.url = Some("nats://n:4222".into());
+        assert_eq!(spec_problems(&both).len(), 2, "{:?}", spec_problems(&both));
+        let mut neither = stack();
+        neither.spec.database.user = None;
+        neither.spec.nats.url = None;
+        let problems = spec_problems(&neither);
+        assert!(
+            problems[0].starts_with("spec.database: neither"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("spec.nats: neither"),
+            "{problems:?}"
         );
     }
 }

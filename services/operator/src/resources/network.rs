@@ -104,13 +104,13 @@ pub(crate) fn network_policy(
     }
     if service.uses_database() {
         egress.push(NetworkPolicyEgressRule {
-            ports: Some(vec![tcp_port(spec.database.port)]),
+            ports: Some(vec![tcp_port(database_address(stack).1)]),
             to: None,
         });
     }
     if service.uses_nats() {
         egress.push(NetworkPolicyEgressRule {
-            ports: Some(vec![tcp_port(url_port(&spec.nats.url, 4222))]),
+            ports: Some(vec![tcp_port(url_port(&nats_url(stack), NATS_PORT))]),
             to: None,
         });
     }
