@@ -114,6 +114,21 @@ pub async fn migrate<M: MigratorTrait>(settings: &DbSettings) -> anyhow::Result<
     Ok(())
 }
 
+/// A service's start-up migration: as [`migrate`], except that a database a
+/// newer version migrated is served as it is, with a warning. The older
+/// version keeps running on the newer schema while an upgrade's migration
+/// Jobs run and during the rollout after them (each version is written to
+/// run on the next one's schema); only `migrate`, the Job, refuses it.
+pub async fn migrate_at_start<M: MigratorTrait>(settings: &DbSettings) -> anyhow::Result<()> {
+    match migrate::<M>(settings).await {
+        Err(e) if e.downcast_ref::<SchemaAhead>().is_some() => {
+            tracing::warn!(error = %e, "serving a schema a newer version migrated");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Exit code of a service refusing a database a newer version migrated
 /// ([`SchemaAhead`]), so that a migration Job fails at once and an operator
 /// can tell a refused downgrade from a failed migration.

@@ -121,3 +121,17 @@ async fn an_older_version_refuses_a_database_a_newer_one_migrated() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_older_version_still_starts_on_a_newer_schema() {
+    // During an upgrade the older version's pods keep starting (a restart,
+    // a scale-up) after the newer one's migration Job ran.
+    let db = TestDb::create().await;
+    let settings = db.settings();
+    platform::db::migrate::<NewerMigrator>(&settings)
+        .await
+        .unwrap();
+    platform::db::migrate_at_start::<Migrator>(&settings)
+        .await
+        .expect("served as it is");
+}

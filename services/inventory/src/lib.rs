@@ -29,7 +29,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 
 /// Migrates the database, then serves gRPC on `listener` until `shutdown`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
-    platform::db::migrate::<Migrator>(&config.db).await?;
+    platform::db::migrate_at_start::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     // Product changes go to the gateways' caches; Inventory serves without NATS.
     let nats = platform::nats::connect_in_background(&config.nats, "inventory", |_| {}).await?;

@@ -141,7 +141,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     if stack
         .annotations()
         .get(PAUSED_ANNOTATION)
-        .is_some_and(|v| v == "true")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     {
         return pause(stack, ctx).await;
     }
@@ -193,8 +193,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     for (service_status, objects) in status.services.iter_mut().zip(&desired.services) {
         service_status.autoscaled = objects.autoscaler.is_some();
     }
-    set_migration(&mut status, stack, &migration, now);
-    let all_ready = !status.services.is_empty() && status.services.iter().all(|s| s.ready);
+    let all_ready = !applied.is_empty() && status.services.iter().all(|s| s.ready);
     if !all_ready || matches!(migration, Migration::Running(_) | Migration::Waiting(_)) {
         // Pods that cannot start (a Deployment's, a migration Job's, a
         // managed dependency's) never
@@ -217,6 +216,8 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             .await;
         }
     }
+    // After the pods: a failed migration is the cause to name first.
+    set_migration(&mut status, stack, &migration, now);
     if let Migration::Failed { reason, .. } = &migration {
         let degraded = condition(&status, DEGRADED);
         let before = stack.status.as_ref().and_then(|s| condition(s, DEGRADED));
@@ -261,6 +262,7 @@ async fn migrate(
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut running = Vec::new();
+    let mut failed = Vec::new();
     for job in &desired.migrations {
         let name = job.name_any();
         let current = match jobs.get_opt(&name).await? {
@@ -275,16 +277,33 @@ async fn migrate(
                 Err(error) => return Err(error.into()),
             },
         };
+        let ours = current
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == stack.metadata.uid.as_ref());
+        if !ours {
+            // Left by a deleted stack of the same name: wait for the garbage
+            // collector, then create this stack's own.
+            running.push(format!("{name} (an earlier stack's, being deleted)"));
+            continue;
+        }
         match job_outcome(&current) {
             JobOutcome::Succeeded => {}
             JobOutcome::Running => running.push(name),
             JobOutcome::Failed(message) => {
                 let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-                let selector = format!("batch.kubernetes.io/job-name={name}");
+                // By the Job's uid: a Job deleted and made again under the
+                // same name leaves pods of its own.
+                let uid = current.uid().unwrap_or_default();
+                let selector = format!("batch.kubernetes.io/controller-uid={uid}");
                 let pods = pods.list(&ListParams::default().labels(&selector)).await?;
-                return Ok(failed_migration(&current, &message, &pods.items));
+                failed.push(failed_migration(&current, &message, &pods.items));
             }
         }
+    }
+    // Every Job is looked at: the failures are all named.
+    if let Some(first) = failed.first().cloned() {
+        return Ok(failed.into_iter().skip(1).fold(first, Migration::and));
     }
     Ok(if running.is_empty() {
         Migration::Done
@@ -1758,47 +1777,49 @@ mod tests {
         })
     }
 
+    /// Reconciles `stack` whose first migration Job failed with `pod`'s
+    /// words; the Deployments are expected at `running`.
     async fn reconcile_a_failed_migration(
+        stack: EcommerceStack,
+        running: &str,
         pod: Value,
     ) -> (Value, Applied, crate::crd::EcommerceStackStatus) {
-        let stack = upgrading();
+        let running = running.to_owned();
         let (ctx, mut server) = Context::test();
-        let scenario = tokio::spawn({
-            let stack = stack.clone();
-            async move {
-                server.handle_secrets(&stack, true).await;
-                let mut applied = Applied::default();
-                let desired = crate::resources::desired_state(&stack).unwrap();
-                server
-                    .handle_apply_shared(&desired, true, &mut applied)
-                    .await;
-                server
-                    .handle_migrations(&stack, MigrationJobs::Failed)
-                    .await;
-                let query = server.handle_pod_list(vec![pod]).await;
-                assert!(
-                    query.iter().any(|(k, v)| k == "labelSelector"
-                        && v.contains(&desired.migrations[0].name_any())),
-                    "the failed Job's pods: {query:?}"
-                );
-                let desired_old = crate::resources::desired_state_at(&stack, "1.1.0").unwrap();
-                server
-                    .handle_apply_services(&desired_old, rolled_out, &mut applied)
-                    .await;
-                let warning = server.next_event().await;
-                server.handle_event("Applied").await;
-                let status = server.handle_status_patch(&stack).await;
-                server.expect_no_more_calls().await;
-                (warning, applied, status)
-            }
-        });
+        let scenario =
+            tokio::spawn({
+                let stack = stack.clone();
+                async move {
+                    server.handle_secrets(&stack, true).await;
+                    let mut applied = Applied::default();
+                    let desired = crate::resources::desired_state(&stack).unwrap();
+                    server
+                        .handle_apply_shared(&desired, true, &mut applied)
+                        .await;
+                    let query = server.handle_failed_migration(&stack, vec![pod]).await;
+                    assert!(
+                        query.iter().any(|(k, v)| k == "labelSelector"
+                            && v.contains("controller-uid%3Djob-uid-0")),
+                        "the failed Job's own pods: {query:?}"
+                    );
+                    let desired_old = crate::resources::desired_state_at(&stack, &running).unwrap();
+                    server
+                        .handle_apply_services(&desired_old, rolled_out, &mut applied)
+                        .await;
+                    let warning = server.next_event().await;
+                    server.handle_event("Applied").await;
+                    let status = server.handle_status_patch(&stack).await;
+                    server.expect_no_more_calls().await;
+                    (warning, applied, status)
+                }
+            });
         reconcile_in_time(stack, ctx).await.expect("reconciled");
         timeout_after_1s(scenario).await
     }
 
     #[tokio::test]
     async fn a_failed_migration_leaves_the_old_version_running_and_degrades_with_its_message() {
-        let (warning, applied, status) = reconcile_a_failed_migration(migrate_pod_exited(
+        let (warning, applied, status) = reconcile_a_failed_migration(upgrading(), "1.1.0", migrate_pod_exited(
             1,
             "inventory: migrations of ecommerce_inventory failed: column \"sku\" contains null values",
         ))
@@ -1834,12 +1855,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_downgrade_across_a_migration_is_refused_with_its_own_reason() {
-        let (warning, applied, status) = reconcile_a_failed_migration(migrate_pod_exited(
-            3,
-            "inventory: database ecommerce_inventory was migrated by a newer version (migrations unknown to this one: m3); a downgrade across a migration is refused",
-        ))
+        // 1.1.0 -> 1.2.0 -> 1.3.0, and back to 1.2.0 while the Jobs of
+        // the first upgrade are still there: the way back has Jobs of its own.
+        let mut back = upgrading();
+        let status = back.status.as_mut().unwrap();
+        status.version = Some("1.3.0".into());
+        status.migrated_version = Some("1.3.0".into());
+        let first_upgrade = crate::resources::desired_state(&upgrading()).unwrap();
+        let way_back = crate::resources::desired_state(&back).unwrap();
+        for (up, down) in first_upgrade.migrations.iter().zip(&way_back.migrations) {
+            assert_ne!(up.name_any(), down.name_any());
+        }
+        let (warning, applied, status) = reconcile_a_failed_migration(
+            back.clone(),
+            "1.3.0",
+            migrate_pod_exited(3, DOWNGRADE_WORDS),
+        )
         .await;
-        assert!(images(&applied).iter().all(|i| i.ends_with(":1.1.0")));
+        assert!(
+            images(&applied).iter().all(|i| i.ends_with(":1.3.0")),
+            "1.3.0 stays"
+        );
         let degraded = condition(&status, DEGRADED).unwrap();
         assert_eq!(degraded.reason, "DowngradeRefused");
         assert!(
@@ -1847,8 +1883,42 @@ mod tests {
                 .message
                 .contains("downgrade across a migration is refused")
         );
+        assert!(
+            degraded.message.contains("1.3.0 keeps running"),
+            "{}",
+            degraded.message
+        );
         assert_eq!(warning["reason"], "DowngradeRefused");
+        assert_eq!(status.migrated_version.as_deref(), Some("1.3.0"));
+
+        // Checked again: the same cause is not said again.
+        let (ctx, mut server) = Context::test();
+        let again = back.with_status(status);
+        let scenario = tokio::spawn({
+            let stack = again.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let desired = crate::resources::desired_state(&stack).unwrap();
+                let mut applied = Applied::default();
+                server
+                    .handle_apply_shared(&desired, true, &mut applied)
+                    .await;
+                server
+                    .handle_failed_migration(&stack, vec![migrate_pod_exited(3, DOWNGRADE_WORDS)])
+                    .await;
+                let desired_old = crate::resources::desired_state_at(&stack, "1.3.0").unwrap();
+                server
+                    .handle_apply_services(&desired_old, rolled_out, &mut applied)
+                    .await;
+                server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+            }
+        });
+        reconcile_in_time(again, ctx).await.expect("reconciled");
+        timeout_after_1s(scenario).await;
     }
+
+    const DOWNGRADE_WORDS: &str = "inventory: database ecommerce_inventory was migrated by a newer version (migrations unknown to this one: m3); a downgrade across a migration is refused";
 
     /// The dev sample's shop: PostgreSQL and NATS managed, every secret
     /// generated.

@@ -43,8 +43,9 @@ pub const VERSION: &str = "v1alpha1";
 #[serde(rename_all = "camelCase")]
 pub struct EcommerceStackSpec {
     /// Image tag of every service (`<registry>/<prefix>/<service>:<version>`).
-    /// Changing it rolls all Deployments.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"))]
+    /// Changing it migrates, then rolls all Deployments. At most 63
+    /// characters: it is also the pods' `app.kubernetes.io/version` label.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9_])?$"))]
     pub version: String,
     /// Registry host and path, e.g. `ghcr.io/acme`. Empty: images without a
     /// registry (`ecommerce/gateway:<version>`), as a local cluster loads them.

@@ -147,8 +147,6 @@ pub enum MigrationJobs {
     Absent,
     Running,
     Succeeded,
-    /// The first one failed.
-    Failed,
 }
 
 /// Bodies the reconciler applied, by object name.
@@ -475,18 +473,41 @@ impl ApiServerVerifier {
                     job["status"] = json!({"succeeded": 1});
                     respond_json(send, &job);
                 }
-                MigrationJobs::Failed => {
-                    job["status"] = json!({"failed": 4, "conditions": [{
-                        "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                    }]});
-                    respond_json(send, &job);
-                    // The first failure decides; the other Jobs are not read.
-                    break;
-                }
             }
         }
         created
+    }
+
+    /// The migration Jobs of `spec.version`: the first failed (its pods
+    /// listed and answered with `pods`), the others succeeded. Returns the
+    /// pod list's query.
+    pub async fn handle_failed_migration(
+        &mut self,
+        stack: &EcommerceStack,
+        pods: Vec<Value>,
+    ) -> Vec<(String, String)> {
+        let desired = desired_state(stack).expect("a valid stack");
+        let path = format!("/apis/batch/v1/namespaces/{NAMESPACE}/jobs");
+        let mut query = Vec::new();
+        for (i, job) in desired.migrations.iter().enumerate() {
+            let (_, send, _) = self
+                .expect(Method::GET, &format!("{path}/{}", job.name_any()))
+                .await;
+            let mut job = serde_json::to_value(job).unwrap();
+            job["metadata"]["uid"] = json!(format!("job-uid-{i}"));
+            if i == 0 {
+                job["status"] = json!({"failed": 4, "conditions": [{
+                    "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }]});
+                respond_json(send, &job);
+                query = self.handle_pod_list(pods.clone()).await;
+            } else {
+                job["status"] = json!({"succeeded": 1});
+                respond_json(send, &job);
+            }
+        }
+        query
     }
 
     /// The list of the stack's pods, answered with `pods`.

@@ -37,6 +37,32 @@ pub enum Migration {
     },
 }
 
+impl Migration {
+    /// Two failures as one: a refused downgrade is the reason to give.
+    pub fn and(self, other: Migration) -> Migration {
+        match (self, other) {
+            (
+                Migration::Failed {
+                    reason: first,
+                    message: a,
+                },
+                Migration::Failed {
+                    reason: second,
+                    message: b,
+                },
+            ) => Migration::Failed {
+                reason: if second == DOWNGRADE_REFUSED {
+                    second
+                } else {
+                    first
+                },
+                message: format!("{a}; {b}"),
+            },
+            (failed @ Migration::Failed { .. }, _) | (_, failed) => failed,
+        }
+    }
+}
+
 /// What one Job says of itself.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
@@ -88,7 +114,7 @@ pub fn deployable_version(stack: &EcommerceStack, migration: &Migration) -> Opti
 /// Job's condition and the last words of its container (its termination
 /// message is the tail of its log).
 pub fn failed_migration(job: &Job, job_message: &str, pods: &[Pod]) -> Migration {
-    let terminated: Vec<_> = pods
+    let mut terminated: Vec<_> = pods
         .iter()
         .flat_map(|pod| pod.status.iter())
         .flat_map(|status| status.container_statuses.iter().flatten())
@@ -96,6 +122,8 @@ pub fn failed_migration(job: &Job, job_message: &str, pods: &[Pod]) -> Migration
         .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
         .filter(|t| t.exit_code != 0)
         .collect();
+    // The last attempt's words last.
+    terminated.sort_by_key(|t| t.finished_at.as_ref().map(|at| at.0));
     let refused = terminated
         .iter()
         .find(|t| t.exit_code == SCHEMA_AHEAD_EXIT_CODE);
@@ -370,5 +398,21 @@ mod tests {
         assert_eq!(condition(&status, PROGRESSING).unwrap().status, "False");
         assert!(condition(&status, READY).is_none(), "readiness as it was");
         assert_eq!(status.migrated_version, None);
+    }
+
+    #[test]
+    fn several_failures_are_named_together_a_refused_downgrade_first() {
+        let failed = |reason, message: &str| Migration::Failed {
+            reason,
+            message: message.into(),
+        };
+        assert_eq!(
+            failed(MIGRATION_FAILED, "a").and(failed(DOWNGRADE_REFUSED, "b")),
+            failed(DOWNGRADE_REFUSED, "a; b")
+        );
+        assert_eq!(
+            failed(MIGRATION_FAILED, "a").and(failed(MIGRATION_FAILED, "b")),
+            failed(MIGRATION_FAILED, "a; b")
+        );
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// Applies the migrations, starts the outbox relay and serves on `listener`
 /// until `shutdown`; then stops the server (draining calls) and the relay.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
-    platform::db::migrate::<Migrator>(&config.db).await?;
+    platform::db::migrate_at_start::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let inventory = InventoryClient::new(platform::grpc::channel(&config.inventory, config.calls)?);
 

@@ -34,7 +34,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// Migrates, creates the first admin if configured and absent, then serves
 /// gRPC on `listener` until `shutdown`.
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
-    platform::db::migrate::<Migrator>(&config.db).await?;
+    platform::db::migrate_at_start::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
     let hasher = PasswordHasher::new(config.bcrypt_cost, config.max_concurrent_hashes).await?;
     let store = infrastructure::store::UserStore::new(db.clone());

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicySpec};
@@ -38,16 +39,31 @@ const ACTIVE_DEADLINE_SECONDS: i64 = 600;
 /// inspection; a failed one deleted then is tried again.
 const TTL_SECONDS_AFTER_FINISHED: i32 = 86_400;
 
-/// `<stack>-<service>-migrate-<8 hex digits of the version's hash>`: a Job's
-/// template cannot change, so each version has its own Job, and a version
-/// (up to 128 characters) would not fit the `job-name` label's 63.
-pub fn migration_job_name(stack: &str, service: Service, version: &str) -> String {
-    let digest = Sha256::digest(version.as_bytes());
-    format!(
-        "{stack}-{}-migrate-{}",
-        service.name(),
-        &hex::encode(digest)[..8]
-    )
+/// `<stack>-<service>-migrate-<8 hex digits>`, the digits a hash of the
+/// version migrated from and the one migrated to: each attempt has Jobs of
+/// its own (a Job's template cannot change, and going back to a version
+/// must not find the Jobs of its first upgrade). The stack's part is cut so
+/// that the name fits the pods' `job-name` label (63 characters).
+pub fn migration_job_name(stack: &str, service: Service, from: &str, to: &str) -> String {
+    let digest = Sha256::digest(format!("{from}\u{0}{to}").as_bytes());
+    let suffix = format!("-{}-migrate-{}", service.name(), &hex::encode(digest)[..8]);
+    let room = 63 - suffix.len();
+    let stack = stack
+        .get(..room)
+        .unwrap_or(stack)
+        .trim_end_matches(['-', '.']);
+    format!("{stack}{suffix}")
+}
+
+/// The version the databases are at: the last migrated one (or, for a
+/// stack from before migration Jobs, the one rolled out); empty for a new
+/// stack.
+pub fn migrating_from(stack: &EcommerceStack) -> String {
+    stack
+        .status
+        .as_ref()
+        .and_then(|s| s.migrated_version.clone().or_else(|| s.version.clone()))
+        .unwrap_or_default()
 }
 
 fn migration_labels(stack: &EcommerceStack, service: Service) -> BTreeMap<String, String> {
@@ -95,7 +111,12 @@ pub(crate) fn migration_jobs(stack: &EcommerceStack, owner: &OwnerReference) -> 
             };
             Job {
                 metadata: ObjectMeta {
-                    name: Some(migration_job_name(&name, service, &stack.spec.version)),
+                    name: Some(migration_job_name(
+                        &name,
+                        service,
+                        &migrating_from(stack),
+                        &stack.spec.version,
+                    )),
                     namespace: stack.namespace(),
                     labels: Some(labels.clone()),
                     owner_references: Some(vec![owner.clone()]),
@@ -106,15 +127,29 @@ pub(crate) fn migration_jobs(stack: &EcommerceStack, owner: &OwnerReference) -> 
                     active_deadline_seconds: Some(ACTIVE_DEADLINE_SECONDS),
                     ttl_seconds_after_finished: Some(TTL_SECONDS_AFTER_FINISHED),
                     pod_failure_policy: Some(PodFailurePolicy {
-                        rules: vec![PodFailurePolicyRule {
-                            action: "FailJob".to_owned(),
-                            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                                container_name: Some(MIGRATE_CONTAINER.to_owned()),
-                                operator: "In".to_owned(),
-                                values: vec![SCHEMA_AHEAD_EXIT_CODE],
-                            }),
-                            on_pod_conditions: None,
-                        }],
+                        rules: vec![
+                            PodFailurePolicyRule {
+                                action: "FailJob".to_owned(),
+                                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                                    container_name: Some(MIGRATE_CONTAINER.to_owned()),
+                                    operator: "In".to_owned(),
+                                    values: vec![SCHEMA_AHEAD_EXIT_CODE],
+                                }),
+                                on_pod_conditions: None,
+                            },
+                            // A drained node or a preemption is no failure
+                            // of the migration: not counted against retries.
+                            PodFailurePolicyRule {
+                                action: "Ignore".to_owned(),
+                                on_exit_codes: None,
+                                on_pod_conditions: Some(vec![
+                                    PodFailurePolicyOnPodConditionsPattern {
+                                        type_: "DisruptionTarget".to_owned(),
+                                        status: "True".to_owned(),
+                                    },
+                                ]),
+                            },
+                        ],
                     }),
                     template: PodTemplateSpec {
                         metadata: Some(ObjectMeta {

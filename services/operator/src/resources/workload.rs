@@ -73,6 +73,9 @@ pub(crate) fn disruption_budget(
         metadata: metadata(stack, child_name(&name, service), Some(service), owner),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
+            // A crash-looping pod protects nothing: it must not block a
+            // node drain.
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".to_owned()),
             selector: Some(LabelSelector {
                 match_labels: Some(selector_labels(&name, service)),
                 ..LabelSelector::default()
@@ -280,6 +283,8 @@ pub(crate) fn deployment(
                         max_skew: 1,
                         topology_key: "kubernetes.io/hostname".to_owned(),
                         when_unsatisfiable: "ScheduleAnyway".to_owned(),
+                        // Spread each rollout's pods, not old and new together.
+                        match_label_keys: Some(vec!["pod-template-hash".to_owned()]),
                         label_selector: Some(LabelSelector {
                             match_labels: Some(selector_labels(&name, service)),
                             ..LabelSelector::default()
