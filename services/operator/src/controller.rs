@@ -13,6 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -24,7 +25,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::crd::{EcommerceStack, EcommerceStackStatus, GROUP, VERSION};
+use crate::autopilot::{LagPolicy, LagSource, NatsLag, decide};
+use crate::crd::{EcommerceStack, EcommerceStackStatus, GROUP, LagScalingStatus, VERSION};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::migration::{
@@ -32,8 +34,8 @@ use crate::migration::{
 };
 use crate::resources::{
     DesiredState, FIELD_MANAGER, ServiceObjects, dependency_ready, desired_state, desired_state_at,
-    event_names, generated_secret, generated_secrets, nats_url, new_token, secret_refs,
-    spec_problems,
+    event_names, generated_secret, generated_secrets, nats_url, nats_url_from_operator, new_token,
+    secret_refs, spec_problems,
 };
 use crate::services::Service;
 use crate::status::{
@@ -48,6 +50,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check while a rollout is under way: failing pods do not change the
 /// Deployment, so they are looked for again this often.
 pub const ROLLOUT_RECHECK: Duration = Duration::from_secs(30);
+/// Re-read of the Consumer's backlog while it autoscales.
+pub const LAG_RECHECK: Duration = Duration::from_secs(15);
 /// Re-check of a refused stack (a missing Secret appears without an event
 /// the operator watches).
 pub const REFUSED_RECHECK: Duration = Duration::from_secs(30);
@@ -66,6 +70,8 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    /// Where the Consumer's backlog is read, for its autopilot.
+    pub lag: Arc<dyn LagSource>,
     /// Every stack the controller sees, to refuse two that share event names;
     /// set when the controller starts.
     pub stacks: std::sync::OnceLock<Store<EcommerceStack>>,
@@ -76,6 +82,16 @@ pub struct Context {
 impl Context {
     /// `instance` names this replica in the Events it records.
     pub fn new(client: Client, metrics: Metrics, instance: Option<String>) -> Arc<Self> {
+        Self::with_lag_source(client, metrics, instance, Arc::new(NatsLag::default()))
+    }
+
+    /// As `new`, reading the Consumer's backlog from `lag`.
+    pub fn with_lag_source(
+        client: Client,
+        metrics: Metrics,
+        instance: Option<String>,
+        lag: Arc<dyn LagSource>,
+    ) -> Arc<Self> {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance,
@@ -84,6 +100,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            lag,
             stacks: std::sync::OnceLock::new(),
             failures: Mutex::default(),
         })
@@ -161,6 +178,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     }
     let desired = desired_state(stack)?;
     let client = &ctx.client;
+    let autopilot = consumer_autopilot(stack, ctx, Timestamp::now()).await;
     let outcome = async {
         let starting = apply_shared(&desired, client, &namespace).await?;
         // The migrations need PostgreSQL, the services NATS too.
@@ -171,17 +189,16 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
         };
         // Until `spec.version` is migrated, the Deployments stay at the
         // last migrated version (or are not created yet).
-        let services = match deployable_version(stack, &migration) {
-            Some(version) if version == stack.spec.version => {
-                apply_services(stack, &desired.services, client, &namespace).await?
-            }
-            Some(version) => {
-                let older = desired_state_at(stack, &version)?;
-                apply_services(stack, &older.services, client, &namespace).await?
-            }
+        let mut services = match deployable_version(stack, &migration) {
+            Some(version) if version == stack.spec.version => desired.services.clone(),
+            Some(version) => desired_state_at(stack, &version)?.services,
             None => Vec::new(),
         };
-        Ok::<_, Error>((migration, services))
+        if let Some(scaling) = &autopilot {
+            set_replicas(&mut services, Service::Consumer, scaling.replicas);
+        }
+        let applied = apply_services(stack, &services, client, &namespace).await?;
+        Ok::<_, Error>((migration, applied))
     }
     .await;
     let (migration, applied) = match outcome {
@@ -234,14 +251,107 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             publish(stack, ctx, EventType::Warning, reason, "Migrating", note).await;
         }
     }
+    if let Some(scaling) = autopilot {
+        let before = stack
+            .status
+            .as_ref()
+            .and_then(|s| s.consumer_autoscaling.as_ref())
+            .map(|s| s.replicas);
+        if before.is_some_and(|b| b != scaling.replicas) {
+            let note = format!(
+                "consumer scaled from {} to {} replicas: {}",
+                before.unwrap_or_default(),
+                scaling.replicas,
+                scaling.message
+            );
+            let action = format!("Scale consumer to {}", scaling.replicas);
+            publish(
+                stack,
+                ctx,
+                EventType::Normal,
+                "ScaledConsumer",
+                &action,
+                note,
+            )
+            .await;
+        }
+        status.consumer_autoscaling = Some(scaling);
+    }
     publish_changes(stack, &status, ctx).await;
     patch_status(stack, &status, ctx).await?;
     let settled = all_ready && migration == Migration::Done;
-    Ok(Action::requeue(if settled {
-        RESYNC
-    } else {
-        ROLLOUT_RECHECK
-    }))
+    let mut recheck = if settled { RESYNC } else { ROLLOUT_RECHECK };
+    if status.consumer_autoscaling.is_some() {
+        recheck = recheck.min(LAG_RECHECK);
+    }
+    Ok(Action::requeue(recheck))
+}
+
+/// The Consumer's replica count from its backlog, when it autoscales; with
+/// the backlog unreadable, the count holds.
+async fn consumer_autopilot(
+    stack: &EcommerceStack,
+    ctx: &Context,
+    now: Timestamp,
+) -> Option<LagScalingStatus> {
+    let auto = stack.spec.services.consumer.autoscaling.as_ref()?;
+    let policy = LagPolicy {
+        min_replicas: auto.min_replicas,
+        max_replicas: auto.max_replicas,
+        pending_per_replica: u64::try_from(auto.pending_per_replica).unwrap_or(1),
+        scale_down_cooldown: Duration::from_secs(
+            u64::try_from(auto.scale_down_cooldown_seconds).unwrap_or(0),
+        ),
+    };
+    let previous = stack
+        .status
+        .as_ref()
+        .and_then(|s| s.consumer_autoscaling.clone());
+    let current = previous.as_ref().map_or(auto.min_replicas, |p| p.replicas);
+    let last_change = previous
+        .as_ref()
+        .and_then(|p| p.last_scale_time.as_ref())
+        .map(|t| t.0);
+    let names = event_names(stack);
+    let url = nats_url_from_operator(stack);
+    match ctx
+        .lag
+        .pending(&url, &names.stream, &names.consumer_name)
+        .await
+    {
+        Ok(pending) => {
+            let decision = decide(&policy, current, pending, last_change, now);
+            Some(LagScalingStatus {
+                pending: Some(i64::try_from(pending).unwrap_or(i64::MAX)),
+                replicas: decision.replicas,
+                last_scale_time: if decision.scaled {
+                    Some(Time(now))
+                } else {
+                    last_change.map(Time)
+                },
+                message: decision.reason,
+            })
+        }
+        Err(why) => {
+            let max = auto.max_replicas.max(auto.min_replicas);
+            let replicas = current.clamp(auto.min_replicas, max);
+            Some(LagScalingStatus {
+                pending: None,
+                replicas,
+                last_scale_time: last_change.map(Time),
+                message: format!("backlog unknown ({why}): holding {replicas} replicas"),
+            })
+        }
+    }
+}
+
+/// Sets one service's Deployment replica count.
+fn set_replicas(services: &mut [ServiceObjects], service: Service, replicas: i32) {
+    for objects in services.iter_mut().filter(|o| o.service == service) {
+        if let Some(spec) = objects.deployment.spec.as_mut() {
+            spec.replicas = Some(replicas);
+        }
+    }
 }
 
 /// Runs the migration Jobs of `spec.version` (created once each, never
@@ -805,6 +915,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use k8s_openapi::jiff::Timestamp;
     use kube::ResourceExt;
     use kube::runtime::controller::Action;
     use serde_json::Value;
@@ -950,7 +1061,7 @@ mod tests {
             "AllServicesReady",
             "ready".into(),
             Some(1),
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            Timestamp::UNIX_EPOCH,
         );
         let stack = EcommerceStack::test()
             .finalized()
@@ -986,10 +1097,7 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "ServicesNotReady")
         );
-        assert_ne!(
-            ready.last_transition_time.0,
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH
-        );
+        assert_ne!(ready.last_transition_time.0, Timestamp::UNIX_EPOCH);
         let progressing = condition(&status, PROGRESSING).unwrap();
         assert_eq!(
             (progressing.status.as_str(), progressing.reason.as_str()),
@@ -1002,8 +1110,7 @@ mod tests {
     async fn an_unchanged_ready_stack_is_applied_again_without_events() {
         let (ctx, mut server) = Context::test();
         let first = EcommerceStack::test().finalized();
-        let status =
-            crate::status::applied_status(&first, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let status = crate::status::applied_status(&first, &[], Timestamp::UNIX_EPOCH);
         let mut status = crate::crd::EcommerceStackStatus {
             version: Some("1.2.0".into()),
             migrated_version: Some("1.2.0".into()),
@@ -1016,7 +1123,7 @@ mod tests {
             "AllServicesReady",
             "ready".into(),
             Some(1),
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            Timestamp::UNIX_EPOCH,
         );
         let stack = first.with_status(status);
         let scenario = tokio::spawn({
@@ -1034,7 +1141,7 @@ mod tests {
         // Ready was already True: its transition time is kept.
         assert_eq!(
             condition(&status, READY).unwrap().last_transition_time.0,
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH
+            Timestamp::UNIX_EPOCH
         );
     }
 
@@ -1190,6 +1297,8 @@ mod tests {
             min_replicas: 2,
             max_replicas: 8,
             target_cpu_utilization_percentage: 60,
+            pending_per_replica: 1000,
+            scale_down_cooldown_seconds: 300,
         });
         stack
     }
@@ -1239,8 +1348,7 @@ mod tests {
     async fn switching_autoscaling_off_deletes_the_hpa_and_applies_replicas_again() {
         let (ctx, mut server) = Context::test();
         let before = autoscaled_gateway();
-        let mut previous =
-            crate::status::applied_status(&before, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let mut previous = crate::status::applied_status(&before, &[], Timestamp::UNIX_EPOCH);
         previous.migrated_version = Some("1.2.0".into());
         previous.services = vec![crate::crd::ServiceStatus {
             name: "gateway".into(),
@@ -1328,8 +1436,7 @@ mod tests {
     async fn switching_autoscaling_on_keeps_the_current_replica_count_until_the_hpa_owns_it() {
         let (ctx, mut server) = Context::test();
         let fixed = EcommerceStack::test().finalized();
-        let mut previous =
-            crate::status::applied_status(&fixed, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let mut previous = crate::status::applied_status(&fixed, &[], Timestamp::UNIX_EPOCH);
         previous.migrated_version = Some("1.2.0".into());
         previous.services = vec![crate::crd::ServiceStatus {
             name: "gateway".into(),
@@ -1537,10 +1644,9 @@ mod tests {
         let mut older = EcommerceStack::test().finalized();
         older.metadata.name = Some("old-shop".into());
         older.metadata.uid = Some("uid-old".into());
-        older.metadata.creation_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ));
+        older.metadata.creation_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+        );
         older.spec.nats.stream = Some("ORDER_EVENTS".into());
         let mut stack = EcommerceStack::test().finalized();
         stack.metadata.creation_timestamp =
@@ -1588,8 +1694,7 @@ mod tests {
     fn upgrading() -> EcommerceStack {
         let mut old = EcommerceStack::test().finalized();
         old.spec.version = "1.1.0".into();
-        let mut status =
-            crate::status::applied_status(&old, &[], k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let mut status = crate::status::applied_status(&old, &[], Timestamp::UNIX_EPOCH);
         status.version = Some("1.1.0".into());
         status.migrated_version = Some("1.1.0".into());
         status.observed_generation = Some(1);
@@ -2071,6 +2176,106 @@ mod tests {
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),
             ("True", "InvalidSpec")
+        );
+    }
+
+    fn consumer_on_autopilot() -> EcommerceStack {
+        let mut stack = EcommerceStack::test().finalized();
+        stack.spec.services.consumer.autoscaling = Some(crate::crd::AutoscalingSpec {
+            min_replicas: 1,
+            max_replicas: 10,
+            target_cpu_utilization_percentage: 75,
+            pending_per_replica: 1000,
+            scale_down_cooldown_seconds: 300,
+        });
+        let mut status = crate::status::applied_status(&stack, &[], Timestamp::UNIX_EPOCH);
+        status.version = Some("1.2.0".into());
+        status.migrated_version = Some("1.2.0".into());
+        status.observed_generation = Some(1);
+        status.consumer_autoscaling = Some(crate::crd::LagScalingStatus {
+            pending: Some(0),
+            replicas: 2,
+            last_scale_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::UNIX_EPOCH,
+            )),
+            message: String::new(),
+        });
+        stack.with_status(status)
+    }
+
+    fn consumer_replicas(applied: &Applied) -> i64 {
+        applied
+            .deployments
+            .iter()
+            .find(|d| d["metadata"]["name"] == "shop-consumer")
+            .unwrap()["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_growing_backlog_scales_the_consumer_up_and_says_so() {
+        let stack = consumer_on_autopilot();
+        let (ctx, mut server) = Context::test_with_lag(crate::fixtures::FixedLag(Ok(4_500)));
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let applied = server.handle_apply_children(&stack, rolled_out).await;
+                let event = server.handle_event("ScaledConsumer").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (applied, event, status)
+            }
+        });
+        let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+        assert_eq!(
+            action,
+            Action::requeue(super::LAG_RECHECK),
+            "the backlog is watched"
+        );
+        let (applied, event, status) = timeout_after_1s(scenario).await;
+        assert_eq!(consumer_replicas(&applied), 5);
+        assert!(
+            applied
+                .autoscalers
+                .iter()
+                .all(|hpa| hpa["metadata"]["name"] != "shop-consumer"),
+            "no CPU HPA fights the autopilot"
+        );
+        assert!(
+            event["note"].as_str().unwrap().contains("from 2 to 5"),
+            "{event}"
+        );
+        let scaling = status.consumer_autoscaling.unwrap();
+        assert_eq!((scaling.replicas, scaling.pending), (5, Some(4_500)));
+        assert_ne!(scaling.last_scale_time.unwrap().0, Timestamp::UNIX_EPOCH);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_backlog_holds_the_consumer_where_it_is() {
+        let stack = consumer_on_autopilot();
+        let (ctx, mut server) =
+            Context::test_with_lag(crate::fixtures::FixedLag(Err("no answer from NATS".into())));
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let applied = server.handle_apply_children(&stack, rolled_out).await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (applied, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        let (applied, status) = timeout_after_1s(scenario).await;
+        assert_eq!(consumer_replicas(&applied), 2);
+        let scaling = status.consumer_autoscaling.unwrap();
+        assert_eq!((scaling.replicas, scaling.pending), (2, None));
+        assert!(
+            scaling.message.contains("no answer from NATS"),
+            "{}",
+            scaling.message
         );
     }
 }

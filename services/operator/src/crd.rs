@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::CustomResource;
 use kube::core::CustomResourceExt;
 use schemars::JsonSchema;
@@ -342,7 +342,8 @@ pub struct ServiceSpec {
     pub env: Vec<EnvVar>,
 }
 
-/// A HorizontalPodAutoscaler on CPU, as the chart's `autoscaling`.
+/// A HorizontalPodAutoscaler on CPU, as the chart's `autoscaling`; for the
+/// Consumer, the operator's autopilot on its backlog instead.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
@@ -356,6 +357,25 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_target_cpu")]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
+    /// Consumer only: the order events pending for its durable that one
+    /// replica is expected to keep up with; the operator reads the backlog
+    /// from JetStream and sets the replica count (up at once, down after
+    /// the cooldown).
+    #[serde(default = "default_pending_per_replica")]
+    #[schemars(range(min = 1))]
+    pub pending_per_replica: i64,
+    /// Consumer only: no scale-down sooner than this after a change.
+    #[serde(default = "default_scale_down_cooldown")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_cooldown_seconds: i64,
+}
+
+fn default_pending_per_replica() -> i64 {
+    1000
+}
+
+fn default_scale_down_cooldown() -> i64 {
+    300
 }
 
 fn default_min_replicas() -> i32 {
@@ -396,6 +416,23 @@ pub struct EcommerceStackStatus {
     /// Each service's Deployment, in a fixed order.
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+    /// The Consumer's autopilot, when it autoscales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_autoscaling: Option<LagScalingStatus>,
+}
+
+/// What the Consumer's autopilot last saw and decided.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LagScalingStatus {
+    /// Events pending for its durable; unset when they could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<i64>,
+    pub replicas: i32,
+    /// When the count last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    pub message: String,
 }
 
 /// Readiness of one service's Deployment.

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tower_test::mock::{self, Handle, SendResponse};
 
+use crate::autopilot::LagSource;
 use crate::controller::{Context, FINALIZER};
 use crate::crd::{
     AdminSpec, AppEnv, DatabaseSpec, EcommerceStack, EcommerceStackSpec, EcommerceStackStatus,
@@ -573,13 +574,32 @@ impl ApiServerVerifier {
 impl Context {
     /// A context whose client talks to the returned verifier.
     pub fn test() -> (Arc<Context>, ApiServerVerifier) {
+        Self::test_with_lag(FixedLag(Err("no NATS in this test".into())))
+    }
+
+    /// As `test`, the Consumer's backlog answered by `lag`.
+    pub fn test_with_lag(lag: FixedLag) -> (Arc<Context>, ApiServerVerifier) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NAMESPACE);
         let metrics = Metrics::register(&mut Registry::default());
         (
-            Context::new(client, metrics, None),
+            Context::with_lag_source(client, metrics, None, Arc::new(lag)),
             ApiServerVerifier(handle),
         )
+    }
+}
+
+/// A backlog that is always the same (or never readable).
+pub struct FixedLag(pub Result<u64, String>);
+
+impl LagSource for FixedLag {
+    fn pending<'a>(
+        &'a self,
+        _url: &'a str,
+        _stream: &'a str,
+        _durable: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<u64, String>> {
+        Box::pin(std::future::ready(self.0.clone()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! into the platform's Deployments, Services, disruption budgets, NetworkPolicies,
 //! autoscalers and ConfigMap.
 
+pub mod autopilot;
 pub mod controller;
 pub mod crd;
 pub mod error;

@@ -226,6 +226,7 @@ pub fn applied_status(
         } else {
             previous.version
         },
+        consumer_autoscaling: previous.consumer_autoscaling.clone(),
         migrated_version: previous.migrated_version,
         admin_password_secret_ref: crate::resources::admin_password_ref(stack),
         ready_services: Some(format!("{ready_count}/{}", services.len())),

@@ -101,6 +101,20 @@ pub fn nats_url(stack: &EcommerceStack) -> String {
     }
 }
 
+/// Where the operator, in its own namespace, finds the stack's NATS: a
+/// managed one by its full name; a given URL as it is (so it must resolve
+/// from the operator's namespace too).
+pub fn nats_url_from_operator(stack: &EcommerceStack) -> String {
+    match &stack.spec.nats.managed {
+        Some(_) => format!(
+            "nats://{}.{}.svc:{NATS_PORT}",
+            managed_name(&stack.name_any(), Dependency::Nats.name()),
+            stack.namespace().unwrap_or_default()
+        ),
+        None => nats_url(stack),
+    }
+}
+
 /// What the spec says that cannot work, each as a sentence (the CRD's
 /// validation rules say the same; a CRD older than the operator may not).
 pub fn spec_problems(stack: &EcommerceStack) -> Vec<String> {
@@ -241,6 +255,20 @@ fn dependency_network_policy(
         .into_iter()
         .map(|service| pods_of(stack, service))
         .collect();
+    // The operator reads the Consumer's backlog for its autopilot.
+    if dependency == Dependency::Nats && stack.spec.services.consumer.autoscaling.is_some() {
+        from.push(NetworkPolicyPeer {
+            namespace_selector: Some(LabelSelector::default()),
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".to_owned(),
+                    "ecommerce-operator".to_owned(),
+                )])),
+                ..LabelSelector::default()
+            }),
+            ..NetworkPolicyPeer::default()
+        });
+    }
     if dependency == Dependency::PostgreSql {
         from.push(NetworkPolicyPeer {
             pod_selector: Some(LabelSelector {

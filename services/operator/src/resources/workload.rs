@@ -31,6 +31,10 @@ pub(crate) fn autoscaler(
     service: Service,
     owner: &OwnerReference,
 ) -> Option<HorizontalPodAutoscaler> {
+    // The Consumer scales on its backlog: the operator's autopilot.
+    if service == Service::Consumer {
+        return None;
+    }
     let auto = stack.spec.services.get(service).autoscaling.as_ref()?;
     let name = child_name(&stack.name_any(), service);
     Some(HorizontalPodAutoscaler {
@@ -257,9 +261,17 @@ pub(crate) fn deployment(
         spec: Some(DeploymentSpec {
             // With an autoscaler the HPA owns replicas: applying a count
             // would fight it on every reconcile.
-            replicas: match service_spec.autoscaling {
-                Some(_) => None,
-                None => Some(service_spec.replicas.unwrap_or(1)),
+            replicas: match (&service_spec.autoscaling, service) {
+                // The autopilot's last count (the reconciler applies its new one).
+                (Some(auto), Service::Consumer) => Some(
+                    stack
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.consumer_autoscaling.as_ref())
+                        .map_or(auto.min_replicas, |s| s.replicas),
+                ),
+                (Some(_), _) => None,
+                (None, _) => Some(service_spec.replicas.unwrap_or(1)),
             },
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name, service)),
