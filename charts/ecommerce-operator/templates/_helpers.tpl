@@ -53,6 +53,10 @@ packaging check compares them).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# spec.monitoring: the PodMonitor and PrometheusRule by server-side apply.
+- apiGroups: ["monitoring.coreos.com"]
+  resources: ["podmonitors", "prometheusrules"]
+  verbs: ["get", "create", "patch"]
 # Migration Jobs: created once per version (a Job cannot change), read
 # for their outcome; their pods are listed for a failure's cause.
 - apiGroups: ["batch"]

@@ -15,7 +15,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -33,9 +33,9 @@ use crate::migration::{
     JobOutcome, Migration, deployable_version, failed_migration, job_outcome, set_migration,
 };
 use crate::resources::{
-    DesiredState, FIELD_MANAGER, ServiceObjects, dependency_ready, desired_state, desired_state_at,
-    event_names, generated_secret, generated_secrets, nats_url, nats_url_from_operator, new_token,
-    secret_refs, spec_problems,
+    DesiredState, FIELD_MANAGER, MONITORING_GROUP_VERSION, MonitoringObjects, ServiceObjects,
+    dependency_ready, desired_state, desired_state_at, event_names, generated_secret,
+    generated_secrets, nats_url, nats_url_from_operator, new_token, secret_refs, spec_problems,
 };
 use crate::services::Service;
 use crate::status::{
@@ -198,10 +198,14 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             set_replicas(&mut services, Service::Consumer, scaling.replicas);
         }
         let applied = apply_services(stack, &services, client, &namespace).await?;
-        Ok::<_, Error>((migration, applied))
+        let monitoring = match &desired.monitoring {
+            Some(objects) => Some(apply_monitoring(objects, client, &namespace).await?),
+            None => None,
+        };
+        Ok::<_, Error>((migration, applied, monitoring))
     }
     .await;
-    let (migration, applied) = match outcome {
+    let (migration, applied, monitoring) = match outcome {
         Ok(outcome) => outcome,
         Err(error) => return report_failure(stack, ctx, error).await,
     };
@@ -251,6 +255,21 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             publish(stack, ctx, EventType::Warning, reason, "Migrating", note).await;
         }
     }
+    if let Some(said) = &monitoring {
+        let before = stack.status.as_ref().and_then(|s| s.monitoring.as_ref());
+        if before != Some(said) && said.starts_with(NOT_SERVED) {
+            publish(
+                stack,
+                ctx,
+                EventType::Warning,
+                "MonitoringUnavailable",
+                "Monitoring",
+                said.clone(),
+            )
+            .await;
+        }
+    }
+    status.monitoring = monitoring;
     if let Some(scaling) = autopilot {
         let before = stack
             .status
@@ -343,6 +362,52 @@ async fn consumer_autopilot(
             })
         }
     }
+}
+
+/// How `status.monitoring` begins when the Prometheus Operator is missing.
+const NOT_SERVED: &str = "the cluster does not serve";
+
+/// Applies the dashboard ConfigMap, and the PodMonitor and PrometheusRule
+/// when the cluster serves their kinds; says which.
+async fn apply_monitoring(
+    objects: &MonitoringObjects,
+    client: &Client,
+    namespace: &str,
+) -> Result<String> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let dashboard = &objects.dashboard;
+    config_maps
+        .patch(&dashboard.name_any(), &params, &Patch::Apply(dashboard))
+        .await?;
+    let group_version = MONITORING_GROUP_VERSION
+        .parse()
+        .expect("a valid group/version");
+    let group = match kube::discovery::pinned_group(client, &group_version).await {
+        Ok(group) => group,
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return Ok(format!(
+                "{NOT_SERVED} {MONITORING_GROUP_VERSION} (no Prometheus Operator): the dashboard ConfigMap is applied, the PodMonitor and PrometheusRule are not"
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut applied = Vec::new();
+    for object in [&objects.pod_monitor, &objects.prometheus_rule] {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let Some((resource, _)) = group.recommended_kind(kind) else {
+            continue;
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        api.patch(name, &params, &Patch::Apply(object)).await?;
+        applied.push(format!("{kind} {name}"));
+    }
+    Ok(format!(
+        "applied {} and the dashboard ConfigMap {}",
+        applied.join(", "),
+        dashboard.name_any()
+    ))
 }
 
 /// Sets one service's Deployment replica count.
@@ -2277,5 +2342,108 @@ mod tests {
             "{}",
             scaling.message
         );
+    }
+
+    fn monitored() -> EcommerceStack {
+        let mut stack = EcommerceStack::test().finalized();
+        stack.spec.monitoring.enabled = true;
+        stack
+            .spec
+            .monitoring
+            .labels
+            .insert("release".into(), "kube-prometheus-stack".into());
+        let mut status = crate::status::applied_status(&stack, &[], Timestamp::UNIX_EPOCH);
+        status.version = Some("1.2.0".into());
+        status.migrated_version = Some("1.2.0".into());
+        status.observed_generation = Some(1);
+        stack.with_status(status)
+    }
+
+    #[tokio::test]
+    async fn monitoring_applies_the_charts_alerts_a_pod_monitor_and_the_dashboard() {
+        let stack = monitored();
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, rolled_out).await;
+                let applied = server.handle_monitoring(true).await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (applied, status)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        let (applied, status) = timeout_after_1s(scenario).await;
+        let [dashboard, pod_monitor, rule] = &applied[..] else {
+            panic!("three objects: {applied:?}")
+        };
+        assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(
+            pod_monitor["metadata"]["labels"]["release"],
+            "kube-prometheus-stack"
+        );
+        assert_eq!(
+            pod_monitor["spec"]["podMetricsEndpoints"][0]["port"],
+            "metrics"
+        );
+        assert_eq!(rule["metadata"]["ownerReferences"][0]["name"], "shop");
+        assert!(rule["spec"]["groups"].as_array().unwrap().len() >= 3);
+        let said = status.monitoring.unwrap();
+        assert!(
+            said.contains("PodMonitor shop-metrics") && said.contains("PrometheusRule shop-alerts"),
+            "{said}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_the_prometheus_operator_the_stack_says_so_once() {
+        let stack = monitored();
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, rolled_out).await;
+                server.handle_monitoring(false).await;
+                let warning = server.handle_event("MonitoringUnavailable").await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (warning, status)
+            }
+        });
+        reconcile_in_time(stack.clone(), ctx)
+            .await
+            .expect("reconciled");
+        let (warning, status) = timeout_after_1s(scenario).await;
+        assert!(
+            warning["note"]
+                .as_str()
+                .unwrap()
+                .contains("monitoring.coreos.com/v1")
+        );
+        assert!(
+            status
+                .monitoring
+                .as_deref()
+                .unwrap()
+                .starts_with("the cluster does not serve")
+        );
+        // The next reconcile finds the same: no second warning.
+        let (ctx, mut server) = Context::test();
+        let again = stack.with_status(status);
+        let scenario = tokio::spawn({
+            let stack = again.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, rolled_out).await;
+                server.handle_monitoring(false).await;
+                server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+            }
+        });
+        reconcile_in_time(again, ctx).await.expect("reconciled");
+        timeout_after_1s(scenario).await;
     }
 }

@@ -89,6 +89,22 @@ pub struct EcommerceStackSpec {
     /// Per-service replicas, resources and extra environment.
     #[serde(default)]
     pub services: ServicesSpec,
+    /// Scraping, alerts and a dashboard for the stack.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+/// The stack's PodMonitor and PrometheusRule (the chart's alerts), applied
+/// when the cluster serves the Prometheus Operator's `monitoring.coreos.com/v1`,
+/// and its Grafana dashboard as a ConfigMap for the dashboard sidecar.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct MonitoringSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Extra labels on the PodMonitor and PrometheusRule, for Prometheus's
+    /// selectors (e.g. `release: kube-prometheus-stack`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_image_prefix() -> String {
@@ -416,6 +432,9 @@ pub struct EcommerceStackStatus {
     /// Each service's Deployment, in a fixed order.
     #[serde(default)]
     pub services: Vec<ServiceStatus>,
+    /// What became of `spec.monitoring` (applied, or why not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<String>,
     /// The Consumer's autopilot, when it autoscales.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_autoscaling: Option<LagScalingStatus>,

@@ -72,6 +72,7 @@ pub fn test_spec() -> EcommerceStackSpec {
             }),
         }),
         services: ServicesSpec::default(),
+        monitoring: Default::default(),
     }
 }
 
@@ -509,6 +510,46 @@ impl ApiServerVerifier {
             }
         }
         query
+    }
+
+    /// The dashboard ConfigMap, the discovery of the Prometheus Operator's
+    /// kinds (served or not) and, when served, the PodMonitor and
+    /// PrometheusRule; returns the bodies applied.
+    pub async fn handle_monitoring(&mut self, served: bool) -> Vec<Value> {
+        let mut applied = Vec::new();
+        let (body, send) = self
+            .expect_apply(&format!(
+                "/api/v1/namespaces/{NAMESPACE}/configmaps/{NAME}-dashboard"
+            ))
+            .await;
+        respond_json(send, &body);
+        applied.push(body);
+        let (_, send, _) = self
+            .expect(Method::GET, "/apis/monitoring.coreos.com/v1")
+            .await;
+        if !served {
+            respond_error(send, 404, "NotFound");
+            return applied;
+        }
+        let resource = |name: &str, kind: &str| {
+            json!({"name": name, "singularName": "", "namespaced": true, "kind": kind,
+                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]})
+        };
+        respond_json(
+            send,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+                    "resources": [resource("podmonitors", "PodMonitor"), resource("prometheusrules", "PrometheusRule")]}),
+        );
+        for (plural, name) in [("podmonitors", "metrics"), ("prometheusrules", "alerts")] {
+            let (body, send) = self
+                .expect_apply(&format!(
+                    "/apis/monitoring.coreos.com/v1/namespaces/{NAMESPACE}/{plural}/{NAME}-{name}"
+                ))
+                .await;
+            respond_json(send, &body);
+            applied.push(body);
+        }
+        applied
     }
 
     /// The list of the stack's pods, answered with `pods`.

@@ -227,6 +227,7 @@ pub fn applied_status(
             previous.version
         },
         consumer_autoscaling: previous.consumer_autoscaling.clone(),
+        monitoring: previous.monitoring.clone(),
         migrated_version: previous.migrated_version,
         admin_password_secret_ref: crate::resources::admin_password_ref(stack),
         ready_services: Some(format!("{ready_count}/{}", services.len())),

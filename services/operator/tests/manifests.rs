@@ -259,6 +259,14 @@ fn assert_rbac_covers_the_operator(stacks: &[PolicyRule], leases: &[PolicyRule])
         !allows(stacks, "batch", "jobs", "patch"),
         "a Job is never changed"
     );
+    for resource in ["podmonitors", "prometheusrules"] {
+        for verb in ["get", "create", "patch"] {
+            assert!(
+                allows(stacks, "monitoring.coreos.com", resource, verb),
+                "{resource} {verb}"
+            );
+        }
+    }
     assert!(allows(stacks, "", "pods", "list"));
     assert!(allows(stacks, "", "secrets", "get"));
     assert!(allows(stacks, "", "secrets", "create"));

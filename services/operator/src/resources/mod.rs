@@ -20,6 +20,7 @@ use crate::services::Service;
 mod dependencies;
 mod env;
 mod migration;
+mod monitoring;
 mod network;
 mod secrets;
 mod workload;
@@ -27,6 +28,7 @@ mod workload;
 pub use dependencies::*;
 pub use env::*;
 pub use migration::*;
+pub use monitoring::*;
 use network::*;
 pub use secrets::*;
 pub use workload::*;
@@ -59,6 +61,8 @@ pub struct DesiredState {
     /// roll to it.
     pub migrations: Vec<Job>,
     pub services: Vec<ServiceObjects>,
+    /// When `spec.monitoring.enabled`.
+    pub monitoring: Option<MonitoringObjects>,
 }
 
 /// One service's Service, Deployment and disruption budget, and its
@@ -178,6 +182,7 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
         network_policies,
         migrations: migration_jobs(stack, &owner),
         services,
+        monitoring: monitoring(stack, &owner),
     })
 }
 
@@ -1227,5 +1232,43 @@ mod tests {
             problems[1].starts_with("spec.nats: neither"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn monitoring_is_off_by_default_and_embeds_the_charts_own_alerts_and_dashboard() {
+        assert!(desired_state(&stack()).unwrap().monitoring.is_none());
+        let mut stack = stack();
+        stack.spec.monitoring.enabled = true;
+        let objects = desired_state(&stack).unwrap().monitoring.unwrap();
+        let alerts: Vec<&str> = objects.prometheus_rule["spec"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .map(|r| r["alert"].as_str().unwrap())
+            .collect();
+        for alert in [
+            "EcommerceOrdersPendingTooLong",
+            "EcommerceEventsDeadLettered",
+            "EcommerceOutboxBacklog",
+        ] {
+            assert!(alerts.contains(&alert), "{alert} in {alerts:?}");
+        }
+        assert_eq!(objects.prometheus_rule["metadata"]["name"], "shop-alerts");
+        let selected = &objects.pod_monitor["spec"]["selector"];
+        assert_eq!(
+            selected["matchLabels"]["app.kubernetes.io/instance"],
+            "shop"
+        );
+        assert_eq!(
+            selected["matchExpressions"][0]["values"]
+                .as_array()
+                .unwrap()
+                .len(),
+            6
+        );
+        let dashboard = &objects.dashboard.data.as_ref().unwrap()["ecommerce-order-flow.json"];
+        let parsed: serde_json::Value = serde_json::from_str(dashboard).expect("JSON");
+        assert_eq!(parsed["uid"], "ecommerce-order-flow");
     }
 }
