@@ -868,6 +868,192 @@ def check_operator_install_parity(chart: helm.Chart) -> None:
         fail("the ServiceAccounts differ")
 
 
+
+# --------------------------------------------------------------------------
+# one deployment shape: the chart and the operator render the same objects
+
+SHAPE_VALUES = ROOT / "charts/ecommerce/ci/operator-shape-values.yaml"
+SHAPE_STACK = ROOT / "services/operator/tests/chart-shape-stack.yaml"
+STACK_SERVICES = ("gateway", "inventory", "order", "user", "producer", "consumer")
+
+
+def operator_render(stack_file: Path) -> list[dict]:
+    """The objects the operator would apply for a stack (its `render` binary)."""
+    out = subprocess.run(["cargo", "run", "-q", "-p", "operator", "--bin", "render", "--", str(stack_file)],
+                         cwd=ROOT, capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"operator render {stack_file.name}: {out.stderr.strip()[-400:]}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def env_sources(container: dict, configmaps: dict[str, dict]) -> dict[str, str]:
+    """Each variable a container gets and whether it is a secret or a setting
+    (ConfigMap key, envFrom or plain value: how differs between the two)."""
+    sources = {}
+    for src in container.get("envFrom") or []:
+        for key in (configmaps[src["configMapRef"]["name"]].get("data") or {}):
+            sources[key] = "setting"
+    for e in container.get("env") or []:
+        secret = (e.get("valueFrom") or {}).get("secretKeyRef")
+        sources[e["name"]] = f"secret {secret['key']}" if secret else "setting"
+    return sources
+
+
+def env_values(container: dict, configmaps: dict[str, dict]) -> dict[str, str]:
+    """The plain values a container's settings have, where known."""
+    values = {}
+    for src in container.get("envFrom") or []:
+        values.update(configmaps[src["configMapRef"]["name"]].get("data") or {})
+    for e in container.get("env") or []:
+        if "value" in e:
+            values[e["name"]] = e["value"]
+    return values
+
+
+def documented_defaults() -> dict[str, str]:
+    """docs/configuration.md's defaults, from its generated tables."""
+    defaults = {}
+    for line in (ROOT / "docs/configuration.md").read_text().splitlines():
+        m = re.match(r"^\| `([A-Z0-9_]+)` \| `([^`]*)` \|", line)
+        if m:
+            defaults[m.group(1)] = m.group(2)
+    return defaults
+
+
+# The operator's stack-only settings: its durable consumer is the stack's own
+# (two stacks on one NATS must not share it; the chart's release uses the default).
+OPERATOR_ONLY_SETTINGS = {"NATS_CONSUMER_NAME"}
+
+
+def explained_env(chart_c: dict, op_c: dict, configmaps: dict[str, dict], where: str) -> list[str]:
+    """Variables one side sets and the other does not: fine only when the
+    chart sets a service's documented default, or the operator a setting of
+    OPERATOR_ONLY_SETTINGS."""
+    a, b = env_sources(chart_c, configmaps), env_sources(op_c, configmaps)
+    defaults, chart_values = documented_defaults(), env_values(chart_c, configmaps)
+    problems = []
+    for name in sorted(set(a) - set(b)):
+        if name not in defaults or chart_values.get(name) != defaults[name]:
+            problems.append(f"{where}: {name} only in the chart ({chart_values.get(name)!r}, documented default {defaults.get(name)!r})")
+    for name in sorted(set(b) - set(a) - OPERATOR_ONLY_SETTINGS):
+        problems.append(f"{where}: {name} only in the operator")
+    for name in sorted(set(a) & set(b)):
+        if a[name] != b[name]:
+            problems.append(f"{where}: {name} is a {a[name]} in the chart, a {b[name]} in the operator")
+    return problems
+
+
+def pod_shape(doc: dict, configmaps: dict[str, dict], origin: str) -> dict:
+    """A workload's pod template with what differs by design taken out and
+    checked on its own: names (labels, ServiceAccount, ConfigMaps, Secrets),
+    the image's registry, the hash annotation."""
+    template = copy.deepcopy(doc["spec"]["template"])
+    labels = template["metadata"].get("labels") or {}
+    spec = template["spec"]
+    if not spec.pop("serviceAccountName", None):
+        fail(f"{origin}: {doc['metadata']['name']} runs as the namespace's default ServiceAccount")
+    for tsc in spec.get("topologySpreadConstraints") or []:
+        if not selector_matches(tsc.pop("labelSelector", {}), labels):
+            fail(f"{origin}: {doc['metadata']['name']}: topology spread counts other pods than its own")
+    containers = []
+    for c in spec.pop("containers"):
+        c = dict(c)
+        c.pop("env", None)
+        c.pop("envFrom", None)
+        c["image"] = c["image"].rsplit("/", 1)[-1]
+        containers.append(c)
+    annotations = template["metadata"].get("annotations") or {}
+    return {"pod": spec, "containers": containers,
+            "annotations": sorted(k for k in annotations if not ("hash" in k or "checksum" in k))}
+
+
+def diff(a, b, path="") -> list[str]:
+    """Where two JSON values differ, as paths."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                out.append(f"{path}.{k}: {'chart' if k in a else 'operator'} only ({a.get(k, b.get(k))!r:.120})")
+            else:
+                out += diff(a[k], b[k], f"{path}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: chart {a!r:.160} / operator {b!r:.160}"]
+
+
+def check_operator_chart_shape(chart: helm.Chart) -> None:
+    values = yaml.safe_load(SHAPE_VALUES.read_text())
+    chart_docs = [d for d in rendered_docs(render(chart, values, name="shop", namespace="shop"))
+                  if "helm.sh/hook" not in (d["metadata"].get("annotations") or {}) or d["kind"] == "Job"]
+    operator_docs = operator_render(SHAPE_STACK)
+
+    def by_service(docs, kind, service_of):
+        return {service_of(d): d for d in docs if d["kind"] == kind and service_of(d) in STACK_SERVICES}
+
+    # The chart names a service by component, the operator by name.
+    chart_service = lambda d: (d["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+    op_service = lambda d: (d["metadata"].get("labels") or {}).get("app.kubernetes.io/name")
+    migrate = lambda f: (lambda d: (f(d) or "").removesuffix("-migrate"))
+    configmaps = {d["metadata"]["name"]: d for docs in (chart_docs, operator_docs) for d in docs if d["kind"] == "ConfigMap"}
+    problems = []
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Job"):
+        ours = by_service(chart_docs, kind, migrate(chart_service) if kind == "Job" else chart_service)
+        theirs = by_service(operator_docs, kind, migrate(op_service) if kind == "Job" else op_service)
+        if sorted(ours) != sorted(theirs):
+            problems.append(f"{kind}: the chart renders one for {sorted(ours)}, the operator for {sorted(theirs)}")
+            continue
+        for service, c in ours.items():
+            o = theirs[service]
+            if kind in ("Deployment", "Job"):
+                a, b = pod_shape(c, configmaps, "chart"), pod_shape(o, configmaps, "operator")
+                spec_a = {k: v for k, v in c["spec"].items() if k not in ("template", "selector")}
+                spec_b = {k: v for k, v in o["spec"].items() if k not in ("template", "selector")}
+                if kind == "Job":
+                    # The operator's Jobs are its own, not hooks: retried on a
+                    # drained node, kept a day, a refused downgrade not retried.
+                    for k in ("podFailurePolicy", "ttlSecondsAfterFinished"):
+                        spec_b.pop(k, None)
+                problems += [f"{kind} {service} {d}" for d in diff(spec_a, spec_b, ".spec") + diff(a, b, ".template")]
+                for ca, cb in zip(c["spec"]["template"]["spec"]["containers"], o["spec"]["template"]["spec"]["containers"]):
+                    problems += explained_env(ca, cb, configmaps, f"{kind} {service} env")
+            else:
+                spec_a, spec_b = copy.deepcopy(c["spec"]), copy.deepcopy(o["spec"])
+                for spec in (spec_a, spec_b):
+                    spec.pop("selector", None)
+                    (spec.get("scaleTargetRef") or {}).pop("name", None)
+                problems += [f"{kind} {service} {d}" for d in diff(spec_a, spec_b, ".spec")]
+    # NetworkPolicies: the same ports in and out, from and to the same services.
+    chart_pods = {chart_service(d): pod_labels(d) for d in chart_docs if d["kind"] == "Deployment"}
+    op_pods = {op_service(d): pod_labels(d) for d in operator_docs if d["kind"] == "Deployment"}
+
+    def peers(rule, pods):
+        named = []
+        for p in rule.get("from") or rule.get("to") or []:
+            sel = p.get("podSelector")
+            hits = sorted(s for s, labels in pods.items() if sel is not None and selector_matches(sel, labels))
+            named.append(hits if sel is not None and not p.get("namespaceSelector") else p)
+        return sorted(named, key=lambda n: json.dumps(n, sort_keys=True))
+
+    def policy_shape(doc, pods):
+        spec = doc["spec"]
+        return {direction: sorted((json.dumps(r.get("ports"), sort_keys=True), json.dumps(peers(r, pods), sort_keys=True))
+                                  for r in spec.get(direction) or [])
+                for direction in ("ingress", "egress")} | {"policyTypes": spec.get("policyTypes")}
+
+    ours = by_service(chart_docs, "NetworkPolicy", chart_service)
+    theirs = by_service(operator_docs, "NetworkPolicy", op_service)
+    for service in STACK_SERVICES:
+        if service not in ours or service not in theirs:
+            problems.append(f"NetworkPolicy {service}: chart {service in ours}, operator {service in theirs}")
+            continue
+        problems += [f"NetworkPolicy {service} {d}"
+                     for d in diff(policy_shape(ours[service], chart_pods), policy_shape(theirs[service], op_pods))]
+    if problems:
+        fail(f"{len(problems)} differences between the chart ({SHAPE_VALUES.relative_to(ROOT)}) and the operator "
+             f"({SHAPE_STACK.relative_to(ROOT)}):\n  " + "\n  ".join(problems[:40]))
+
+
 def check_default_profile(chart: helm.Chart) -> None:
     manifests = render(chart, None)
     docs = rendered_docs(manifests)
@@ -2207,6 +2393,9 @@ def main() -> int:
                     if merged[key]["enabled"] is not True:
                         fail(f"{key}.enabled is not true by default")
             r.check("ecommerce: NetworkPolicies, PodDisruptionBudgets and topology spread are on by default", network_policies_by_default)
+            r.check("one shape: the chart and the operator render the same Deployments, Services, PDBs, HPAs, migration Jobs and "
+                    "NetworkPolicies for the same settings (ci/operator-shape-values.yaml, services/operator/tests/chart-shape-stack.yaml)",
+                    check_operator_chart_shape, chart)
         if cname == "ecommerce-operator":
             r.check("ecommerce-operator: RBAC rules are k8s/operator/10-rbac.yaml's; with watchNamespace a Role there and no cluster-wide write",
                     check_operator_rbac, chart)

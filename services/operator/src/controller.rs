@@ -10,7 +10,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -674,7 +674,8 @@ async fn failing_pods(
     Ok(pod_failures(&list.items))
 }
 
-/// Applies the managed dependencies, the ConfigMap and the NetworkPolicies:
+/// Applies the ServiceAccount, the managed dependencies, the ConfigMap and
+/// the NetworkPolicies:
 /// what the migration Jobs need before they run. Returns the managed
 /// dependencies not ready yet.
 async fn apply_shared(
@@ -687,6 +688,11 @@ async fn apply_shared(
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
     let kube_services: Api<KubeService> = Api::namespaced(client.clone(), namespace);
     let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account = &desired.service_account;
+    accounts
+        .patch(&account.name_any(), &params, &Patch::Apply(account))
+        .await?;
     let mut starting = Vec::new();
     for managed in &desired.dependencies {
         if let Some(policy) = &managed.network_policy {
@@ -956,6 +962,7 @@ pub async fn run(
         .owns(api::<PodDisruptionBudget>(&client, namespace), owned())
         .owns(api::<Job>(&client, namespace), owned())
         .owns(api::<StatefulSet>(&client, namespace), owned())
+        .owns(api::<ServiceAccount>(&client, namespace), owned())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -1314,7 +1321,7 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 let (_, send) = server
                     .expect_apply(&format!(
-                        "/api/v1/namespaces/{NAMESPACE}/configmaps/shop-config"
+                        "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/shop-ecommerce"
                     ))
                     .await;
                 respond_error(send, 500, "InternalError");

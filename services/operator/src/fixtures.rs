@@ -345,14 +345,21 @@ impl ApiServerVerifier {
         applied
     }
 
-    /// The managed dependencies (their StatefulSets answered ready or
-    /// not), the ConfigMap and the NetworkPolicies.
+    /// The ServiceAccount, the managed dependencies (their StatefulSets
+    /// answered ready or not), the ConfigMap and the NetworkPolicies.
     pub async fn handle_apply_shared(
         &mut self,
         desired: &DesiredState,
         dependencies_ready: bool,
         applied: &mut Applied,
     ) {
+        let (body, send) = self
+            .expect_apply(&format!(
+                "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{NAME}-ecommerce"
+            ))
+            .await;
+        assert_eq!(body["automountServiceAccountToken"], false);
+        respond_json(send, &body);
         for managed in &desired.dependencies {
             let name = format!("{NAME}-{}", managed.dependency.name());
             if managed.network_policy.is_some() {

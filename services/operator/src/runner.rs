@@ -588,6 +588,7 @@ mod tests {
             "/apis/policy/v1/poddisruptionbudgets",
             "/apis/batch/v1/jobs",
             "/apis/apps/v1/statefulsets",
+            "/api/v1/serviceaccounts",
         ] {
             let (_, query) = lists
                 .iter()

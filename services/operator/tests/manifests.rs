@@ -238,6 +238,7 @@ fn assert_rbac_covers_the_operator(stacks: &[PolicyRule], leases: &[PolicyRule])
         ("apps", "statefulsets"),
         ("", "services"),
         ("", "configmaps"),
+        ("", "serviceaccounts"),
         ("networking.k8s.io", "networkpolicies"),
         ("autoscaling", "horizontalpodautoscalers"),
         ("policy", "poddisruptionbudgets"),

@@ -158,6 +158,7 @@ pub(crate) fn migration_jobs(stack: &EcommerceStack, owner: &OwnerReference) -> 
                         }),
                         spec: Some(PodSpec {
                             containers: vec![container],
+                            service_account_name: Some(service_account_name(&name)),
                             restart_policy: Some("Never".to_owned()),
                             security_context: Some(pod_security_context()),
                             automount_service_account_token: Some(false),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Service as KubeService};
+use k8s_openapi::api::core::v1::{ConfigMap, Service as KubeService, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -52,6 +52,8 @@ pub const INTERNAL_AUTH_TOKEN_KEY: &str = "token";
 /// Everything one stack consists of, in the order it is applied.
 #[derive(Debug, Clone)]
 pub struct DesiredState {
+    /// The services' ServiceAccount.
+    pub service_account: ServiceAccount,
     /// The managed PostgreSQL and NATS the spec asks for.
     pub dependencies: Vec<ManagedObjects>,
     pub config_map: ConfigMap,
@@ -177,6 +179,7 @@ pub fn desired_state(stack: &EcommerceStack) -> Result<DesiredState> {
         Vec::new()
     };
     Ok(DesiredState {
+        service_account: service_account(stack, &owner),
         dependencies: managed_dependencies(stack, &owner),
         config_map,
         network_policies,

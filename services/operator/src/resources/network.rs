@@ -156,6 +156,7 @@ pub(crate) fn kube_service(
     KubeService {
         metadata: metadata(stack, child_name(&name, service), Some(service), owner),
         spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
             selector: Some(selector_labels(&name, service)),
             ports: Some(vec![ServicePort {
                 name: Some(service.port_name().to_owned()),

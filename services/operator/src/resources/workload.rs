@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
     MetricTarget, ResourceMetricSource,
@@ -11,8 +13,8 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, ExecAction, HTTPGetAction,
     Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext, TopologySpreadConstraint, Volume,
-    VolumeMount,
+    ResourceRequirements, SeccompProfile, SecurityContext, ServiceAccount,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -141,7 +143,6 @@ pub(crate) fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> 
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::Int(service.port()),
-            scheme: Some("HTTP".to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(timing.period_seconds),
@@ -151,12 +152,27 @@ pub(crate) fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> 
     }
 }
 
+/// `<stack>-ecommerce`: the services' ServiceAccount (as the chart's
+/// `<release>-ecommerce`), which mounts no token: they call no Kubernetes API.
+pub fn service_account_name(stack: &str) -> String {
+    format!("{stack}-ecommerce")
+}
+
+pub(crate) fn service_account(stack: &EcommerceStack, owner: &OwnerReference) -> ServiceAccount {
+    ServiceAccount {
+        metadata: metadata(stack, service_account_name(&stack.name_any()), None, owner),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
 /// Every pod of the stack: not root, the runtime's seccomp profile.
 pub(crate) fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
         run_as_group: Some(RUN_AS_USER),
+        fs_group: Some(RUN_AS_USER),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".to_owned(),
             ..SeccompProfile::default()
@@ -165,10 +181,17 @@ pub(crate) fn pod_security_context() -> PodSecurityContext {
     }
 }
 
-/// Every container of the stack: a read-only root, no privileges.
+/// Every container of the stack: a read-only root, no privileges (the
+/// pod's settings repeated, as the chart has them).
 pub(crate) fn container_security_context() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS_USER),
+        run_as_group: Some(RUN_AS_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            ..SeccompProfile::default()
+        }),
         read_only_root_filesystem: Some(true),
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
@@ -273,21 +296,40 @@ pub(crate) fn deployment(
                 (Some(_), _) => None,
                 (None, _) => Some(service_spec.replicas.unwrap_or(1)),
             },
+            revision_history_limit: Some(5),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(&name, service)),
                 ..LabelSelector::default()
             },
+            // A new pod is ready before an old one goes.
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.to_owned(),
-                        config_hash(settings, &service.config_keys()),
-                    )])),
+                    annotations: Some(BTreeMap::from([
+                        (
+                            CONFIG_HASH_ANNOTATION.to_owned(),
+                            config_hash(settings, &service.config_keys()),
+                        ),
+                        // For a Prometheus that scrapes by annotation, as the chart's.
+                        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+                        (
+                            "prometheus.io/port".to_owned(),
+                            service.metrics_port().to_string(),
+                        ),
+                        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+                    ])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    service_account_name: Some(service_account_name(&name)),
                     security_context: Some(pod_security_context()),
                     // Replicas on different nodes where the scheduler can,
                     // as the chart's `topologySpread`.
