@@ -119,16 +119,17 @@ pub struct NatsLag {
 
 impl NatsLag {
     async fn client(&self, url: &str) -> Result<async_nats::Client, String> {
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(url) {
+        if let Some(client) = self.clients.lock().await.get(url) {
             return Ok(client.clone());
         }
+        // Connected outside the lock: one unreachable NATS must not hold up
+        // the other stacks' reads.
         let client = tokio::time::timeout(NATS_TIMEOUT, async_nats::connect(url))
             .await
             .map_err(|_| format!("no answer from NATS at {url}"))?
             .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
-        clients.insert(url.to_owned(), client.clone());
-        Ok(client)
+        let mut clients = self.clients.lock().await;
+        Ok(clients.entry(url.to_owned()).or_insert(client).clone())
     }
 }
 

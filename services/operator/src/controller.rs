@@ -181,8 +181,13 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let autopilot = consumer_autopilot(stack, ctx, Timestamp::now()).await;
     let outcome = async {
         let starting = apply_shared(&desired, client, &namespace).await?;
-        // The migrations need PostgreSQL, the services NATS too.
-        let migration = if starting.is_empty() {
+        let migrated = stack
+            .status
+            .as_ref()
+            .and_then(|s| s.migrated_version.as_ref());
+        // The migrations need PostgreSQL, the services NATS too (a restart
+        // of either on a migrated stack is no reason to wait).
+        let migration = if starting.is_empty() || migrated == Some(&stack.spec.version) {
             migrate(stack, &desired, client, &namespace).await?
         } else {
             Migration::Waiting(starting)
@@ -195,7 +200,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             None => Vec::new(),
         };
         if let Some(scaling) = &autopilot {
-            set_replicas(&mut services, Service::Consumer, scaling.replicas);
+            set_replicas(&mut services, Service::Consumer, scaling.status.replicas);
         }
         let applied = apply_services(stack, &services, client, &namespace).await?;
         let monitoring = match &desired.monitoring {
@@ -270,32 +275,28 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
         }
     }
     status.monitoring = monitoring;
-    if let Some(scaling) = autopilot {
-        let before = stack
-            .status
-            .as_ref()
-            .and_then(|s| s.consumer_autoscaling.as_ref())
-            .map(|s| s.replicas);
-        if before.is_some_and(|b| b != scaling.replicas) {
-            let note = format!(
-                "consumer scaled from {} to {} replicas: {}",
-                before.unwrap_or_default(),
-                scaling.replicas,
-                scaling.message
-            );
-            let action = format!("Scale consumer to {}", scaling.replicas);
-            publish(
-                stack,
-                ctx,
-                EventType::Normal,
-                "ScaledConsumer",
-                &action,
-                note,
-            )
-            .await;
-        }
-        status.consumer_autoscaling = Some(scaling);
+    if let Some(Autopilot {
+        scaled_from: Some(from),
+        status: scaling,
+    }) = &autopilot
+    {
+        let note = format!(
+            "consumer scaled from {from} to {} replicas: {}",
+            scaling.replicas, scaling.message
+        );
+        let action = format!("Scale consumer to {}", scaling.replicas);
+        publish(
+            stack,
+            ctx,
+            EventType::Normal,
+            "ScaledConsumer",
+            &action,
+            note,
+        )
+        .await;
     }
+    // None once autoscaling is switched off.
+    status.consumer_autoscaling = autopilot.map(|a| a.status);
     publish_changes(stack, &status, ctx).await;
     patch_status(stack, &status, ctx).await?;
     let settled = all_ready && migration == Migration::Done;
@@ -306,13 +307,22 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     Ok(Action::requeue(recheck))
 }
 
+/// What the Consumer's autopilot decided this time.
+struct Autopilot {
+    status: LagScalingStatus,
+    /// The count before, when it changed.
+    scaled_from: Option<i32>,
+}
+
 /// The Consumer's replica count from its backlog, when it autoscales; with
-/// the backlog unreadable, the count holds.
+/// the backlog unreadable, the count holds. The status changes only with
+/// the count (or when the backlog becomes readable or unreadable): a status
+/// that followed every read would wake the controller after every write.
 async fn consumer_autopilot(
     stack: &EcommerceStack,
     ctx: &Context,
     now: Timestamp,
-) -> Option<LagScalingStatus> {
+) -> Option<Autopilot> {
     let auto = stack.spec.services.consumer.autoscaling.as_ref()?;
     let policy = LagPolicy {
         min_replicas: auto.min_replicas,
@@ -322,25 +332,35 @@ async fn consumer_autopilot(
             u64::try_from(auto.scale_down_cooldown_seconds).unwrap_or(0),
         ),
     };
-    let previous = stack
-        .status
+    let status = stack.status.as_ref();
+    let previous = status.and_then(|s| s.consumer_autoscaling.clone());
+    // Just switched on: from the count the Consumer runs now.
+    let running = status
+        .and_then(|s| {
+            s.services
+                .iter()
+                .find(|s| s.name == Service::Consumer.name())
+        })
+        .map(|s| s.desired_replicas);
+    let current = previous
         .as_ref()
-        .and_then(|s| s.consumer_autoscaling.clone());
-    let current = previous.as_ref().map_or(auto.min_replicas, |p| p.replicas);
+        .map(|p| p.replicas)
+        .or(running)
+        .unwrap_or(auto.min_replicas);
     let last_change = previous
         .as_ref()
         .and_then(|p| p.last_scale_time.as_ref())
         .map(|t| t.0);
     let names = event_names(stack);
     let url = nats_url_from_operator(stack);
-    match ctx
+    let read = ctx
         .lag
         .pending(&url, &names.stream, &names.consumer_name)
-        .await
-    {
+        .await;
+    let next = match read {
         Ok(pending) => {
             let decision = decide(&policy, current, pending, last_change, now);
-            Some(LagScalingStatus {
+            LagScalingStatus {
                 pending: Some(i64::try_from(pending).unwrap_or(i64::MAX)),
                 replicas: decision.replicas,
                 last_scale_time: if decision.scaled {
@@ -349,19 +369,30 @@ async fn consumer_autopilot(
                     last_change.map(Time)
                 },
                 message: decision.reason,
-            })
+            }
         }
         Err(why) => {
             let max = auto.max_replicas.max(auto.min_replicas);
             let replicas = current.clamp(auto.min_replicas, max);
-            Some(LagScalingStatus {
+            LagScalingStatus {
                 pending: None,
                 replicas,
                 last_scale_time: last_change.map(Time),
                 message: format!("backlog unknown ({why}): holding {replicas} replicas"),
-            })
+            }
         }
-    }
+    };
+    let scaled_from = (next.replicas != current).then_some(current);
+    let unchanged = previous.as_ref().is_some_and(|p| {
+        p.replicas == next.replicas && p.pending.is_some() == next.pending.is_some()
+    });
+    Some(Autopilot {
+        status: match (scaled_from, unchanged, previous) {
+            (None, true, Some(previous)) => previous,
+            _ => next,
+        },
+        scaled_from,
+    })
 }
 
 /// How `status.monitoring` begins when the Prometheus Operator is missing.
@@ -920,8 +951,19 @@ async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
         .collect();
     if !retained.is_empty() {
         note.push_str(&format!(
-            "; kept (retainOnDelete): the volume of the managed PostgreSQL and the Secret {} that opens it",
-            retained.join(", ")
+            "; kept: the Secret {} (the password of the managed PostgreSQL's data){}",
+            retained.join(", "),
+            if stack
+                .spec
+                .database
+                .managed
+                .as_ref()
+                .is_some_and(|m| m.retain_on_delete)
+            {
+                " and, with retainOnDelete, its volume"
+            } else {
+                ""
+            }
         ));
     }
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
@@ -1321,7 +1363,7 @@ mod tests {
                 server.handle_secrets(&stack, true).await;
                 let (_, send) = server
                     .expect_apply(&format!(
-                        "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/shop-ecommerce"
+                        "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/shop-services"
                     ))
                     .await;
                 respond_error(send, 500, "InternalError");
@@ -2159,8 +2201,12 @@ mod tests {
                 "shop-internal-auth"
             ]
         );
-        for secret in &secrets {
+        // The database password outlives the stack; the others go with it.
+        assert!(secrets[0]["metadata"].get("ownerReferences").is_none());
+        for secret in &secrets[1..] {
             assert_eq!(secret["metadata"]["ownerReferences"][0]["name"], "shop");
+        }
+        for secret in &secrets {
             let (_, value) = secret["stringData"]
                 .as_object()
                 .unwrap()
@@ -2452,5 +2498,82 @@ mod tests {
         });
         reconcile_in_time(again, ctx).await.expect("reconciled");
         timeout_after_1s(scenario).await;
+    }
+
+    /// Reconciles `stack` (whose status says every service is rolled out)
+    /// with the backlog at `lag`; returns the consumer's replicas and the
+    /// status, and the ScaledConsumer event when one is expected.
+    async fn reconcile_with_lag(
+        stack: EcommerceStack,
+        lag: Result<u64, String>,
+        scaled: bool,
+    ) -> (i64, crate::crd::EcommerceStackStatus, Option<Value>) {
+        let (ctx, mut server) = Context::test_with_lag(crate::fixtures::FixedLag(lag));
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let applied = server.handle_apply_children(&stack, rolled_out).await;
+                let event = if scaled {
+                    Some(server.handle_event("ScaledConsumer").await)
+                } else {
+                    None
+                };
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (consumer_replicas(&applied), status, event)
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("reconciled");
+        timeout_after_1s(scenario).await
+    }
+
+    #[tokio::test]
+    async fn a_steady_backlog_leaves_the_status_as_it_was() {
+        let stack = consumer_on_autopilot();
+        let before = stack.status.clone().unwrap().consumer_autoscaling;
+        // 1,700 pending: two replicas keep up; nothing to write.
+        let (replicas, status, _) = reconcile_with_lag(stack, Ok(1_700), false).await;
+        assert_eq!(replicas, 2);
+        assert_eq!(
+            status.consumer_autoscaling, before,
+            "an unchanged status wakes nobody"
+        );
+    }
+
+    #[tokio::test]
+    async fn switching_the_autopilot_on_starts_from_the_running_count_and_off_clears_it() {
+        let mut stack = consumer_on_autopilot();
+        let status = stack.status.as_mut().unwrap();
+        status.consumer_autoscaling = None;
+        status.services = vec![crate::crd::ServiceStatus {
+            name: "consumer".into(),
+            desired_replicas: 4,
+            ..Default::default()
+        }];
+        // 3,500 pending fits the 4 running (no cooldown has started).
+        let (replicas, status, _) = reconcile_with_lag(stack.clone(), Ok(3_500), false).await;
+        assert_eq!(replicas, 4, "not dropped to minReplicas");
+        assert_eq!(status.consumer_autoscaling.unwrap().replicas, 4);
+
+        let mut off = consumer_on_autopilot();
+        off.spec.services.consumer.autoscaling = None;
+        off.spec.services.consumer.replicas = Some(3);
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = off.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let applied = server.handle_apply_children(&stack, rolled_out).await;
+                let status = server.handle_status_patch(&stack).await;
+                server.expect_no_more_calls().await;
+                (consumer_replicas(&applied), status)
+            }
+        });
+        let action = reconcile_in_time(off, ctx).await.expect("reconciled");
+        let (replicas, status) = timeout_after_1s(scenario).await;
+        assert_eq!(replicas, 3, "spec.replicas again");
+        assert_eq!(status.consumer_autoscaling, None);
+        assert_eq!(action, Action::requeue(RESYNC), "no more backlog reads");
     }
 }

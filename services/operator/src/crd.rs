@@ -188,9 +188,21 @@ pub struct DatabaseSpec {
 }
 
 /// A dependency the operator runs for the stack: one pod of a StatefulSet
-/// with a volume. For development and trials, not production.
+/// with a volume. For development and trials, not production. The volume's
+/// size and class are fixed once created (a StatefulSet's volume claim
+/// template cannot change).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)",
+        "message": "storage cannot change once the volume exists (resize its PersistentVolumeClaim instead)"
+    },
+    {
+        "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
+        "message": "storageClassName cannot change once the volume exists"
+    }
+]))]
 pub struct ManagedSpec {
     /// Its image; unset: `postgres:15` or `nats:2.9-alpine`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,8 +214,9 @@ pub struct ManagedSpec {
     /// The volume's StorageClass; unset: the cluster's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Keep the volume (and a generated password that opens it) when the
-    /// stack is deleted; a stack of the same name finds them again.
+    /// Keep the volume when the stack is deleted; a stack of the same name
+    /// finds it again. (A generated database password is always kept: it is
+    /// the one that opens the data.)
     #[serde(default)]
     pub retain_on_delete: bool,
 }

@@ -355,7 +355,7 @@ impl ApiServerVerifier {
     ) {
         let (body, send) = self
             .expect_apply(&format!(
-                "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{NAME}-ecommerce"
+                "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{NAME}-services"
             ))
             .await;
         assert_eq!(body["automountServiceAccountToken"], false);

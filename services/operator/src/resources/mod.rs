@@ -1185,11 +1185,15 @@ mod tests {
             .collect();
         assert_eq!(names, ["inventory", "order", "user", "migration"]);
         assert_eq!(policy.egress.as_deref(), Some(&[][..]));
-        // The generated password is owned by the stack: deleted with it.
+        // The generated password outlives the stack whatever becomes of the
+        // volume: a new one would never open the old data.
         let generated = generated_secrets(&stack);
-        assert!(!generated[0].retained);
+        assert!(generated[0].retained);
         let secret = generated_secret(&stack, &generated[0], "x".into()).unwrap();
-        assert!(secret.metadata.owner_references.is_some());
+        assert_eq!(secret.metadata.owner_references, None);
+        // The other generated secrets go with the stack.
+        let jwt = generated_secret(&stack, &generated[1], "x".into()).unwrap();
+        assert!(jwt.metadata.owner_references.is_some());
     }
 
     #[test]

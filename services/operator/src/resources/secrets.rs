@@ -21,8 +21,8 @@ pub fn internal_auth_secret_name(stack: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedSecret {
     pub reference: SecretKeyRef,
-    /// Kept when the stack is deleted (the password of a retained volume);
-    /// otherwise owned by the stack and deleted with it.
+    /// Kept when the stack is deleted (the database password); otherwise
+    /// owned by the stack and deleted with it.
     pub retained: bool,
 }
 
@@ -92,12 +92,11 @@ pub fn generated_secrets(stack: &EcommerceStack) -> Vec<GeneratedSecret> {
         })
     };
     if spec.database.password_secret_ref.is_none() {
-        let retained = spec
-            .database
-            .managed
-            .as_ref()
-            .is_some_and(|m| m.retain_on_delete);
-        add(db_password_ref(stack), retained);
+        // PostgreSQL takes its password once, when it creates its data: a
+        // new one would never open a volume that outlived its stack (kept by
+        // retainOnDelete, or by a cluster that ignores the claim retention
+        // policy), so the password outlives the stack too.
+        add(db_password_ref(stack), true);
     }
     if spec.jwt_secret_ref.is_none() {
         add(jwt_secret_ref(stack), false);

@@ -152,10 +152,12 @@ pub(crate) fn http_probe(service: Service, path: &str, timing: &ProbeTiming) -> 
     }
 }
 
-/// `<stack>-ecommerce`: the services' ServiceAccount (as the chart's
-/// `<release>-ecommerce`), which mounts no token: they call no Kubernetes API.
+/// `<stack>-services`: the services' ServiceAccount (the chart's
+/// `<release>-ecommerce`; another name, so that moving a release to a stack
+/// of the same name does not take the chart's over), which mounts no token:
+/// they call no Kubernetes API.
 pub fn service_account_name(stack: &str) -> String {
-    format!("{stack}-ecommerce")
+    format!("{stack}-services")
 }
 
 pub(crate) fn service_account(stack: &EcommerceStack, owner: &OwnerReference) -> ServiceAccount {
