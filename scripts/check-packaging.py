@@ -2263,7 +2263,9 @@ def main() -> int:
     cli_docs: list[dict] = []
     # CRDs first: k8s/ and every chart's crds/ folder.
     # kustomization.yaml is kustomize's, not an object: check_k8s_stack builds it.
+    # ...and the operator's golden renders: every object it applies, strictly valid.
     k8s_files = sorted(f for f in glob.glob(str(ROOT / "k8s/**/*.yaml"), recursive=True) + glob.glob(str(ROOT / "k8s/**/*.yml"), recursive=True)
+                       + glob.glob(str(ROOT / "services/operator/tests/golden/*.yaml"))
                        if Path(f).name != "kustomization.yaml")
     crd_files = k8s_files + sorted(glob.glob(str(ROOT / "charts/*/crds/**/*.yaml"), recursive=True))
     k8s_docs: dict[str, list[dict]] = {}

@@ -9,6 +9,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod migration;
+pub mod render;
 pub mod resources;
 pub mod runner;
 pub mod services;
