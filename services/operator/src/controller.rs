@@ -2576,4 +2576,33 @@ mod tests {
         assert_eq!(status.consumer_autoscaling, None);
         assert_eq!(action, Action::requeue(RESYNC), "no more backlog reads");
     }
+
+    #[tokio::test]
+    async fn deleting_a_stack_says_what_it_keeps() {
+        let mut stack = dev_stack().deleting();
+        stack
+            .spec
+            .database
+            .managed
+            .as_mut()
+            .unwrap()
+            .retain_on_delete = true;
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                let event = server.handle_event("Deleting").await;
+                server.handle_finalizer_removal(&stack).await;
+                server.expect_no_more_calls().await;
+                event
+            }
+        });
+        reconcile_in_time(stack, ctx).await.expect("cleaned up");
+        let event = timeout_after_1s(scenario).await;
+        let note = event["note"].as_str().unwrap();
+        assert!(
+            note.contains("kept: the Secret shop-postgresql") && note.contains("its volume"),
+            "{note}"
+        );
+    }
 }
