@@ -67,11 +67,16 @@ packaging check compares them).
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The referenced Secrets are checked (exist, have the key) before applying;
-# the internal auth token is generated into a new Secret. Never listed,
-# watched or updated.
+# those the spec leaves out are generated into new Secrets. Never listed,
+# watched or updated; patched only to hand a generated database password
+# to its volume (ownerReferences), so that it goes with the data.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "patch"]
+# The managed PostgreSQL's volume, whose uid owns the password.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get"]
 # The stack's pods, for failures their Deployment does not report.
 - apiGroups: [""]
   resources: ["pods"]

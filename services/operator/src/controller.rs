@@ -10,7 +10,9 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service as KubeService, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service as KubeService, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -34,8 +36,9 @@ use crate::migration::{
 };
 use crate::resources::{
     DesiredState, FIELD_MANAGER, MONITORING_GROUP_VERSION, MonitoringObjects, ServiceObjects,
-    dependency_ready, desired_state, desired_state_at, event_names, generated_secret,
-    generated_secrets, nats_url, nats_url_from_operator, new_token, secret_refs, spec_problems,
+    data_volume_claim_name, dependency_ready, desired_state, desired_state_at, event_names,
+    generated_secret, generated_secrets, nats_url, nats_url_from_operator, new_token, secret_refs,
+    spec_problems,
 };
 use crate::services::Service;
 use crate::status::{
@@ -181,6 +184,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let autopilot = consumer_autopilot(stack, ctx, Timestamp::now()).await;
     let outcome = async {
         let starting = apply_shared(&desired, client, &namespace).await?;
+        keep_password_with_volume(stack, client, &namespace).await?;
         let migrated = stack
             .status
             .as_ref()
@@ -759,6 +763,55 @@ async fn apply_shared(
     Ok(starting)
 }
 
+/// Hands a generated database password to the managed PostgreSQL's volume
+/// once it exists: the volume owns it, so it goes with the data (deleted
+/// with the stack, or kept by `retainOnDelete` or a cluster that keeps
+/// claims), never before and never after.
+async fn keep_password_with_volume(
+    stack: &EcommerceStack,
+    client: &Client,
+    namespace: &str,
+) -> Result<()> {
+    if stack.spec.database.managed.is_none() {
+        return Ok(());
+    }
+    let Some(password) = generated_secrets(stack).into_iter().find(|g| g.retained) else {
+        return Ok(());
+    };
+    let claim_name = data_volume_claim_name(&stack.name_any());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+    let Some(claim) = claims.get_opt(&claim_name).await? else {
+        return Ok(());
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = secrets.get_opt(&password.reference.name).await? else {
+        return Ok(());
+    };
+    let uid = claim.uid();
+    if secret
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == uid.as_ref())
+    {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"ownerReferences": [{
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "name": claim_name,
+        "uid": uid,
+    }]}});
+    secrets
+        .patch(
+            &password.reference.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    info!(stack = %stack.name_any(), secret = %password.reference.name, "the database password now goes with its volume");
+    Ok(())
+}
+
 /// Applies each service's Service, Deployment, disruption budget and
 /// autoscaler; returns the Deployments as the API server answered (with
 /// their status).
@@ -944,27 +997,12 @@ async fn cleanup(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
         "deleting stack {}: everything it owns goes with it (Deployments, Services, disruption budgets, NetworkPolicies, autoscalers, migration Jobs, managed PostgreSQL and NATS, the ConfigMap and generated Secrets)",
         stack.name_any()
     );
-    let retained: Vec<String> = generated_secrets(stack)
-        .into_iter()
-        .filter(|g| g.retained)
-        .map(|g| g.reference.name)
-        .collect();
-    if !retained.is_empty() {
-        note.push_str(&format!(
-            "; kept: the Secret {} (the password of the managed PostgreSQL's data){}",
-            retained.join(", "),
-            if stack
-                .spec
-                .database
-                .managed
-                .as_ref()
-                .is_some_and(|m| m.retain_on_delete)
-            {
-                " and, with retainOnDelete, its volume"
-            } else {
-                ""
-            }
-        ));
+    if let Some(managed) = &stack.spec.database.managed {
+        note.push_str(if managed.retain_on_delete {
+            "; kept (retainOnDelete): the managed PostgreSQL's volume, with the Secret of its password"
+        } else {
+            "; the managed PostgreSQL's volume and the Secret of its password go with it"
+        });
     }
     publish(stack, ctx, EventType::Normal, "Deleting", "Deleting", note).await;
     ctx.forget_failures(stack);
@@ -2601,8 +2639,39 @@ mod tests {
         let event = timeout_after_1s(scenario).await;
         let note = event["note"].as_str().unwrap();
         assert!(
-            note.contains("kept: the Secret shop-postgresql") && note.contains("its volume"),
+            note.contains("kept (retainOnDelete): the managed PostgreSQL's volume"),
             "{note}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_generated_database_password_goes_with_its_volume() {
+        // Migrated and rolled out; PostgreSQL's volume now exists.
+        let mut stack = dev_stack();
+        let mut status = crate::status::applied_status(&stack, &[], Timestamp::UNIX_EPOCH);
+        status.migrated_version = Some("1.2.0".into());
+        stack = stack.with_status(status);
+        let (ctx, mut server) = Context::test();
+        let scenario = tokio::spawn({
+            let stack = stack.clone();
+            async move {
+                server.handle_secrets(&stack, true).await;
+                let desired = crate::resources::desired_state(&stack).unwrap();
+                let mut applied = Applied::default();
+                let patch = server
+                    .handle_apply_shared_with_volume(&desired, "claim-uid-1", &mut applied)
+                    .await;
+                // (The services' applies follow: not this test's concern.)
+                patch
+            }
+        });
+        let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+        let patch = timeout_after_1s(scenario).await;
+        reconcile.abort();
+        assert_eq!(
+            patch["metadata"]["ownerReferences"],
+            serde_json::json!([{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                                "name": "data-shop-postgresql-0", "uid": "claim-uid-1"}])
         );
     }
 }

@@ -24,7 +24,7 @@ use crate::crd::{
 };
 use crate::metrics::Metrics;
 use crate::resources::{
-    DesiredState, FIELD_MANAGER, desired_state, generated_secrets, secret_refs,
+    Dependency, DesiredState, FIELD_MANAGER, desired_state, generated_secrets, secret_refs,
 };
 
 pub const NAMESPACE: &str = "testns";
@@ -353,6 +353,31 @@ impl ApiServerVerifier {
         dependencies_ready: bool,
         applied: &mut Applied,
     ) {
+        self.handle_shared(desired, dependencies_ready, None, applied)
+            .await;
+    }
+
+    /// As `handle_apply_shared`, the managed PostgreSQL's volume existing
+    /// with `uid` and the password's Secret not yet owned by it: returns
+    /// the patch handing it over.
+    pub async fn handle_apply_shared_with_volume(
+        &mut self,
+        desired: &DesiredState,
+        uid: &str,
+        applied: &mut Applied,
+    ) -> Value {
+        self.handle_shared(desired, true, Some(uid), applied)
+            .await
+            .expect("the password handed over")
+    }
+
+    async fn handle_shared(
+        &mut self,
+        desired: &DesiredState,
+        dependencies_ready: bool,
+        volume_uid: Option<&str>,
+        applied: &mut Applied,
+    ) -> Option<Value> {
         let (body, send) = self
             .expect_apply(&format!(
                 "/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{NAME}-services"
@@ -402,6 +427,42 @@ impl ApiServerVerifier {
             respond_json(send, &body);
             applied.network_policies.push(body);
         }
+        // A managed PostgreSQL's generated password is handed to its
+        // volume: none yet.
+        let managed_database = desired
+            .dependencies
+            .iter()
+            .any(|d| d.dependency == Dependency::PostgreSql);
+        if !managed_database {
+            return None;
+        }
+        let claim = format!("data-{NAME}-postgresql-0");
+        let (_, send, _) = self
+            .expect(
+                Method::GET,
+                &format!("/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim}"),
+            )
+            .await;
+        let Some(uid) = volume_uid else {
+            respond_error(send, 404, "NotFound");
+            return None;
+        };
+        respond_json(
+            send,
+            &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": claim, "namespace": NAMESPACE, "uid": uid}}),
+        );
+        let secret = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{NAME}-postgresql");
+        let (_, send, _) = self.expect(Method::GET, &secret).await;
+        respond_json(
+            send,
+            &json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": format!("{NAME}-postgresql"), "namespace": NAMESPACE},
+                    "data": {"password": "c2VjcmV0"}}),
+        );
+        let (patch, send, _) = self.expect(Method::PATCH, &secret).await;
+        respond_json(send, &patch);
+        Some(patch)
     }
 
     /// Each service's Service, Deployment, disruption budget and autoscaler

@@ -73,6 +73,14 @@ pub fn managed_name(stack: &str, dependency: &str) -> String {
     format!("{stack}-{dependency}")
 }
 
+/// The managed PostgreSQL's volume: the StatefulSet's claim `data` of pod 0.
+pub fn data_volume_claim_name(stack: &str) -> String {
+    format!(
+        "data-{}-0",
+        managed_name(stack, Dependency::PostgreSql.name())
+    )
+}
+
 /// Where the services find PostgreSQL: host, port and user.
 pub fn database_address(stack: &EcommerceStack) -> (String, i32, String) {
     let database = &stack.spec.database;

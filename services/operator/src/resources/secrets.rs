@@ -21,8 +21,8 @@ pub fn internal_auth_secret_name(stack: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedSecret {
     pub reference: SecretKeyRef,
-    /// Kept when the stack is deleted (the database password); otherwise
-    /// owned by the stack and deleted with it.
+    /// Not owned by the stack (the database password, which its volume
+    /// owns); otherwise owned by the stack and deleted with it.
     pub retained: bool,
 }
 
@@ -93,9 +93,9 @@ pub fn generated_secrets(stack: &EcommerceStack) -> Vec<GeneratedSecret> {
     };
     if spec.database.password_secret_ref.is_none() {
         // PostgreSQL takes its password once, when it creates its data: a
-        // new one would never open a volume that outlived its stack (kept by
-        // retainOnDelete, or by a cluster that ignores the claim retention
-        // policy), so the password outlives the stack too.
+        // new one would never open a volume that outlived its stack. So the
+        // stack does not own it; the volume does, once it exists (the
+        // reconciler hands it over), and it goes exactly with the data.
         add(db_password_ref(stack), true);
     }
     if spec.jwt_secret_ref.is_none() {
