@@ -1046,6 +1046,18 @@ def shape_differences(chart_docs: list[dict], operator_docs: list[dict]) -> list
                     spec.pop("selector", None)
                     (spec.get("scaleTargetRef") or {}).pop("name", None)
                 problems += [f"{kind} {service} {d}" for d in diff(spec_a, spec_b, ".spec")]
+    # The services' ServiceAccount: one, mounting no token, on both sides.
+    accounts = [[d for d in docs if d["kind"] == "ServiceAccount"] for docs in (chart_docs, operator_docs)]
+    for side, found in zip(("chart", "operator"), accounts):
+        if len(found) != 1 or found[0].get("automountServiceAccountToken") is not False:
+            problems.append(f"ServiceAccount: the {side} renders {len(found)}, or one that mounts its token")
+    # (The chart's migration Jobs are hooks that run before its ServiceAccount
+    # exists, as the namespace's default, which mounts no token either.)
+    used = [{pod_spec(d).get("serviceAccountName") for d in docs if d["kind"] in kinds}
+            for docs, kinds in ((chart_docs, ("Deployment",)), (operator_docs, ("Deployment", "Job")))]
+    for side, names, found in zip(("chart", "operator"), used, accounts):
+        if found and names != {found[0]["metadata"]["name"]}:
+            problems.append(f"ServiceAccount: the {side}'s pods run as {sorted(map(str, names))}, not its own")
     # NetworkPolicies: the same ports in and out, from and to the same services.
     chart_pods = {chart_service(d): pod_labels(d) for d in chart_docs if d["kind"] == "Deployment"}
     op_pods = {op_service(d): pod_labels(d) for d in operator_docs if d["kind"] == "Deployment"}
