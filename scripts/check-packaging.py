@@ -1052,7 +1052,7 @@ def shape_differences(chart_docs: list[dict], operator_docs: list[dict]) -> list
         if len(found) != 1 or found[0].get("automountServiceAccountToken") is not False:
             problems.append(f"ServiceAccount: the {side} renders {len(found)}, or one that mounts its token")
     # (The chart's migration Jobs are hooks that run before its ServiceAccount
-    # exists, as the namespace's default, which mounts no token either.)
+    # exists, as the namespace's default; their pods mount no token either.)
     used = [{pod_spec(d).get("serviceAccountName") for d in docs if d["kind"] in kinds}
             for docs, kinds in ((chart_docs, ("Deployment",)), (operator_docs, ("Deployment", "Job")))]
     for side, names, found in zip(("chart", "operator"), used, accounts):
