@@ -170,11 +170,16 @@ pub(crate) fn service_account(stack: &EcommerceStack, owner: &OwnerReference) ->
 
 /// Every pod of the stack: not root, the runtime's seccomp profile.
 pub(crate) fn pod_security_context() -> PodSecurityContext {
+    pod_security_context_as(RUN_AS_USER)
+}
+
+/// A pod running as `uid` (also its group and its volumes' group).
+pub(crate) fn pod_security_context_as(uid: i64) -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
-        run_as_group: Some(RUN_AS_USER),
-        fs_group: Some(RUN_AS_USER),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        fs_group: Some(uid),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".to_owned(),
             ..SeccompProfile::default()
@@ -186,10 +191,15 @@ pub(crate) fn pod_security_context() -> PodSecurityContext {
 /// Every container of the stack: a read-only root, no privileges (the
 /// pod's settings repeated, as the chart has them).
 pub(crate) fn container_security_context() -> SecurityContext {
+    container_security_context_as(RUN_AS_USER)
+}
+
+/// A container running as `uid`, with a read-only root and no privileges.
+pub(crate) fn container_security_context_as(uid: i64) -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS_USER),
-        run_as_group: Some(RUN_AS_USER),
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
         seccomp_profile: Some(SeccompProfile {
             type_: "RuntimeDefault".to_owned(),
             ..SeccompProfile::default()
