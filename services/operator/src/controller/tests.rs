@@ -22,20 +22,38 @@ async fn reconcile_in_time(stack: EcommerceStack, ctx: Arc<Context>) -> crate::R
         .expect("reconcile finished (no call left unanswered)")
 }
 
+/// Reconciles `stack` while `scenario` plays the API server; afterwards no
+/// call may be left. Returns the reconcile's result and the scenario's.
+async fn reconcile_with<T, Scenario>(
+    (ctx, server): (Arc<Context>, crate::fixtures::ApiServerVerifier),
+    stack: EcommerceStack,
+    scenario: impl FnOnce(crate::fixtures::ApiServerVerifier, EcommerceStack) -> Scenario,
+) -> (crate::Result<Action>, T)
+where
+    Scenario:
+        std::future::Future<Output = (crate::fixtures::ApiServerVerifier, T)> + Send + 'static,
+    T: Send + 'static,
+{
+    let played = scenario(server, stack.clone());
+    let scenario = tokio::spawn(async move {
+        let (server, out) = played.await;
+        server.expect_no_more_calls().await;
+        out
+    });
+    let action = reconcile_in_time(stack, ctx).await;
+    (action, timeout_after_1s(scenario).await)
+}
+
 #[tokio::test]
 async fn a_new_stack_gets_the_finalizer_first_and_nothing_else() {
-    let (ctx, mut server) = Context::test();
     let stack = EcommerceStack::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            server.handle_finalizer_creation(&stack).await;
-            server.expect_no_more_calls().await;
-        }
-    });
-    let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+    let (action, _) = reconcile_with(Context::test(), stack, |mut server, stack| async move {
+        server.handle_finalizer_creation(&stack).await;
+        (server, ())
+    })
+    .await;
+    let action = action.expect("reconciled");
     assert_eq!(action, Action::await_change());
-    timeout_after_1s(scenario).await;
 }
 
 #[tokio::test]
@@ -135,7 +153,6 @@ async fn a_finalized_stack_is_applied_and_its_status_reports_ready() {
 
 #[tokio::test]
 async fn a_new_version_is_progressing_until_every_deployment_runs_it() {
-    let (ctx, mut server) = Context::test();
     let mut previous = crate::crd::EcommerceStackStatus {
         observed_generation: Some(1),
         version: Some("1.1.0".into()),
@@ -154,21 +171,18 @@ async fn a_new_version_is_progressing_until_every_deployment_runs_it() {
         .finalized()
         .with_generation(2)
         .with_status(previous);
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (event, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             server.handle_apply_children(&stack, not_rolled_out).await;
             server.handle_pod_list(Vec::new()).await;
             let event = server.handle_event("Applied").await;
             server.handle_event("Migrated").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (event, status)
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("reconciled");
-    let (event, status) = timeout_after_1s(scenario).await;
+            (server, (event, status))
+        })
+        .await;
+    reconciled.expect("reconciled");
     assert!(
         event["note"]
             .as_str()
@@ -195,7 +209,6 @@ async fn a_new_version_is_progressing_until_every_deployment_runs_it() {
 
 #[tokio::test]
 async fn an_unchanged_ready_stack_is_applied_again_without_events() {
-    let (ctx, mut server) = Context::test();
     let first = EcommerceStack::test().finalized();
     let status = crate::status::applied_status(&first, &[], Timestamp::UNIX_EPOCH);
     let mut status = crate::crd::EcommerceStackStatus {
@@ -213,18 +226,15 @@ async fn an_unchanged_ready_stack_is_applied_again_without_events() {
         Timestamp::UNIX_EPOCH,
     );
     let stack = first.with_status(status);
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, status) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             server.handle_apply_children(&stack, rolled_out).await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            status
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("reconciled");
-    let status = timeout_after_1s(scenario).await;
+            (server, status)
+        })
+        .await;
+    reconciled.expect("reconciled");
     // Ready was already True: its transition time is kept.
     assert_eq!(
         condition(&status, READY).unwrap().last_transition_time.0,
@@ -234,19 +244,15 @@ async fn an_unchanged_ready_stack_is_applied_again_without_events() {
 
 #[tokio::test]
 async fn a_deleted_stack_is_cleaned_up_and_its_finalizer_removed() {
-    let (ctx, mut server) = Context::test();
     let stack = EcommerceStack::test().finalized().deleting();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            server.handle_event("Deleting").await;
-            server.handle_finalizer_removal(&stack).await;
-            server.expect_no_more_calls().await;
-        }
-    });
-    let action = reconcile_in_time(stack, ctx).await.expect("cleaned up");
+    let (action, _) = reconcile_with(Context::test(), stack, |mut server, stack| async move {
+        server.handle_event("Deleting").await;
+        server.handle_finalizer_removal(&stack).await;
+        (server, ())
+    })
+    .await;
+    let action = action.expect("cleaned up");
     assert_eq!(action, Action::await_change());
-    timeout_after_1s(scenario).await;
 }
 
 fn paused(stack: EcommerceStack) -> EcommerceStack {
@@ -259,20 +265,19 @@ fn paused(stack: EcommerceStack) -> EcommerceStack {
 
 #[tokio::test]
 async fn a_paused_stack_is_left_alone_and_says_so_once_per_generation() {
-    let (ctx, mut server) = Context::test();
     let stack = paused(EcommerceStack::test().finalized().with_generation(3));
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (action, (event, status)) = reconcile_with(
+        Context::test(),
+        stack.clone(),
+        |mut server, stack| async move {
             let event = server.handle_event("Paused").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (event, status)
-        }
-    });
-    let action = reconcile_in_time(stack.clone(), ctx).await.expect("paused");
+            (server, (event, status))
+        },
+    )
+    .await;
+    let action = action.expect("paused");
     assert_eq!(action, Action::await_change());
-    let (event, status) = timeout_after_1s(scenario).await;
     assert!(event["note"].as_str().unwrap().contains("paused"));
     let progressing = condition(&status, PROGRESSING).unwrap();
     assert_eq!(
@@ -312,18 +317,14 @@ async fn a_paused_stack_is_left_alone_and_says_so_once_per_generation() {
 
 #[tokio::test]
 async fn a_paused_stack_is_still_cleaned_up_on_deletion() {
-    let (ctx, mut server) = Context::test();
     let stack = paused(EcommerceStack::test().finalized().deleting());
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            server.handle_event("Deleting").await;
-            server.handle_finalizer_removal(&stack).await;
-            server.expect_no_more_calls().await;
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("cleaned up");
-    timeout_after_1s(scenario).await;
+    let (reconciled, _) = reconcile_with(Context::test(), stack, |mut server, stack| async move {
+        server.handle_event("Deleting").await;
+        server.handle_finalizer_removal(&stack).await;
+        (server, ())
+    })
+    .await;
+    reconciled.expect("cleaned up");
 }
 
 #[tokio::test]
@@ -392,23 +393,19 @@ fn autoscaled_gateway() -> EcommerceStack {
 
 #[tokio::test]
 async fn an_autoscaled_service_gets_an_hpa_and_its_deployment_no_replica_count() {
-    let (ctx, mut server) = Context::test();
     let stack = autoscaled_gateway();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (applied, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             let applied = server.handle_apply_children(&stack, rolled_out).await;
             server.handle_event("Applied").await;
             server.handle_event("Migrated").await;
             server.handle_event("RolledOut").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (applied, status)
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("reconciled");
-    let (applied, status) = timeout_after_1s(scenario).await;
+            (server, (applied, status))
+        })
+        .await;
+    reconciled.expect("reconciled");
     let gateway = &applied.deployments[0];
     assert_eq!(gateway["metadata"]["name"], "shop-gateway");
     assert!(
@@ -577,11 +574,9 @@ async fn switching_autoscaling_on_keeps_the_current_replica_count_until_the_hpa_
 
 #[tokio::test]
 async fn a_missing_secret_or_key_is_named_and_nothing_is_applied() {
-    let (ctx, mut server) = Context::test();
     let stack = EcommerceStack::test().finalized();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (action, (event, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             for (name, answer) in [
                 ("shop-db", None),
                 ("shop-jwt", Some("other-key")),
@@ -605,15 +600,11 @@ async fn a_missing_secret_or_key_is_named_and_nothing_is_applied() {
             }
             let event = server.handle_event("SecretMissing").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (event, status)
-        }
-    });
-    let action = reconcile_in_time(stack, ctx)
-        .await
-        .expect("refused, not failed");
+            (server, (event, status))
+        })
+        .await;
+    let action = action.expect("refused, not failed");
     assert_eq!(action, Action::requeue(super::REFUSED_RECHECK));
-    let (event, status) = timeout_after_1s(scenario).await;
     assert_eq!(event["type"], "Warning");
     let degraded = condition(&status, DEGRADED).unwrap();
     assert_eq!(
@@ -629,7 +620,6 @@ async fn a_missing_secret_or_key_is_named_and_nothing_is_applied() {
 
 #[tokio::test]
 async fn failing_pods_make_the_stack_degraded_with_their_reason_and_a_warning() {
-    let (ctx, mut server) = Context::test();
     let stack = EcommerceStack::test().finalized();
     let pod = serde_json::json!({
         "metadata": {"name": "shop-user-5d9c-x2"},
@@ -639,9 +629,8 @@ async fn failing_pods_make_the_stack_degraded_with_their_reason_and_a_warning() 
                 "message": "secret \"shop-admin\" not found"}}
         }]}
     });
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (action, (query, warning, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             server.handle_apply_children(&stack, not_rolled_out).await;
             let query = server.handle_pod_list(vec![pod]).await;
@@ -649,13 +638,11 @@ async fn failing_pods_make_the_stack_degraded_with_their_reason_and_a_warning() 
             server.handle_event("Applied").await;
             server.handle_event("Migrated").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (query, warning, status)
-        }
-    });
-    let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+            (server, (query, warning, status))
+        })
+        .await;
+    let action = action.expect("reconciled");
     assert_eq!(action, Action::requeue(super::ROLLOUT_RECHECK));
-    let (query, warning, status) = timeout_after_1s(scenario).await;
     assert!(
         query
             .iter()
@@ -805,11 +792,9 @@ fn images(applied: &Applied) -> Vec<String> {
 
 #[tokio::test]
 async fn a_new_stack_runs_its_migration_jobs_before_any_deployment_exists() {
-    let (ctx, mut server) = Context::test();
     let stack = EcommerceStack::test().finalized();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (action, (jobs, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             let desired = crate::resources::desired_state(&stack).unwrap();
             server
@@ -821,13 +806,11 @@ async fn a_new_stack_runs_its_migration_jobs_before_any_deployment_exists() {
             server.handle_pod_list(Vec::new()).await;
             server.handle_event("Applied").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (jobs, status)
-        }
-    });
-    let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+            (server, (jobs, status))
+        })
+        .await;
+    let action = action.expect("reconciled");
     assert_eq!(action, Action::requeue(super::ROLLOUT_RECHECK));
-    let (jobs, status) = timeout_after_1s(scenario).await;
     let names: Vec<&str> = jobs
         .iter()
         .map(|j| j["metadata"]["name"].as_str().unwrap())
@@ -867,10 +850,10 @@ async fn an_upgrade_keeps_the_old_version_running_until_its_migrations_complete(
     let desired_new = crate::resources::desired_state(&stack).unwrap();
 
     // The migrations of 1.2.0 run: every Deployment is applied at 1.1.0.
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (applied, status)) = reconcile_with(
+        Context::test(),
+        stack.clone(),
+        |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             let mut applied = Applied::default();
             server
@@ -885,14 +868,11 @@ async fn an_upgrade_keeps_the_old_version_running_until_its_migrations_complete(
             server.handle_pod_list(Vec::new()).await;
             server.handle_event("Applied").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (applied, status)
-        }
-    });
-    reconcile_in_time(stack.clone(), ctx)
-        .await
-        .expect("reconciled");
-    let (applied, status) = timeout_after_1s(scenario).await;
+            (server, (applied, status))
+        },
+    )
+    .await;
+    reconciled.expect("reconciled");
     assert!(
         images(&applied).iter().all(|i| i.ends_with(":1.1.0")),
         "{:?}",
@@ -914,11 +894,9 @@ async fn an_upgrade_keeps_the_old_version_running_until_its_migrations_complete(
     assert_eq!(condition(&status, PROGRESSING).unwrap().reason, "Migrating");
 
     // They completed: the Deployments roll to 1.2.0.
-    let (ctx, mut server) = Context::test();
     let stack = stack.with_status(status);
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (applied, migrated, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             let mut applied = Applied::default();
             let desired = crate::resources::desired_state(&stack).unwrap();
@@ -934,12 +912,10 @@ async fn an_upgrade_keeps_the_old_version_running_until_its_migrations_complete(
             server.handle_pod_list(Vec::new()).await;
             let migrated = server.handle_event("Migrated").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (applied, migrated, status)
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("reconciled");
-    let (applied, migrated, status) = timeout_after_1s(scenario).await;
+            (server, (applied, migrated, status))
+        })
+        .await;
+    reconciled.expect("reconciled");
     assert!(images(&applied).iter().all(|i| i.ends_with(":1.2.0")));
     assert!(migrated["note"].as_str().unwrap().contains("1.2.0"));
     assert_eq!(status.migrated_version.as_deref(), Some("1.2.0"));
@@ -1083,30 +1059,26 @@ async fn a_downgrade_across_a_migration_is_refused_with_its_own_reason() {
     assert_eq!(status.migrated_version.as_deref(), Some("1.3.0"));
 
     // Checked again: the same cause is not said again.
-    let (ctx, mut server) = Context::test();
     let again = back.with_status(status);
-    let scenario = tokio::spawn({
-        let stack = again.clone();
-        async move {
-            server.handle_secrets(&stack, true).await;
-            let desired = crate::resources::desired_state(&stack).unwrap();
-            let mut applied = Applied::default();
-            server
-                .handle_apply_shared(&desired, true, &mut applied)
-                .await;
-            server
-                .handle_failed_migration(&stack, vec![migrate_pod_exited(3, DOWNGRADE_WORDS)])
-                .await;
-            let desired_old = crate::resources::desired_state_at(&stack, "1.3.0").unwrap();
-            server
-                .handle_apply_services(&desired_old, rolled_out, &mut applied)
-                .await;
-            server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-        }
-    });
-    reconcile_in_time(again, ctx).await.expect("reconciled");
-    timeout_after_1s(scenario).await;
+    let (reconciled, _) = reconcile_with(Context::test(), again, |mut server, stack| async move {
+        server.handle_secrets(&stack, true).await;
+        let desired = crate::resources::desired_state(&stack).unwrap();
+        let mut applied = Applied::default();
+        server
+            .handle_apply_shared(&desired, true, &mut applied)
+            .await;
+        server
+            .handle_failed_migration(&stack, vec![migrate_pod_exited(3, DOWNGRADE_WORDS)])
+            .await;
+        let desired_old = crate::resources::desired_state_at(&stack, "1.3.0").unwrap();
+        server
+            .handle_apply_services(&desired_old, rolled_out, &mut applied)
+            .await;
+        server.handle_status_patch(&stack).await;
+        (server, ())
+    })
+    .await;
+    reconciled.expect("reconciled");
 }
 
 const DOWNGRADE_WORDS: &str = "inventory: database ecommerce_inventory was migrated by a newer version (migrations unknown to this one: m3); a downgrade across a migration is refused";
@@ -1213,11 +1185,9 @@ async fn one_resource_makes_a_shop_with_its_own_postgresql_nats_and_secrets() {
 
     // They are ready (a change of a StatefulSet it owns wakes the
     // operator): the migrations start, with the generated password.
-    let (ctx, mut server) = Context::test();
     let stack = stack.with_status(status);
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (jobs, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             server
                 .handle_apply_shared(&desired, true, &mut Applied::default())
@@ -1227,12 +1197,10 @@ async fn one_resource_makes_a_shop_with_its_own_postgresql_nats_and_secrets() {
                 .await;
             server.handle_pod_list(Vec::new()).await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (jobs, status)
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("reconciled");
-    let (jobs, status) = timeout_after_1s(scenario).await;
+            (server, (jobs, status))
+        })
+        .await;
+    reconciled.expect("reconciled");
     assert_eq!(jobs.len(), 3);
     let env = jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -1247,20 +1215,16 @@ async fn one_resource_makes_a_shop_with_its_own_postgresql_nats_and_secrets() {
 
 #[tokio::test]
 async fn a_spec_that_names_no_database_is_refused_before_anything_is_applied() {
-    let (ctx, mut server) = Context::test();
     let mut stack = EcommerceStack::test().finalized();
     stack.spec.database.host = None;
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (event, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             let event = server.handle_event("InvalidSpec").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (event, status)
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("refused");
-    let (event, status) = timeout_after_1s(scenario).await;
+            (server, (event, status))
+        })
+        .await;
+    reconciled.expect("refused");
     assert!(event["note"].as_str().unwrap().contains("spec.database"));
     let degraded = condition(&status, DEGRADED).unwrap();
     assert_eq!(
@@ -1306,25 +1270,24 @@ fn consumer_replicas(applied: &Applied) -> i64 {
 #[tokio::test]
 async fn a_growing_backlog_scales_the_consumer_up_and_says_so() {
     let stack = consumer_on_autopilot();
-    let (ctx, mut server) = Context::test_with_lag(crate::fixtures::FixedLag(Ok(4_500)));
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (action, (applied, event, status)) = reconcile_with(
+        Context::test_with_lag(crate::fixtures::FixedLag(Ok(4_500))),
+        stack,
+        |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             let applied = server.handle_apply_children(&stack, rolled_out).await;
             let event = server.handle_event("ScaledConsumer").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (applied, event, status)
-        }
-    });
-    let action = reconcile_in_time(stack, ctx).await.expect("reconciled");
+            (server, (applied, event, status))
+        },
+    )
+    .await;
+    let action = action.expect("reconciled");
     assert_eq!(
         action,
         Action::requeue(super::LAG_RECHECK),
         "the backlog is watched"
     );
-    let (applied, event, status) = timeout_after_1s(scenario).await;
     assert_eq!(consumer_replicas(&applied), 5);
     assert!(
         applied
@@ -1387,20 +1350,16 @@ fn monitored() -> EcommerceStack {
 #[tokio::test]
 async fn monitoring_applies_the_charts_alerts_a_pod_monitor_and_the_dashboard() {
     let stack = monitored();
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (applied, status)) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             server.handle_apply_children(&stack, rolled_out).await;
             let applied = server.handle_monitoring(true).await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (applied, status)
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("reconciled");
-    let (applied, status) = timeout_after_1s(scenario).await;
+            (server, (applied, status))
+        })
+        .await;
+    reconciled.expect("reconciled");
     let [dashboard, pod_monitor, rule] = &applied[..] else {
         panic!("three objects: {applied:?}")
     };
@@ -1425,23 +1384,20 @@ async fn monitoring_applies_the_charts_alerts_a_pod_monitor_and_the_dashboard() 
 #[tokio::test]
 async fn without_the_prometheus_operator_the_stack_says_so_once() {
     let stack = monitored();
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, (warning, status)) = reconcile_with(
+        Context::test(),
+        stack.clone(),
+        |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             server.handle_apply_children(&stack, rolled_out).await;
             server.handle_monitoring(false).await;
             let warning = server.handle_event("MonitoringUnavailable").await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (warning, status)
-        }
-    });
-    reconcile_in_time(stack.clone(), ctx)
-        .await
-        .expect("reconciled");
-    let (warning, status) = timeout_after_1s(scenario).await;
+            (server, (warning, status))
+        },
+    )
+    .await;
+    reconciled.expect("reconciled");
     assert!(
         warning["note"]
             .as_str()
@@ -1456,20 +1412,16 @@ async fn without_the_prometheus_operator_the_stack_says_so_once() {
             .starts_with("the cluster does not serve")
     );
     // The next reconcile finds the same: no second warning.
-    let (ctx, mut server) = Context::test();
     let again = stack.with_status(status);
-    let scenario = tokio::spawn({
-        let stack = again.clone();
-        async move {
-            server.handle_secrets(&stack, true).await;
-            server.handle_apply_children(&stack, rolled_out).await;
-            server.handle_monitoring(false).await;
-            server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-        }
-    });
-    reconcile_in_time(again, ctx).await.expect("reconciled");
-    timeout_after_1s(scenario).await;
+    let (reconciled, _) = reconcile_with(Context::test(), again, |mut server, stack| async move {
+        server.handle_secrets(&stack, true).await;
+        server.handle_apply_children(&stack, rolled_out).await;
+        server.handle_monitoring(false).await;
+        server.handle_status_patch(&stack).await;
+        (server, ())
+    })
+    .await;
+    reconciled.expect("reconciled");
 }
 
 /// Reconciles `stack` (whose status says every service is rolled out)
@@ -1531,19 +1483,15 @@ async fn switching_the_autopilot_on_starts_from_the_running_count_and_off_clears
     let mut off = consumer_on_autopilot();
     off.spec.services.consumer.autoscaling = None;
     off.spec.services.consumer.replicas = Some(3);
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = off.clone();
-        async move {
+    let (action, (replicas, status)) =
+        reconcile_with(Context::test(), off, |mut server, stack| async move {
             server.handle_secrets(&stack, true).await;
             let applied = server.handle_apply_children(&stack, rolled_out).await;
             let status = server.handle_status_patch(&stack).await;
-            server.expect_no_more_calls().await;
-            (consumer_replicas(&applied), status)
-        }
-    });
-    let action = reconcile_in_time(off, ctx).await.expect("reconciled");
-    let (replicas, status) = timeout_after_1s(scenario).await;
+            (server, (consumer_replicas(&applied), status))
+        })
+        .await;
+    let action = action.expect("reconciled");
     assert_eq!(replicas, 3, "spec.replicas again");
     assert_eq!(status.consumer_autoscaling, None);
     assert_eq!(action, Action::requeue(RESYNC), "no more backlog reads");
@@ -1559,18 +1507,14 @@ async fn deleting_a_stack_says_what_it_keeps() {
         .as_mut()
         .unwrap()
         .retain_on_delete = true;
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
+    let (reconciled, event) =
+        reconcile_with(Context::test(), stack, |mut server, stack| async move {
             let event = server.handle_event("Deleting").await;
             server.handle_finalizer_removal(&stack).await;
-            server.expect_no_more_calls().await;
-            event
-        }
-    });
-    reconcile_in_time(stack, ctx).await.expect("cleaned up");
-    let event = timeout_after_1s(scenario).await;
+            (server, event)
+        })
+        .await;
+    reconciled.expect("cleaned up");
     let note = event["note"].as_str().unwrap();
     assert!(
         note.contains("kept (retainOnDelete): the managed PostgreSQL's volume"),
