@@ -584,6 +584,12 @@ impl ApiServerVerifier {
     /// kinds (served or not) and, when served, the PodMonitor and
     /// PrometheusRule; returns the bodies applied.
     pub async fn handle_monitoring(&mut self, served: bool) -> Vec<Value> {
+        self.handle_monitoring_with(served, true).await
+    }
+
+    /// As `handle_monitoring`; without `discovery`, the operator is to use
+    /// what it discovered before (no discovery call).
+    pub async fn handle_monitoring_with(&mut self, served: bool, discovery: bool) -> Vec<Value> {
         let mut applied = Vec::new();
         let (body, send) = self
             .expect_apply(&format!(
@@ -592,22 +598,19 @@ impl ApiServerVerifier {
             .await;
         respond_json(send, &body);
         applied.push(body);
-        let (_, send, _) = self
-            .expect(Method::GET, "/apis/monitoring.coreos.com/v1")
-            .await;
-        if !served {
-            respond_error(send, 404, "NotFound");
+        if !discovery && !served {
             return applied;
         }
-        let resource = |name: &str, kind: &str| {
-            json!({"name": name, "singularName": "", "namespaced": true, "kind": kind,
-                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]})
-        };
-        respond_json(
-            send,
-            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
-                    "resources": [resource("podmonitors", "PodMonitor"), resource("prometheusrules", "PrometheusRule")]}),
-        );
+        if discovery {
+            let (_, send, _) = self
+                .expect(Method::GET, "/apis/monitoring.coreos.com/v1")
+                .await;
+            if !served {
+                respond_error(send, 404, "NotFound");
+                return applied;
+            }
+            self.answer_monitoring_discovery(send);
+        }
         for (plural, name) in [("podmonitors", "metrics"), ("prometheusrules", "alerts")] {
             let (body, send) = self
                 .expect_apply(&format!(
@@ -618,6 +621,18 @@ impl ApiServerVerifier {
             applied.push(body);
         }
         applied
+    }
+
+    fn answer_monitoring_discovery(&self, send: Responder) {
+        let resource = |name: &str, kind: &str| {
+            json!({"name": name, "singularName": "", "namespaced": true, "kind": kind,
+                   "verbs": ["get", "list", "watch", "create", "patch", "delete"]})
+        };
+        respond_json(
+            send,
+            &json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "monitoring.coreos.com/v1",
+                    "resources": [resource("podmonitors", "PodMonitor"), resource("prometheusrules", "PrometheusRule")]}),
+        );
     }
 
     /// The list of the stack's pods, answered with `pods`.

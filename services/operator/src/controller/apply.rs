@@ -207,6 +207,36 @@ pub(super) async fn hand_replicas_over(
     Ok(())
 }
 
+/// The Prometheus Operator's kinds the cluster serves, by kind (None: not
+/// served), from the last discovery while it is younger than DISCOVERY_TTL.
+async fn monitoring_kinds(ctx: &Context) -> Result<MonitoringKinds> {
+    if let Some((at, kinds)) = ctx
+        .monitoring_kinds
+        .lock()
+        .expect("discovery lock")
+        .as_ref()
+        && at.elapsed() < DISCOVERY_TTL
+    {
+        return Ok(kinds.clone());
+    }
+    let group_version = MONITORING_GROUP_VERSION
+        .parse()
+        .expect("a valid group/version");
+    let kinds = match kube::discovery::pinned_group(&ctx.client, &group_version).await {
+        Ok(group) => Some(
+            ["PodMonitor", "PrometheusRule"]
+                .into_iter()
+                .filter_map(|kind| Some((kind.to_owned(), group.recommended_kind(kind)?.0)))
+                .collect(),
+        ),
+        Err(kube::Error::Api(status)) if status.code == 404 => None,
+        Err(error) => return Err(error.into()),
+    };
+    *ctx.monitoring_kinds.lock().expect("discovery lock") =
+        Some((std::time::Instant::now(), kinds.clone()));
+    Ok(kinds)
+}
+
 /// Sets one service's Deployment replica count.
 pub(super) fn set_replicas(services: &mut [ServiceObjects], service: Service, replicas: i32) {
     for objects in services.iter_mut().filter(|o| o.service == service) {
@@ -223,34 +253,28 @@ pub(super) const NOT_SERVED: &str = "the cluster does not serve";
 /// when the cluster serves their kinds; says which.
 pub(super) async fn apply_monitoring(
     objects: &MonitoringObjects,
-    client: &Client,
+    ctx: &Context,
     namespace: &str,
 ) -> Result<String> {
+    let client = &ctx.client;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let dashboard = &objects.dashboard;
     config_maps
         .patch(&dashboard.name_any(), &params, &Patch::Apply(dashboard))
         .await?;
-    let group_version = MONITORING_GROUP_VERSION
-        .parse()
-        .expect("a valid group/version");
-    let group = match kube::discovery::pinned_group(client, &group_version).await {
-        Ok(group) => group,
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            return Ok(format!(
-                "{NOT_SERVED} {MONITORING_GROUP_VERSION} (no Prometheus Operator): the dashboard ConfigMap is applied, the PodMonitor and PrometheusRule are not"
-            ));
-        }
-        Err(error) => return Err(error.into()),
+    let Some(kinds) = monitoring_kinds(ctx).await? else {
+        return Ok(format!(
+            "{NOT_SERVED} {MONITORING_GROUP_VERSION} (no Prometheus Operator): the dashboard ConfigMap is applied, the PodMonitor and PrometheusRule are not"
+        ));
     };
     let mut applied = Vec::new();
     for object in [&objects.pod_monitor, &objects.prometheus_rule] {
         let kind = object["kind"].as_str().unwrap_or_default();
-        let Some((resource, _)) = group.recommended_kind(kind) else {
+        let Some(resource) = kinds.get(kind) else {
             continue;
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
         api.patch(name, &params, &Patch::Apply(object)).await?;
         applied.push(format!("{kind} {name}"));

@@ -65,6 +65,12 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const ROLLOUT_RECHECK: Duration = Duration::from_secs(30);
 /// Re-read of the Consumer's backlog while it autoscales.
 pub const LAG_RECHECK: Duration = Duration::from_secs(15);
+/// The Prometheus Operator's kinds the cluster serves (None: not served).
+type MonitoringKinds = Option<HashMap<String, kube::discovery::ApiResource>>;
+
+/// How long a discovery of the Prometheus Operator's kinds is trusted (it
+/// is installed or removed rarely; a new one is seen within this).
+pub const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 /// Re-check of a refused stack (a missing Secret appears without an event
 /// the operator watches).
 pub const REFUSED_RECHECK: Duration = Duration::from_secs(30);
@@ -90,6 +96,9 @@ pub struct Context {
     pub stacks: std::sync::OnceLock<Store<EcommerceStack>>,
     /// Consecutive failures per stack, for the error policy's backoff.
     failures: Mutex<HashMap<ObjectRef<EcommerceStack>, u32>>,
+    /// The Prometheus Operator's kinds as last discovered, and when: one
+    /// discovery serves every monitored stack for `DISCOVERY_TTL`.
+    monitoring_kinds: Mutex<Option<(std::time::Instant, MonitoringKinds)>>,
 }
 
 impl Context {
@@ -116,6 +125,7 @@ impl Context {
             lag,
             stacks: std::sync::OnceLock::new(),
             failures: Mutex::default(),
+            monitoring_kinds: Mutex::default(),
         })
     }
 
@@ -218,7 +228,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
         }
         let applied = apply_services(stack, &services, client, &namespace).await?;
         let monitoring = match &desired.monitoring {
-            Some(objects) => Some(apply_monitoring(objects, client, &namespace).await?),
+            Some(objects) => Some(apply_monitoring(objects, ctx, &namespace).await?),
             None => None,
         };
         Ok::<_, Error>((migration, applied, monitoring))

@@ -1552,3 +1552,32 @@ async fn the_generated_database_password_goes_with_its_volume() {
                             "name": "data-shop-postgresql-0", "uid": "claim-uid-1"}])
     );
 }
+
+#[tokio::test]
+async fn one_discovery_serves_the_monitored_stacks_for_a_while() {
+    let stack = monitored();
+    let (ctx, mut server) = Context::test();
+    let scenario = tokio::spawn({
+        let stack = stack.clone();
+        async move {
+            for discovery in [true, false] {
+                server.handle_secrets(&stack, true).await;
+                server.handle_apply_children(&stack, rolled_out).await;
+                let applied = server.handle_monitoring_with(true, discovery).await;
+                assert_eq!(
+                    applied.len(),
+                    3,
+                    "the dashboard, PodMonitor and PrometheusRule"
+                );
+                server.handle_status_patch(&stack).await;
+            }
+            server.expect_no_more_calls().await;
+        }
+    });
+    for _ in 0..2 {
+        reconcile_in_time(stack.clone(), ctx.clone())
+            .await
+            .expect("reconciled");
+    }
+    timeout_after_1s(scenario).await;
+}
