@@ -1779,6 +1779,12 @@ def exported_metrics() -> dict[str, str]:
     `_bucket`, `_sum` and `_count`."""
     call = re.compile(r'metrics::register\(\s*"([a-z_][a-z0-9_]*)",\s*"(?:[^"\\]|\\.)*",\s*([A-Za-z_][\w.]*?)(?:\.clone\(\))?\s*,?\s*\)')
     series: dict[str, str] = {}
+
+    def add(kind: str, name: str) -> None:
+        full = f"ecommerce_{name}"
+        for suffix in {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]:
+            series[full + suffix] = f"{kind.lower()} {full}"
+
     for path in metric_sources():
         text = Path(path).read_text()
         for name, arg in call.findall(text):
@@ -1793,11 +1799,7 @@ def exported_metrics() -> dict[str, str]:
                 kinds = {k.capitalize() for k in re.findall(r"metrics::(counter|gauge|histogram)::", text)}
             if len(kinds) != 1:
                 fail(f"{os.path.relpath(path, ROOT)}: cannot tell the type of metric {name} ({arg}): {sorted(kinds) or 'none found'}")
-            kind = kinds.pop()
-            full = f"ecommerce_{name}"
-            suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
-            for s in suffixes:
-                series[full + s] = f"{kind.lower()} {full}"
+            add(kinds.pop(), name)
     # `platform::service_metrics! { field: Family<Labels, Counter> = ("<name>", "<help>"), }`
     declared = re.compile(r'\b([a-z_][a-z0-9_]*):\s*([^=\n]+?)\s*=\s*\(\s*"([a-z_][a-z0-9_]*)",\s*"(?:[^"\\]|\\.)*",?\s*\)')
     for path in metric_sources():
@@ -1808,11 +1810,7 @@ def exported_metrics() -> dict[str, str]:
             kinds = set(re.findall(r"\b(Counter|Gauge|Histogram)\b", kind_decl))
             if len(kinds) != 1:
                 fail(f"{os.path.relpath(path, ROOT)}: cannot tell the type of metric {name} ({kind_decl})")
-            kind = kinds.pop()
-            full = f"ecommerce_{name}"
-            suffixes = {"Counter": ["_total"], "Gauge": [""], "Histogram": ["_bucket", "_sum", "_count"]}[kind]
-            for s in suffixes:
-                series[full + s] = f"{kind.lower()} {full}"
+            add(kinds.pop(), name)
     if not series:
         fail("no metrics::register(...) call found in crates/ and services/")
     return series
