@@ -272,6 +272,21 @@ pub fn paused_status(
     status
 }
 
+/// Whether the stack's status says this already: its condition `type_` has
+/// this reason and message for the current generation. Events are recorded
+/// once per cause and generation, not at every re-check.
+pub fn already_said(stack: &EcommerceStack, type_: &str, reason: &str, message: &str) -> bool {
+    stack
+        .status
+        .as_ref()
+        .and_then(|s| condition(s, type_))
+        .is_some_and(|c| {
+            c.reason == reason
+                && c.message == message
+                && c.observed_generation == stack.metadata.generation
+        })
+}
+
 /// The reason of `Progressing` while reconciliation is paused.
 pub const PAUSED_REASON: &str = "Paused";
 

@@ -14,14 +14,7 @@ pub(super) async fn refuse(
     message: String,
 ) -> Result<Action> {
     let status = refused_status(stack, reason, &message, Timestamp::now());
-    let previous = stack.status.as_ref().and_then(|s| condition(s, DEGRADED));
-    // Once per cause and generation, not on every re-check.
-    let already_said = previous.is_some_and(|c| {
-        c.reason == reason
-            && c.message == message
-            && c.observed_generation == stack.metadata.generation
-    });
-    if !already_said {
+    if !already_said(stack, DEGRADED, reason, &message) {
         publish(stack, ctx, EventType::Warning, reason, "Checking", message).await;
     }
     patch_status(stack, &status, ctx).await?;
@@ -32,17 +25,10 @@ pub(super) async fn refuse(
 /// `Progressing: Paused`). Removing the annotation is a change of the stack,
 /// so it resumes at once.
 pub(super) async fn pause(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
-    let already_said = stack
-        .status
-        .as_ref()
-        .and_then(|s| condition(s, PROGRESSING))
-        .is_some_and(|c| {
-            c.reason == PAUSED_REASON && c.observed_generation == stack.metadata.generation
-        });
-    if !already_said {
-        let message = format!(
-            "reconciliation paused by the annotation {PAUSED_ANNOTATION}=true: changes to the stack and its objects are not applied until it is removed"
-        );
+    let message = format!(
+        "reconciliation paused by the annotation {PAUSED_ANNOTATION}=true: changes to the stack and its objects are not applied until it is removed"
+    );
+    if !already_said(stack, PROGRESSING, PAUSED_REASON, &message) {
         publish(
             stack,
             ctx,

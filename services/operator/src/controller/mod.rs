@@ -52,8 +52,8 @@ use crate::resources::{
 };
 use crate::services::Service;
 use crate::status::{
-    DEGRADED, PAUSED_REASON, PROGRESSING, applied_status, condition, failed_status, paused_status,
-    pod_failures, refused_status, set_pod_failures,
+    DEGRADED, PAUSED_REASON, PROGRESSING, already_said, applied_status, condition, failed_status,
+    paused_status, pod_failures, refused_status, set_pod_failures,
 };
 
 /// Finalizer the operator puts on every stack it manages.
@@ -268,21 +268,13 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     }
     // After the pods: a failed migration is the cause to name first.
     set_migration(&mut status, stack, &migration, now);
-    if let Migration::Failed { reason, .. } = &migration {
-        let degraded = condition(&status, DEGRADED);
-        let before = stack.status.as_ref().and_then(|s| condition(s, DEGRADED));
+    if let Migration::Failed { reason, .. } = &migration
+        && let Some(degraded) = condition(&status, DEGRADED)
+        && !already_said(stack, DEGRADED, &degraded.reason, &degraded.message)
+    {
         // Once per cause and generation, not on every re-check.
-        let already_said = before.is_some_and(|b| {
-            degraded.is_some_and(|d| {
-                b.reason == d.reason
-                    && b.message == d.message
-                    && b.observed_generation == d.observed_generation
-            })
-        });
-        if let (false, Some(degraded)) = (already_said, degraded) {
-            let note = degraded.message.clone();
-            publish(stack, ctx, EventType::Warning, reason, "Migrating", note).await;
-        }
+        let note = degraded.message.clone();
+        publish(stack, ctx, EventType::Warning, reason, "Migrating", note).await;
     }
     if let Some(said) = &monitoring {
         let before = stack.status.as_ref().and_then(|s| s.monitoring.as_ref());
