@@ -143,6 +143,16 @@ pub fn not_rolled_out(deployment: &Deployment) -> DeploymentStatus {
     }
 }
 
+/// The managed PostgreSQL's volume, as the mock API server has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Volume<'a> {
+    Absent,
+    /// It exists, with this uid; the password's Secret is not its yet.
+    Exists(&'a str),
+    /// The password's Secret (as read before) is owned by it already.
+    HandedOver,
+}
+
 /// What the mock API server says of the migration Jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrationJobs {
@@ -353,7 +363,7 @@ impl ApiServerVerifier {
         dependencies_ready: bool,
         applied: &mut Applied,
     ) {
-        self.handle_shared(desired, dependencies_ready, None, applied)
+        self.handle_shared(desired, dependencies_ready, Volume::Absent, applied)
             .await;
     }
 
@@ -366,16 +376,27 @@ impl ApiServerVerifier {
         uid: &str,
         applied: &mut Applied,
     ) -> Value {
-        self.handle_shared(desired, true, Some(uid), applied)
+        self.handle_shared(desired, true, Volume::Exists(uid), applied)
             .await
             .expect("the password handed over")
+    }
+
+    /// As `handle_apply_shared`, the database password's Secret (as read)
+    /// owned by its volume already: nothing more is read or written.
+    pub async fn handle_apply_shared_handed_over(
+        &mut self,
+        desired: &DesiredState,
+        applied: &mut Applied,
+    ) {
+        self.handle_shared(desired, true, Volume::HandedOver, applied)
+            .await;
     }
 
     async fn handle_shared(
         &mut self,
         desired: &DesiredState,
         dependencies_ready: bool,
-        volume_uid: Option<&str>,
+        volume: Volume<'_>,
         applied: &mut Applied,
     ) -> Option<Value> {
         let (body, send) = self
@@ -433,7 +454,7 @@ impl ApiServerVerifier {
             .dependencies
             .iter()
             .any(|d| d.dependency == Dependency::PostgreSql);
-        if !managed_database {
+        if !managed_database || volume == Volume::HandedOver {
             return None;
         }
         let claim = format!("data-{NAME}-postgresql-0");
@@ -443,7 +464,7 @@ impl ApiServerVerifier {
                 &format!("/api/v1/namespaces/{NAMESPACE}/persistentvolumeclaims/{claim}"),
             )
             .await;
-        let Some(uid) = volume_uid else {
+        let Volume::Exists(uid) = volume else {
             respond_error(send, 404, "NotFound");
             return None;
         };
@@ -453,13 +474,6 @@ impl ApiServerVerifier {
                     "metadata": {"name": claim, "namespace": NAMESPACE, "uid": uid}}),
         );
         let secret = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{NAME}-postgresql");
-        let (_, send, _) = self.expect(Method::GET, &secret).await;
-        respond_json(
-            send,
-            &json!({"apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": format!("{NAME}-postgresql"), "namespace": NAMESPACE},
-                    "data": {"password": "c2VjcmV0"}}),
-        );
         let (patch, send, _) = self.expect(Method::PATCH, &secret).await;
         respond_json(send, &patch);
         Some(patch)

@@ -64,6 +64,7 @@ pub(super) async fn apply_shared(
 /// claims), never before and never after.
 pub(super) async fn keep_password_with_volume(
     stack: &EcommerceStack,
+    read: &[Secret],
     client: &Client,
     namespace: &str,
 ) -> Result<()> {
@@ -74,22 +75,22 @@ pub(super) async fn keep_password_with_volume(
         return Ok(());
     };
     let claim_name = data_volume_claim_name(&stack.name_any());
+    // Handed over already (its volume's deletion would have deleted it):
+    // nothing to read.
+    let handed_over = read
+        .iter()
+        .filter(|s| s.name_any() == password.reference.name)
+        .flat_map(|s| s.owner_references())
+        .any(|o| o.kind == "PersistentVolumeClaim" && o.name == claim_name);
+    if handed_over {
+        return Ok(());
+    }
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
     let Some(claim) = claims.get_opt(&claim_name).await? else {
         return Ok(());
     };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&password.reference.name).await? else {
-        return Ok(());
-    };
     let uid = claim.uid();
-    if secret
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == uid.as_ref())
-    {
-        return Ok(());
-    }
     let patch = json!({"metadata": {"ownerReferences": [{
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",

@@ -94,17 +94,19 @@ pub(super) async fn shared_event_names(stack: &EcommerceStack, ctx: &Context) ->
         })
 }
 
-/// Reads every Secret the pods will read; returns what is missing. A
-/// Secret the spec leaves to the operator is generated here when absent,
-/// once: an existing one is never changed.
+/// Reads every Secret the pods will read; returns what is missing, and the
+/// Secrets read (for the reconcile's later steps, which need not read them
+/// again). A Secret the spec leaves to the operator is generated here when
+/// absent, once: an existing one is never changed.
 pub(super) async fn check_secrets(
     stack: &EcommerceStack,
     client: &Client,
     namespace: &str,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, Vec<Secret>)> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let generated = generated_secrets(stack);
     let mut missing = Vec::new();
+    let mut read = Vec::new();
     for reference in secret_refs(stack) {
         let found = match secrets.get_opt(&reference.name).await? {
             Some(secret) => secret,
@@ -138,8 +140,9 @@ pub(super) async fn check_secrets(
                 reference.name, reference.key
             ));
         }
+        read.push(found);
     }
-    Ok(missing)
+    Ok((missing, read))
 }
 
 /// Failing containers of the stack's pods.

@@ -192,8 +192,8 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     if let Some(message) = shared_event_names(stack, ctx).await {
         return refuse(stack, ctx, "EventNamesShared", message).await;
     }
-    let missing = match check_secrets(stack, &ctx.client, &namespace).await {
-        Ok(missing) => missing,
+    let (missing, secrets) = match check_secrets(stack, &ctx.client, &namespace).await {
+        Ok(checked) => checked,
         Err(error) => return report_failure(stack, ctx, error).await,
     };
     if !missing.is_empty() {
@@ -204,7 +204,7 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
     let autopilot = consumer_autopilot(stack, ctx, Timestamp::now()).await;
     let outcome = async {
         let starting = apply_shared(&desired, client, &namespace).await?;
-        keep_password_with_volume(stack, client, &namespace).await?;
+        keep_password_with_volume(stack, &secrets, client, &namespace).await?;
         let migrated = stack
             .status
             .as_ref()

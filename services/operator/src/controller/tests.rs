@@ -1554,6 +1554,50 @@ async fn the_generated_database_password_goes_with_its_volume() {
 }
 
 #[tokio::test]
+async fn a_password_its_volume_owns_already_is_left_alone_unread() {
+    let mut stack = dev_stack();
+    let mut status = crate::status::applied_status(&stack, &[], Timestamp::UNIX_EPOCH);
+    status.migrated_version = Some("1.2.0".into());
+    stack = stack.with_status(status);
+    let (ctx, mut server) = Context::test();
+    let scenario = tokio::spawn({
+        let stack = stack.clone();
+        async move {
+            // The Secrets as read: the password's is owned by its volume.
+            for reference in crate::resources::secret_refs(&stack) {
+                let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{}", reference.name);
+                let (_, send, _) = server.expect(http::Method::GET, &path).await;
+                let mut secret = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": reference.name, "namespace": NAMESPACE},
+                    "data": {reference.key.clone(): "c2VjcmV0"},
+                });
+                if reference.name == "shop-postgresql" {
+                    secret["metadata"]["ownerReferences"] = serde_json::json!([{
+                        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                        "name": "data-shop-postgresql-0", "uid": "claim-uid-1",
+                    }]);
+                }
+                respond_json(send, &secret);
+            }
+            let desired = crate::resources::desired_state(&stack).unwrap();
+            let mut applied = Applied::default();
+            server
+                .handle_apply_shared_handed_over(&desired, &mut applied)
+                .await;
+            // Next: the first service's apply, not the volume's or the
+            // Secret's read again.
+            let (request, _) = server.next_request().await.expect("a call");
+            request.uri().path().to_owned()
+        }
+    });
+    let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+    let next = timeout_after_1s(scenario).await;
+    reconcile.abort();
+    assert!(next.ends_with("/services/shop-gateway"), "{next}");
+}
+
+#[tokio::test]
 async fn one_discovery_serves_the_monitored_stacks_for_a_while() {
     let stack = monitored();
     let (ctx, mut server) = Context::test();
