@@ -211,7 +211,9 @@ async fn apply(stack: &EcommerceStack, ctx: &Context) -> Result<Action> {
             .and_then(|s| s.migrated_version.as_ref());
         // The migrations need PostgreSQL, the services NATS too (a restart
         // of either on a migrated stack is no reason to wait).
-        let migration = if starting.is_empty() || migrated == Some(&stack.spec.version) {
+        let migration = if migrated == Some(&stack.spec.version) {
+            Migration::Done
+        } else if starting.is_empty() {
             migrate(stack, &desired, client, &namespace).await?
         } else {
             Migration::Waiting(starting)

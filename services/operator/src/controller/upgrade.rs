@@ -3,22 +3,15 @@
 
 use super::*;
 
-/// Runs the migration Jobs of `spec.version` (created once each, never
-/// changed: a Job's template is immutable) unless that version is migrated
-/// already, and says where they stand.
+/// Runs the migration Jobs of `spec.version`, not yet migrated (created
+/// once each, never changed: a Job's template is immutable), and says where
+/// they stand.
 pub(super) async fn migrate(
     stack: &EcommerceStack,
     desired: &DesiredState,
     client: &Client,
     namespace: &str,
 ) -> Result<Migration> {
-    let migrated = stack
-        .status
-        .as_ref()
-        .and_then(|s| s.migrated_version.as_ref());
-    if migrated == Some(&stack.spec.version) {
-        return Ok(Migration::Done);
-    }
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let mut running = Vec::new();
     let mut failed = Vec::new();
