@@ -6,7 +6,8 @@
 #   bench.sh capture  print the SQL one order causes (log_statement = 'all' on
 #                     throw-away databases), the source of bench/order-*.sql
 # Overrides: BENCH_REPEATS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_PORT_BASE,
-# BENCH_BUILD=0 (use the binaries already in target/, e.g. to re-run quickly).
+# BENCH_BUILD=0 (use the binaries already in target/, e.g. to re-run quickly),
+# BENCH_BIN_DIR (binaries from elsewhere, e.g. another commit's for an A/B).
 # The stack runs on its own ports, databases, stream and run directory
 # (bench/stack.env), so it never meets a `make up` on 8080.
 set -euo pipefail
@@ -31,12 +32,12 @@ case "$MODE" in
     # The order figure again with this many orders already in the tables.
     export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000000}"
     [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --release --workspace --bins
-    export SERVICE_BIN_DIR="$ROOT/target/release" ;;
+    export SERVICE_BIN_DIR="${BENCH_BIN_DIR:-$ROOT/target/release}" ;;
   quick | capture)
     export BENCH_REPEATS="${BENCH_REPEATS:-1}" BENCH_SECONDS="${BENCH_SECONDS:-3}"
     export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000}"
     [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --workspace --bins
-    export SERVICE_BIN_DIR="$ROOT/target/debug" ;;
+    export SERVICE_BIN_DIR="${BENCH_BIN_DIR:-$ROOT/target/debug}" ;;
   *) echo "usage: $0 [full|quick|capture]" >&2; exit 2 ;;
 esac
 

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use platform::batch::{BatchSettings, Batcher};
 use platform::config::{CallSettings, ServiceAddr};
-use platform::grpc::from_item_error;
+use platform::grpc::{TracedChannel, from_item_error};
 use proto::order::v1::order_service_client::OrderServiceClient;
 use proto::order::v1::{
     OrderOutcome, RecordOutcomeRequest, RecordOutcomesItem, RecordOutcomesRequest,
@@ -38,35 +38,19 @@ impl GrpcOrders {
                     items.len(),
                     &items[0].trace_context,
                 );
-                let single = |item: RecordOutcomesItem| {
-                    let mut client = client.clone();
+                // A lone verdict goes as a batch of one too: Order records a
+                // PENDING order's verdict in one statement that way, where
+                // RecordOutcome reads, locks and reads again in a transaction.
+                let many = |outcomes| record_outcomes(client.clone(), outcomes);
+                let single = |item| {
+                    let client = client.clone();
                     async move {
-                        let outcome = item.outcome.unwrap_or_default();
-                        Ok(client.record_outcome(outcome).await?.into_inner().replayed)
-                    }
-                };
-                let many = |outcomes: Vec<RecordOutcomesItem>| {
-                    let mut client = client.clone();
-                    async move {
-                        let answer = client
-                            .record_outcomes(RecordOutcomesRequest { outcomes })
-                            .await?;
-                        Ok(answer
-                            .into_inner()
-                            .results
-                            .into_iter()
-                            .map(|r| match r.result {
-                                Some(record_outcomes_result::Result::Replayed(replayed)) => {
-                                    Ok(replayed)
-                                }
-                                Some(record_outcomes_result::Result::Error(e)) => {
-                                    Err(from_item_error(e))
-                                }
-                                None => {
-                                    Err(Status::internal("RecordOutcomes answered an empty result"))
-                                }
+                        record_outcomes(client, vec![item])
+                            .await?
+                            .pop()
+                            .unwrap_or_else(|| {
+                                Err(Status::internal("RecordOutcomes answered no result"))
                             })
-                            .collect())
                     }
                 };
                 send_batch(items, span, single, many).await
@@ -74,6 +58,26 @@ impl GrpcOrders {
         });
         Ok(GrpcOrders { record })
     }
+}
+
+/// One RecordOutcomes call: whether each verdict was a replay, in order.
+async fn record_outcomes(
+    mut client: OrderServiceClient<TracedChannel>,
+    outcomes: Vec<RecordOutcomesItem>,
+) -> Result<Vec<Result<bool, Status>>, Status> {
+    let answer = client
+        .record_outcomes(RecordOutcomesRequest { outcomes })
+        .await?;
+    Ok(answer
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| match r.result {
+            Some(record_outcomes_result::Result::Replayed(replayed)) => Ok(replayed),
+            Some(record_outcomes_result::Result::Error(e)) => Err(from_item_error(e)),
+            None => Err(Status::internal("RecordOutcomes answered an empty result")),
+        })
+        .collect())
 }
 
 impl application::Orders for GrpcOrders {

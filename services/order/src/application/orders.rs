@@ -2,6 +2,7 @@
 //! record), read with ownership, and the three ways an order's status moves.
 
 use chrono::{SubsecRound, Utc};
+use futures::future::Either;
 use prost::Message;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -68,7 +69,7 @@ const MAX_INSERT_BATCH: usize = 128;
 /// orders accepted by 32 clients); with many, batches form only when calls
 /// outnumber them, and the pool (`DB_MAX_CONNECTIONS`) bounds the commits at
 /// once anyway.
-const INSERTS_IN_FLIGHT: usize = 32;
+const INSERTS_IN_FLIGHT: usize = 8;
 
 #[derive(Clone)]
 pub struct Orders<S, P> {
@@ -111,15 +112,28 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
             idempotency_key,
         } = request;
         let idempotency = idempotency_key.map(|key| (key, request_fingerprint(&lines)));
-        // A retry is answered from the database, whatever the stock is now.
-        if let Some((key, fingerprint)) = &idempotency
-            && let Some(reply) = self.replay(caller.user_id, key, fingerprint).await?
-        {
-            return Ok(reply);
-        }
-
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-        let quotes = self.inventory.quotes(&ids).await?;
+        let quotes = self.inventory.quotes(&ids);
+        let quotes = match &idempotency {
+            None => quotes.await?,
+            // The key's look-up and the prices are asked at once (an order
+            // waits for the slower, not for both in turn). A retry is
+            // answered from the database as soon as it says so, whatever
+            // the stock is now and without waiting for Inventory.
+            Some((key, fingerprint)) => {
+                let replay = std::pin::pin!(self.replay(caller.user_id, key, fingerprint));
+                match futures::future::select(replay, std::pin::pin!(quotes)).await {
+                    Either::Left((replay, quotes)) => match replay? {
+                        Some(reply) => return Ok(reply),
+                        None => quotes.await?,
+                    },
+                    Either::Right((quotes, replay)) => match replay.await? {
+                        Some(reply) => return Ok(reply),
+                        None => quotes?,
+                    },
+                }
+            }
+        };
         let priced = price(&lines, &quotes)?;
         // PostgreSQL keeps microseconds; the event says what the row says.
         let now = Utc::now().trunc_subsecs(6);
@@ -146,12 +160,7 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
                 event,
             })
             .await
-            .unwrap_or_else(|status| {
-                // The batcher itself stopped (the service is shutting down).
-                Err(InsertError::Db(DbErr::Conn(RuntimeErr::Internal(
-                    status.message().to_owned(),
-                ))))
-            });
+            .unwrap_or_else(|status| Err(InsertError::Db(stopped(status))));
         match inserted {
             Ok(()) => {}
             // A concurrent request with the same key won the race.
@@ -431,10 +440,9 @@ async fn insert_batch<S: OrderRepository>(
                     .collect();
             }
             Err(error) if platform::db::classify(&error) == DbFailure::Unavailable => {
-                let unavailable = || DbErr::Conn(RuntimeErr::Internal(error.to_string()));
                 return batch
                     .iter()
-                    .map(|_| Ok(Err(InsertError::Db(unavailable()))))
+                    .map(|_| Ok(Err(InsertError::Db(outage(&error)))))
                     .collect();
             }
             Err(error) => {
@@ -448,6 +456,17 @@ async fn insert_batch<S: OrderRepository>(
             .map(|new| async { Ok(store.insert(new).await) }),
     )
     .await
+}
+
+/// An outage's error for each order of a batch that met it (it is
+/// classified as the original was: the database is unavailable).
+fn outage(error: &DbErr) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(error.to_string()))
+}
+
+/// The answer when a batcher itself stopped (the service is shutting down).
+fn stopped(status: tonic::Status) -> DbErr {
+    DbErr::Conn(RuntimeErr::Internal(status.message().to_owned()))
 }
 
 fn outcome_reason(outcome: Outcome, reason: Option<String>) -> Option<String> {

@@ -60,6 +60,8 @@ pub fn item(product_id: &str, quantity: u32) -> pb::OrderItemInput {
 pub struct FakeInventory {
     products: Mutex<HashMap<String, inv::Product>>,
     pub batch_calls: AtomicUsize,
+    /// While set, BatchGetProducts answers nothing (a stalled Inventory).
+    pub stalled: std::sync::atomic::AtomicBool,
 }
 
 impl FakeInventory {
@@ -116,6 +118,9 @@ impl InventoryService for InventoryFace {
         request: Request<inv::BatchGetProductsRequest>,
     ) -> Result<Response<inv::BatchGetProductsResponse>, Status> {
         self.0.batch_calls.fetch_add(1, Ordering::SeqCst);
+        if self.0.stalled.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         let products = self.0.products.lock().unwrap();
         let mut response = inv::BatchGetProductsResponse::default();
         for id in request.into_inner().ids {
