@@ -69,7 +69,7 @@ const MAX_INSERT_BATCH: usize = 128;
 /// orders accepted by 32 clients); with many, batches form only when calls
 /// outnumber them, and the pool (`DB_MAX_CONNECTIONS`) bounds the commits at
 /// once anyway.
-const INSERTS_IN_FLIGHT: usize = 8;
+const INSERTS_IN_FLIGHT: usize = 32;
 
 #[derive(Clone)]
 pub struct Orders<S, P> {

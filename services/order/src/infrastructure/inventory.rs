@@ -21,10 +21,11 @@ use crate::domain::ProductQuote;
 
 /// Reads in one batch at the most; more wait for the next one.
 const MAX_READS: usize = 128;
-/// Batches in flight at once. A read is one short round trip, so a few
-/// slots cost an order little waiting, and under load the reads of many
-/// orders share one call (with 16 slots nearly every order made its own).
-const READS_IN_FLIGHT: usize = 4;
+/// Batches in flight at once: enough that a read seldom waits for a slot
+/// (each wait is a round trip added to an order). With 4 slots (and 8 for
+/// the inserts) the reads shared their calls, but 32 clients' orders were
+/// accepted 15 % slower for the waits (BENCHMARKS.md).
+const READS_IN_FLIGHT: usize = 16;
 /// The most ids one BatchGetProducts call carries (Inventory's limit).
 const MAX_IDS_PER_CALL: usize = platform::limits::MAX_ORDER_LINES;
 
