@@ -84,6 +84,7 @@ where
         eprintln!("{service}: configuration error: {e}");
         return ExitCode::from(1);
     }
+    limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,5 +160,24 @@ mod tests {
         assert_eq!(parse("x", args(&["migrate"])).unwrap(), Command::Migrate);
         assert!(parse("x", args(&["bogus"])).is_err());
         assert!(parse("x", args(&["migrate", "extra"])).is_err());
+    }
+}
+
+/// One glibc malloc arena per core, not glibc's eight per core: each thread
+/// that meets contention otherwise gets an arena of its own, and the idle
+/// heap held in them was a quarter of the gateway's memory (18.0 -> 15.8 MB
+/// idle, 19.5 -> 16.2 MB after an order load, BENCHMARKS.md). Before any
+/// thread exists, so that every thread shares them. `MALLOC_ARENA_MAX` in the
+/// environment (read by glibc itself) wins.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets a tunable of the allocator; no thread
+        // but this one exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
     }
 }
