@@ -44,6 +44,25 @@ where
     (action, timeout_after_1s(scenario).await)
 }
 
+/// Reconciles `stack` while `scenario` plays the API server, and stops the
+/// reconcile once the scenario has what it came for (the calls after it are
+/// not the test's concern). Returns the scenario's result.
+async fn reconcile_until<T, Scenario>(
+    (ctx, server): (Arc<Context>, crate::fixtures::ApiServerVerifier),
+    stack: EcommerceStack,
+    scenario: impl FnOnce(crate::fixtures::ApiServerVerifier, EcommerceStack) -> Scenario,
+) -> T
+where
+    Scenario: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let scenario = tokio::spawn(scenario(server, stack.clone()));
+    let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
+    let out = timeout_after_1s(scenario).await;
+    reconcile.abort();
+    out
+}
+
 #[tokio::test]
 async fn a_new_stack_gets_the_finalizer_first_and_nothing_else() {
     let stack = EcommerceStack::test();
@@ -430,7 +449,7 @@ async fn an_autoscaled_service_gets_an_hpa_and_its_deployment_no_replica_count()
 
 #[tokio::test]
 async fn switching_autoscaling_off_deletes_the_hpa_and_applies_replicas_again() {
-    let (ctx, mut server) = Context::test();
+    let (ctx, server) = Context::test();
     let before = autoscaled_gateway();
     let mut previous = crate::status::applied_status(&before, &[], Timestamp::UNIX_EPOCH);
     previous.migrated_version = Some("1.2.0".into());
@@ -441,50 +460,45 @@ async fn switching_autoscaling_off_deletes_the_hpa_and_applies_replicas_again() 
     }];
     let mut stack = before.with_status(previous).with_generation(2);
     stack.spec.services.gateway.autoscaling = None;
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            server.handle_secrets(&stack, true).await;
-            // The applies in order, with the HPA's deletion right after
-            // the gateway's Deployment and disruption budget.
-            let mut calls = Vec::new();
-            loop {
-                let (request, send) = server.next_request().await.expect("a call");
-                let method = request.method().clone();
-                let path = request.uri().path().to_owned();
-                let body = request.into_body().collect_bytes().await.unwrap();
-                let body: Value = if body.is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&body).unwrap()
-                };
-                calls.push((method.clone(), path.clone(), body.clone()));
-                if method == http::Method::DELETE {
-                    respond_json(
-                        send,
-                        &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
-                    );
-                } else if path.ends_with("/deployments/shop-consumer") {
-                    let mut deployment: k8s_openapi::api::apps::v1::Deployment =
-                        serde_json::from_value(body).unwrap();
-                    deployment.status = Some(rolled_out(&deployment));
-                    respond_json(send, &deployment);
-                    return calls;
-                } else if path.contains("/deployments/") {
-                    let mut deployment: k8s_openapi::api::apps::v1::Deployment =
-                        serde_json::from_value(body).unwrap();
-                    deployment.status = Some(rolled_out(&deployment));
-                    respond_json(send, &deployment);
-                } else {
-                    respond_json(send, &body);
-                }
+    // The events and status after the applies are not this test's concern.
+    let calls = reconcile_until((ctx, server), stack, |mut server, stack| async move {
+        server.handle_secrets(&stack, true).await;
+        // The applies in order, with the HPA's deletion right after
+        // the gateway's Deployment and disruption budget.
+        let mut calls = Vec::new();
+        loop {
+            let (request, send) = server.next_request().await.expect("a call");
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = if body.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&body).unwrap()
+            };
+            calls.push((method.clone(), path.clone(), body.clone()));
+            if method == http::Method::DELETE {
+                respond_json(
+                    send,
+                    &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+                );
+            } else if path.ends_with("/deployments/shop-consumer") {
+                let mut deployment: k8s_openapi::api::apps::v1::Deployment =
+                    serde_json::from_value(body).unwrap();
+                deployment.status = Some(rolled_out(&deployment));
+                respond_json(send, &deployment);
+                return calls;
+            } else if path.contains("/deployments/") {
+                let mut deployment: k8s_openapi::api::apps::v1::Deployment =
+                    serde_json::from_value(body).unwrap();
+                deployment.status = Some(rolled_out(&deployment));
+                respond_json(send, &deployment);
+            } else {
+                respond_json(send, &body);
             }
         }
-    });
-    // The events and status after the applies are not this test's concern.
-    let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
-    let calls = timeout_after_1s(scenario).await;
-    reconcile.abort();
+    })
+    .await;
     let gateway = calls
         .iter()
         .position(|(_, path, _)| path.ends_with("/deployments/shop-gateway"))
@@ -518,7 +532,7 @@ async fn switching_autoscaling_off_deletes_the_hpa_and_applies_replicas_again() 
 
 #[tokio::test]
 async fn switching_autoscaling_on_keeps_the_current_replica_count_until_the_hpa_owns_it() {
-    let (ctx, mut server) = Context::test();
+    let (ctx, server) = Context::test();
     let fixed = EcommerceStack::test().finalized();
     let mut previous = crate::status::applied_status(&fixed, &[], Timestamp::UNIX_EPOCH);
     previous.migrated_version = Some("1.2.0".into());
@@ -531,30 +545,25 @@ async fn switching_autoscaling_on_keeps_the_current_replica_count_until_the_hpa_
         .with_status(previous)
         .with_generation(2);
     stack.spec.services.gateway.replicas = None;
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            server.handle_secrets(&stack, true).await;
-            let mut calls = Vec::new();
-            loop {
-                let (request, send) = server.next_request().await.expect("a call");
-                let path = request.uri().path().to_owned();
-                let query = request.uri().query().unwrap_or("").to_owned();
-                let body = request.into_body().collect_bytes().await.unwrap();
-                let body: Value = serde_json::from_slice(&body).unwrap();
-                let done = path.ends_with("/deployments/shop-gateway")
-                    && !query.contains(super::HANDOVER_MANAGER);
-                respond_json(send, &body);
-                calls.push((path, query, body));
-                if done {
-                    return calls;
-                }
+    let calls = reconcile_until((ctx, server), stack, |mut server, stack| async move {
+        server.handle_secrets(&stack, true).await;
+        let mut calls = Vec::new();
+        loop {
+            let (request, send) = server.next_request().await.expect("a call");
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or("").to_owned();
+            let body = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&body).unwrap();
+            let done = path.ends_with("/deployments/shop-gateway")
+                && !query.contains(super::HANDOVER_MANAGER);
+            respond_json(send, &body);
+            calls.push((path, query, body));
+            if done {
+                return calls;
             }
         }
-    });
-    let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
-    let calls = timeout_after_1s(scenario).await;
-    reconcile.abort();
+    })
+    .await;
     let (handover, main) = (&calls[calls.len() - 2], &calls[calls.len() - 1]);
     assert!(handover.0.ends_with("/deployments/shop-gateway"));
     let manager = |query: &str| {
@@ -1522,30 +1531,30 @@ async fn deleting_a_stack_says_what_it_keeps() {
     );
 }
 
-#[tokio::test]
-async fn the_generated_database_password_goes_with_its_volume() {
-    // Migrated and rolled out; PostgreSQL's volume now exists.
-    let mut stack = dev_stack();
+/// The development stack, migrated and rolled out: PostgreSQL's volume
+/// exists.
+fn migrated_dev_stack() -> EcommerceStack {
+    let stack = dev_stack();
     let mut status = crate::status::applied_status(&stack, &[], Timestamp::UNIX_EPOCH);
     status.migrated_version = Some("1.2.0".into());
-    stack = stack.with_status(status);
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            server.handle_secrets(&stack, true).await;
-            let desired = crate::resources::desired_state(&stack).unwrap();
-            let mut applied = Applied::default();
-            let patch = server
-                .handle_apply_shared_with_volume(&desired, "claim-uid-1", &mut applied)
-                .await;
-            // (The services' applies follow: not this test's concern.)
-            patch
-        }
-    });
-    let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
-    let patch = timeout_after_1s(scenario).await;
-    reconcile.abort();
+    stack.with_status(status)
+}
+
+#[tokio::test]
+async fn the_generated_database_password_goes_with_its_volume() {
+    let stack = migrated_dev_stack();
+    let (ctx, server) = Context::test();
+    let patch = reconcile_until((ctx, server), stack, |mut server, stack| async move {
+        server.handle_secrets(&stack, true).await;
+        let desired = crate::resources::desired_state(&stack).unwrap();
+        let mut applied = Applied::default();
+        let patch = server
+            .handle_apply_shared_with_volume(&desired, "claim-uid-1", &mut applied)
+            .await;
+        // (The services' applies follow: not this test's concern.)
+        patch
+    })
+    .await;
     assert_eq!(
         patch["metadata"]["ownerReferences"],
         serde_json::json!([{"apiVersion": "v1", "kind": "PersistentVolumeClaim",
@@ -1555,45 +1564,37 @@ async fn the_generated_database_password_goes_with_its_volume() {
 
 #[tokio::test]
 async fn a_password_its_volume_owns_already_is_left_alone_unread() {
-    let mut stack = dev_stack();
-    let mut status = crate::status::applied_status(&stack, &[], Timestamp::UNIX_EPOCH);
-    status.migrated_version = Some("1.2.0".into());
-    stack = stack.with_status(status);
-    let (ctx, mut server) = Context::test();
-    let scenario = tokio::spawn({
-        let stack = stack.clone();
-        async move {
-            // The Secrets as read: the password's is owned by its volume.
-            for reference in crate::resources::secret_refs(&stack) {
-                let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{}", reference.name);
-                let (_, send, _) = server.expect(http::Method::GET, &path).await;
-                let mut secret = serde_json::json!({
-                    "apiVersion": "v1", "kind": "Secret",
-                    "metadata": {"name": reference.name, "namespace": NAMESPACE},
-                    "data": {reference.key.clone(): "c2VjcmV0"},
-                });
-                if reference.name == "shop-postgresql" {
-                    secret["metadata"]["ownerReferences"] = serde_json::json!([{
-                        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                        "name": "data-shop-postgresql-0", "uid": "claim-uid-1",
-                    }]);
-                }
-                respond_json(send, &secret);
+    let stack = migrated_dev_stack();
+    let (ctx, server) = Context::test();
+    let next = reconcile_until((ctx, server), stack, |mut server, stack| async move {
+        // The Secrets as read: the password's is owned by its volume.
+        for reference in crate::resources::secret_refs(&stack) {
+            let path = format!("/api/v1/namespaces/{NAMESPACE}/secrets/{}", reference.name);
+            let (_, send, _) = server.expect(http::Method::GET, &path).await;
+            let mut secret = serde_json::json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": reference.name, "namespace": NAMESPACE},
+                "data": {reference.key.clone(): "c2VjcmV0"},
+            });
+            if reference.name == "shop-postgresql" {
+                secret["metadata"]["ownerReferences"] = serde_json::json!([{
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "name": "data-shop-postgresql-0", "uid": "claim-uid-1",
+                }]);
             }
-            let desired = crate::resources::desired_state(&stack).unwrap();
-            let mut applied = Applied::default();
-            server
-                .handle_apply_shared_handed_over(&desired, &mut applied)
-                .await;
-            // Next: the first service's apply, not the volume's or the
-            // Secret's read again.
-            let (request, _) = server.next_request().await.expect("a call");
-            request.uri().path().to_owned()
+            respond_json(send, &secret);
         }
-    });
-    let reconcile = tokio::spawn(reconcile(Arc::new(stack), ctx));
-    let next = timeout_after_1s(scenario).await;
-    reconcile.abort();
+        let desired = crate::resources::desired_state(&stack).unwrap();
+        let mut applied = Applied::default();
+        server
+            .handle_apply_shared_handed_over(&desired, &mut applied)
+            .await;
+        // Next: the first service's apply, not the volume's or the
+        // Secret's read again.
+        let (request, _) = server.next_request().await.expect("a call");
+        request.uri().path().to_owned()
+    })
+    .await;
     assert!(next.ends_with("/services/shop-gateway"), "{next}");
 }
 
