@@ -4,13 +4,28 @@
 
 use std::time::Duration;
 
+use sea_orm::sea_query::extension::postgres::PgFunc;
+use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
-    Statement, sqlx,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    RuntimeErr, Statement, sqlx,
 };
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::DbSettings;
+
+/// `column = ANY($1)`, the values bound as one array: one statement text
+/// whatever their number, so one prepared statement (an `IN ($1, .., $n)`
+/// list is a statement of its own for every n, parsed and planned again).
+pub fn any_of<C, V>(column: C, values: impl IntoIterator<Item = V>) -> SimpleExpr
+where
+    C: ColumnTrait,
+    Vec<V>: Into<sea_orm::Value>,
+{
+    column.into_expr().eq(PgFunc::any(Expr::val(
+        values.into_iter().collect::<Vec<V>>(),
+    )))
+}
 
 fn options(url: String, max_connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url);

@@ -87,7 +87,10 @@ impl ProductRepository for ProductStore {
             return Ok(Vec::new());
         }
         let models = product::Entity::find()
-            .filter(product::Column::Id.is_in(ids.iter().copied()))
+            .filter(platform::db::any_of(
+                product::Column::Id,
+                ids.iter().copied(),
+            ))
             .all(&self.db)
             .await?;
         Ok(models.into_iter().map(to_product).collect())
@@ -165,7 +168,10 @@ impl ProductRepository for ProductStore {
         }
 
         let locked = product::Entity::find()
-            .filter(product::Column::Id.is_in(request.product_ids()))
+            .filter(platform::db::any_of(
+                product::Column::Id,
+                request.product_ids(),
+            ))
             .order_by_asc(product::Column::Id)
             .lock_exclusive()
             .all(&txn)
@@ -250,7 +256,10 @@ impl ProductRepository for ProductStore {
         let txn = self.db.begin().await?;
         let order_ids: Vec<Uuid> = requests.iter().map(|r| r.order_id).collect();
         let recorded: HashMap<Uuid, order_ledger::Model> = order_ledger::Entity::find()
-            .filter(order_ledger::Column::OrderId.is_in(order_ids.iter().copied()))
+            .filter(platform::db::any_of(
+                order_ledger::Column::OrderId,
+                order_ids.iter().copied(),
+            ))
             .all(&txn)
             .await?
             .into_iter()
@@ -271,7 +280,10 @@ impl ProductRepository for ProductStore {
             BTreeMap::new()
         } else {
             product::Entity::find()
-                .filter(product::Column::Id.is_in(product_ids.iter().copied()))
+                .filter(platform::db::any_of(
+                    product::Column::Id,
+                    product_ids.iter().copied(),
+                ))
                 .order_by_asc(product::Column::Id)
                 .lock_exclusive()
                 .all(&txn)

@@ -1,6 +1,8 @@
 //! The use cases: create (priced from Inventory, stored with its outbox
 //! record), read with ownership, and the three ways an order's status moves.
 
+use std::ops::ControlFlow;
+
 use chrono::{SubsecRound, Utc};
 use futures::future::Either;
 use prost::Message;
@@ -15,7 +17,7 @@ use super::ports::{
     PriceSource, StatusDecision,
 };
 use super::relay::RelayWakeup;
-use crate::domain::order::{money, price, request_fingerprint};
+use crate::domain::order::{PricedOrder, money, price, request_fingerprint};
 use crate::domain::status::{self, Change, Outcome};
 use crate::domain::{Caller, Order, OrderLine, OrderStatus};
 use platform::batch::{BatchSettings, Batcher};
@@ -71,6 +73,11 @@ const MAX_INSERT_BATCH: usize = 128;
 /// once anyway.
 const INSERTS_IN_FLIGHT: usize = 32;
 
+/// How long a keyed order waits for its prices alone before its key is
+/// looked up beside them (see `Orders::price_unless_retried`): well above a
+/// price read's round trip, well below a call's deadline.
+const REPLAY_LOOKUP_AFTER: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Clone)]
 pub struct Orders<S, P> {
     store: S,
@@ -113,28 +120,18 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         } = request;
         let idempotency = idempotency_key.map(|key| (key, request_fingerprint(&lines)));
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
-        let quotes = self.inventory.quotes(&ids);
-        let quotes = match &idempotency {
-            None => quotes.await?,
-            // The key's look-up and the prices are asked at once (an order
-            // waits for the slower, not for both in turn). A retry is
-            // answered from the database as soon as it says so, whatever
-            // the stock is now and without waiting for Inventory.
+        let priced = match &idempotency {
+            None => price(&lines, &self.inventory.quotes(&ids).await?)?,
             Some((key, fingerprint)) => {
-                let replay = std::pin::pin!(self.replay(caller.user_id, key, fingerprint));
-                match futures::future::select(replay, std::pin::pin!(quotes)).await {
-                    Either::Left((replay, quotes)) => match replay? {
-                        Some(reply) => return Ok(reply),
-                        None => quotes.await?,
-                    },
-                    Either::Right((quotes, replay)) => match replay.await? {
-                        Some(reply) => return Ok(reply),
-                        None => quotes?,
-                    },
+                match self
+                    .price_unless_retried(caller.user_id, key, fingerprint, &lines, &ids)
+                    .await?
+                {
+                    ControlFlow::Continue(priced) => priced,
+                    ControlFlow::Break(replay) => return Ok(replay),
                 }
             }
         };
-        let priced = price(&lines, &quotes)?;
         // PostgreSQL keeps microseconds; the event says what the row says.
         let now = Utc::now().trunc_subsecs(6);
         let order = Order {
@@ -191,6 +188,51 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
             order,
             replayed: false,
         })
+    }
+
+    /// A keyed order's prices, or the answer to a retry. A first request
+    /// (by far the most common) costs no look-up of its key: the insert
+    /// skips a key already taken, and that order is answered then. The key
+    /// is looked up only when the prices fail (a retry is answered with its
+    /// order even though the stock has run out or the product is gone since)
+    /// or are slow (after [`REPLAY_LOOKUP_AFTER`] the look-up goes out beside
+    /// them, and a retry is answered without waiting for a stalled Inventory).
+    async fn price_unless_retried(
+        &self,
+        user_id: Uuid,
+        key: &str,
+        fingerprint: &str,
+        lines: &[OrderLine],
+        ids: &[Uuid],
+    ) -> Result<ControlFlow<Reply, PricedOrder>, OrderError> {
+        let mut quotes = std::pin::pin!(self.inventory.quotes(ids));
+        let quoted = match tokio::time::timeout(REPLAY_LOOKUP_AFTER, &mut quotes).await {
+            Ok(quoted) => quoted,
+            Err(_slow) => {
+                let replay = std::pin::pin!(self.replay(user_id, key, fingerprint));
+                let (replay, quoted) = match futures::future::select(replay, quotes).await {
+                    Either::Left((replay, quotes)) => match replay? {
+                        Some(reply) => return Ok(ControlFlow::Break(reply)),
+                        None => (None, quotes.await),
+                    },
+                    Either::Right((quoted, replay)) => (replay.await?, quoted),
+                };
+                return match replay {
+                    Some(reply) => Ok(ControlFlow::Break(reply)),
+                    None => Ok(ControlFlow::Continue(price(lines, &quoted?)?)),
+                };
+            }
+        };
+        match quoted
+            .map_err(OrderError::from)
+            .and_then(|quotes| Ok(price(lines, &quotes)?))
+        {
+            Ok(priced) => Ok(ControlFlow::Continue(priced)),
+            Err(refused) => match self.replay(user_id, key, fingerprint).await? {
+                Some(reply) => Ok(ControlFlow::Break(reply)),
+                None => Err(refused),
+            },
+        }
     }
 
     async fn replay(

@@ -37,6 +37,9 @@ pub const FAULT_AFTER_PUBLISH: &str = "order.relay.after_publish";
 
 /// How often sent records past their retention are looked for.
 const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often the backlog gauge is counted at most: a pass per order at a
+/// low rate need not cost a COUNT per order, and a scrape is seconds apart.
+const BACKLOG_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Wakes the relay when a transaction wrote outbox records, so they go out
 /// at once rather than at the next poll. A no-op when the relay is disabled.
@@ -118,6 +121,7 @@ impl<O: OutboxRepository, E: EventPublisher> OutboxRelay<O, E> {
         );
         let mut backoff = self.backoff();
         let mut next_prune = tokio::time::Instant::now();
+        let mut next_backlog = tokio::time::Instant::now();
         while !stop.is_cancelled() {
             if tokio::time::Instant::now() >= next_prune {
                 self.prune().await;
@@ -125,7 +129,10 @@ impl<O: OutboxRepository, E: EventPublisher> OutboxRelay<O, E> {
                     tokio::time::Instant::now() + PRUNE_INTERVAL.min(self.settings.retention);
             }
             let pass = self.pass(&stop).await;
-            self.refresh_backlog().await;
+            if tokio::time::Instant::now() >= next_backlog {
+                self.refresh_backlog().await;
+                next_backlog = tokio::time::Instant::now() + BACKLOG_REFRESH_INTERVAL;
+            }
             let retry_in = match pass {
                 Ok(Pass {
                     more_waiting,

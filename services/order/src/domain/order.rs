@@ -136,16 +136,14 @@ pub fn validate_idempotency_key(raw: &str) -> Result<Option<String>, FieldViolat
 /// A digest of what was ordered, independent of the order of the lines: a
 /// retry with the same idempotency key must carry the same fingerprint.
 pub fn request_fingerprint(lines: &[OrderLine]) -> String {
+    use std::fmt::Write as _;
     let canonical: BTreeMap<Uuid, u32> = lines.iter().map(|l| (l.product_id, l.quantity)).collect();
-    let mut hasher = Sha256::new();
+    // The digest's input is stored with every keyed order: it must not change.
+    let mut text = String::with_capacity(canonical.len() * 48);
     for (product_id, quantity) in canonical {
-        hasher.update(format!("{product_id}:{quantity}\n"));
+        let _ = writeln!(text, "{product_id}:{quantity}");
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// What Inventory says about a product right now.
@@ -399,6 +397,20 @@ mod tests {
         assert_eq!(
             validate_lines(std::iter::empty()).unwrap_err()[0].field,
             "items"
+        );
+    }
+
+    #[test]
+    fn fingerprint_is_the_digest_stored_orders_carry() {
+        let line = OrderLine {
+            product_id: Uuid::parse_str("00000000-0000-4000-8000-000000000010").unwrap(),
+            quantity: 2,
+        };
+        // sha256("00000000-0000-4000-8000-000000000010:2\n"): what orders
+        // stored by earlier releases hold, so that their retries still match.
+        assert_eq!(
+            request_fingerprint(&[line]),
+            "b045513dfbc6872dfdcd53d047b36805099c130be4575d07adc4302bf845b704"
         );
     }
 

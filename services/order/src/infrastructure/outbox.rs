@@ -78,15 +78,12 @@ pub async fn release_claims<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> Result
     if ids.is_empty() {
         return Ok(());
     }
-    outbox::Entity::update_many()
-        .col_expr(
-            outbox::Column::ClaimedUntil,
-            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-        )
-        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
-        .filter(outbox::Column::SentAt.is_null())
-        .exec(conn)
-        .await?;
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE outbox SET claimed_until = NULL WHERE id = ANY($1) AND sent_at IS NULL",
+        [ids.to_vec().into()],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -95,23 +92,14 @@ pub async fn mark_sent<C: ConnectionTrait>(conn: &C, ids: &[i64]) -> Result<(), 
     if ids.is_empty() {
         return Ok(());
     }
-    outbox::Entity::update_many()
-        .col_expr(outbox::Column::SentAt, Expr::value(chrono::Utc::now()))
-        .col_expr(
-            outbox::Column::Attempts,
-            Expr::col(outbox::Column::Attempts).add(1),
-        )
-        .col_expr(
-            outbox::Column::LastError,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            outbox::Column::ClaimedUntil,
-            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-        )
-        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
-        .exec(conn)
-        .await?;
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1, last_error = NULL, \
+                           claimed_until = NULL \
+         WHERE id = ANY($1)",
+        [ids.to_vec().into()],
+    ))
+    .await?;
     Ok(())
 }
 
@@ -202,19 +190,13 @@ pub async fn record_failures<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(());
     }
-    outbox::Entity::update_many()
-        .col_expr(
-            outbox::Column::Attempts,
-            Expr::col(outbox::Column::Attempts).add(1),
-        )
-        .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
-        .col_expr(
-            outbox::Column::ClaimedUntil,
-            Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
-        )
-        .filter(outbox::Column::Id.is_in(ids.iter().copied()))
-        .exec(conn)
-        .await?;
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "UPDATE outbox SET attempts = attempts + 1, last_error = $2, claimed_until = NULL \
+         WHERE id = ANY($1)",
+        [ids.to_vec().into(), error.into()],
+    ))
+    .await?;
     Ok(())
 }
 

@@ -376,7 +376,10 @@ async fn items_of<C: ConnectionTrait>(
         return Ok(by_order);
     }
     let rows = order_items::Entity::find()
-        .filter(order_items::Column::OrderId.is_in(order_ids.iter().copied()))
+        .filter(platform::db::any_of(
+            order_items::Column::OrderId,
+            order_ids.iter().copied(),
+        ))
         .order_by_asc(order_items::Column::OrderId)
         .order_by_asc(order_items::Column::LineNo)
         .all(conn)

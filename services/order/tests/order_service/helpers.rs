@@ -87,6 +87,14 @@ impl FakeInventory {
         self.products.lock().unwrap().get_mut(id).unwrap().price = price.into();
     }
 
+    pub fn set_stock(&self, id: &str, stock: i32) {
+        self.products.lock().unwrap().get_mut(id).unwrap().stock = stock;
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.products.lock().unwrap().remove(id);
+    }
+
     pub fn calls(&self) -> usize {
         self.batch_calls.load(Ordering::SeqCst)
     }

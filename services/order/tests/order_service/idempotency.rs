@@ -88,6 +88,45 @@ async fn a_retry_with_the_same_key_returns_the_first_order() {
 }
 
 #[tokio::test]
+async fn a_retry_is_answered_even_when_its_prices_would_now_refuse_it() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        ..Default::default()
+    })
+    .await;
+    let a = h.inventory.add("3.00", 1);
+    let b = h.inventory.add("4.00", 5);
+    let me = customer();
+    let lines = || vec![item(&a, 1), item(&b, 2)];
+    let first = h.create_keyed(&me, lines(), "checkout-1").await.unwrap();
+    let first = first.order.unwrap();
+
+    // The order took the last of a's stock, then b was withdrawn.
+    h.inventory.set_stock(&a, 0);
+    let sold_out = h.create_keyed(&me, lines(), "checkout-1").await.unwrap();
+    assert!(sold_out.replayed);
+    assert_eq!(sold_out.order.unwrap().id, first.id);
+    h.inventory.remove(&b);
+    let gone = h.create_keyed(&me, lines(), "checkout-1").await.unwrap();
+    assert!(gone.replayed);
+    assert_eq!(gone.order.unwrap().id, first.id);
+
+    // Other lines under the key are still refused as a reused key, not for
+    // the price; and a new key is refused for the price as before.
+    let err = h
+        .create_keyed(&me, vec![item(&b, 1)], "checkout-1")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "IDEMPOTENCY_KEY_REUSED", "{err:?}");
+    let err = h
+        .create_keyed(&me, lines(), "checkout-2")
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PRODUCT_NOT_FOUND", "{err:?}");
+    assert_eq!(h.scalar("SELECT count(*) FROM orders").await, 1);
+}
+
+#[tokio::test]
 async fn concurrent_requests_with_one_key_create_one_order() {
     let h = Harness::start_with(Options {
         relay: false,
