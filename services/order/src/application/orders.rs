@@ -160,7 +160,8 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
             .unwrap_or_else(|status| Err(InsertError::Db(stopped(status))));
         match inserted {
             Ok(()) => {}
-            // A concurrent request with the same key won the race.
+            // The key is taken: a retry, or a concurrent request that won
+            // the race.
             Err(InsertError::DuplicateIdempotencyKey) => {
                 let Some((key, fingerprint)) = idempotency else {
                     return Err(DbErr::Custom(format!(
@@ -210,19 +211,20 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
             Ok(quoted) => quoted,
             Err(_slow) => {
                 let replay = std::pin::pin!(self.replay(user_id, key, fingerprint));
-                let (replay, quoted) = match futures::future::select(replay, quotes).await {
+                match futures::future::select(replay, quotes).await {
                     Either::Left((replay, quotes)) => match replay? {
                         Some(reply) => return Ok(ControlFlow::Break(reply)),
-                        None => (None, quotes.await),
+                        None => quotes.await,
                     },
-                    Either::Right((quoted, replay)) => (replay.await?, quoted),
-                };
-                return match replay {
-                    Some(reply) => Ok(ControlFlow::Break(reply)),
-                    None => Ok(ControlFlow::Continue(price(lines, &quoted?)?)),
-                };
+                    Either::Right((quoted, replay)) => match replay.await? {
+                        Some(reply) => return Ok(ControlFlow::Break(reply)),
+                        None => quoted,
+                    },
+                }
             }
         };
+        // Prices refused: a retry still gets its order (looked up again
+        // after a slow read, as the original may have committed meanwhile).
         match quoted
             .map_err(OrderError::from)
             .and_then(|quotes| Ok(price(lines, &quotes)?))

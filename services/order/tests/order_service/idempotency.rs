@@ -36,7 +36,8 @@ async fn a_retry_with_the_same_key_returns_the_first_order() {
     assert_eq!(retry.id, first.id);
     assert_eq!(retry.total, "11.00");
     // A replay is answered from the database alone: Inventory stalling
-    // (an outage, say) does not hold it up.
+    // (an outage, say) holds it up only until the key's look-up goes out
+    // (100 ms).
     h.inventory.stalled.store(true, Ordering::SeqCst);
     let stalled_retry = tokio::time::timeout(
         Duration::from_secs(5),
