@@ -12,6 +12,9 @@ ENV = os.environ
 SECONDS = int(ENV.get("BENCH_SECONDS", "10"))
 REPEATS = int(ENV.get("BENCH_REPEATS", "3"))
 CONNECTIONS = int(ENV.get("BENCH_CONNECTIONS", "32"))
+# The burst: this many shoppers ordering at once for BENCH_SECONDS; the
+# confirmations that fall behind drain after it.
+BURST_USERS = int(ENV.get("BENCH_BURST_USERS", "256"))
 BIN_DIR = ENV["SERVICE_BIN_DIR"]
 RUN_DIR = ENV["STACK_RUN_DIR"]
 GATEWAY = ENV["GATEWAY_URL"]
@@ -223,7 +226,7 @@ def main():
     product = product_id_via_api()
     pids = service_pids()
     idle_rss = {svc: status_kb(pid, "VmRSS") for svc, pid in pids.items()}
-    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "half"]}
+    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "half", "burst"]}
 
     def open_loop(scenario, rate):
         """Latency at a given rate, open loop: requests go out on schedule
@@ -233,8 +236,8 @@ def main():
         return {"scenario": scenario, "target": rate, "rate": op["rate"], "p50": op["p50_ms"],
                 "p99": op["p99_ms"], "ops": op["count"]}
 
-    def orders():
-        s = loadgen("create-order")
+    def orders(vus=CONNECTIONS):
+        s = loadgen("create-order", vus=vus)
         op = s["operations"]["create-order"]
         if any(k.startswith("5") or not k.isdigit() for k in op["errors"]) or s["stock"]["conserved"] is not True:
             raise SystemExit(f"order run failed: {json.dumps(s)}")
@@ -242,8 +245,8 @@ def main():
                 "confirmed_rate": s["orders"]["confirmed_per_s"], "confirmed": s["orders"]["confirmed_total"],
                 "drain_s": s["orders"]["drain_s"]}
 
-    def order_figure():
-        result = measured(orders)
+    def order_figure(vus=CONNECTIONS):
+        result = measured(lambda: orders(vus))
         # The user service only served loadgen's set-up (bcrypt logins).
         result["cpu"].pop("user", None)
         return result
@@ -277,14 +280,18 @@ def main():
         rate = med(runs[key], "rate") / 2
         log(f"{scenario} open loop at half the maximum ({rate:,.0f}/s)")
         runs["half"].append(open_loop(scenario, rate))
+    peak_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
+    for r in range(REPEATS):
+        log(f"repeat {r + 1}/{REPEATS}: burst, {BURST_USERS} users ordering at once for {SECONDS} s, then the drain")
+        runs["burst"].append(order_figure(BURST_USERS))
     if PREFILL_ORDERS:
         log(f"filling {PREFILL_ORDERS:,} orders (orders, lines, sent outbox records, ledger)")
         prefill(PREFILL_ORDERS, user_id)
         for r in range(REPEATS):
             log(f"repeat {r + 1}/{REPEATS}: orders again, {PREFILL_ORDERS:,} orders in the tables")
             runs["orders_filled"].append(order_figure())
-    peak_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
-    report(runs, idle_rss, peak_rss)
+    burst_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
+    report(runs, idle_rss, peak_rss, burst_rss)
 
 
 def med(items, key):
@@ -307,9 +314,9 @@ def cpu_line(items, per="ops", only=None):
     return f"{sum(per_op.values()):.0f} ({shown})"
 
 
-def report(runs, idle_rss, peak_rss):
-    get, bare, select, orders, sql, filled = (
-        runs[k] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled"])
+def report(runs, idle_rss, peak_rss, burst_rss):
+    get, bare, select, orders, sql, filled, burst = (
+        runs[k] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "burst"])
     rows = [
         ("GET /products/{id} (wrk -c%d)" % CONNECTIONS, f"{med(get, 'rate'):,.0f} req/s", "pgbench SELECT",
          med(get, "rate") / med(select, "rate"), cpu_line(get), f"{med(get, 'p50'):.2f} / {med(get, 'p99'):.2f}"),
@@ -319,6 +326,10 @@ def report(runs, idle_rss, peak_rss):
          med(orders, "rate") / med(sql, "rate"), "", f"{med(orders, 'p50'):.2f} / {med(orders, 'p99'):.2f}"),
         ("orders CONFIRMED end to end", f"{med(orders, 'confirmed_rate'):,.0f} orders/s (drain {med(orders, 'drain_s'):.1f} s)",
          "pgbench order SQL", med(orders, "confirmed_rate") / med(sql, "rate"), cpu_line(orders, per="confirmed"), ""),
+        ("POST /orders accepted in a burst (loadgen, %d users)" % BURST_USERS, f"{med(burst, 'rate'):,.0f} orders/s",
+         "pgbench order SQL", med(burst, "rate") / med(sql, "rate"), "", f"{med(burst, 'p50'):.2f} / {med(burst, 'p99'):.2f}"),
+        ("orders CONFIRMED, the burst", f"{med(burst, 'confirmed_rate'):,.0f} orders/s (drain {med(burst, 'drain_s'):.1f} s)",
+         "pgbench order SQL", med(burst, "confirmed_rate") / med(sql, "rate"), cpu_line(burst, per="confirmed"), ""),
         *([("POST /orders accepted, %s orders already in the tables" % f"{PREFILL_ORDERS:,}",
              f"{med(filled, 'rate'):,.0f} orders/s", "empty tables (above)", med(filled, "rate") / med(orders, "rate"),
              "", f"{med(filled, 'p50'):.2f} / {med(filled, 'p99'):.2f}"),
@@ -347,10 +358,11 @@ def report(runs, idle_rss, peak_rss):
     print()
     print("| RSS of the services (MB) | " + " | ".join(SERVICES) + " | total |")
     print("|---|" + "---|" * (len(SERVICES) + 1))
-    for label, rss in [("idle, after start-up", idle_rss), ("peak (VmHWM) after the run", peak_rss)]:
+    for label, rss in [("idle, after start-up", idle_rss), ("peak (VmHWM) before the burst", peak_rss),
+                       (f"peak (VmHWM) after the run, the burst of {BURST_USERS} users included", burst_rss)]:
         print(f"| {label} | " + " | ".join(f"{rss[s] / 1024:.1f}" for s in SERVICES) + f" | {sum(rss.values()) / 1024:.1f} |")
     with open(os.path.join(RUN_DIR, "bench-results.json"), "w") as f:
-        json.dump({"runs": runs, "idle_rss_kb": idle_rss, "peak_rss_kb": peak_rss}, f, indent=1)
+        json.dump({"runs": runs, "idle_rss_kb": idle_rss, "peak_rss_kb": peak_rss, "burst_rss_kb": burst_rss}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 #                     proves the harness works; asserts nothing about speed)
 #   bench.sh capture  print the SQL one order causes (log_statement = 'all' on
 #                     throw-away databases), the source of bench/order-*.sql
-# Overrides: BENCH_REPEATS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_PORT_BASE,
-# BENCH_BUILD=0 (use the binaries already in target/, e.g. to re-run quickly),
+# Overrides: BENCH_REPEATS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_BURST_USERS,
+# BENCH_PORT_BASE, BENCH_BUILD=0 (use the binaries already in target/, e.g. to
+# re-run quickly),
 # BENCH_BIN_DIR (binaries from elsewhere, e.g. another commit's for an A/B).
 # The stack runs on its own ports, databases, stream and run directory
 # (bench/stack.env), so it never meets a `make up` on 8080.
@@ -36,6 +37,8 @@ case "$MODE" in
   quick | capture)
     export BENCH_REPEATS="${BENCH_REPEATS:-1}" BENCH_SECONDS="${BENCH_SECONDS:-3}"
     export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000}"
+    # Debug binaries confirm far slower: a smaller burst drains in seconds.
+    export BENCH_BURST_USERS="${BENCH_BURST_USERS:-64}"
     [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --workspace --bins
     export SERVICE_BIN_DIR="${BENCH_BIN_DIR:-$ROOT/target/debug}" ;;
   *) echo "usage: $0 [full|quick|capture]" >&2; exit 2 ;;
