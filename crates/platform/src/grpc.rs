@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use prost::Message;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::http;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Code, Status};
 
@@ -61,9 +61,18 @@ pub async fn serve_ready(
         .layer(crate::grpc_metrics::MetricsLayer)
         .layer(crate::internal_auth::RequireTokenLayer)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(accepted_without_delay(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// The connections `listener` accepts, with `TCP_NODELAY` set on each (the
+/// server builder's `tcp_nodelay` only applies to listeners it binds itself).
+/// Without it a piece of an answer written while an earlier one is not yet
+/// acknowledged waits for the caller's delayed ACK (40 ms and more):
+/// BENCHMARKS.md, "Nagle".
+fn accepted_without_delay(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -251,6 +260,17 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_delay() {
+        use tokio_stream::StreamExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = accepted_without_delay(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 
     #[test]
     fn details_round_trip() {

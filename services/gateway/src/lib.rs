@@ -85,6 +85,8 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
         )
     })
     .disable_signals()
+    // actix keeps the OS default (Nagle's algorithm) unless told.
+    .tcp_nodelay(true)
     .shutdown_timeout(10);
     if config.workers > 0 {
         server = server.workers(config.workers);
