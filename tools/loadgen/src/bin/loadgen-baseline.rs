@@ -40,7 +40,9 @@ async fn main() -> std::io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:18090".into());
     eprintln!("loadgen-baseline: listening on {addr}");
+    // As the gateway's server: Nagle's algorithm off.
     HttpServer::new(|| App::new().service(product))
+        .tcp_nodelay(true)
         .bind(&addr)?
         .run()
         .await
