@@ -67,11 +67,12 @@ pub async fn serve_ready(
 }
 
 /// The connections `listener` accepts, with `TCP_NODELAY` set on each (the
-/// server builder's `tcp_nodelay` only applies to listeners it binds itself).
+/// server builder's `tcp_nodelay` only applies to listeners it binds itself);
+/// also for tests' stand-in servers, so they answer as the services do.
 /// Without it a piece of an answer written while an earlier one is not yet
 /// acknowledged waits for the caller's delayed ACK (40 ms and more):
 /// BENCHMARKS.md, "Nagle".
-fn accepted_without_delay(listener: TcpListener) -> TcpIncoming {
+pub fn accepted_without_delay(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 

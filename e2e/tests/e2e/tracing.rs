@@ -21,7 +21,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio_stream::wrappers::TcpListenerStream;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -91,7 +90,7 @@ impl Collector {
         let addr = listener.local_addr().unwrap();
         let server = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(collector.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener));
+            .serve_with_incoming(platform::grpc::accepted_without_delay(listener));
         tokio::spawn(server);
         (collector, format!("http://{addr}"))
     }

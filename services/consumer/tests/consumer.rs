@@ -9,7 +9,6 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use prost::Message;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -392,12 +391,12 @@ async fn serve_fakes(inventory: FakeInventory, orders: FakeOrders) -> (String, S
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(InventoryServiceServer::new(inventory))
-            .serve_with_incoming(TcpListenerStream::new(inventory_listener)),
+            .serve_with_incoming(platform::grpc::accepted_without_delay(inventory_listener)),
     );
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(OrderServiceServer::new(orders))
-            .serve_with_incoming(TcpListenerStream::new(order_listener)),
+            .serve_with_incoming(platform::grpc::accepted_without_delay(order_listener)),
     );
     (inventory_addr, order_addr)
 }

@@ -13,7 +13,6 @@ use prost::Message;
 pub use sea_orm::ConnectionTrait;
 use sea_orm::{DatabaseConnection, DbBackend, Statement};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -329,7 +328,7 @@ pub async fn serve_inventory(fake: Arc<FakeInventory>) -> String {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(InventoryServiceServer::new(InventoryFace(fake)))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(platform::grpc::accepted_without_delay(listener)),
     );
     addr.to_string()
 }
@@ -341,7 +340,7 @@ pub async fn serve_producer_at(fake: Arc<FakeProducer>, addr: SocketAddr) {
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(ProducerServiceServer::new(ProducerFace(fake)))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+            .serve_with_incoming(platform::grpc::accepted_without_delay(listener)),
     );
 }
 
