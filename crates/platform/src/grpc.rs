@@ -126,17 +126,26 @@ pub type TracedChannel = InterceptedService<Channel, PropagateTrace>;
 /// A channel to `addr` that connects on first use (and reconnects by itself),
 /// with a connect timeout and a deadline on every call.
 pub fn channel(addr: &ServiceAddr, settings: CallSettings) -> anyhow::Result<TracedChannel> {
-    let endpoint = Endpoint::from_shared(addr.dial_uri())
+    Ok(lazy_channel(&endpoint(addr, settings)?))
+}
+
+/// How to reach `addr`: its URI, the connect timeout and the deadline of
+/// every call. Checked once; [`lazy_channel`] makes channels from it.
+pub fn endpoint(addr: &ServiceAddr, settings: CallSettings) -> anyhow::Result<Endpoint> {
+    Ok(Endpoint::from_shared(addr.dial_uri())
         .map_err(|e| anyhow::anyhow!("invalid address {addr}: {e}"))?
         .connect_timeout(settings.connect_timeout)
         .timeout(settings.request_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(InterceptedService::new(
-        endpoint.connect_lazy(),
-        PropagateTrace,
-    ))
+        .keep_alive_while_idle(true))
+}
+
+/// A channel that connects on first use. Its connection is driven by a task
+/// spawned on the current Tokio runtime, so it must be made on the runtime
+/// whose tasks will call through it.
+pub fn lazy_channel(endpoint: &Endpoint) -> TracedChannel {
+    InterceptedService::new(endpoint.connect_lazy(), PropagateTrace)
 }
 
 /// A status whose details carry a machine-readable reason and per-field

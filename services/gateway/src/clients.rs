@@ -1,7 +1,13 @@
 //! The gRPC clients of the downstream services, each behind its circuit
 //! breaker, and their readiness checks.
+//!
+//! Each actix worker has its own clients: a channel's connection is driven by
+//! a task on the runtime that made it, so clients shared by every worker would
+//! hand each call to another thread and back. The breakers are shared: a
+//! service that keeps failing is failing for every worker.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use platform::config::{CallSettings, Endpoints};
@@ -10,18 +16,20 @@ use proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use proto::order::v1::order_service_client::OrderServiceClient;
 use proto::user::v1::user_service_client::UserServiceClient;
 use tonic::Code;
+use tonic::transport::Endpoint;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::breaker::CircuitBreaker;
 use crate::problem::Problem;
 
-/// One downstream service: its client, health client and breaker.
+/// One downstream service as one worker calls it: its client, health client
+/// and (shared) breaker.
 pub struct Downstream<C> {
     pub name: &'static str,
     client: C,
     health: HealthClient<TracedChannel>,
-    breaker: CircuitBreaker,
+    breaker: Arc<CircuitBreaker>,
 }
 
 /// Whether a status says the service could not be reached in time (what the
@@ -37,20 +45,6 @@ fn is_unreachable(status: &tonic::Status) -> bool {
 }
 
 impl<C: Clone> Downstream<C> {
-    fn new(
-        name: &'static str,
-        channel: TracedChannel,
-        make: impl FnOnce(TracedChannel) -> C,
-        breaker: CircuitBreaker,
-    ) -> Self {
-        Downstream {
-            name,
-            client: make(channel.clone()),
-            health: HealthClient::new(channel),
-            breaker,
-        }
-    }
-
     /// Makes one call through the breaker; a failure becomes its problem.
     pub async fn call<T, F, Fut>(&self, call: F) -> Result<T, Problem>
     where
@@ -104,7 +98,75 @@ impl<C: Clone> Downstream<C> {
     }
 }
 
-/// Every service the gateway calls.
+/// One downstream service as every worker shares it: where it is and its
+/// breaker.
+struct Route {
+    name: &'static str,
+    endpoint: Endpoint,
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl Route {
+    fn new(
+        name: &'static str,
+        addr: &platform::config::ServiceAddr,
+        calls: CallSettings,
+        breaker_failures: u32,
+        breaker_cooldown: Duration,
+    ) -> anyhow::Result<Self> {
+        Ok(Route {
+            name,
+            endpoint: platform::grpc::endpoint(addr, calls)?,
+            breaker: Arc::new(CircuitBreaker::new(breaker_failures, breaker_cooldown)),
+        })
+    }
+
+    fn connect_lazy<C>(&self, make: impl FnOnce(TracedChannel) -> C) -> Downstream<C> {
+        let channel = platform::grpc::lazy_channel(&self.endpoint);
+        Downstream {
+            name: self.name,
+            client: make(channel.clone()),
+            health: HealthClient::new(channel),
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+/// Every service the gateway calls, as the workers share them.
+pub struct Downstreams {
+    inventory: Route,
+    order: Route,
+    user: Route,
+}
+
+impl Downstreams {
+    pub fn new(
+        endpoints: &Endpoints,
+        calls: CallSettings,
+        breaker_failures: u32,
+        breaker_cooldown: Duration,
+    ) -> anyhow::Result<Self> {
+        let route = |name, addr| Route::new(name, addr, calls, breaker_failures, breaker_cooldown);
+        Ok(Downstreams {
+            inventory: route("inventory", &endpoints.inventory)?,
+            order: route("order", &endpoints.order)?,
+            user: route("user", &endpoints.user)?,
+        })
+    }
+
+    /// Clients that connect on first use, driven by the current runtime: call
+    /// on the worker's own thread, and the gateway starts (and answers 503)
+    /// even when a service is not up yet.
+    pub fn connect_lazy(&self) -> Clients {
+        Clients {
+            inventory: self.inventory.connect_lazy(InventoryServiceClient::new),
+            order: self.order.connect_lazy(OrderServiceClient::new),
+            user: self.user.connect_lazy(UserServiceClient::new),
+        }
+    }
+}
+
+/// Every service the gateway calls, as one worker calls them.
 pub struct Clients {
     pub inventory: Downstream<InventoryServiceClient<TracedChannel>>,
     pub order: Downstream<OrderServiceClient<TracedChannel>>,
@@ -112,37 +174,6 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Lazily connected channels: the gateway starts (and answers 503) even
-    /// when a service is not up yet.
-    pub fn new(
-        endpoints: &Endpoints,
-        calls: CallSettings,
-        breaker_failures: u32,
-        breaker_cooldown: Duration,
-    ) -> anyhow::Result<Self> {
-        let breaker = || CircuitBreaker::new(breaker_failures, breaker_cooldown);
-        Ok(Clients {
-            inventory: Downstream::new(
-                "inventory",
-                platform::grpc::channel(&endpoints.inventory, calls)?,
-                InventoryServiceClient::new,
-                breaker(),
-            ),
-            order: Downstream::new(
-                "order",
-                platform::grpc::channel(&endpoints.order, calls)?,
-                OrderServiceClient::new,
-                breaker(),
-            ),
-            user: Downstream::new(
-                "user",
-                platform::grpc::channel(&endpoints.user, calls)?,
-                UserServiceClient::new,
-                breaker(),
-            ),
-        })
-    }
-
     /// The readiness of each downstream service, by name.
     pub async fn readiness(&self, timeout: Duration) -> Vec<(&'static str, Result<(), String>)> {
         let (inventory, order, user) = tokio::join!(
@@ -162,6 +193,49 @@ impl Clients {
 mod tests {
     use super::*;
     use platform::grpc::status_with_detail;
+    use proto::user::v1::GetUserRequest;
+
+    /// Each worker has its own channels, but a service failing for one worker
+    /// is paused for all of them.
+    #[tokio::test]
+    async fn every_workers_clients_share_one_breaker() {
+        let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = refusing.local_addr().unwrap().port();
+        drop(refusing);
+        let addr: platform::config::ServiceAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let endpoints = Endpoints {
+            gateway: addr.clone(),
+            inventory: addr.clone(),
+            order: addr.clone(),
+            user: addr.clone(),
+            producer: addr.clone(),
+            consumer: addr,
+        };
+        let calls = CallSettings {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(2),
+        };
+        let downstreams = Downstreams::new(&endpoints, calls, 1, Duration::from_secs(60)).unwrap();
+        let (first_worker, second_worker) =
+            (downstreams.connect_lazy(), downstreams.connect_lazy());
+        let get_user = |mut client: UserServiceClient<TracedChannel>| async move {
+            client.get_user(GetUserRequest::default()).await
+        };
+
+        let refused = first_worker.user.call(get_user).await.unwrap_err();
+        assert!(refused.detail.contains("unavailable"), "{}", refused.detail);
+        assert_eq!(refused.retry_after, None);
+        let paused = second_worker.user.call(get_user).await.unwrap_err();
+        assert!(paused.detail.contains("keeps failing"), "{}", paused.detail);
+        assert!(paused.retry_after.is_some());
+        // Only the failing service is paused.
+        let refused = second_worker.order.call(|mut client| async move {
+            client
+                .get_order(proto::order::v1::GetOrderRequest::default())
+                .await
+        });
+        assert_eq!(refused.await.unwrap_err().retry_after, None);
+    }
 
     #[test]
     fn only_silence_and_refusal_count_as_unreachable() {

@@ -21,6 +21,7 @@ pub mod limiter;
 pub mod problem;
 
 use anyhow::Result;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpServer, web};
@@ -31,8 +32,8 @@ use tokio::net::TcpListener;
 pub use config::Config;
 
 use crate::auth::JwtKeys;
-use crate::clients::Clients;
-use crate::http::{ApiDocument, AppState};
+use crate::clients::Downstreams;
+use crate::http::{ApiDocument, Shared};
 use crate::limiter::RateLimiter;
 
 /// Entry point of the binary.
@@ -40,10 +41,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     platform::cli::dispatch(command, Config::from_env, migrate, serve).await
 }
 
-/// The shared state the app is built from.
-pub fn state(config: &Config) -> anyhow::Result<AppState> {
-    Ok(AppState {
-        clients: Clients::new(
+/// What the workers share; each builds its app from it.
+pub fn state(config: &Config) -> anyhow::Result<Arc<Shared>> {
+    Ok(Arc::new(Shared {
+        downstreams: Downstreams::new(
             &config.endpoints,
             config.calls,
             config.breaker_failures,
@@ -54,12 +55,12 @@ pub fn state(config: &Config) -> anyhow::Result<AppState> {
         register_limiter: RateLimiter::per_minute(config.register_per_minute),
         order_limiter: RateLimiter::per_minute(config.orders_per_minute),
         trusted_proxies: config.trusted_proxies.clone(),
-        products: std::sync::Arc::new(catalogue::ProductCache::new(
+        products: Arc::new(catalogue::ProductCache::new(
             config.product_cache_ttl,
             config.product_cache_capacity,
         )),
         readiness_timeout: config.calls.request_timeout.min(Duration::from_secs(2)),
-    })
+    }))
 }
 
 /// Serves the API on `listener` until `shutdown`, then lets in-flight
@@ -68,9 +69,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
     let addr = listener.local_addr()?;
     let listener = listener.into_std()?;
     http::observe::register_metrics();
-    let state = web::Data::new(state(&config)?);
-    if state.products.enabled() {
-        catalogue::follow_changes(config.nats.clone(), state.products.clone()).await?;
+    let shared = state(&config)?;
+    if shared.products.enabled() {
+        catalogue::follow_changes(config.nats.clone(), shared.products.clone()).await?;
     }
     let keys = web::Data::new(JwtKeys::new(&config.jwt));
     let document = web::Data::new(ApiDocument::new(&http::openapi())?);
@@ -78,7 +79,7 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
 
     let mut server = HttpServer::new(move || {
         http::app(
-            state.clone(),
+            shared.clone(),
             keys.clone(),
             document.clone(),
             max_body_bytes,

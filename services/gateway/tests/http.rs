@@ -69,13 +69,13 @@ fn config(login_per_minute: u32) -> gateway::Config {
 macro_rules! service {
     ($config:expr) => {{
         let config = $config;
-        let state = web::Data::new(gateway::state(&config).unwrap());
+        let shared = gateway::state(&config).unwrap();
         let keys = web::Data::new(JwtKeys::new(&config.jwt));
         let document = web::Data::new(ApiDocument::new(&openapi()).unwrap());
         let token = |role| keys.issue(Uuid::new_v4(), role).unwrap();
         let (admin, customer) = (token(Role::Admin), token(Role::Customer));
         let service =
-            test::init_service(app(state, keys.clone(), document, config.max_body_bytes)).await;
+            test::init_service(app(shared, keys.clone(), document, config.max_body_bytes)).await;
         (service, admin, customer)
     }};
 }

@@ -12,6 +12,7 @@ pub mod storefront;
 pub mod users;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, MessageBody};
@@ -29,13 +30,30 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_actix_web::AppExt;
 
 use crate::auth::JwtKeys;
-use crate::clients::Clients;
+use crate::clients::{Clients, Downstreams};
 use crate::limiter::RateLimiter;
 use crate::problem::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
 
-/// Everything the handlers share.
+/// What one worker's handlers use: its own gRPC clients
+/// ([`crate::clients`]) and what every worker shares.
 pub struct AppState {
     pub clients: Clients,
+    pub shared: Arc<Shared>,
+}
+
+impl AppState {
+    /// Runs on the worker's own runtime, which drives its clients.
+    pub fn for_this_worker(shared: Arc<Shared>) -> Self {
+        AppState {
+            clients: shared.downstreams.connect_lazy(),
+            shared,
+        }
+    }
+}
+
+/// What every worker shares.
+pub struct Shared {
+    pub downstreams: Downstreams,
     pub login_limiter: RateLimiter,
     /// Logins per account (by the hash of the lowercased name), whichever
     /// client they come from.
@@ -48,7 +66,7 @@ pub struct AppState {
     /// health answer.
     pub readiness_timeout: Duration,
     /// `GET /products/{id}` answers from here when it can.
-    pub products: std::sync::Arc<crate::catalogue::ProductCache>,
+    pub products: Arc<crate::catalogue::ProductCache>,
 }
 
 /// The OpenAPI document, rendered once, and the routes it lists (to tell a
@@ -171,7 +189,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The application, as each worker builds it.
 pub fn app(
-    state: web::Data<AppState>,
+    shared: Arc<Shared>,
     keys: web::Data<JwtKeys>,
     document: web::Data<ApiDocument>,
     max_body_bytes: usize,
@@ -186,7 +204,7 @@ pub fn app(
 > {
     App::new()
         .into_utoipa_app()
-        .app_data(state)
+        .app_data(web::Data::new(AppState::for_this_worker(shared)))
         .app_data(keys)
         .app_data(document)
         .app_data(web::PathConfig::default().error_handler(|e, req| path_error(e, req).into()))
@@ -493,7 +511,7 @@ pub fn spend_client_quota(
     state: &AppState,
     limiter: &RateLimiter,
 ) -> Result<(), Problem> {
-    let ip = client_ip(req, &state.trusted_proxies);
+    let ip = client_ip(req, &state.shared.trusted_proxies);
     limiter.check(limit_key(ip)).map_err(|wait| {
         tracing::info!(%ip, path = req.path(), "rate limited");
         Problem::rate_limited(wait)
@@ -505,8 +523,12 @@ pub fn spend_client_quota(
 pub fn spend_account_quota(state: &AppState, login: &str) -> Result<(), Problem> {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     let key = BuildHasherDefault::<DefaultHasher>::default().hash_one(login.trim().to_lowercase());
-    state.account_login_limiter.check(key).map_err(|wait| {
-        tracing::info!("login rate limited for one account");
-        Problem::rate_limited(wait)
-    })
+    state
+        .shared
+        .account_login_limiter
+        .check(key)
+        .map_err(|wait| {
+            tracing::info!("login rate limited for one account");
+            Problem::rate_limited(wait)
+        })
 }

@@ -36,7 +36,10 @@ pub async fn healthz() -> web::Json<Health> {
 
 /// Each downstream's state: "serving", or why it is not ready.
 async fn downstream_states(state: &AppState) -> (BTreeMap<&'static str, String>, Vec<FieldError>) {
-    let results = state.clients.readiness(state.readiness_timeout).await;
+    let results = state
+        .clients
+        .readiness(state.shared.readiness_timeout)
+        .await;
     let mut states = BTreeMap::new();
     let mut not_ready = Vec::new();
     for (name, result) in results {

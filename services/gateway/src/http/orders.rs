@@ -66,7 +66,7 @@ pub async fn create_order(
     let key = idempotency_key(&req)?;
     let body = body.into_inner();
     body.validate()?;
-    spend_client_quota(&req, &state, &state.order_limiter)?;
+    spend_client_quota(&req, &state, &state.shared.order_limiter)?;
     let request = pb::CreateOrderRequest {
         caller: Some(caller.to_proto()),
         items: body

@@ -105,7 +105,7 @@ pub async fn get_product(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, Problem> {
     let id = id.into_inner();
-    if let Some(json) = state.products.get(&id) {
+    if let Some(json) = state.shared.products.get(&id) {
         return Ok(json_response(json));
     }
     let read_at = std::time::Instant::now();
@@ -120,7 +120,7 @@ pub async fn get_product(
         serde_json::to_vec(&product)
             .map_err(|e| Problem::internal(format!("product {id} does not serialize: {e}")))?,
     );
-    state.products.put(id, json.clone(), read_at);
+    state.shared.products.put(id, json.clone(), read_at);
     Ok(json_response(json))
 }
 
@@ -170,7 +170,7 @@ pub async fn update_product(
         .call(|mut c| async move { c.update_product(request).await })
         .await?;
     // This replica reads its own write at once; the others hear Inventory.
-    state.products.changed(&[id]);
+    state.shared.products.changed(&[id]);
     Ok(web::Json(Product::from_proto(
         response.product.ok_or_else(missing_product)?,
     )?))
@@ -203,7 +203,7 @@ pub async fn delete_product(
         .inventory
         .call(|mut c| async move { c.delete_product(request).await })
         .await?;
-    state.products.changed(&[id]);
+    state.shared.products.changed(&[id]);
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -30,7 +30,7 @@ pub async fn register(
 ) -> Result<Created<User>, Problem> {
     let body = body.into_inner();
     body.validate()?;
-    spend_client_quota(&req, &state, &state.register_limiter)?;
+    spend_client_quota(&req, &state, &state.shared.register_limiter)?;
     let request = pb::RegisterRequest {
         username: body.username.trim().to_owned(),
         email: body.email.trim().to_owned(),
@@ -67,7 +67,7 @@ pub async fn login(
 ) -> Result<web::Json<LoginResponse>, Problem> {
     let body = body.into_inner();
     body.validate()?;
-    spend_client_quota(&req, &state, &state.login_limiter)?;
+    spend_client_quota(&req, &state, &state.shared.login_limiter)?;
     spend_account_quota(&state, &body.username)?;
     let request = pb::AuthenticateRequest {
         username: body.username.trim().to_owned(),
