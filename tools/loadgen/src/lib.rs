@@ -1,6 +1,7 @@
-//! The load generator's pure parts, unit-tested here: the open-loop schedule,
-//! the latency statistics and the operation mix. `main.rs` drives the API.
+//! The load generator's parts, unit-tested here: its HTTP client, the open-loop
+//! schedule, the latency statistics and the operation mix. `main.rs` drives the API.
 
+pub mod client;
 pub mod mix;
 pub mod schedule;
 pub mod stats;
