@@ -8,7 +8,7 @@ use sea_orm::sea_query::extension::postgres::PgFunc;
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    RuntimeErr, Statement, sqlx,
+    QueryResult, RuntimeErr, Statement, sqlx,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -25,6 +25,30 @@ where
     column.into_expr().eq(PgFunc::any(Expr::val(
         values.into_iter().collect::<Vec<V>>(),
     )))
+}
+
+/// A query with its values bound, as [`planned_each_time`] takes it.
+pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Runs `query` as an unnamed statement, planned for its own values every
+/// time, outside any transaction; its rows as sea-orm's.
+///
+/// For the batch statements over tables that start empty and grow (orders,
+/// the stock ledger). PostgreSQL plans a prepared statement generically from
+/// its sixth run on; a generic plan made while the table was a few pages scans
+/// it whole, and keeps doing so as it grows, until the next ANALYZE (a minute
+/// or more: autovacuum's). Measured in BENCHMARKS.md: 80 million rows read in
+/// a minute of orders. Planning once per batch costs little beside that.
+pub async fn planned_each_time(
+    db: &DatabaseConnection,
+    query: PgQuery<'_>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    query
+        .persistent(false)
+        .fetch_all(db.get_postgres_connection_pool())
+        .await
+        .map(|rows| rows.into_iter().map(QueryResult::from).collect())
+        .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(e.into())))
 }
 
 fn options(url: String, max_connections: u32) -> ConnectOptions {

@@ -10,11 +10,11 @@ platform::declare_settings! {
         "the durable every replica binds (they share the work)";
     CONSUMER_ACK_WAIT_MS = DefaultValue::Value("30000"),
         "how long the server waits for an ack before redelivering; must exceed twice `GRPC_REQUEST_TIMEOUT_MS`; progress is reported every third of it while a message is in hand, so only a dead or frozen process loses its messages to a redelivery";
-    CONSUMER_MAX_ACK_PENDING = DefaultValue::Value("256"),
+    CONSUMER_MAX_ACK_PENDING = DefaultValue::Value("1024"),
         "unacknowledged messages the server hands out, across replicas";
-    CONSUMER_CONCURRENCY = DefaultValue::Value("64"),
+    CONSUMER_CONCURRENCY = DefaultValue::Value("256"),
         "messages one replica handles at once (it pulls only as many); their ApplyOrder and RecordOutcome calls travel together in batches, so more at once costs fewer round trips and commits each";
-    CONSUMER_BATCH_MAX = DefaultValue::Value("64"),
+    CONSUMER_BATCH_MAX = DefaultValue::Value("256"),
         "the most ApplyOrder/RecordOutcome calls one batch carries (at most 1000, what Inventory and Order accept in one call); a batch they refuse as a whole goes again call by call";
     CONSUMER_MAX_PERMANENT_ATTEMPTS = DefaultValue::Value("3"),
         "attempts of a message that fails permanently before it is dead-lettered (and its order rejected)";

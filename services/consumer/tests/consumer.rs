@@ -594,7 +594,7 @@ async fn applies_then_records_then_acks_once() {
         info.config.ack_policy,
         jetstream::consumer::AckPolicy::Explicit
     );
-    assert_eq!(info.config.max_ack_pending, 256);
+    assert_eq!(info.config.max_ack_pending, 1024);
     assert_eq!(info.config.ack_wait, Duration::from_secs(30));
     assert_eq!(info.num_ack_pending, 0);
     assert_eq!(

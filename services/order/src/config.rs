@@ -9,7 +9,7 @@ platform::declare_settings! {
         "run the relay in this process (each record is claimed by one relay at a time, so several may)";
     OUTBOX_POLL_INTERVAL_MS = DefaultValue::Value("500"),
         "how often the relay looks for records other replicas wrote (its own wake it at once)";
-    OUTBOX_BATCH_SIZE = DefaultValue::Value("50"), "records claimed per pass (1..=1000)";
+    OUTBOX_BATCH_SIZE = DefaultValue::Value("250"), "records claimed per pass (1..=1000)";
     OUTBOX_RETRY_MIN_MS = DefaultValue::Value("100"), "the first delay of the capped exponential backoff (with jitter) after a failed pass; retried forever";
     OUTBOX_RETRY_MAX_MS = DefaultValue::Value("5000"), "the largest delay between failed passes";
     OUTBOX_CLAIM_LEASE_MS = DefaultValue::Derived("three `GRPC_REQUEST_TIMEOUT_MS`, from `15000` to `60000`"),

@@ -6,8 +6,8 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
-    TransactionTrait,
+    EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    Statement, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -253,18 +253,20 @@ impl ProductRepository for ProductStore {
         if requests.len() == 1 {
             return Ok(vec![self.apply_order(&requests[0]).await?]);
         }
-        let txn = self.db.begin().await?;
+        // Read before the transaction: an order recorded meanwhile makes the
+        // ledger insert below skip it, and that is handled there.
         let order_ids: Vec<Uuid> = requests.iter().map(|r| r.order_id).collect();
-        let recorded: HashMap<Uuid, order_ledger::Model> = order_ledger::Entity::find()
-            .filter(platform::db::any_of(
-                order_ledger::Column::OrderId,
-                order_ids.iter().copied(),
-            ))
-            .all(&txn)
-            .await?
-            .into_iter()
-            .map(|entry| (entry.order_id, entry))
-            .collect();
+        let recorded: HashMap<Uuid, order_ledger::Model> = platform::db::planned_each_time(
+            &self.db,
+            sea_orm::sqlx::query("SELECT * FROM order_ledger WHERE order_id = ANY($1)")
+                .bind(order_ids),
+        )
+        .await?
+        .iter()
+        .map(|row| order_ledger::Model::from_query_result(row, ""))
+        .map(|entry| entry.map(|entry| (entry.order_id, entry)))
+        .collect::<Result<_, DbErr>>()?;
+        let txn = self.db.begin().await?;
 
         // The first request of each order id not yet in the ledger.
         let mut seen = HashSet::new();

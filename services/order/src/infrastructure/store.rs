@@ -257,19 +257,20 @@ impl OrderRepository for OrderStore {
             .iter()
             .map(|(.., reason)| reason.clone().unwrap_or_default())
             .collect();
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "UPDATE orders o SET status = v.status, updated_at = now(),                         status_reason = COALESCE(NULLIF(v.reason, ''), o.status_reason)                  FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason)                  WHERE o.id = v.id AND o.status = $4 RETURNING o.id",
-                [
-                    ids.into(),
-                    statuses.into(),
-                    reasons.into(),
-                    OrderStatus::Pending.as_str().into(),
-                ],
-            ))
-            .await?;
+        let rows = platform::db::planned_each_time(
+            &self.db,
+            sea_orm::sqlx::query(
+                "UPDATE orders o SET status = v.status, updated_at = now(), \
+                 status_reason = COALESCE(NULLIF(v.reason, ''), o.status_reason) \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS v(id, status, reason) \
+                 WHERE o.id = v.id AND o.status = $4 RETURNING o.id",
+            )
+            .bind(ids)
+            .bind(statuses)
+            .bind(reasons)
+            .bind(OrderStatus::Pending.as_str()),
+        )
+        .await?;
         rows.iter()
             .map(|row| row.try_get::<Uuid>("", "id"))
             .collect()
