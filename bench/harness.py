@@ -18,6 +18,11 @@ BURST_USERS = int(ENV.get("BENCH_BURST_USERS", "256"))
 # A burst leaves a backlog that takes a while to confirm: loadgen waits this
 # long for every order to be terminal before it counts the run as failed.
 BURST_DRAIN_TIMEOUT = ENV.get("BENCH_BURST_DRAIN_TIMEOUT", "300s")
+# The sustained figure: orders at this rate, open loop, for this long, once
+# after the bursts (0 skips it); confirmations keep up when the drain after it
+# stays short.
+SUSTAINED_RATE = int(ENV.get("BENCH_SUSTAINED_RATE", "1000"))
+SUSTAINED_SECONDS = int(ENV.get("BENCH_SUSTAINED_SECONDS", "60"))
 BIN_DIR = ENV["SERVICE_BIN_DIR"]
 RUN_DIR = ENV["STACK_RUN_DIR"]
 GATEWAY = ENV["GATEWAY_URL"]
@@ -142,10 +147,10 @@ def pgbench(db, script, clients, extra=()):
     return {"rate": tps, "ops": int(tps * SECONDS), "avg_ms": lat}
 
 
-def loadgen(scenario, rate="0", vus=CONNECTIONS, extra=()):
+def loadgen(scenario, rate="0", vus=CONNECTIONS, extra=(), seconds=SECONDS):
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         sh([f"{BIN_DIR}/loadgen", "--base-url", GATEWAY, "--scenario", scenario,
-            "--rate", rate, "--vus", str(vus), "--duration", f"{SECONDS}s",
+            "--rate", rate, "--vus", str(vus), "--duration", f"{seconds}s",
             "--warmup", "1s", "--users", "8", "--json", f.name, *extra])
         return json.load(open(f.name))
 
@@ -229,7 +234,8 @@ def main():
     product = product_id_via_api()
     pids = service_pids()
     idle_rss = {svc: status_kb(pid, "VmRSS") for svc, pid in pids.items()}
-    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "half", "burst"]}
+    runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "half", "burst",
+                            "sustained"]}
 
     def open_loop(scenario, rate):
         """Latency at a given rate, open loop: requests go out on schedule
@@ -241,17 +247,19 @@ def main():
         return {"scenario": scenario, "target": rate, "rate": op["rate"], "p50": op["p50_ms"],
                 "p99": op["p99_ms"], "ops": op["count"]}
 
-    def orders(vus=CONNECTIONS, extra=()):
-        s = loadgen("create-order", vus=vus, extra=extra)
+    def orders(vus=CONNECTIONS, extra=(), rate="0", seconds=SECONDS):
+        s = loadgen("create-order", rate=rate, vus=vus, extra=extra, seconds=seconds)
         op = s["operations"]["create-order"]
         if any(k.startswith("5") or not k.isdigit() for k in op["errors"]) or s["stock"]["conserved"] is not True:
             raise SystemExit(f"order run failed: {json.dumps(s)}")
+        confirmed = s["operations"].get("order-confirmed", {})
         return {"rate": op["rate"], "p50": op["p50_ms"], "p99": op["p99_ms"], "ops": op["count"],
                 "confirmed_rate": s["orders"]["confirmed_per_s"], "confirmed": s["orders"]["confirmed_total"],
-                "drain_s": s["orders"]["drain_s"]}
+                "drain_s": s["orders"]["drain_s"],
+                "to_confirmed_p50": confirmed.get("p50_ms"), "to_confirmed_p99": confirmed.get("p99_ms")}
 
-    def order_figure(vus=CONNECTIONS, extra=()):
-        result = measured(lambda: orders(vus, extra))
+    def order_figure(vus=CONNECTIONS, extra=(), **loop):
+        result = measured(lambda: orders(vus, extra, **loop))
         # The user service only served loadgen's set-up (bcrypt logins).
         result["cpu"].pop("user", None)
         return result
@@ -292,6 +300,10 @@ def main():
             log(f"repeat {r + 1}/{REPEATS}: burst, {BURST_USERS} users ordering at once for {SECONDS} s, then the drain")
             runs["burst"].append(order_figure(BURST_USERS, ["--drain-timeout", BURST_DRAIN_TIMEOUT]))
         burst_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
+    if SUSTAINED_RATE and SUSTAINED_SECONDS:
+        log(f"sustained: {SUSTAINED_RATE:,} orders/s open loop for {SUSTAINED_SECONDS} s, then the drain")
+        runs["sustained"].append(order_figure(BURST_USERS or CONNECTIONS, ["--drain-timeout", BURST_DRAIN_TIMEOUT],
+                                              rate=str(SUSTAINED_RATE), seconds=SUSTAINED_SECONDS))
     if PREFILL_ORDERS:
         log(f"filling {PREFILL_ORDERS:,} orders (orders, lines, sent outbox records, ledger)")
         prefill(PREFILL_ORDERS, user_id)
@@ -322,8 +334,8 @@ def cpu_line(items, per="ops", only=None):
 
 
 def report(runs, idle_rss, peak_rss, burst_rss):
-    get, bare, select, orders, sql, filled, burst = (
-        runs[k] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "burst"])
+    get, bare, select, orders, sql, filled, burst, sustained = (
+        runs[k] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "burst", "sustained"])
     rows = [
         ("GET /products/{id} (wrk -c%d)" % CONNECTIONS, f"{med(get, 'rate'):,.0f} req/s", "pgbench SELECT",
          med(get, "rate") / med(select, "rate"), cpu_line(get), f"{med(get, 'p50'):.2f} / {med(get, 'p99'):.2f}"),
@@ -339,6 +351,12 @@ def report(runs, idle_rss, peak_rss, burst_rss):
            ("orders CONFIRMED, the burst", f"{med(burst, 'confirmed_rate'):,.0f} orders/s (drain {med(burst, 'drain_s'):.1f} s)",
             "pgbench order SQL", med(burst, "confirmed_rate") / med(sql, "rate"), cpu_line(burst, per="confirmed"), "")]
           if burst else []),
+        *([(f"orders CONFIRMED, open loop at {SUSTAINED_RATE:,}/s for {SUSTAINED_SECONDS} s (POST p50 / p99)",
+            f"{med(sustained, 'confirmed_rate'):,.0f} orders/s (drain {med(sustained, 'drain_s'):.1f} s; "
+            f"to CONFIRMED p50 {med(sustained, 'to_confirmed_p50'):,.0f} / p99 {med(sustained, 'to_confirmed_p99'):,.0f} ms)",
+            "pgbench order SQL", med(sustained, "confirmed_rate") / med(sql, "rate"), cpu_line(sustained, per="confirmed"),
+            f"{med(sustained, 'p50'):.2f} / {med(sustained, 'p99'):.2f}")]
+          if sustained else []),
         *([("POST /orders accepted, %s orders already in the tables" % f"{PREFILL_ORDERS:,}",
              f"{med(filled, 'rate'):,.0f} orders/s", "empty tables (above)", med(filled, "rate") / med(orders, "rate"),
              "", f"{med(filled, 'p50'):.2f} / {med(filled, 'p99'):.2f}"),

@@ -6,6 +6,7 @@
 #   bench.sh capture  print the SQL one order causes (log_statement = 'all' on
 #                     throw-away databases), the source of bench/order-*.sql
 # Overrides: BENCH_REPEATS, BENCH_SECONDS, BENCH_CONNECTIONS, BENCH_BURST_USERS,
+# BENCH_SUSTAINED_RATE, BENCH_SUSTAINED_SECONDS,
 # BENCH_PORT_BASE, BENCH_BUILD=0 (use the binaries already in target/, e.g. to
 # re-run quickly),
 # BENCH_BIN_DIR (binaries from elsewhere, e.g. another commit's for an A/B).
@@ -39,6 +40,7 @@ case "$MODE" in
     export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000}"
     # Debug binaries confirm far slower: a smaller burst drains in seconds.
     export BENCH_BURST_USERS="${BENCH_BURST_USERS:-64}"
+    export BENCH_SUSTAINED_RATE="${BENCH_SUSTAINED_RATE:-50}" BENCH_SUSTAINED_SECONDS="${BENCH_SUSTAINED_SECONDS:-3}"
     [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --workspace --bins
     export SERVICE_BIN_DIR="${BENCH_BIN_DIR:-$ROOT/target/debug}" ;;
   *) echo "usage: $0 [full|quick|capture]" >&2; exit 2 ;;
