@@ -219,10 +219,21 @@ pub fn is_transient(status: &Status) -> bool {
 /// Whether the client library made `status` from a failure of the connection
 /// (the peer died or reset it mid-call, an HTTP/2 error), rather than the
 /// server sending it: tonic reports those as UNKNOWN or INTERNAL with the
-/// cause attached, while a status that came over the wire has no source.
+/// cause attached, while a status that came over the wire has no source. A
+/// call still queued on a connection that closed (the peer was killed a
+/// moment before) is CANCELLED by hyper, with the cause attached, like the
+/// client's own deadline; a deadline has tonic's `TimeoutExpired` among its
+/// causes.
 pub fn is_connection_failure(status: &Status) -> bool {
-    matches!(status.code(), Code::Unknown | Code::Internal)
-        && std::error::Error::source(status).is_some()
+    let source = std::error::Error::source(status);
+    match status.code() {
+        Code::Unknown | Code::Internal => source.is_some(),
+        Code::Cancelled => source.is_some_and(|source| {
+            !std::iter::successors(Some(source), |e| e.source())
+                .any(|e| e.is::<tonic::TimeoutExpired>())
+        }),
+        _ => false,
+    }
 }
 
 /// A client's view of a failed call: a broken connection is UNAVAILABLE (the
@@ -303,6 +314,25 @@ mod tests {
         let sent = Status::unknown("the server said so");
         assert!(!is_connection_failure(&sent));
         assert_eq!(normalize_client_status(sent).code(), Code::Unknown);
+    }
+
+    #[test]
+    fn a_call_cancelled_by_its_closing_connection_is_unavailable_but_a_deadline_stays() {
+        let deadline = Status::from_error(Box::new(tonic::TimeoutExpired(())));
+        assert_eq!(deadline.code(), Code::Cancelled);
+        assert!(!is_connection_failure(&deadline));
+        assert_eq!(normalize_client_status(deadline).code(), Code::Cancelled);
+
+        // What tonic makes of hyper's "operation was canceled: connection closed".
+        let mut closed = Status::cancelled("operation was canceled: connection closed");
+        closed.set_source(std::sync::Arc::new(std::io::Error::other(
+            "connection closed",
+        )));
+        assert!(is_connection_failure(&closed));
+        assert_eq!(normalize_client_status(closed).code(), Code::Unavailable);
+
+        let sent = Status::cancelled("the server gave up");
+        assert!(!is_connection_failure(&sent));
     }
 
     #[test]
