@@ -9,7 +9,7 @@
 //! keeps a plain stack of idle connections.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -50,6 +50,13 @@ pub struct Extras<'a> {
     pub json: Option<&'a [u8]>,
 }
 
+/// How long a connection may sit idle and still be reused. Servers close
+/// keep-alive connections idle for a few seconds (actix-web after 5), and a
+/// request written just as the server closes is lost on the way: neither
+/// answered nor safely sent again. Past this, a fresh connection is cheaper
+/// than that race.
+const MAX_IDLE: Duration = Duration::from_secs(2);
+
 /// Connections to one `http://host:port[/prefix]` origin.
 pub struct Client {
     /// `host:port`, what is dialled.
@@ -58,7 +65,9 @@ pub struct Client {
     /// Put before every path (`/api` for `http://host/api`), often empty.
     prefix: String,
     timeout: Duration,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    max_idle: Duration,
+    /// Each with the moment it was put back; the most recent on top.
+    idle: Mutex<Vec<(Instant, SendRequest<Full<Bytes>>)>>,
 }
 
 impl Client {
@@ -86,6 +95,7 @@ impl Client {
             host: HeaderValue::from_str(authority).context("host")?,
             prefix: prefix.to_owned(),
             timeout,
+            max_idle: MAX_IDLE,
             idle: Mutex::new(Vec::new()),
         })
     }
@@ -154,16 +164,29 @@ impl Client {
             .map_err(|_| Failure::Io)?
             .to_bytes();
         if !connection.is_closed() {
-            self.idle.lock().expect("idle connections").push(connection);
+            self.idle
+                .lock()
+                .expect("idle connections")
+                .push((Instant::now(), connection));
         }
         Ok((status, body))
     }
 
-    /// An idle connection still open and ready for a request, if any.
+    /// An idle connection still open, ready for a request and not idle for
+    /// too long, if any; the ones below it in the stack are older still and
+    /// are dropped when it is.
     async fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
         loop {
-            let mut connection = self.idle.lock().expect("idle connections").pop()?;
-            if connection.ready().await.is_ok() {
+            let (since, mut connection) = {
+                let mut idle = self.idle.lock().expect("idle connections");
+                let top = idle.pop()?;
+                if top.0.elapsed() > self.max_idle {
+                    idle.clear();
+                    return None;
+                }
+                top
+            };
+            if connection.ready().await.is_ok() && since.elapsed() <= self.max_idle {
                 return Some(connection);
             }
         }
@@ -257,6 +280,40 @@ mod tests {
             assert_eq!(body, format!("/api/products/{i}"));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_too_long_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        // Answers every request on a connection, keeping it open.
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut buf).await
+                        && n > 0
+                    {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                });
+            }
+        });
+        let mut client = Client::new(&base, Duration::from_secs(5)).unwrap();
+        client.max_idle = Duration::from_millis(100);
+        let get = || client.send(Method::GET, "/", Extras::default());
+        get().await.unwrap();
+        get().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused while fresh");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        get().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "not reused when stale");
     }
 
     #[tokio::test]
