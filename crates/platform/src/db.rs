@@ -39,6 +39,10 @@ pub type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::Pg
 /// it whole, and keeps doing so as it grows, until the next ANALYZE (a minute
 /// or more: autovacuum's). Measured in BENCHMARKS.md: 80 million rows read in
 /// a minute of orders. Planning once per batch costs little beside that.
+///
+/// # Panics
+///
+/// When `db` is not a PostgreSQL pool (every service's is: [`connect`]).
 pub async fn planned_each_time(
     db: &DatabaseConnection,
     query: PgQuery<'_>,

@@ -11,7 +11,7 @@ platform::declare_settings! {
     CONSUMER_ACK_WAIT_MS = DefaultValue::Value("30000"),
         "how long the server waits for an ack before redelivering; must exceed twice `GRPC_REQUEST_TIMEOUT_MS`; progress is reported every third of it while a message is in hand, so only a dead or frozen process loses its messages to a redelivery";
     CONSUMER_MAX_ACK_PENDING = DefaultValue::Value("1024"),
-        "unacknowledged messages the server hands out, across replicas";
+        "unacknowledged messages the server hands out, across replicas: at least `CONSUMER_CONCURRENCY` x replicas, or some replicas hold fewer messages than they could handle";
     CONSUMER_CONCURRENCY = DefaultValue::Value("256"),
         "messages one replica handles at once (it pulls only as many); their ApplyOrder and RecordOutcome calls travel together in batches, so more at once costs fewer round trips and commits each";
     CONSUMER_BATCH_MAX = DefaultValue::Value("256"),

@@ -124,7 +124,9 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        let request = request.body(body).map_err(|_| Failure::Io)?;
+        let request = request
+            .body(body)
+            .expect("loadgen builds its paths from ids and fixed words");
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {
             Ok(answer) => answer,
             Err(_) => Err(Failure::Timeout),
