@@ -211,43 +211,64 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A server that answers each connection's first request, then closes it
-    /// without saying so (as a keep-alive timeout does); counts connections.
-    async fn one_answer_per_connection() -> (String, Arc<AtomicUsize>) {
+    /// A server on a free port that counts the connections it accepts and
+    /// hands each to `serve`; its base URL and the count.
+    async fn counting_server<F, Fut>(serve: F) -> (String, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/api", listener.local_addr().unwrap());
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
         let counter = accepted.clone();
         tokio::spawn(async move {
             loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
+                let (stream, _) = listener.accept().await.unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        let n = stream.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            return;
-                        }
-                        request.extend_from_slice(&buf[..n]);
-                    }
-                    let first_line = String::from_utf8_lossy(&request);
-                    let path = first_line.split(' ').nth(1).unwrap_or_default().to_owned();
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
-                        path.len()
-                    );
-                    stream.write_all(answer.as_bytes()).await.unwrap();
-                });
+                tokio::spawn(serve(stream));
             }
         });
         (base, accepted)
+    }
+
+    /// Answers the connection's first request with its path, then closes it
+    /// without saying so (as a keep-alive timeout does).
+    async fn answer_once(mut stream: TcpStream) {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        let first_line = String::from_utf8_lossy(&request);
+        let path = first_line.split(' ').nth(1).unwrap_or_default().to_owned();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}",
+            path.len()
+        );
+        stream.write_all(answer.as_bytes()).await.unwrap();
+    }
+
+    /// Answers every (small) request on the connection, keeping it open.
+    async fn answer_all(mut stream: TcpStream) {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stream.read(&mut buf).await
+            && n > 0
+        {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
     }
 
     #[test]
@@ -271,8 +292,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_while_idle_is_replaced() {
-        let (base, accepted) = one_answer_per_connection().await;
-        let client = Client::new(&base, Duration::from_secs(5)).unwrap();
+        let (base, accepted) = counting_server(answer_once).await;
+        let client = Client::new(&format!("{base}/api"), Duration::from_secs(5)).unwrap();
         for i in 0..3 {
             let (status, body) = client
                 .send(Method::GET, &format!("/products/{i}"), Extras::default())
@@ -286,27 +307,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_idle_too_long_is_not_reused() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        // Answers every request on a connection, keeping it open.
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = stream.read(&mut buf).await
-                        && n > 0
-                    {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                            .await;
-                    }
-                });
-            }
-        });
+        let (base, accepted) = counting_server(answer_all).await;
         let mut client = Client::new(&base, Duration::from_secs(5)).unwrap();
         client.max_idle = Duration::from_millis(100);
         let get = || client.send(Method::GET, "/", Extras::default());
