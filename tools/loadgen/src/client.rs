@@ -179,16 +179,16 @@ impl Client {
     /// are dropped when it is.
     async fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
         loop {
-            let (since, mut connection) = {
+            let mut connection = {
                 let mut idle = self.idle.lock().expect("idle connections");
-                let top = idle.pop()?;
-                if top.0.elapsed() > self.max_idle {
+                let (since, connection) = idle.pop()?;
+                if since.elapsed() > self.max_idle {
                     idle.clear();
                     return None;
                 }
-                top
+                connection
             };
-            if connection.ready().await.is_ok() && since.elapsed() <= self.max_idle {
+            if connection.ready().await.is_ok() {
                 return Some(connection);
             }
         }

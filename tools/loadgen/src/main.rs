@@ -179,11 +179,10 @@ impl Api {
     /// A read whose outcome is its status alone: the body is not parsed (the
     /// catalogue reads run at tens of thousands per second).
     async fn read(&self, path: &str, ok: StatusCode) -> Outcome {
-        match self.send(Method::GET, path, Extras::default()).await {
-            Ok((status, _)) if status == ok => Outcome::Ok,
-            Ok((status, _)) => Outcome::Status(status.as_u16()),
-            Err(outcome) => outcome,
-        }
+        outcome_of(
+            &self.send(Method::GET, path, Extras::default()).await,
+            |s| s == ok,
+        )
     }
 
     async fn send(
@@ -229,7 +228,11 @@ impl Api {
     }
 }
 
-fn outcome_of(answer: &Answer, ok: impl Fn(StatusCode) -> bool) -> Outcome {
+/// An answer's outcome (its body, parsed or not, plays no part).
+fn outcome_of<B>(
+    answer: &Result<(StatusCode, B), Outcome>,
+    ok: impl Fn(StatusCode) -> bool,
+) -> Outcome {
     match answer {
         Ok((status, _)) if ok(*status) => Outcome::Ok,
         Ok((status, _)) => Outcome::Status(status.as_u16()),
