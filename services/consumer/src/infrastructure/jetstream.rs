@@ -24,6 +24,9 @@ use crate::config::ConsumerSettings;
 use crate::domain::EventKind;
 use crate::metrics::Metrics;
 
+/// How long a stopping consumer waits for its last acks to reach NATS.
+const ACK_FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the durable consumer could not be bound (NATS down, stream missing...).
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -166,6 +169,16 @@ impl EventConsumer {
             if let Err(error) = result {
                 tracing::error!(%error, "a message handler failed");
             }
+        }
+        // The last acks and hand-backs may still be in the client's buffer.
+        match tokio::time::timeout(ACK_FLUSH_WAIT, shared.js.client().flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not flush the last acks; those events come back as replays")
+            }
+            Err(_) => tracing::warn!(
+                "flushing the last acks timed out; those events come back as replays"
+            ),
         }
         lag.abort();
     }
@@ -317,7 +330,12 @@ async fn dispose(
 ) {
     let event = incoming.event_label();
     match disposition {
-        Disposition::Ack(handled) => match message.double_ack().await {
+        // A plain ack, not one the server confirms: its effects are recorded,
+        // so an ack lost on the way comes back as a redelivery that Inventory
+        // and Order answer as a replay, and a confirmed one would cost NATS a
+        // reply and this process a request per event. The buffered acks are
+        // flushed before the process ends (`EventConsumer::run`).
+        Disposition::Ack(handled) => match message.ack().await {
             Ok(()) => {
                 shared
                     .metrics
