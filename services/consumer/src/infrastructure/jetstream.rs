@@ -170,14 +170,33 @@ impl EventConsumer {
                 tracing::error!(%error, "a message handler failed");
             }
         }
-        // The last acks and hand-backs may still be in the client's buffer.
-        match tokio::time::timeout(ACK_FLUSH_WAIT, shared.js.client().flush()).await {
+        // The last acks and hand-backs may still be in the client's buffer:
+        // send them, then wait for one answer from the server, which reads a
+        // connection's messages in order, so it has read them all before the
+        // process closes the connection.
+        let settled = tokio::time::timeout(ACK_FLUSH_WAIT, async {
+            shared
+                .js
+                .client()
+                .flush()
+                .await
+                .map_err(|e| e.to_string())?;
+            shared
+                .js
+                .query_account()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        match settled {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "could not flush the last acks; those events come back as replays")
-            }
+            Ok(Err(error)) => tracing::warn!(
+                %error,
+                "could not settle the last acks; those events come back as replays"
+            ),
             Err(_) => tracing::warn!(
-                "flushing the last acks timed out; those events come back as replays"
+                "settling the last acks timed out; those events come back as replays"
             ),
         }
         lag.abort();
