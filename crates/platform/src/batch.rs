@@ -3,8 +3,9 @@
 //! A [`Batcher`] takes single calls from any number of tasks and hands them
 //! to one `send` function as batches: whatever queued up while the previous
 //! batches were in flight goes out together (at most `max_batch`), so a lone
-//! call waits only for one pass of the scheduler and a busy one shares its round trip and its
-//! commit with the calls beside it. Each caller gets its own answer back.
+//! call waits only for one pass of the scheduler and a busy one shares its
+//! round trip and its commit with the calls beside it. Each caller gets its
+//! own answer back.
 
 use std::future::Future;
 use std::sync::Arc;
