@@ -24,6 +24,9 @@ export ADMIN_USERNAME="${ADMIN_USERNAME:-admin}"
 export ADMIN_EMAIL="${ADMIN_EMAIL:-admin@example.com}"
 export ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin-password}"
 export RUST_LOG="${RUST_LOG:-info}"
+# Six services share this machine's cores: one runtime thread each spares
+# the wake-ups between a service's own threads (BENCHMARKS.md).
+export TOKIO_WORKER_THREADS="${TOKIO_WORKER_THREADS:-1}"
 # The local PostgreSQL is on the loopback: TLS there only costs CPU.
 export DB_SSLMODE="${DB_SSLMODE:-disable}"
 GATEWAY_ADDR="${API_GATEWAY_ADDR:-:8080}"

@@ -85,10 +85,18 @@ where
         eprintln!("{service}: configuration error: {e}");
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match worker_threads(&crate::settings::Env::process()) {
+        Ok(Some(threads)) => {
+            builder.worker_threads(threads);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            eprintln!("{service}: configuration error: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{service}: cannot start the runtime: {e}");
@@ -142,6 +150,17 @@ where
     })
 }
 
+/// [`TOKIO_WORKER_THREADS`](crate::settings::TOKIO_WORKER_THREADS), checked
+/// here so that a bad value is a configuration error, not Tokio's panic;
+/// unset, Tokio takes one per core the process may use.
+fn worker_threads(env: &crate::settings::Env) -> Result<Option<usize>, crate::ConfigError> {
+    let setting = &crate::settings::TOKIO_WORKER_THREADS;
+    if env.get(setting).is_none() {
+        return Ok(None);
+    }
+    env.at_least(setting, 1).map(Some)
+}
+
 /// One glibc malloc arena per core, not glibc's eight per core: each thread
 /// that meets contention otherwise gets an arena of its own, and the
 /// gateway's idle heap sat in them (17.6 -> 15.5 MB at start-up,
@@ -169,6 +188,7 @@ fn limit_malloc_arenas() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Env;
 
     fn args(list: &[&str]) -> impl Iterator<Item = String> {
         list.iter()
@@ -184,5 +204,18 @@ mod tests {
         assert_eq!(parse("x", args(&["migrate"])).unwrap(), Command::Migrate);
         assert!(parse("x", args(&["bogus"])).is_err());
         assert!(parse("x", args(&["migrate", "extra"])).is_err());
+    }
+
+    #[test]
+    fn worker_threads_default_to_tokio_and_reject_what_tokio_would_panic_on() {
+        let threads = |value: &str| worker_threads(&Env::of([("TOKIO_WORKER_THREADS", value)]));
+        assert_eq!(worker_threads(&Env::of::<&str, &str>([])).unwrap(), None);
+        assert_eq!(threads("").unwrap(), None);
+        assert_eq!(threads("1").unwrap(), Some(1));
+        assert_eq!(threads(" 4 ").unwrap(), Some(4));
+        for bad in ["0", "-1", "two"] {
+            let error = threads(bad).unwrap_err().to_string();
+            assert!(error.contains("TOKIO_WORKER_THREADS"), "{bad}: {error}");
+        }
     }
 }

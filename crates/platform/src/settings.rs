@@ -274,6 +274,8 @@ declare_settings! {
     RUST_LOG = DefaultValue::Derived("`info` (libraries at `warn`)"), "which logs are written (`tracing` filter directives)";
     FAULT_POINTS = DefaultValue::Unset,
         "tests only: abort the process at a named point (crash tests); each service's README names its points";
+    TOKIO_WORKER_THREADS = DefaultValue::Derived("one per core the process may use (its CPU limit in a container)"),
+        "the async runtime's worker threads (the gateway's HTTP workers are `HTTP_WORKERS`); `make run`, `make bench` and compose set `1`: six services on one machine wake each other constantly, and one thread each spares the hand-overs between a service's threads ([BENCHMARKS.md](../BENCHMARKS.md))";
 }
 
 /// `<SERVICE>_DB_NAME`: each service's own database.
@@ -305,6 +307,7 @@ pub const COMMON: &[&Setting] = &[
     &LOG_FORMAT,
     &RUST_LOG,
     &FAULT_POINTS,
+    &TOKIO_WORKER_THREADS,
 ];
 
 /// A PostgreSQL user's (with its own `<SERVICE>_DB_NAME`).
