@@ -4,11 +4,13 @@
 //! to one `send` function as batches: whatever queued up while the previous
 //! batches were in flight goes out together (at most `max_batch`), so a lone
 //! call waits only for one pass of the scheduler and a busy one shares its
-//! round trip and its commit with the calls beside it. Each caller gets its
-//! own answer back.
+//! round trip and its commit with the calls beside it. A batcher given a
+//! linger also waits that long for calls that come one by one. Each caller
+//! gets its own answer back.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::Status;
@@ -27,6 +29,23 @@ pub struct BatchSettings {
     pub max_batch: usize,
     /// Batches in flight at once; more calls wait and join the next batch.
     pub max_in_flight: usize,
+    /// How long a batch that is not full may wait for more calls, counted
+    /// from its first call's arrival (zero: it goes as soon as a slot is
+    /// free). Where the answer is not awaited by a person, a few
+    /// milliseconds turn evenly spaced calls into batches.
+    pub linger: Duration,
+}
+
+impl BatchSettings {
+    /// Batches of at most `max_batch`, `max_in_flight` at once, none waiting
+    /// for more calls than are there.
+    pub const fn eager(max_batch: usize, max_in_flight: usize) -> Self {
+        BatchSettings {
+            max_batch,
+            max_in_flight,
+            linger: Duration::ZERO,
+        }
+    }
 }
 
 pub struct Batcher<Req, Resp> {
@@ -61,6 +80,7 @@ where
         let send = Arc::new(send);
         tokio::spawn(async move {
             while let Some(first) = incoming.recv().await {
+                let linger_until = tokio::time::Instant::now() + settings.linger;
                 // Wait for a free slot first: the calls arriving meanwhile
                 // join this batch instead of each taking a slot alone.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -77,6 +97,13 @@ where
                     match incoming.try_recv() {
                         Ok(next) => batch.push(next),
                         Err(_) => break,
+                    }
+                }
+                // The calls arriving before the linger is over join too.
+                while batch.len() < max_batch {
+                    match tokio::time::timeout_at(linger_until, incoming.recv()).await {
+                        Ok(Some(next)) => batch.push(next),
+                        Ok(None) | Err(_) => break,
                     }
                 }
                 // Callers that gave up (their future dropped) need no answer.
@@ -146,19 +173,13 @@ mod tests {
     async fn concurrent_calls_share_batches_and_each_gets_its_own_answer() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Batcher::spawn(
-            BatchSettings {
-                max_batch: 10,
-                max_in_flight: 1,
-            },
-            move |batch: Vec<u32>| {
-                seen.lock().unwrap().push(batch.len());
-                async move {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    Ok(batch.into_iter().map(|n| Ok(n * 2)).collect())
-                }
-            },
-        );
+        let batcher = Batcher::spawn(BatchSettings::eager(10, 1), move |batch: Vec<u32>| {
+            seen.lock().unwrap().push(batch.len());
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(batch.into_iter().map(|n| Ok(n * 2)).collect())
+            }
+        });
         let calls = (0..25u32).map(|n| {
             let batcher = batcher.clone();
             tokio::spawn(async move { (n, batcher.call(n).await) })
@@ -181,16 +202,10 @@ mod tests {
     async fn callers_woken_together_share_a_batch_though_slots_are_free() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
         let seen = sizes.clone();
-        let batcher = Batcher::spawn(
-            BatchSettings {
-                max_batch: 16,
-                max_in_flight: 8,
-            },
-            move |batch: Vec<u32>| {
-                seen.lock().unwrap().push(batch.len());
-                async move { Ok(batch.into_iter().map(Ok).collect()) }
-            },
-        );
+        let batcher = Batcher::spawn(BatchSettings::eager(16, 8), move |batch: Vec<u32>| {
+            seen.lock().unwrap().push(batch.len());
+            async move { Ok(batch.into_iter().map(Ok).collect()) }
+        });
         let go = Arc::new(tokio::sync::Notify::new());
         let callers: Vec<_> = (0..6u32)
             .map(|n| {
@@ -211,15 +226,49 @@ mod tests {
         assert_eq!(sizes, vec![6], "calls woken together went out apart");
     }
 
-    #[tokio::test]
-    async fn an_error_of_the_whole_batch_reaches_every_caller() {
+    /// Evenly spaced calls (every 4 ms here): a batch waits up to its linger
+    /// (10 ms) for the calls behind its first, and goes at once when full.
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_batch_takes_the_calls_behind_its_first_and_goes_when_full() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
         let batcher = Batcher::spawn(
             BatchSettings {
-                max_batch: 4,
-                max_in_flight: 2,
+                max_batch: 3,
+                max_in_flight: 8,
+                linger: Duration::from_millis(10),
             },
-            |_: Vec<u32>| async { Err::<Vec<Result<u32, Status>>, _>(Status::unavailable("down")) },
+            move |batch: Vec<u32>| {
+                seen.lock().unwrap().push(batch.len());
+                async move { Ok(batch.into_iter().map(Ok).collect()) }
+            },
         );
+        let start = tokio::time::Instant::now();
+        let mut callers = Vec::new();
+        for n in 0..5u32 {
+            let batcher = batcher.clone();
+            callers.push(tokio::spawn(async move {
+                let answer = batcher.call(n).await.unwrap();
+                (answer, start.elapsed())
+            }));
+            tokio::time::sleep(Duration::from_millis(4)).await;
+        }
+        let mut answered = Vec::new();
+        for (n, caller) in callers.into_iter().enumerate() {
+            let (answer, at) = caller.await.unwrap();
+            assert_eq!(answer, n as u32);
+            answered.push(at.as_millis());
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![3, 2]);
+        // Full with the call at 8 ms; the call at 12 ms waited until 22 ms.
+        assert_eq!(answered, vec![8, 8, 8, 22, 22]);
+    }
+
+    #[tokio::test]
+    async fn an_error_of_the_whole_batch_reaches_every_caller() {
+        let batcher = Batcher::spawn(BatchSettings::eager(4, 2), |_: Vec<u32>| async {
+            Err::<Vec<Result<u32, Status>>, _>(Status::unavailable("down"))
+        });
         let answers = futures::future::join_all((0..6u32).map(|n| batcher.call(n))).await;
         assert!(
             answers
@@ -230,13 +279,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_miscounted_answer_is_an_error_not_a_wrong_reply() {
-        let batcher = Batcher::spawn(
-            BatchSettings {
-                max_batch: 4,
-                max_in_flight: 1,
-            },
-            |_: Vec<u32>| async { Ok(vec![Ok(1u32)]) },
-        );
+        let batcher = Batcher::spawn(BatchSettings::eager(4, 1), |_: Vec<u32>| async {
+            Ok(vec![Ok(1u32)])
+        });
         let answers = futures::future::join_all((0..3u32).map(|n| batcher.call(n))).await;
         let wrong = answers.iter().filter(|a| a.is_err()).count();
         // The first call may travel alone and be answered rightly.

@@ -492,10 +492,7 @@ mod tests {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 10,
             concurrency: 1,
-            batch: platform::batch::BatchSettings {
-                max_batch: 8,
-                max_in_flight: 2,
-            },
+            batch: platform::batch::BatchSettings::eager(8, 2),
             max_permanent_attempts: 3,
             max_transient_attempts: 100,
             retry_base: Duration::from_millis(1),

@@ -16,6 +16,8 @@ platform::declare_settings! {
         "messages one replica handles at once (it pulls only as many); their ApplyOrder and RecordOutcome calls travel together in batches, so more at once costs fewer round trips and commits each";
     CONSUMER_BATCH_MAX = DefaultValue::Value("256"),
         "the most ApplyOrder/RecordOutcome calls one batch carries (at most 1000, what Inventory and Order accept in one call); a batch they refuse as a whole goes again call by call";
+    CONSUMER_BATCH_LINGER_MS = DefaultValue::Value("10"),
+        "how long an ApplyOrders batch that is not full waits for more events (0: none): when events come one by one, a few milliseconds more to confirm an order make batches of several, each one transaction in Inventory";
     CONSUMER_MAX_PERMANENT_ATTEMPTS = DefaultValue::Value("3"),
         "attempts of a message that fails permanently before it is dead-lettered (and its order rejected)";
     CONSUMER_MAX_TRANSIENT_ATTEMPTS = DefaultValue::Value("10"),
@@ -40,6 +42,7 @@ pub const SETTINGS: &[&[&Setting]] = &[
         &CONSUMER_MAX_ACK_PENDING,
         &CONSUMER_CONCURRENCY,
         &CONSUMER_BATCH_MAX,
+        &CONSUMER_BATCH_LINGER_MS,
         &CONSUMER_MAX_PERMANENT_ATTEMPTS,
         &CONSUMER_MAX_TRANSIENT_ATTEMPTS,
         &CONSUMER_RETRY_BASE_MS,
@@ -157,6 +160,7 @@ impl ConsumerSettings {
         let batch = BatchSettings {
             max_batch,
             max_in_flight: BATCHES_IN_FLIGHT,
+            linger: env.millis(&CONSUMER_BATCH_LINGER_MS)?,
         };
         let max_permanent_attempts: u32 = env.at_least(&CONSUMER_MAX_PERMANENT_ATTEMPTS, 1)?;
         let max_transient_attempts: u32 = env.at_least(&CONSUMER_MAX_TRANSIENT_ATTEMPTS, 1)?;
@@ -220,10 +224,7 @@ mod tests {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 256,
             concurrency: 8,
-            batch: platform::batch::BatchSettings {
-                max_batch: 8,
-                max_in_flight: 2,
-            },
+            batch: platform::batch::BatchSettings::eager(8, 2),
             max_permanent_attempts: 3,
             max_transient_attempts: 10,
             retry_base: Duration::from_millis(200),

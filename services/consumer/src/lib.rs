@@ -84,7 +84,16 @@ async fn consume(
     readiness.add_nats(client.clone());
     let processor = application::Processor::new(
         infrastructure::GrpcInventory::new(&config.inventory, config.calls, config.consumer.batch)?,
-        infrastructure::GrpcOrders::new(&config.order, config.calls, config.consumer.batch)?,
+        // The verdicts of one ApplyOrders batch come back together: they
+        // need no linger to share a RecordOutcomes.
+        infrastructure::GrpcOrders::new(
+            &config.order,
+            config.calls,
+            platform::batch::BatchSettings {
+                linger: std::time::Duration::ZERO,
+                ..config.consumer.batch
+            },
+        )?,
         config.consumer.clone(),
         metrics.clone(),
     );

@@ -8,8 +8,10 @@ platform::declare_settings! {
     OUTBOX_RELAY_ENABLED = DefaultValue::Value("true"),
         "run the relay in this process (each record is claimed by one relay at a time, so several may)";
     OUTBOX_POLL_INTERVAL_MS = DefaultValue::Value("500"),
-        "how often the relay looks for records other replicas wrote (its own wake it at once)";
+        "how often the relay looks for records other replicas wrote (its own wake it, after `OUTBOX_RELAY_LINGER_MS`)";
     OUTBOX_BATCH_SIZE = DefaultValue::Value("250"), "records claimed per pass (1..=1000)";
+    OUTBOX_RELAY_LINGER_MS = DefaultValue::Value("10"),
+        "how long the relay, woken by a new record, waits before it claims (0: not at all), so that the records written meanwhile go out in the same pass; the order's answer does not wait for it";
     OUTBOX_RETRY_MIN_MS = DefaultValue::Value("100"), "the first delay of the capped exponential backoff (with jitter) after a failed pass; retried forever";
     OUTBOX_RETRY_MAX_MS = DefaultValue::Value("5000"), "the largest delay between failed passes";
     OUTBOX_CLAIM_LEASE_MS = DefaultValue::Derived("three `GRPC_REQUEST_TIMEOUT_MS`, from `15000` to `60000`"),
@@ -33,6 +35,7 @@ pub const SETTINGS: &[&[&Setting]] = &[
         &OUTBOX_RELAY_ENABLED,
         &OUTBOX_POLL_INTERVAL_MS,
         &OUTBOX_BATCH_SIZE,
+        &OUTBOX_RELAY_LINGER_MS,
         &OUTBOX_RETRY_MIN_MS,
         &OUTBOX_RETRY_MAX_MS,
         &OUTBOX_CLAIM_LEASE_MS,
@@ -69,6 +72,8 @@ pub struct RelaySettings {
     pub poll_interval: Duration,
     /// [`OUTBOX_BATCH_SIZE`]
     pub batch_size: u64,
+    /// [`OUTBOX_RELAY_LINGER_MS`]
+    pub linger: Duration,
     /// [`OUTBOX_RETRY_MIN_MS`]
     pub retry_min: Duration,
     /// [`OUTBOX_RETRY_MAX_MS`]
@@ -89,6 +94,7 @@ impl RelaySettings {
             enabled: env.bool(&OUTBOX_RELAY_ENABLED)?,
             poll_interval: env.millis(&OUTBOX_POLL_INTERVAL_MS)?,
             batch_size: env.parse(&OUTBOX_BATCH_SIZE)?,
+            linger: env.millis(&OUTBOX_RELAY_LINGER_MS)?,
             retry_min: env.millis(&OUTBOX_RETRY_MIN_MS)?,
             retry_max: env.millis(&OUTBOX_RETRY_MAX_MS)?,
             claim_lease: Duration::from_millis(

@@ -94,10 +94,7 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         let inserts = {
             let store = store.clone();
             Batcher::spawn(
-                BatchSettings {
-                    max_batch: MAX_INSERT_BATCH,
-                    max_in_flight: INSERTS_IN_FLIGHT,
-                },
+                BatchSettings::eager(MAX_INSERT_BATCH, INSERTS_IN_FLIGHT),
                 move |batch: Vec<NewOrder>| {
                     let store = store.clone();
                     async move { Ok(insert_batch(&store, batch).await) }

@@ -42,7 +42,8 @@ const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 const BACKLOG_REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Wakes the relay when a transaction wrote outbox records, so they go out
-/// at once rather than at the next poll. A no-op when the relay is disabled.
+/// within the linger rather than at the next poll. A no-op when the relay is
+/// disabled.
 #[derive(Clone, Default)]
 pub struct RelayWakeup(Option<Arc<Notify>>);
 
@@ -164,7 +165,13 @@ impl<O: OutboxRepository, E: EventPublisher> OutboxRelay<O, E> {
                 },
                 None => tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = self.notify.notified() => {}
+                    _ = self.notify.notified() => {
+                        // The records written meanwhile join this pass.
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tokio::time::sleep(self.settings.linger) => {}
+                        }
+                    }
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}
                 },
             }

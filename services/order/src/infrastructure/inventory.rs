@@ -45,10 +45,7 @@ impl InventoryClient {
     pub fn new(channel: TracedChannel) -> Self {
         let client = InventoryServiceClient::new(channel);
         let reads = Batcher::spawn(
-            BatchSettings {
-                max_batch: MAX_READS,
-                max_in_flight: READS_IN_FLIGHT,
-            },
+            BatchSettings::eager(MAX_READS, READS_IN_FLIGHT),
             move |reads: Vec<Read>| {
                 let client = client.clone();
                 async move { read_batch(client, reads).await }

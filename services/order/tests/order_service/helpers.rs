@@ -190,6 +190,8 @@ pub struct Publish {
 #[derive(Default)]
 pub struct FakeProducer {
     pub calls: Mutex<Vec<Publish>>,
+    /// The events of each PublishBatch call, by call.
+    pub batch_sizes: Mutex<Vec<usize>>,
     seen: Mutex<HashSet<String>>,
     /// Answer UNAVAILABLE (the stream is down).
     pub failing: AtomicBool,
@@ -289,8 +291,10 @@ impl ProducerService for ProducerFace {
         &self,
         request: Request<prod::PublishBatchRequest>,
     ) -> Result<Response<prod::PublishBatchResponse>, Status> {
+        let events = request.into_inner().events;
+        self.0.batch_sizes.lock().unwrap().push(events.len());
         let mut results = Vec::new();
-        for event in request.into_inner().events {
+        for event in events {
             let trace = event.trace_context.get("traceparent").cloned();
             let answer = match event.event.expect("event") {
                 prod::batch_event::Event::Created(created) => {
@@ -394,6 +398,7 @@ pub fn relay_settings(enabled: bool) -> RelaySettings {
         enabled,
         poll_interval: Duration::from_millis(100),
         batch_size: 50,
+        linger: Duration::from_millis(10),
         retry_min: Duration::from_millis(50),
         retry_max: Duration::from_millis(400),
         claim_lease: Duration::from_secs(10),

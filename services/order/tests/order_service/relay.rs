@@ -82,6 +82,27 @@ async fn relay_delivers_every_record_once_and_marks_it_sent() {
     assert!(metrics.contains("ecommerce_order_outbox_relay_errors_total"));
 }
 
+/// Orders created one by one within the linger go out in one pass.
+#[tokio::test]
+async fn records_written_during_the_linger_go_out_in_one_pass() {
+    let h = Harness::start_with(Options {
+        relay_settings: RelaySettings {
+            // Only the wake-ups start a pass: no poll comes in between.
+            poll_interval: Duration::from_secs(600),
+            linger: Duration::from_secs(1),
+            ..relay_settings(true)
+        },
+        ..Default::default()
+    })
+    .await;
+    let me = customer();
+    for _ in 0..5 {
+        h.pending_order(&me).await;
+    }
+    wait_all_sent(&h, 5).await;
+    assert_eq!(*h.producer.batch_sizes.lock().unwrap(), vec![5]);
+}
+
 #[tokio::test]
 async fn relay_retries_while_the_producer_is_down_and_delivers_once_it_is_up() {
     let h = Harness::start_with(Options {
