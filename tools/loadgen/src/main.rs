@@ -328,6 +328,10 @@ struct Run {
 }
 
 const PAGE_SIZE: u32 = 20;
+/// How often the orders due for a poll are looked for: each poll goes out
+/// within this of its time, as a shopper's page polls on its own clock,
+/// rather than a pass's worth of polls at once.
+const POLL_PASS_INTERVAL: Duration = Duration::from_millis(5);
 
 impl Run {
     fn record(&self, op: Op, scheduled: Instant, outcome: &Outcome) {
@@ -845,7 +849,7 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 run.poll_orders().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(POLL_PASS_INTERVAL).await;
             }
         })
     };
@@ -890,7 +894,7 @@ async fn main_inner(args: Args) -> anyhow::Result<bool> {
         if (pending == 0 && unresolved == 0) || Instant::now() > drain_deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_PASS_INTERVAL).await;
     }
     let _ = ticker.await;
     bar.finish_and_clear();
