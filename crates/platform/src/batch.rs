@@ -3,10 +3,11 @@
 //! A [`Batcher`] takes single calls from any number of tasks and hands them
 //! to one `send` function as batches: whatever queued up while the previous
 //! batches were in flight goes out together (at most `max_batch`), so a lone
-//! call waits only for one pass of the scheduler and a busy one shares its
+//! call to an eager batcher (no linger) waits only for one pass of the
+//! scheduler and a busy one shares its
 //! round trip and its commit with the calls beside it. A batcher given a
-//! linger also waits that long for calls that come one by one. Each caller
-//! gets its own answer back.
+//! linger also holds a batch that long for calls that come one by one. Each
+//! caller gets its own answer back.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,9 +31,9 @@ pub struct BatchSettings {
     /// Batches in flight at once; more calls wait and join the next batch.
     pub max_in_flight: usize,
     /// How long a batch that is not full may wait for more calls, counted
-    /// from its first call's arrival (zero: it goes as soon as a slot is
-    /// free). Where the answer is not awaited by a person, a few
-    /// milliseconds turn evenly spaced calls into batches.
+    /// from when the batcher took its first call (zero: it goes as soon as
+    /// a slot is free, with no timer). Where no person awaits the answer, a
+    /// few milliseconds turn evenly spaced calls into batches.
     pub linger: Duration,
 }
 
@@ -99,11 +100,20 @@ where
                         Err(_) => break,
                     }
                 }
-                // The calls arriving before the linger is over join too.
-                while batch.len() < max_batch {
-                    match tokio::time::timeout_at(linger_until, incoming.recv()).await {
-                        Ok(Some(next)) => batch.push(next),
-                        Ok(None) | Err(_) => break,
+                // The calls arriving before the linger is over join too. No
+                // linger, no timer: one would hold the batch until the
+                // runtime next reads its clock.
+                if !settings.linger.is_zero() {
+                    let linger = tokio::time::sleep_until(linger_until);
+                    tokio::pin!(linger);
+                    while batch.len() < max_batch {
+                        tokio::select! {
+                            next = incoming.recv() => match next {
+                                Some(next) => batch.push(next),
+                                None => break,
+                            },
+                            () = &mut linger => break,
+                        }
                     }
                 }
                 // Callers that gave up (their future dropped) need no answer.

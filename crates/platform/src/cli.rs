@@ -87,10 +87,9 @@ where
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     match worker_threads(&crate::settings::Env::process()) {
-        Ok(Some(threads)) => {
+        Ok(threads) => {
             builder.worker_threads(threads);
         }
-        Ok(None) => {}
         Err(e) => {
             eprintln!("{service}: configuration error: {e}");
             return ExitCode::from(1);
@@ -151,14 +150,16 @@ where
 }
 
 /// [`TOKIO_WORKER_THREADS`](crate::settings::TOKIO_WORKER_THREADS), checked
-/// here so that a bad value is a configuration error, not Tokio's panic;
-/// unset, Tokio takes one per core the process may use.
-fn worker_threads(env: &crate::settings::Env) -> Result<Option<usize>, crate::ConfigError> {
+/// here so that a bad value is a configuration error; unset (or empty), one
+/// per core the process may use. Always handed to the builder: Tokio left
+/// to itself reads the variable again and panics on what it cannot parse,
+/// an empty value included.
+fn worker_threads(env: &crate::settings::Env) -> Result<usize, crate::ConfigError> {
     let setting = &crate::settings::TOKIO_WORKER_THREADS;
     if env.get(setting).is_none() {
-        return Ok(None);
+        return Ok(std::thread::available_parallelism().map_or(1, usize::from));
     }
-    env.at_least(setting, 1).map(Some)
+    env.at_least(setting, 1)
 }
 
 /// One glibc malloc arena per core, not glibc's eight per core: each thread
@@ -207,12 +208,13 @@ mod tests {
     }
 
     #[test]
-    fn worker_threads_default_to_tokio_and_reject_what_tokio_would_panic_on() {
+    fn worker_threads_default_to_the_cores_and_reject_what_tokio_would_panic_on() {
         let threads = |value: &str| worker_threads(&Env::of([("TOKIO_WORKER_THREADS", value)]));
-        assert_eq!(worker_threads(&Env::of::<&str, &str>([])).unwrap(), None);
-        assert_eq!(threads("").unwrap(), None);
-        assert_eq!(threads("1").unwrap(), Some(1));
-        assert_eq!(threads(" 4 ").unwrap(), Some(4));
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(worker_threads(&Env::of::<&str, &str>([])).unwrap(), cores);
+        assert_eq!(threads("").unwrap(), cores);
+        assert_eq!(threads("1").unwrap(), 1);
+        assert_eq!(threads(" 4 ").unwrap(), 4);
         for bad in ["0", "-1", "two"] {
             let error = threads(bad).unwrap_err().to_string();
             assert!(error.contains("TOKIO_WORKER_THREADS"), "{bad}: {error}");

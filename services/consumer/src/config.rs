@@ -17,7 +17,7 @@ platform::declare_settings! {
     CONSUMER_BATCH_MAX = DefaultValue::Value("256"),
         "the most ApplyOrder/RecordOutcome calls one batch carries (at most 1000, what Inventory and Order accept in one call); a batch they refuse as a whole goes again call by call";
     CONSUMER_BATCH_LINGER_MS = DefaultValue::Value("10"),
-        "how long an ApplyOrders batch that is not full waits for more events (0: none): when events come one by one, a few milliseconds more to confirm an order make batches of several, each one transaction in Inventory";
+        "how long an ApplyOrders batch that is not full waits for more events (0: none, at most 1000): when events come one by one, a few milliseconds more to confirm an order make batches of several, each one transaction in Inventory";
     CONSUMER_MAX_PERMANENT_ATTEMPTS = DefaultValue::Value("3"),
         "attempts of a message that fails permanently before it is dead-lettered (and its order rejected)";
     CONSUMER_MAX_TRANSIENT_ATTEMPTS = DefaultValue::Value("10"),
@@ -75,6 +75,9 @@ pub struct Config {
 /// Batches to one receiver in flight at once: one being answered while the
 /// next fills.
 const BATCHES_IN_FLIGHT: usize = 2;
+/// The longest [`CONSUMER_BATCH_LINGER_MS`]: every attempt of a message
+/// waits it again, and a stopping consumer waits for the messages in hand.
+const MAX_LINGER: Duration = Duration::from_secs(1);
 
 /// How the durable consumer reads and retries.
 #[derive(Debug, Clone)]
@@ -157,10 +160,18 @@ impl ConsumerSettings {
                 format!("must be at most {}", platform::batch::MAX_BATCH_CALLS),
             ));
         }
+        let linger = env.millis(&CONSUMER_BATCH_LINGER_MS)?;
+        if linger > MAX_LINGER {
+            return Err(ConfigError::invalid(
+                "CONSUMER_BATCH_LINGER_MS",
+                &linger.as_millis().to_string(),
+                format!("must be at most {}", MAX_LINGER.as_millis()),
+            ));
+        }
         let batch = BatchSettings {
             max_batch,
             max_in_flight: BATCHES_IN_FLIGHT,
-            linger: env.millis(&CONSUMER_BATCH_LINGER_MS)?,
+            linger,
         };
         let max_permanent_attempts: u32 = env.at_least(&CONSUMER_MAX_PERMANENT_ATTEMPTS, 1)?;
         let max_transient_attempts: u32 = env.at_least(&CONSUMER_MAX_TRANSIENT_ATTEMPTS, 1)?;
@@ -242,6 +253,26 @@ mod tests {
         assert_eq!(s.backoff(3), Duration::from_millis(800));
         assert_eq!(s.backoff(6), Duration::from_secs(5));
         assert_eq!(s.backoff(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_batch_linger_defaults_to_10_ms_and_is_bounded() {
+        let calls = CallSettings {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        };
+        let linger = |value: Option<&str>| {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| ("CONSUMER_BATCH_LINGER_MS", v))
+                .into_iter()
+                .collect();
+            ConsumerSettings::from_env(&Env::of(vars), &calls).map(|s| s.batch.linger)
+        };
+        assert_eq!(linger(None).unwrap(), Duration::from_millis(10));
+        assert_eq!(linger(Some("0")).unwrap(), Duration::ZERO);
+        assert_eq!(linger(Some("1000")).unwrap(), Duration::from_secs(1));
+        let error = linger(Some("1001")).unwrap_err().to_string();
+        assert!(error.contains("CONSUMER_BATCH_LINGER_MS"), "{error}");
     }
 
     #[test]

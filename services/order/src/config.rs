@@ -11,7 +11,7 @@ platform::declare_settings! {
         "how often the relay looks for records other replicas wrote (its own wake it, after `OUTBOX_RELAY_LINGER_MS`)";
     OUTBOX_BATCH_SIZE = DefaultValue::Value("250"), "records claimed per pass (1..=1000)";
     OUTBOX_RELAY_LINGER_MS = DefaultValue::Value("10"),
-        "how long the relay, woken by a new record, waits before it claims (0: not at all), so that the records written meanwhile go out in the same pass; the order's answer does not wait for it";
+        "how long the relay, woken by a new record, waits before it claims (0: not at all, at most 1000), so that the records written meanwhile go out in the same pass; the order's answer does not wait for it";
     OUTBOX_RETRY_MIN_MS = DefaultValue::Value("100"), "the first delay of the capped exponential backoff (with jitter) after a failed pass; retried forever";
     OUTBOX_RETRY_MAX_MS = DefaultValue::Value("5000"), "the largest delay between failed passes";
     OUTBOX_CLAIM_LEASE_MS = DefaultValue::Derived("three `GRPC_REQUEST_TIMEOUT_MS`, from `15000` to `60000`"),
@@ -106,6 +106,13 @@ impl RelaySettings {
         let invalid = |name: &str, value: String, reason: &str| {
             Err(ConfigError::invalid(name, &value, reason))
         };
+        if settings.linger > Duration::from_secs(1) {
+            return invalid(
+                "OUTBOX_RELAY_LINGER_MS",
+                settings.linger.as_millis().to_string(),
+                "must be at most 1000",
+            );
+        }
         if settings.poll_interval.is_zero() {
             return invalid("OUTBOX_POLL_INTERVAL_MS", "0".into(), "must be at least 1");
         }
@@ -208,5 +215,30 @@ impl Config {
 impl platform::cli::ServiceConfig for Config {
     fn listen(&self) -> &ServiceAddr {
         &self.listen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relay_linger_defaults_to_10_ms_and_is_bounded() {
+        let calls = CallSettings {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+        };
+        let linger = |value: Option<&str>| {
+            let vars: Vec<(&str, &str)> = value
+                .map(|v| ("OUTBOX_RELAY_LINGER_MS", v))
+                .into_iter()
+                .collect();
+            RelaySettings::from_env(&Env::of(vars), &calls).map(|s| s.linger)
+        };
+        assert_eq!(linger(None).unwrap(), Duration::from_millis(10));
+        assert_eq!(linger(Some("0")).unwrap(), Duration::ZERO);
+        assert_eq!(linger(Some("1000")).unwrap(), Duration::from_secs(1));
+        let error = linger(Some("1001")).unwrap_err().to_string();
+        assert!(error.contains("OUTBOX_RELAY_LINGER_MS"), "{error}");
     }
 }

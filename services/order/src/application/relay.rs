@@ -167,9 +167,11 @@ impl<O: OutboxRepository, E: EventPublisher> OutboxRelay<O, E> {
                     _ = stop.cancelled() => break,
                     _ = self.notify.notified() => {
                         // The records written meanwhile join this pass.
-                        tokio::select! {
-                            _ = stop.cancelled() => break,
-                            _ = tokio::time::sleep(self.settings.linger) => {}
+                        if !self.settings.linger.is_zero() {
+                            tokio::select! {
+                                _ = stop.cancelled() => break,
+                                _ = tokio::time::sleep(self.settings.linger) => {}
+                            }
                         }
                     }
                     _ = tokio::time::sleep(self.settings.poll_interval) => {}

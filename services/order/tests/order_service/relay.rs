@@ -96,11 +96,16 @@ async fn records_written_during_the_linger_go_out_in_one_pass() {
     })
     .await;
     let me = customer();
+    // The relay's first pass at start-up may or may not see a first order;
+    // once that one is sent, the relay waits for a wake-up.
+    h.pending_order(&me).await;
+    wait_all_sent(&h, 1).await;
+    let before = h.producer.batch_sizes.lock().unwrap().len();
     for _ in 0..5 {
         h.pending_order(&me).await;
     }
-    wait_all_sent(&h, 5).await;
-    assert_eq!(*h.producer.batch_sizes.lock().unwrap(), vec![5]);
+    wait_all_sent(&h, 6).await;
+    assert_eq!(h.producer.batch_sizes.lock().unwrap()[before..], [5]);
 }
 
 #[tokio::test]
