@@ -157,6 +157,24 @@ def loadgen(scenario, rate="0", vus=CONNECTIONS, extra=(), seconds=SECONDS):
 
 # --------------------------------------------------------------- figures
 
+def checkpoints():
+    """PostgreSQL's checkpoints so far (timed and requested): one during a
+    figure writes beside its commits and lengthens its tail."""
+    done = subprocess.run(PSQL + ["-d", "postgres", "-c",
+                                  "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"],
+                          capture_output=True, text=True)
+    return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+
+
+def counting_checkpoints(fn):
+    """Runs one figure and records how many checkpoints fell in it."""
+    before = checkpoints()
+    result = fn()
+    after = checkpoints()
+    result["checkpoints"] = None if before is None or after is None else after - before
+    return result
+
+
 def measured(fn):
     """Runs one figure; CPU from snapshots before and after, plus samples every
     0.2 s meanwhile so processes that end with it (pgbench's backends) count."""
@@ -175,7 +193,7 @@ def measured(fn):
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        result = fn()
+        result = counting_checkpoints(fn)
     finally:
         done.set()
         sampler.join()
@@ -292,7 +310,7 @@ def main():
     for scenario, key in [("get-product", "get"), ("create-order", "orders")]:
         rate = med(runs[key], "rate") / 2
         log(f"{scenario} open loop at half the maximum ({rate:,.0f}/s)")
-        runs["half"].append(open_loop(scenario, rate))
+        runs["half"].append(counting_checkpoints(lambda: open_loop(scenario, rate)))
     peak_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
     burst_rss = None
     if BURST_USERS:
@@ -382,6 +400,15 @@ def report(runs, idle_rss, peak_rss, burst_rss):
     print("|---|---|---|---|---|---|")
     for name, value, base, ratio, cpu, lat in rows:
         print(f"| {name} | {value} | {base} | {'' if ratio is None else f'{ratio:.2f}'} | {cpu} | {lat} |")
+    during = lambda items: sum(i.get("checkpoints") or 0 for i in items)
+    hit = [f"{label} {during(items)}" for label, items in [
+        ("GET", get), ("bare handler", bare), ("pgbench SELECT", select), ("closed loop", orders),
+        ("pgbench order SQL", sql), *[(f"{h['scenario']} at half the maximum", [h]) for h in runs["half"]],
+        ("burst", burst), ("sustained", sustained), ("prefilled", filled)]
+        if during(items)]
+    print()
+    print("PostgreSQL checkpoints during the figures (they write beside the commits): "
+          + (", ".join(hit) if hit else "none"))
     print()
     print("| RSS of the services (MB) | " + " | ".join(SERVICES) + " | total |")
     print("|---|" + "---|" * (len(SERVICES) + 1))
