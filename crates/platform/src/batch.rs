@@ -4,10 +4,9 @@
 //! to one `send` function as batches: whatever queued up while the previous
 //! batches were in flight goes out together (at most `max_batch`), so a lone
 //! call to an eager batcher (no linger) waits only for one pass of the
-//! scheduler and a busy one shares its
-//! round trip and its commit with the calls beside it. A batcher given a
-//! linger also holds a batch that long for calls that come one by one. Each
-//! caller gets its own answer back.
+//! scheduler and a busy one shares its round trip and its commit with the
+//! calls beside it. A batcher given a linger also holds a batch that long for
+//! calls that come one by one. Each caller gets its own answer back.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +19,11 @@ use tonic::Status;
 /// platform (ApplyOrders, RecordOutcomes, PublishBatch): a receiver refuses
 /// more, and a sender never forms more.
 pub const MAX_BATCH_CALLS: usize = 1000;
+
+/// The longest a batch (or the outbox relay) may linger for more calls: each
+/// attempt of a call waits it again, and a stopping service waits for the
+/// calls in hand.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
 
 type Waiting<Req, Resp> = (Req, oneshot::Sender<Result<Resp, Status>>);
 

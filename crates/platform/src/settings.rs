@@ -146,6 +146,23 @@ impl Env {
         Ok(value)
     }
 
+    /// A duration in milliseconds that must not exceed `max`.
+    pub fn millis_at_most(
+        &self,
+        setting: &Setting,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.millis(setting)?;
+        if value > max {
+            return Err(ConfigError::invalid(
+                setting.name,
+                &value.as_millis().to_string(),
+                format!("must be at most {}", max.as_millis()),
+            ));
+        }
+        Ok(value)
+    }
+
     /// A number that must be at least `min`.
     pub fn at_least<T>(&self, setting: &Setting, min: T) -> Result<T, ConfigError>
     where

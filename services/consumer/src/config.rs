@@ -75,9 +75,6 @@ pub struct Config {
 /// Batches to one receiver in flight at once: one being answered while the
 /// next fills.
 const BATCHES_IN_FLIGHT: usize = 2;
-/// The longest [`CONSUMER_BATCH_LINGER_MS`]: every attempt of a message
-/// waits it again, and a stopping consumer waits for the messages in hand.
-const MAX_LINGER: Duration = Duration::from_secs(1);
 
 /// How the durable consumer reads and retries.
 #[derive(Debug, Clone)]
@@ -160,18 +157,10 @@ impl ConsumerSettings {
                 format!("must be at most {}", platform::batch::MAX_BATCH_CALLS),
             ));
         }
-        let linger = env.millis(&CONSUMER_BATCH_LINGER_MS)?;
-        if linger > MAX_LINGER {
-            return Err(ConfigError::invalid(
-                "CONSUMER_BATCH_LINGER_MS",
-                &linger.as_millis().to_string(),
-                format!("must be at most {}", MAX_LINGER.as_millis()),
-            ));
-        }
         let batch = BatchSettings {
             max_batch,
             max_in_flight: BATCHES_IN_FLIGHT,
-            linger,
+            linger: env.millis_at_most(&CONSUMER_BATCH_LINGER_MS, platform::batch::MAX_LINGER)?,
         };
         let max_permanent_attempts: u32 = env.at_least(&CONSUMER_MAX_PERMANENT_ATTEMPTS, 1)?;
         let max_transient_attempts: u32 = env.at_least(&CONSUMER_MAX_TRANSIENT_ATTEMPTS, 1)?;

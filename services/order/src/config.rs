@@ -94,7 +94,7 @@ impl RelaySettings {
             enabled: env.bool(&OUTBOX_RELAY_ENABLED)?,
             poll_interval: env.millis(&OUTBOX_POLL_INTERVAL_MS)?,
             batch_size: env.parse(&OUTBOX_BATCH_SIZE)?,
-            linger: env.millis(&OUTBOX_RELAY_LINGER_MS)?,
+            linger: env.millis_at_most(&OUTBOX_RELAY_LINGER_MS, platform::batch::MAX_LINGER)?,
             retry_min: env.millis(&OUTBOX_RETRY_MIN_MS)?,
             retry_max: env.millis(&OUTBOX_RETRY_MAX_MS)?,
             claim_lease: Duration::from_millis(
@@ -106,13 +106,6 @@ impl RelaySettings {
         let invalid = |name: &str, value: String, reason: &str| {
             Err(ConfigError::invalid(name, &value, reason))
         };
-        if settings.linger > Duration::from_secs(1) {
-            return invalid(
-                "OUTBOX_RELAY_LINGER_MS",
-                settings.linger.as_millis().to_string(),
-                "must be at most 1000",
-            );
-        }
         if settings.poll_interval.is_zero() {
             return invalid("OUTBOX_POLL_INTERVAL_MS", "0".into(), "must be at least 1");
         }
