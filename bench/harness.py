@@ -166,8 +166,16 @@ def checkpoints():
     return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
 
 
+def checkpoint_now():
+    """Every figure starts on a fresh checkpoint, so the WAL the figures before
+    it wrote cannot force one into it: one such checkpoint tripled the POST
+    tail at half the maximum (BENCHMARKS.md). Called before the CPU snapshot,
+    so the checkpointer's work is not charged to the figure."""
+    sh(PSQL + ["-d", "postgres", "-c", "CHECKPOINT"])
+
+
 def counting_checkpoints(fn):
-    """Runs one figure and records how many checkpoints fell in it."""
+    """Runs one figure and records how many checkpoints still fell in it."""
     before = checkpoints()
     result = fn()
     after = checkpoints()
@@ -179,6 +187,7 @@ def measured(fn):
     """Runs one figure; CPU from snapshots before and after, plus samples every
     0.2 s meanwhile so processes that end with it (pgbench's backends) count."""
     import threading
+    checkpoint_now()
     before = snapshot()
     seen, done = {}, threading.Event()
 
@@ -310,6 +319,7 @@ def main():
     for scenario, key in [("get-product", "get"), ("create-order", "orders")]:
         rate = med(runs[key], "rate") / 2
         log(f"{scenario} open loop at half the maximum ({rate:,.0f}/s)")
+        checkpoint_now()
         runs["half"].append(counting_checkpoints(lambda: open_loop(scenario, rate)))
     peak_rss = {svc: status_kb(pid, "VmHWM") for svc, pid in pids.items()}
     burst_rss = None

@@ -73,7 +73,7 @@ where
     F: FnOnce(Command) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    limit_malloc_arenas();
+    crate::heap::limit_arenas();
     let command = match parse(service, std::env::args().skip(1)) {
         Ok(command) => command,
         Err(message) => {
@@ -160,30 +160,6 @@ fn worker_threads(env: &crate::settings::Env) -> Result<usize, crate::ConfigErro
         return Ok(std::thread::available_parallelism().map_or(1, usize::from));
     }
     env.at_least(setting, 1)
-}
-
-/// One glibc malloc arena per core, not glibc's eight per core: each thread
-/// that meets contention otherwise gets an arena of its own, and the
-/// gateway's idle heap sat in them (17.6 -> 15.5 MB at start-up,
-/// BENCHMARKS.md). Called first thing, before any thread exists, so that
-/// every thread shares them. glibc reads `MALLOC_ARENA_MAX` and
-/// `GLIBC_TUNABLES` from the process environment when the process starts
-/// (not from `.env`, which is loaded later); either set there wins.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let tuned = std::env::var_os("MALLOC_ARENA_MAX").is_some()
-            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
-        if !tuned {
-            let cores = std::thread::available_parallelism().map_or(1, usize::from);
-            let arenas = libc::c_int::try_from(cores).unwrap_or(libc::c_int::MAX);
-            // SAFETY: mallopt only sets a tunable of the allocator (under
-            // its own lock); no thread but this one exists yet.
-            unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, arenas);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

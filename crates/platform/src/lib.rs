@@ -8,6 +8,7 @@ pub mod db;
 pub mod fault;
 pub mod grpc;
 mod grpc_metrics;
+pub mod heap;
 pub mod internal_auth;
 pub mod limits;
 pub mod metrics;

@@ -22,6 +22,7 @@ pub mod problem;
 
 use anyhow::Result;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use actix_web::{HttpServer, web};
@@ -95,6 +96,15 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
     let server = server.listen(listener)?.run();
     let handle = server.handle();
     let mut server = Box::pin(server);
+    // The first poll starts the HTTP workers and returns once each has built
+    // its app: the start-up is over, and the memory its temporaries took
+    // (the OpenAPI document, the routers) can go back to the system.
+    if let Poll::Ready(result) =
+        std::future::poll_fn(|cx| Poll::Ready(server.as_mut().poll(cx))).await
+    {
+        return result.map_err(Into::into);
+    }
+    platform::heap::release_freed();
     tracing::info!(%addr, "gateway listening");
     tokio::select! {
         result = &mut server => result?,
