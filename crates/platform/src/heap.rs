@@ -38,3 +38,39 @@ pub fn release_freed() {
         libc::malloc_trim(0);
     }
 }
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    fn resident_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        // SAFETY: sysconf only reads a constant of the system.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        pages * usize::try_from(page).unwrap()
+    }
+
+    #[test]
+    fn freed_memory_below_a_live_allocation_goes_back_to_the_system() {
+        const MB: usize = 1 << 20;
+        // 64 MB in chunks below glibc's mmap threshold, so they sit in an
+        // arena, then one live allocation above them: once they are freed,
+        // glibc's own trimming (only the top of an arena) cannot reach them.
+        let chunks: Vec<Vec<u8>> = (0..64 * 1024).map(|_| vec![1u8; 1024]).collect();
+        let above = vec![1u8; 1024];
+        drop(chunks);
+        let freed_but_held = resident_bytes();
+
+        release_freed();
+
+        let after = resident_bytes();
+        assert!(
+            after + 32 * MB < freed_but_held,
+            "resident {} MB before, {} MB after",
+            freed_but_held / MB,
+            after / MB
+        );
+        drop(above);
+    }
+}
