@@ -169,8 +169,8 @@ def checkpoints():
 def checkpoint_now():
     """Every figure starts on a fresh checkpoint, so the WAL the figures before
     it wrote cannot force one into it: one such checkpoint tripled the POST
-    tail at half the maximum (BENCHMARKS.md). Called before the CPU snapshot,
-    so the checkpointer's work is not charged to the figure."""
+    tail at half the maximum (BENCHMARKS.md). `measured` calls it before its
+    CPU snapshot, so the checkpointer's work is not charged to the figure."""
     sh(PSQL + ["-d", "postgres", "-c", "CHECKPOINT"])
 
 

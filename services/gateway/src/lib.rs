@@ -97,8 +97,9 @@ pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdow
     let handle = server.handle();
     let mut server = Box::pin(server);
     // The first poll starts the HTTP workers and returns once each has built
-    // its app: the start-up is over, and the memory its temporaries took
-    // (the OpenAPI document, the routers) can go back to the system.
+    // its app (actix-server 2: `Accept::start` waits for them): the start-up
+    // is over, and the memory its temporaries took (the OpenAPI document, the
+    // routers) can go back to the system.
     if let Poll::Ready(result) =
         std::future::poll_fn(|cx| Poll::Ready(server.as_mut().poll(cx))).await
     {
