@@ -115,8 +115,10 @@ def cpu_us(before, after):
     return out
 
 
-def status_kb(pid, field):
-    with open(f"/proc/{pid}/status") as f:
+def status_kb(pid, field, source="status"):
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM) or, with
+    source="smaps_rollup", of the process's summed mappings (Pss)."""
+    with open(f"/proc/{pid}/{source}") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
@@ -261,6 +263,9 @@ def main():
     product = product_id_via_api()
     pids = service_pids()
     idle_rss = {svc: status_kb(pid, "VmRSS") for svc, pid in pids.items()}
+    # RSS counts every page a process maps, libc's shared ones in each of the
+    # six; PSS splits a shared page among the processes that map it.
+    idle_pss = {svc: status_kb(pid, "Pss", "smaps_rollup") for svc, pid in pids.items()}
     runs = {k: [] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "half", "burst",
                             "sustained"]}
 
@@ -338,7 +343,7 @@ def main():
         for r in range(REPEATS):
             log(f"repeat {r + 1}/{REPEATS}: orders again, {PREFILL_ORDERS:,} orders in the tables")
             runs["orders_filled"].append(order_figure())
-    report(runs, idle_rss, peak_rss, burst_rss)
+    report(runs, idle_rss, idle_pss, peak_rss, burst_rss)
 
 
 def med(items, key):
@@ -361,7 +366,7 @@ def cpu_line(items, per="ops", only=None):
     return f"{sum(per_op.values()):.0f} ({shown})"
 
 
-def report(runs, idle_rss, peak_rss, burst_rss):
+def report(runs, idle_rss, idle_pss, peak_rss, burst_rss):
     get, bare, select, orders, sql, filled, burst, sustained = (
         runs[k] for k in ["get", "bare", "select", "orders", "order_sql", "orders_filled", "burst", "sustained"])
     rows = [
@@ -422,13 +427,15 @@ def report(runs, idle_rss, peak_rss, burst_rss):
     print()
     print("| RSS of the services (MB) | " + " | ".join(SERVICES) + " | total |")
     print("|---|" + "---|" * (len(SERVICES) + 1))
-    rss_rows = [("idle, after start-up", idle_rss), ("peak (VmHWM) before the burst", peak_rss)]
+    rss_rows = [("idle, after start-up", idle_rss),
+                ("idle, PSS (shared pages split among the processes mapping them)", idle_pss),
+                ("peak (VmHWM) before the burst", peak_rss)]
     if burst_rss:
         rss_rows.append((f"peak (VmHWM) after the burst of {BURST_USERS} users", burst_rss))
     for label, rss in rss_rows:
         print(f"| {label} | " + " | ".join(f"{rss[s] / 1024:.1f}" for s in SERVICES) + f" | {sum(rss.values()) / 1024:.1f} |")
     with open(os.path.join(RUN_DIR, "bench-results.json"), "w") as f:
-        json.dump({"runs": runs, "idle_rss_kb": idle_rss, "peak_rss_kb": peak_rss, "burst_rss_kb": burst_rss}, f, indent=1)
+        json.dump({"runs": runs, "idle_rss_kb": idle_rss, "idle_pss_kb": idle_pss, "peak_rss_kb": peak_rss, "burst_rss_kb": burst_rss}, f, indent=1)
 
 
 if __name__ == "__main__":
