@@ -246,16 +246,10 @@ mod tests {
 
     #[test]
     fn the_batch_linger_defaults_to_10_ms_and_is_bounded() {
-        let calls = CallSettings {
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(5),
-        };
         let linger = |value: Option<&str>| {
-            let vars: Vec<(&str, &str)> = value
-                .map(|v| ("CONSUMER_BATCH_LINGER_MS", v))
-                .into_iter()
-                .collect();
-            ConsumerSettings::from_env(&Env::of(vars), &calls).map(|s| s.batch.linger)
+            let env = Env::of(value.map(|v| ("CONSUMER_BATCH_LINGER_MS", v)));
+            let calls = CallSettings::from_env(&env).unwrap();
+            ConsumerSettings::from_env(&env, &calls).map(|s| s.batch.linger)
         };
         assert_eq!(linger(None).unwrap(), Duration::from_millis(10));
         assert_eq!(linger(Some("0")).unwrap(), Duration::ZERO);
