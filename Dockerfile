@@ -40,7 +40,8 @@ ARG BINARIES=builder
 
 # --- planner: the workspace's manifests with stub sources --------------------
 # Copies every Cargo.toml, the lock file and empty stand-ins for every target
-# (src/main.rs, src/lib.rs, src/bin/*.rs, build.rs) into /recipe. /recipe
+# (src/main.rs, src/lib.rs, src/bin/*.rs, build.rs, and the services' shared
+# build script tools/link-order/build.rs) into /recipe. /recipe
 # changes only when a manifest or the set of targets changes, so the
 # dependency layer below stays cached across source edits. New workspace
 # members are picked up without editing this file.
@@ -63,7 +64,9 @@ RUN set -eu; \
           mkdir -p "/recipe/$(dirname "$bin")"; echo 'fn main() {}' > "/recipe/$bin"; \
         done; \
       fi; \
-    done
+    done; \
+    mkdir -p /recipe/tools/link-order; \
+    echo 'fn main() {}' > /recipe/tools/link-order/build.rs
 
 # --- recipe: the stub workspace on the Rust toolchain --------------------------
 FROM ${RUST_IMAGE} AS recipe

@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NEXTEST_PROFILE ?= default
 
-.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test compose-test bench bench-quick
+.PHONY: help deps browser-deps build run up down test test-unit smoke fmt fmt-check lint clean-run packaging-test compose-test bench bench-quick link-order
 
 help:
 	@echo "make run     start PostgreSQL, NATS and all six services (foreground, Ctrl-C stops)"
@@ -13,6 +13,7 @@ help:
 	@echo "make packaging-test  offline checks of Dockerfile, compose, Helm charts, k8s/, Tiltfile"
 	@echo "make compose-test    the images and docker-compose.yml on a real Docker engine (docs/docker.md)"
 	@echo "make bench   performance figures beside their baselines (BENCHMARKS.md)"
+	@echo "make link-order  re-profile which functions the services run (tools/link-order)"
 	@echo "make fmt | fmt-check | lint"
 
 deps:
@@ -83,3 +84,9 @@ bench: deps
 
 bench-quick: deps
 	@bash scripts/bench.sh quick
+
+# The functions the services run, for the release link to lay out together
+# (tools/link-order/build.rs): after a toolchain, dependency or profile change.
+link-order: deps
+	@command -v valgrind >/dev/null || apt-get install -y -q valgrind
+	@python3 scripts/link-order.py

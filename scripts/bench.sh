@@ -33,7 +33,7 @@ case "$MODE" in
     export BENCH_REPEATS="${BENCH_REPEATS:-3}" BENCH_SECONDS="${BENCH_SECONDS:-10}"
     # The order figure again with this many orders already in the tables.
     export BENCH_PREFILL_ORDERS="${BENCH_PREFILL_ORDERS:-1000000}"
-    [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --release --workspace --bins
+    [ "${BENCH_BUILD:-1}" = 0 ] || bash scripts/release-build.sh
     export SERVICE_BIN_DIR="${BENCH_BIN_DIR:-$ROOT/target/release}" ;;
   quick | capture)
     export BENCH_REPEATS="${BENCH_REPEATS:-1}" BENCH_SECONDS="${BENCH_SECONDS:-3}"

@@ -1408,6 +1408,12 @@ def check_dockerfile() -> None:
     for s in SERVICES:
         if f"-p {s}" not in pkgs:
             fail(f"Dockerfile: the builder does not build {s}")
+    # The host's release builds take the same package set, so that every
+    # dependency gets the same features and symbol names (tools/link-order).
+    host = re.search(r"cargo build --release --locked ((?:-p \S+ ?)+)", (ROOT / "scripts/release-build.sh").read_text())
+    docker = re.search(r'PACKAGES="([^"]*)"', pkgs)
+    if not host or not docker or set(host.group(1).split()) != set(docker.group(1).split()):
+        fail("Dockerfile: the builder's PACKAGES differ from scripts/release-build.sh's packages")
     for s, port in targets.items():
         st = stages.get(s)
         if st is None:
@@ -1511,8 +1517,9 @@ def check_dockerfile_binaries(stages: dict, ignore: list[str]) -> None:
     for s in TOOLS:
         if f"-p {s}" not in pkgs or not re.search(rf"for s in [^;]*\b{s}\b", builder_copies):
             fail(f"Dockerfile: the builder does not build {s} into /out/{s}")
-        if not re.search(rf"for s in [^;]*\b{s}\b; do packages\+=", compose_test):
-            fail(f"scripts/compose-test.sh does not build {s}, which BINARIES=prebuilt copies")
+        if "bash scripts/release-build.sh" not in compose_test or \
+                f"-p {s} " not in (ROOT / "scripts/release-build.sh").read_text():
+            fail(f"scripts/compose-test.sh does not build {s} (scripts/release-build.sh), which BINARIES=prebuilt copies")
     for s in SERVICES + TOOLS:
         if f"/out/$s" not in builder_copies and f"/out/{s}" not in builder_copies:
             fail(f"Dockerfile: the builder does not leave /out/{s}")

@@ -88,13 +88,13 @@ step "base-image stand-ins from Debian packages"
 bash scripts/docker-base-images.sh
 while IFS= read -r kv; do export "${kv?}"; done < <(bash scripts/docker-base-images.sh --env)
 
-step "release binaries on the host (cargo build --release --locked)"
+step "release binaries on the host (scripts/release-build.sh)"
 if [ "$(ldd --version | head -1 | grep -o '[0-9.]*$')" != "2.36" ]; then
   fail "BINARIES=prebuilt needs a glibc 2.36 (Debian 12) host like the runtime image; this one has $(ldd --version | head -1)"
 fi
-packages=()
-for s in "${SERVICES[@]}" loadgen; do packages+=(-p "$s"); done  # the Dockerfile's prebuilt stage copies loadgen too
-cargo build --release --locked "${packages[@]}"
+bash scripts/release-build.sh
+step "the binaries' code laid out by tools/link-order/symbols.txt"
+python3 scripts/link-order.py --check target/release
 
 # --- 3. images ---------------------------------------------------------------
 step "docker compose build (the Dockerfile's final stages, BINARIES=prebuilt)"
