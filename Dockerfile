@@ -33,7 +33,7 @@
 #                  scripts/compose-test.sh). The final stages are the same.
 # CI builds with local stand-ins for the images (scripts/docker-base-images.sh).
 
-ARG RUST_IMAGE=rust:1.94-slim-bookworm
+ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12
 ARG BUSYBOX_IMAGE=busybox:1.37.0-musl
 ARG BINARIES=builder

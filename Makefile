@@ -88,5 +88,5 @@ bench-quick: deps
 # The functions the services run, for the release link to lay out together
 # (tools/link-order/build.rs): after a toolchain, dependency or profile change.
 link-order: deps
-	@command -v valgrind >/dev/null || apt-get install -y -q valgrind
+	@command -v valgrind >/dev/null || apt-get install -y -q valgrind || { apt-get update -q && apt-get install -y -q valgrind; }
 	@python3 scripts/link-order.py

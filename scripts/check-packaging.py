@@ -1414,6 +1414,12 @@ def check_dockerfile() -> None:
     docker = re.search(r'PACKAGES="([^"]*)"', pkgs)
     if not host or not docker or set(host.group(1).split()) != set(docker.group(1).split()):
         fail("Dockerfile: the builder's PACKAGES differ from scripts/release-build.sh's packages")
+    # ...and the toolchain the lists of tools/link-order were made by.
+    rust_image = re.search(r"^ARG RUST_IMAGE=rust:(\d+\.\d+\.\d+)-", text, re.M)
+    made_by = re.match(r"# rustc (\S+)", (ROOT / "tools/link-order/gateway.txt").read_text())
+    if not rust_image or not made_by or rust_image.group(1) != made_by.group(1):
+        fail(f"Dockerfile: RUST_IMAGE is not rust:<the rustc of tools/link-order's lists, "
+             f"{made_by.group(1) if made_by else 'unknown'}>")
     for s, port in targets.items():
         st = stages.get(s)
         if st is None:

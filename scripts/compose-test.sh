@@ -93,8 +93,12 @@ if [ "$(ldd --version | head -1 | grep -o '[0-9.]*$')" != "2.36" ]; then
   fail "BINARIES=prebuilt needs a glibc 2.36 (Debian 12) host like the runtime image; this one has $(ldd --version | head -1)"
 fi
 bash scripts/release-build.sh
-step "the binaries' code laid out by tools/link-order/symbols.txt"
-python3 scripts/link-order.py --check target/release
+step "the binaries' code laid out by use (tools/link-order)"
+if python3 scripts/link-order.py --check target/release; then
+  ok "each service's functions that run first, in its list's order"
+else
+  fail "the release binaries are not laid out by tools/link-order (see above; \`make link-order\` regenerates the lists)"
+fi
 
 # --- 3. images ---------------------------------------------------------------
 step "docker compose build (the Dockerfile's final stages, BINARIES=prebuilt)"

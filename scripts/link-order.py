@@ -14,10 +14,13 @@ cancel), on its own ports, databases and stream (bench/stack.env).
 
 Symbol names carry a hash of the toolchain, the crate's version and
 features and the release profile: regenerate after changing any of them.
-`link-order.py --check` (run by the compose test on the release build) fails
-when a binary was not laid out by its list or holds under 80 % of its names.
+Each list starts with the `rustc -V` that made it (a `#` line, which the
+linker skips). `link-order.py --check` (run by the compose test on the
+release build) fails when a binary was not laid out by its list or holds
+under 80 % of its names; built by another toolchain, the names cannot match,
+and it says so without failing.
 """
-import collections, os, re, shutil, stat, subprocess, sys, tempfile
+import collections, os, re, shlex, shutil, stat, subprocess, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVICES = ["gateway", "inventory", "order", "user", "producer", "consumer"]
@@ -33,7 +36,7 @@ def log(msg):
 def bench_env():
     """bench/stack.env's settings (ports, databases, stream), on a run
     directory and databases of this script's own."""
-    out = subprocess.run(["bash", "-c", f"ROOT={ROOT}; . bench/stack.env; env -0"], cwd=ROOT,
+    out = subprocess.run(["bash", "-c", 'ROOT="$PWD"; . bench/stack.env; env -0'], cwd=ROOT,
                          capture_output=True, check=True).stdout
     env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
     env["STACK_RUN_DIR"] = f"{ROOT}/.run/link-order"
@@ -84,12 +87,23 @@ def text_symbols(binary):
     return symbols
 
 
+def rustc_version():
+    return subprocess.run(["rustc", "-V"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def check(bin_dir):
     """That each release binary was laid out by its list: most listed names
     still exist (else the list is stale: `make link-order`), and the listed
     functions come first, in the list's order."""
     for svc in SERVICES:
-        listed = open(f"{LISTS}/{svc}.txt").read().split()
+        lines = open(f"{LISTS}/{svc}.txt").read().splitlines()
+        made_by = lines[0].lstrip("# ") if lines and lines[0].startswith("#") else "unknown"
+        if made_by != rustc_version():
+            print(f"[link-order] warning: tools/link-order/{svc}.txt was made by {made_by}, this build "
+                  f"by {rustc_version()}: its names cannot match, the binary is not laid out by use "
+                  "(run `make link-order`)")
+            continue
+        listed = [line for line in lines if line and not line.startswith("#")]
         symbols = text_symbols(f"{bin_dir}/{svc}")
         held = [symbols[n] for n in listed if n in symbols]
         share = len(held) / max(len(listed), 1)
@@ -121,12 +135,13 @@ def main():
     os.makedirs(wrappers)
     for svc in SERVICES:
         path = f"{wrappers}/{svc}"
+        binary, out = shlex.quote(f"{release}/{svc}"), shlex.quote(f"{work}/{svc}.%p")
         with open(path, "w") as f:
             f.write("#!/bin/sh\n"
-                    f'[ "$1" = migrate ] && exec {release}/{svc} "$@"\n'
+                    f'[ "$1" = migrate ] && exec {binary} "$@"\n'
                     "exec valgrind -q --tool=callgrind --demangle=no --compress-strings=no "
                     "--compress-pos=no --dump-line=no --dump-instr=no "
-                    f'--callgrind-out-file={work}/{svc}.%p {release}/{svc} "$@"\n')
+                    f'--callgrind-out-file={out} {binary} "$@"\n')
         os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
     env["SERVICE_BIN_DIR"] = wrappers
     for db in ["inventory", "order", "user"]:
@@ -151,7 +166,7 @@ def main():
             cost.update(functions(f"{work}/{name}", binary))
         names = sorted(cost, key=lambda n: (-cost[n], n))
         with open(f"{LISTS}/{svc}.txt", "w") as f:
-            f.write("".join(f"{n}\n" for n in names))
+            f.write(f"# {rustc_version()}\n" + "".join(f"{n}\n" for n in names))
         log(f"{svc}: {len(names)} functions run, written to tools/link-order/{svc}.txt")
     shutil.rmtree(work)
 
