@@ -28,9 +28,9 @@
 #   BINARIES       builder (default): compile the services in the builder stage;
 #                  prebuilt: take target/release/<service> from the build
 #                  context instead, as built on a glibc 2.36 (Debian 12) host by
-#                  `cargo build --release --locked -p gateway -p inventory
-#                  -p order -p user -p producer -p consumer -p loadgen` (CI does this:
-#                  scripts/compose-test.sh). The final stages are the same.
+#                  scripts/release-build.sh, with the builder's PACKAGES (CI
+#                  does this: scripts/compose-test.sh). The final stages are
+#                  the same.
 # CI builds with local stand-ins for the images (scripts/docker-base-images.sh).
 
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
