@@ -44,6 +44,13 @@ def bench_env():
     return env
 
 
+def drop_databases(env):
+    """The run's own databases, dropped before it (a fresh start) and after it."""
+    for svc in ["inventory", "order", "user"]:
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAt", "-c",
+                        f"DROP DATABASE IF EXISTS {env['DB_NAME']}_{svc} WITH (FORCE)"], check=True)
+
+
 def functions(callgrind_file, binary):
     """Function name -> instructions executed in it (its own, not its callees'),
     for the functions of `binary` only."""
@@ -144,9 +151,7 @@ def main():
                     f'--callgrind-out-file={out} {binary} "$@"\n')
         os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
     env["SERVICE_BIN_DIR"] = wrappers
-    for db in ["inventory", "order", "user"]:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qAt", "-c",
-                        f"DROP DATABASE IF EXISTS link_order_{db} WITH (FORCE)"], check=True)
+    drop_databases(env)
     subprocess.run(["bash", "scripts/stack.sh", "up"], cwd=ROOT, env=env, check=True)
     try:
         log(f"the shop's mix for {SECONDS} s, under callgrind")
@@ -156,6 +161,7 @@ def main():
     finally:
         # SIGTERM: each service shuts down and callgrind writes its profile.
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, check=True)
+        drop_databases(env)
     for svc in SERVICES:
         files = [f for f in os.listdir(work) if f.startswith(f"{svc}.")]
         if not files:
