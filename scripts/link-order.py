@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates tools/link-order/<service>.txt (`make link-order`): the
 functions each of the six services runs, most instructions first, for the
-linker to lay out together (tools/link-order/build.rs; why in BENCHMARKS.md, "Code laid out by
-use").
+linker to lay out together (tools/link-order/build.rs; why in BENCHMARKS.md,
+"Code laid out by use").
 
 The kernel maps a binary's pages 64 KB around each one a process touches, so
 a service's resident code is every 64 KB stretch that holds a function it
@@ -102,12 +102,13 @@ def check(bin_dir):
     """That each release binary was laid out by its list: most listed names
     still exist (else the list is stale: `make link-order`), and the listed
     functions come first, in the list's order."""
+    rustc = rustc_version()
     for svc in SERVICES:
         lines = open(f"{LISTS}/{svc}.txt").read().splitlines()
         made_by = lines[0].lstrip("# ") if lines and lines[0].startswith("#") else "unknown"
-        if made_by != rustc_version():
+        if made_by != rustc:
             print(f"[link-order] warning: tools/link-order/{svc}.txt was made by {made_by}, this build "
-                  f"by {rustc_version()}: its names cannot match, the binary is not laid out by use "
+                  f"by {rustc}: its names cannot match, the binary is not laid out by use "
                   "(run `make link-order`)")
             continue
         listed = [line for line in lines if line and not line.startswith("#")]
@@ -162,6 +163,7 @@ def main():
         # SIGTERM: each service shuts down and callgrind writes its profile.
         subprocess.run(["bash", "scripts/stack.sh", "down"], cwd=ROOT, env=env, check=True)
         drop_databases(env)
+    rustc = rustc_version()
     for svc in SERVICES:
         files = [f for f in os.listdir(work) if f.startswith(f"{svc}.")]
         if not files:
@@ -172,7 +174,7 @@ def main():
             cost.update(functions(f"{work}/{name}", binary))
         names = sorted(cost, key=lambda n: (-cost[n], n))
         with open(f"{LISTS}/{svc}.txt", "w") as f:
-            f.write(f"# {rustc_version()}\n" + "".join(f"{n}\n" for n in names))
+            f.write(f"# {rustc}\n" + "".join(f"{n}\n" for n in names))
         log(f"{svc}: {len(names)} functions run, written to tools/link-order/{svc}.txt")
     shutil.rmtree(work)
 
