@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod nats;
+pub mod product_cache;
 pub mod readiness;
 pub mod service;
 pub mod settings;

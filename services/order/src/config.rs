@@ -5,6 +5,8 @@ use platform::config::{AppEnv, CallSettings, DbSettings, ServiceAddr};
 use platform::settings::{self as set, DefaultValue, Env, Setting};
 
 platform::declare_settings! {
+    PRICE_CACHE_TTL_MS = DefaultValue::Value("100"),
+        "the longest a product's price and stock, read from Inventory, price new orders (0: each order reads them); a change made meanwhile is missed that long, and the stock is checked again when the order is applied";
     OUTBOX_RELAY_ENABLED = DefaultValue::Value("true"),
         "run the relay in this process (each record is claimed by one relay at a time, so several may)";
     OUTBOX_POLL_INTERVAL_MS = DefaultValue::Value("500"),
@@ -32,6 +34,7 @@ pub const SETTINGS: &[&[&Setting]] = &[
         &set::ORDER_DB_NAME,
         &set::INVENTORY_ADDR,
         &set::PRODUCER_ADDR,
+        &PRICE_CACHE_TTL_MS,
         &OUTBOX_RELAY_ENABLED,
         &OUTBOX_POLL_INTERVAL_MS,
         &OUTBOX_BATCH_SIZE,
@@ -59,6 +62,8 @@ pub struct Config {
     pub db: DbSettings,
     /// `GRPC_*`: the deadline of every outgoing call.
     pub calls: CallSettings,
+    /// [`PRICE_CACHE_TTL_MS`]
+    pub price_cache_ttl: Duration,
     pub relay: RelaySettings,
     pub sweeper: SweeperSettings,
 }
@@ -198,6 +203,7 @@ impl Config {
             producer: ServiceAddr::from_env(env, &set::PRODUCER_ADDR)?,
             app_env,
             db: DbSettings::from_env(env, &set::ORDER_DB_NAME, app_env)?,
+            price_cache_ttl: env.millis(&PRICE_CACHE_TTL_MS)?,
             relay: RelaySettings::from_env(env, &calls)?,
             sweeper: SweeperSettings::from_env(env)?,
             calls,

@@ -40,7 +40,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Shutdown) -> Result<()> {
     platform::db::migrate_at_start::<Migrator>(&config.db).await?;
     let db = platform::db::connect(&config.db).await?;
-    let inventory = InventoryClient::new(platform::grpc::channel(&config.inventory, config.calls)?);
+    let inventory = InventoryClient::new(
+        platform::grpc::channel(&config.inventory, config.calls)?,
+        config.price_cache_ttl,
+    );
 
     let metrics = metrics::Metrics::register();
     let stop = CancellationToken::new();

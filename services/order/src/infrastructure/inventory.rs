@@ -1,10 +1,14 @@
 //! Inventory over gRPC: the batch read of the products orders name. The
 //! reads of concurrent orders are coalesced: one BatchGetProducts call (per
 //! 100 products) answers all of them, each order reading its own products
-//! from it; a lone read goes out at once.
+//! from it; a lone read goes out at once. What a read brings back prices the
+//! orders of the next `PRICE_CACHE_TTL_MS` too (default 100 ms): a product
+//! ordered many times a second is read a few times a second, not each time.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use tonic::Status;
@@ -13,6 +17,7 @@ use uuid::Uuid;
 
 use platform::batch::{BatchSettings, Batcher};
 use platform::grpc::TracedChannel;
+use platform::product_cache::ProductCache;
 use proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use proto::inventory::v1::{BatchGetProductsRequest, Product};
 
@@ -28,6 +33,8 @@ const MAX_READS: usize = 128;
 const READS_IN_FLIGHT: usize = 16;
 /// The most ids one BatchGetProducts call carries (Inventory's limit).
 const MAX_IDS_PER_CALL: usize = platform::limits::MAX_ORDER_LINES;
+/// The most products whose quotes a replica holds (about 100 bytes each).
+const QUOTES_HELD: usize = 10_000;
 
 /// One order's read: its product ids and the trace it belongs to.
 struct Read {
@@ -38,11 +45,14 @@ struct Read {
 #[derive(Clone)]
 pub struct InventoryClient {
     reads: Batcher<Read, Vec<Product>>,
+    /// The quotes read in the last `quote_ttl`.
+    held: Arc<ProductCache<ProductQuote>>,
 }
 
 impl InventoryClient {
-    /// Needs a Tokio runtime (the batches' task).
-    pub fn new(channel: TracedChannel) -> Self {
+    /// Needs a Tokio runtime (the batches' task). A quote is reused for
+    /// `quote_ttl` after its read started (zero: every order reads).
+    pub fn new(channel: TracedChannel, quote_ttl: Duration) -> Self {
         let client = InventoryServiceClient::new(channel);
         let reads = Batcher::spawn(
             BatchSettings::eager(MAX_READS, READS_IN_FLIGHT),
@@ -51,7 +61,10 @@ impl InventoryClient {
                 async move { read_batch(client, reads).await }
             },
         );
-        InventoryClient { reads }
+        InventoryClient {
+            reads,
+            held: Arc::new(ProductCache::new(quote_ttl, QUOTES_HELD)),
+        }
     }
 }
 
@@ -125,8 +138,34 @@ async fn read_batch(
 }
 
 impl PriceSource for InventoryClient {
-    /// The current price and stock of each known product among `ids`.
+    /// The price and stock of each known product among `ids`, as read at
+    /// most the quote TTL ago. An unknown product is asked about each time.
     async fn quotes(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
+        let mut quotes = HashMap::with_capacity(ids.len());
+        let mut unheld = Vec::new();
+        for id in ids {
+            match self.held.get(id) {
+                Some(quote) => {
+                    quotes.insert(*id, quote);
+                }
+                None => unheld.push(*id),
+            }
+        }
+        if unheld.is_empty() {
+            return Ok(quotes);
+        }
+        let read_at = Instant::now();
+        for (id, quote) in self.read(&unheld).await? {
+            self.held.put(id, quote, read_at);
+            quotes.insert(id, quote);
+        }
+        Ok(quotes)
+    }
+}
+
+impl InventoryClient {
+    /// The current price and stock of each known product among `ids`.
+    async fn read(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
         let products = self
             .reads
             .call(Read {

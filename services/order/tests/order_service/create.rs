@@ -390,3 +390,55 @@ async fn concurrent_orders_share_a_commit_and_each_gets_its_own_answer() {
         "nothing of a refused order remains"
     );
 }
+
+#[tokio::test]
+async fn a_quote_prices_the_orders_of_its_ttl_and_is_read_again_after_it() {
+    let ttl = std::time::Duration::from_secs(2);
+    let h = Harness::start_with(Options {
+        relay: false,
+        price_cache_ttl: ttl,
+        ..Default::default()
+    })
+    .await;
+    let lamp = h.inventory.add("10.00", 100);
+    let me = customer();
+    let total = |reply: pb::CreateOrderResponse| reply.order.unwrap().total;
+
+    let read_at = std::time::Instant::now();
+    let first = h.create(&me, vec![item(&lamp, 1)]).await.unwrap();
+    assert_eq!(total(first), "10.00");
+    assert_eq!(h.inventory.calls(), 1);
+
+    // Within the TTL the quote read for the first order prices the next
+    // ones: a price change is not seen yet, and Inventory is not asked.
+    h.inventory.set_price(&lamp, "12.00");
+    let second = h.create(&me, vec![item(&lamp, 2)]).await.unwrap();
+    assert!(
+        read_at.elapsed() < ttl,
+        "the test ran too slowly to check the TTL"
+    );
+    assert_eq!(total(second), "20.00");
+    assert_eq!(h.inventory.calls(), 1, "a held quote was read again");
+
+    // An order naming a held product and another is read for the other only,
+    // and an unknown product is asked about again, never held as missing.
+    let mug = h.inventory.add("3.00", 100);
+    let both = h
+        .create(&me, vec![item(&lamp, 1), item(&mug, 1)])
+        .await
+        .unwrap();
+    assert_eq!(total(both), "13.00");
+    assert_eq!(h.inventory.calls(), 2);
+    let unknown = uuid::Uuid::new_v4().to_string();
+    for _ in 0..2 {
+        let err = h.create(&me, vec![item(&unknown, 1)]).await.unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    }
+    assert_eq!(h.inventory.calls(), 4);
+
+    // After the TTL the product is read again, with its new price.
+    tokio::time::sleep(ttl.saturating_sub(read_at.elapsed()) + ttl / 10).await;
+    let later = h.create(&me, vec![item(&lamp, 1)]).await.unwrap();
+    assert_eq!(total(later), "12.00");
+    assert_eq!(h.inventory.calls(), 5);
+}

@@ -365,6 +365,9 @@ pub struct Options {
     pub request_timeout: Duration,
     pub relay_settings: RelaySettings,
     pub sweeper: SweeperSettings,
+    /// How long a quote prices orders (zero here unless a test asks: the
+    /// tests change the fake's products between orders).
+    pub price_cache_ttl: Duration,
 }
 
 impl Default for Options {
@@ -376,6 +379,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(3),
             relay_settings: relay_settings(true),
             sweeper: idle_sweeper(),
+            price_cache_ttl: Duration::ZERO,
         }
     }
 }
@@ -454,6 +458,7 @@ impl Harness {
                 connect_timeout: Duration::from_millis(500),
                 request_timeout: options.request_timeout,
             },
+            price_cache_ttl: options.price_cache_ttl,
             relay: RelaySettings {
                 enabled: options.relay,
                 ..options.relay_settings
