@@ -6,7 +6,7 @@ use platform::settings::{self as set, DefaultValue, Env, Setting};
 
 platform::declare_settings! {
     PRICE_CACHE_TTL_MS = DefaultValue::Value("100"),
-        "the longest a product's price and stock, read from Inventory, price new orders (0: each order reads them); a change made meanwhile is missed that long, and the stock is checked again when the order is applied";
+        "the longest a product's price and stock, read from Inventory, price new orders (0: each order reads them; at most 1000); a change made meanwhile is missed that long, and the stock is checked again when the order is applied";
     OUTBOX_RELAY_ENABLED = DefaultValue::Value("true"),
         "run the relay in this process (each record is claimed by one relay at a time, so several may)";
     OUTBOX_POLL_INTERVAL_MS = DefaultValue::Value("500"),
@@ -26,6 +26,10 @@ platform::declare_settings! {
     ORDER_PENDING_TIMEOUT_MS = DefaultValue::Value("600000"),
         "a PENDING order this old is rejected, and any stock Inventory took for it is returned (more than `ORDER_PENDING_REPUBLISH_AFTER_MS`)";
 }
+
+/// The longest `PRICE_CACHE_TTL_MS`: the bound a product change in the
+/// gateways' cache is held to.
+const MAX_PRICE_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Every variable the Order service reads.
 pub const SETTINGS: &[&[&Setting]] = &[
@@ -203,7 +207,7 @@ impl Config {
             producer: ServiceAddr::from_env(env, &set::PRODUCER_ADDR)?,
             app_env,
             db: DbSettings::from_env(env, &set::ORDER_DB_NAME, app_env)?,
-            price_cache_ttl: env.millis(&PRICE_CACHE_TTL_MS)?,
+            price_cache_ttl: env.millis_at_most(&PRICE_CACHE_TTL_MS, MAX_PRICE_CACHE_TTL)?,
             relay: RelaySettings::from_env(env, &calls)?,
             sweeper: SweeperSettings::from_env(env)?,
             calls,
@@ -220,6 +224,20 @@ impl platform::cli::ServiceConfig for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_price_cache_ttl_defaults_to_100_ms_and_is_at_most_1_s() {
+        let ttl = |value: Option<&str>| {
+            let mut vars = vec![("APP_ENV", "development")];
+            vars.extend(value.map(|v| ("PRICE_CACHE_TTL_MS", v)));
+            Config::from_env(&Env::of(vars)).map(|c| c.price_cache_ttl)
+        };
+        assert_eq!(ttl(None).unwrap(), Duration::from_millis(100));
+        assert_eq!(ttl(Some("0")).unwrap(), Duration::ZERO);
+        assert_eq!(ttl(Some("1000")).unwrap(), Duration::from_secs(1));
+        let error = ttl(Some("1001")).unwrap_err().to_string();
+        assert!(error.contains("PRICE_CACHE_TTL_MS"), "{error}");
+    }
 
     #[test]
     fn the_relay_linger_defaults_to_10_ms_and_is_bounded() {
