@@ -17,7 +17,7 @@ use super::ports::{
     PriceSource, StatusDecision,
 };
 use super::relay::RelayWakeup;
-use crate::domain::order::{PricedOrder, money, price, request_fingerprint};
+use crate::domain::order::{PricedOrder, PricingError, money, price, request_fingerprint};
 use crate::domain::status::{self, Change, Outcome};
 use crate::domain::{Caller, Order, OrderLine, OrderStatus};
 use platform::batch::{BatchSettings, Batcher};
@@ -118,7 +118,7 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         let idempotency = idempotency_key.map(|key| (key, request_fingerprint(&lines)));
         let ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
         let priced = match &idempotency {
-            None => price(&lines, &self.inventory.quotes(&ids).await?)?,
+            None => self.priced(&lines, &ids).await?,
             Some((key, fingerprint)) => {
                 match self
                     .price_unless_retried(caller.user_id, key, fingerprint, &lines, &ids)
@@ -203,7 +203,7 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         lines: &[OrderLine],
         ids: &[Uuid],
     ) -> Result<ControlFlow<Reply, PricedOrder>, OrderError> {
-        let mut quotes = std::pin::pin!(self.inventory.quotes(ids));
+        let mut quotes = std::pin::pin!(self.priced(lines, ids));
         let quoted = match tokio::time::timeout(REPLAY_LOOKUP_AFTER, &mut quotes).await {
             Ok(quoted) => quoted,
             Err(_slow) => {
@@ -222,15 +222,27 @@ impl<S: OrderRepository, P: PriceSource> Orders<S, P> {
         };
         // Prices refused: a retry still gets its order (looked up again
         // after a slow read, as the original may have committed meanwhile).
-        match quoted
-            .map_err(OrderError::from)
-            .and_then(|quotes| Ok(price(lines, &quotes)?))
-        {
+        match quoted {
             Ok(priced) => Ok(ControlFlow::Continue(priced)),
             Err(refused) => match self.replay(user_id, key, fingerprint).await? {
                 Some(reply) => Ok(ControlFlow::Break(reply)),
                 None => Err(refused),
             },
+        }
+    }
+
+    /// The order priced from Inventory's quotes. A shortage seen in quotes
+    /// that may have been held is checked against a fresh read before the
+    /// order is refused: stock put back meanwhile is not refused.
+    async fn priced(&self, lines: &[OrderLine], ids: &[Uuid]) -> Result<PricedOrder, OrderError> {
+        match price(lines, &self.inventory.quotes(ids).await?) {
+            Err(shortage @ PricingError::InsufficientStock(_)) => {
+                match self.inventory.requote(ids).await? {
+                    Some(fresh) => Ok(price(lines, &fresh)?),
+                    None => Err(shortage.into()),
+                }
+            }
+            priced => Ok(priced?),
         }
     }
 

@@ -108,10 +108,18 @@ pub trait OutboxRepository: Clone + Send + Sync + 'static {
 
 /// Inventory as the prices of an order's products.
 pub trait PriceSource: Clone + Send + Sync + 'static {
+    /// The price and stock of each known product among `ids`, possibly as
+    /// read a moment ago.
     fn quotes(
         &self,
         ids: &[Uuid],
     ) -> impl Future<Output = Result<HashMap<Uuid, ProductQuote>, InventoryError>> + Send;
+    /// The same read now, when [`PriceSource::quotes`] may have answered
+    /// from what it held (`None`: it always reads).
+    fn requote(
+        &self,
+        ids: &[Uuid],
+    ) -> impl Future<Output = Result<Option<HashMap<Uuid, ProductQuote>>, InventoryError>> + Send;
 }
 
 /// The Producer, which hands the records' events to the stream.

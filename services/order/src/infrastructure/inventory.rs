@@ -154,16 +154,35 @@ impl PriceSource for InventoryClient {
         if unheld.is_empty() {
             return Ok(quotes);
         }
-        let read_at = Instant::now();
-        for (id, quote) in self.read(&unheld).await? {
-            self.held.put(id, quote, read_at);
-            quotes.insert(id, quote);
-        }
+        quotes.extend(self.read_and_hold(&unheld).await?);
         Ok(quotes)
+    }
+
+    async fn requote(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Option<HashMap<Uuid, ProductQuote>>, InventoryError> {
+        if !self.held.enabled() {
+            return Ok(None);
+        }
+        Ok(Some(self.read_and_hold(ids).await?))
     }
 }
 
 impl InventoryClient {
+    /// [`InventoryClient::read`], and the quotes held for the TTL.
+    async fn read_and_hold(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
+        let read_at = Instant::now();
+        let quotes = self.read(ids).await?;
+        for (id, quote) in &quotes {
+            self.held.put(*id, *quote, read_at);
+        }
+        Ok(quotes)
+    }
+
     /// The current price and stock of each known product among `ids`.
     async fn read(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, ProductQuote>, InventoryError> {
         let products = self

@@ -445,3 +445,33 @@ async fn a_quote_prices_the_orders_of_its_ttl_and_is_read_again_after_it() {
     assert_eq!(total(later), "12.00");
     assert_eq!(h.inventory.calls(), 5);
 }
+
+#[tokio::test]
+async fn a_shortage_in_a_held_quote_is_read_again_before_the_order_is_refused() {
+    let h = Harness::start_with(Options {
+        relay: false,
+        // Longer than the test: nothing expires within it.
+        price_cache_ttl: std::time::Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await;
+    let kettle = h.inventory.add("20.00", 1);
+    let me = customer();
+    h.create(&me, vec![item(&kettle, 1)]).await.unwrap();
+    assert_eq!(h.inventory.calls(), 1);
+
+    // Restocked: the held quote says 1, Inventory 5. The order is not
+    // refused on the held quote; the fresh one prices it, and is held.
+    h.inventory.set_stock(&kettle, 5);
+    let restocked = h.create(&me, vec![item(&kettle, 3)]).await.unwrap();
+    assert_eq!(restocked.order.unwrap().total, "60.00");
+    assert_eq!(h.inventory.calls(), 2, "the shortage was not read again");
+    h.create(&me, vec![item(&kettle, 4)]).await.unwrap();
+    assert_eq!(h.inventory.calls(), 2);
+
+    // A shortage the fresh read confirms is refused as before.
+    let err = h.create(&me, vec![item(&kettle, 6)]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "INSUFFICIENT_STOCK");
+    assert_eq!(h.inventory.calls(), 3);
+}
