@@ -6,7 +6,7 @@ use platform::settings::{self as set, DefaultValue, Env, Setting};
 
 platform::declare_settings! {
     PRICE_CACHE_TTL_MS = DefaultValue::Value("100"),
-        "the longest a product's price and stock, read from Inventory, price new orders (0: each order reads them; at most 1000); a change made meanwhile is missed that long, and the stock is checked again when the order is applied";
+        "the longest a product's price and stock, read from Inventory, price new orders (0: each order reads them; at most 1000); a new price or a deletion is missed that long, a shortage is read again before an order is refused, and Inventory checks the stock when it applies the order";
     OUTBOX_RELAY_ENABLED = DefaultValue::Value("true"),
         "run the relay in this process (each record is claimed by one relay at a time, so several may)";
     OUTBOX_POLL_INTERVAL_MS = DefaultValue::Value("500"),
